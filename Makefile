@@ -1,0 +1,35 @@
+# Every target sets up what it needs; run as root on Debian 12.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := redis-server redis-sentinel redis-tools insserv iproute2 util-linux procps psmisc zstd gzip python3-venv python3-pip
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup lab test unit functional integration lint down
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt Makefile
+	./lab/setup-machine.sh $(APT_PACKAGES)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+lab: setup
+	$(PY) -m lab up
+
+down: setup
+	$(PY) -m lab down
+
+test: setup
+	$(PY) -m ruff check --line-length 120 _pillar _modules _states lab tests
+	$(PY) -m pytest tests
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+functional: setup
+	$(PY) -m pytest tests/functional
+
+integration: setup
+	$(PY) -m pytest tests/integration

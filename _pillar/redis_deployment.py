@@ -1,0 +1,435 @@
+"""
+External pillar: the Redis deployment's shape, computed from my_multihead_cluster.yaml.
+
+This module is the one place that turns the operator's YAML into the deployment's
+shape (mode, roles, peers, initial master, slot plan, memory limits). The salt-master
+calls it at pillar-render time, so there is no generated file to go stale.
+
+Master configuration:
+
+.. code-block:: yaml
+
+    ext_pillar:
+      - redis_deployment:
+          config: /srv/redis-salt/my_multihead_cluster.yaml
+
+Pillar keys an operator sets under ``redis:`` in ordinary pillar files override the
+computed ones.
+
+The pure functions (:func:`load_deployment`, :func:`node_pillar`) need no Salt and are
+imported directly by the lab and the unit tests.
+"""
+
+import copy
+import ipaddress
+import logging
+import os
+import re
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "redis_deployment"
+
+TOTAL_SLOTS = 16384
+MODES = ("auto", "cluster", "sentinel")
+MAXMEMORY_POLICIES = (
+    "volatile-lru",
+    "allkeys-lru",
+    "volatile-lfu",
+    "allkeys-lfu",
+    "volatile-random",
+    "allkeys-random",
+    "volatile-ttl",
+    "noeviction",
+)
+COMPRESSIONS = ("gzip", "zstd", "none")
+DEFAULTS = {
+    "mode": "auto",
+    "port": 6379,
+    "sentinel_port": 26379,
+    "maxmemory_percent": 25,
+    "maxmemory_policy": "allkeys-lru",
+    "maxclients": 10000,
+    "replicas_per_master": 0,
+    "master_name": "mymaster",
+    "cluster_node_timeout_ms": 5000,
+}
+SENTINEL_DEFAULTS = {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []}
+BACKUP_DEFAULTS = {
+    "dir": "/var/backups/redis",
+    "retention_days": 7,
+    "compress": "gzip",
+    "schedule": [],
+}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class DeploymentError(ValueError):
+    """The YAML does not describe a valid deployment; the message names file and key."""
+
+    def __init__(self, path, key, expected):
+        self.path, self.key, self.expected = path, key, expected
+        super().__init__(f"{path}: {key}: {expected}")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# ---------------------------------------------------------------- reading the YAML
+
+
+def _expand(value, key, path, environ):
+    """Expand ${VAR} in every string below value; an unset variable is an error."""
+    if isinstance(value, str):
+
+        def substitute(match):
+            name = match.group(1)
+            if name not in environ:
+                raise DeploymentError(
+                    path, key, f"environment variable {name} is not set in the salt-master's environment"
+                )
+            return environ[name]
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key}.{k}", path, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{key}[{i}]", path, environ) for i, v in enumerate(value)]
+    return value
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise DeploymentError(path, "(file)", f"cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DeploymentError(path, where, f"is not valid YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise DeploymentError(path, "(top level)", "expected a mapping with nodes.controllers and cache.redis")
+    return document
+
+
+def _mapping(value, key, path):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DeploymentError(path, key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _integer(settings, name, key, path, low, high):
+    value = settings[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DeploymentError(path, key, f"expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _choice(settings, name, key, path, choices):
+    value = settings[name]
+    if value not in choices:
+        raise DeploymentError(path, key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _controllers(document, path, environ):
+    nodes = _mapping(document.get("nodes"), "nodes", path)
+    controllers = nodes.get("controllers")
+    if controllers is None:
+        raise DeploymentError(path, "nodes.controllers", "is missing: expected a list of controllers")
+    if not isinstance(controllers, list):
+        raise DeploymentError(path, "nodes.controllers", f"expected a list, got {type(controllers).__name__}")
+    seen_names, seen_ips, seen_ids, result = {}, {}, {}, []
+    for index, raw in enumerate(controllers):
+        key = f"nodes.controllers[{index}]"
+        if not isinstance(raw, dict):
+            raise DeploymentError(path, key, f"expected a mapping with hostname and ip_address, got {raw!r}")
+        # Expand ${VAR} only in what Redis reads; other parts of the platform own the rest.
+        entry = {
+            k: _expand(raw[k], f"{key}.{k}", path, environ)
+            for k in ("hostname", "ip_address", "minion_id", "services")
+            if k in raw
+        }
+        hostname = entry.get("hostname")
+        if not isinstance(hostname, str) or not hostname.strip():
+            raise DeploymentError(path, f"{key}.hostname", "is missing: expected the controller's host name")
+        if not _HOSTNAME.match(hostname):
+            raise DeploymentError(path, f"{key}.hostname", f"expected a valid host name, got {hostname!r}")
+        ip_text = entry.get("ip_address")
+        try:
+            ip = ipaddress.ip_address(str(ip_text).strip()) if ip_text is not None else None
+        except ValueError:
+            ip = None
+        if ip is None or ip.is_unspecified or ip.is_multicast:
+            raise DeploymentError(
+                path, f"{key}.ip_address", f"expected the controller's unicast IP address, got {ip_text!r}"
+            )
+        minion_id = entry.get("minion_id", hostname)
+        if not isinstance(minion_id, str) or not minion_id.strip():
+            raise DeploymentError(path, f"{key}.minion_id", f"expected a Salt minion id, got {minion_id!r}")
+        services = _mapping(entry.get("services"), f"{key}.services", path)
+        redis_enabled = services.get("redis", False)
+        if not isinstance(redis_enabled, bool):
+            raise DeploymentError(path, f"{key}.services.redis", f"expected true or false, got {redis_enabled!r}")
+        for seen, value, what in (
+            (seen_names, hostname.lower(), "hostname"),
+            (seen_ips, str(ip), "ip_address"),
+            (seen_ids, minion_id, "minion_id"),
+        ):
+            if value in seen:
+                raise DeploymentError(
+                    path,
+                    f"{key}.{what}",
+                    f"duplicate {what} {value!r}, already used by nodes.controllers[{seen[value]}]",
+                )
+            seen[value] = index
+        result.append(
+            {"hostname": hostname, "minion_id": minion_id, "ip": str(ip), "redis": redis_enabled, "index": index}
+        )
+    return result
+
+
+def _password(settings, path):
+    key = "cache.redis.password"
+    password = settings.get("password")
+    if password is None:
+        raise DeploymentError(path, key, "is missing: expected a password (for example ${REDIS_PASSWORD})")
+    if not isinstance(password, str) or not password.strip():
+        raise DeploymentError(path, key, "expected a non-empty password, got an empty or blank one")
+    if any(ord(char) < 32 or ord(char) == 127 for char in password):
+        raise DeploymentError(path, key, "expected a password without control characters or line breaks")
+    return password
+
+
+def _redis_settings(document, path, environ):
+    cache = _mapping(document.get("cache"), "cache", path)
+    raw = _mapping(cache.get("redis"), "cache.redis", path)
+    settings = dict(DEFAULTS)
+    settings.update(_expand(raw, "cache.redis", path, environ))
+    settings["password"] = _password(settings, path)
+    _choice(settings, "mode", "cache.redis.mode", path, MODES)
+    _integer(settings, "port", "cache.redis.port", path, 1, 65535)
+    _integer(settings, "sentinel_port", "cache.redis.sentinel_port", path, 1, 65535)
+    if settings["port"] == settings["sentinel_port"]:
+        raise DeploymentError(path, "cache.redis.sentinel_port", "expected a port different from cache.redis.port")
+    _integer(settings, "maxclients", "cache.redis.maxclients", path, 1, 1_000_000)
+    _integer(settings, "replicas_per_master", "cache.redis.replicas_per_master", path, 0, 5)
+    _integer(settings, "cluster_node_timeout_ms", "cache.redis.cluster_node_timeout_ms", path, 100, 600_000)
+    _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
+    percent = settings["maxmemory_percent"]
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+        raise DeploymentError(
+            path, "cache.redis.maxmemory_percent", f"expected a number above 0 and at most 100, got {percent!r}"
+        )
+    if not isinstance(settings["master_name"], str) or not _NAME.match(settings["master_name"]):
+        raise DeploymentError(
+            path,
+            "cache.redis.master_name",
+            f"expected letters, digits, '.', '_' or '-', got {settings['master_name']!r}",
+        )
+
+    sentinel = dict(SENTINEL_DEFAULTS)
+    sentinel.update(_mapping(settings.get("sentinel"), "cache.redis.sentinel", path))
+    _integer(sentinel, "down_after_ms", "cache.redis.sentinel.down_after_ms", path, 100, 3_600_000)
+    _integer(sentinel, "failover_timeout_ms", "cache.redis.sentinel.failover_timeout_ms", path, 1000, 86_400_000)
+    if not isinstance(sentinel["witnesses"], list) or not all(isinstance(w, str) for w in sentinel["witnesses"]):
+        raise DeploymentError(path, "cache.redis.sentinel.witnesses", "expected a list of controller hostnames")
+    settings["sentinel"] = sentinel
+
+    backup = dict(BACKUP_DEFAULTS)
+    backup.update(_mapping(settings.get("backup"), "cache.redis.backup", path))
+    if not isinstance(backup["dir"], str) or not os.path.isabs(backup["dir"]):
+        raise DeploymentError(path, "cache.redis.backup.dir", f"expected an absolute path, got {backup['dir']!r}")
+    _integer(backup, "retention_days", "cache.redis.backup.retention_days", path, 0, 36500)
+    _choice(backup, "compress", "cache.redis.backup.compress", path, COMPRESSIONS)
+    if not isinstance(backup["schedule"], list):
+        raise DeploymentError(path, "cache.redis.backup.schedule", "expected a list of schedule entries")
+    settings["backup"] = backup
+    return settings
+
+
+# ---------------------------------------------------------------- the shape
+
+
+def slot_ranges(masters):
+    """Split the 16384 hash slots over `masters` nodes the way redis-cli --cluster create does."""
+    per_node = TOTAL_SLOTS / masters
+    ranges, first, cursor = [], 0, 0.0
+    for index in range(masters):
+        last = TOTAL_SLOTS - 1 if index == masters - 1 else int(round(cursor + per_node - 1))
+        ranges.append([first, last])
+        first, cursor = last + 1, cursor + per_node
+    return ranges
+
+
+def _resolve_mode(settings, redis_nodes, path):
+    count, requested = len(redis_nodes), settings["mode"]
+    if count < 2:
+        raise DeploymentError(
+            path,
+            "nodes.controllers",
+            f"expected at least 2 controllers with services.redis: true, found {count}",
+        )
+    mode = requested if requested != "auto" else ("cluster" if count >= 3 else "sentinel")
+    if mode == "cluster":
+        needed = 3 * (settings["replicas_per_master"] + 1)
+        if count < needed:
+            raise DeploymentError(
+                path,
+                "cache.redis.mode",
+                f"cluster mode with replicas_per_master {settings['replicas_per_master']} needs at least "
+                f"{needed} Redis controllers, found {count}",
+            )
+        if settings["port"] + 10000 > 65535:
+            raise DeploymentError(
+                path, "cache.redis.port", "expected a port of at most 55535 in cluster mode (the bus uses port + 10000)"
+            )
+    return mode
+
+
+def load_deployment(path, environ=None):
+    """Read and validate the YAML at `path` and compute the whole deployment's shape.
+
+    Raises DeploymentError (file, key path, expectation) on any mistake.
+    """
+    environ = os.environ if environ is None else environ
+    document = _read_yaml(path)
+    settings = _redis_settings(document, path, environ)
+    controllers = _controllers(document, path, environ)
+    redis_nodes = [c for c in controllers if c["redis"]]
+    mode = _resolve_mode(settings, redis_nodes, path)
+
+    by_hostname = {c["hostname"]: c for c in controllers}
+    witnesses = []
+    for index, name in enumerate(settings["sentinel"]["witnesses"]):
+        key = f"cache.redis.sentinel.witnesses[{index}]"
+        if mode != "sentinel":
+            raise DeploymentError(path, key, "witness Sentinels only exist in sentinel mode")
+        if name not in by_hostname:
+            raise DeploymentError(path, key, f"expected the hostname of a controller, got {name!r}")
+        if by_hostname[name]["redis"]:
+            raise DeploymentError(path, key, f"expected a controller without services.redis, {name!r} runs Redis")
+        witnesses.append(by_hostname[name])
+
+    port = settings["port"]
+    peers = [{"hostname": n["hostname"], "minion_id": n["minion_id"], "ip": n["ip"], "port": port} for n in redis_nodes]
+    roles, slot_plan, replica_of = {}, {}, {}
+    if mode == "cluster":
+        masters = len(redis_nodes) // (settings["replicas_per_master"] + 1)
+        for node, slots in zip(redis_nodes[:masters], slot_ranges(masters)):
+            slot_plan[node["hostname"]] = [slots]
+        for index, node in enumerate(redis_nodes[masters:]):
+            replica_of[node["hostname"]] = redis_nodes[index % masters]["hostname"]
+        for node in redis_nodes:
+            roles[node["hostname"]] = "cluster-node"
+    else:
+        for index, node in enumerate(redis_nodes):
+            roles[node["hostname"]] = "master" if index == 0 else "replica"
+            if index:
+                replica_of[node["hostname"]] = redis_nodes[0]["hostname"]
+    for node in witnesses:
+        roles[node["hostname"]] = "sentinel-only"
+
+    sentinels = [n for n in controllers if roles.get(n["hostname"]) in ("master", "replica", "sentinel-only")]
+    sentinel = dict(settings["sentinel"], witnesses=[w["hostname"] for w in witnesses])
+    if mode == "sentinel":
+        sentinel["hosts"] = [{"hostname": n["hostname"], "ip": n["ip"]} for n in sentinels]
+        sentinel["quorum"] = len(sentinels) // 2 + 1
+
+    return {
+        "path": path,
+        "mode": mode,
+        "settings": settings,
+        "controllers": controllers,
+        "peers": peers,
+        "initial_master": peers[0],
+        "roles": roles,
+        "slot_plan": slot_plan,
+        "replica_of": replica_of,
+        "sentinel": sentinel,
+    }
+
+
+def maxmemory_bytes(mem_total_mib, percent):
+    """Redis maxmemory for a host with `mem_total_mib` MiB of RAM (Salt's mem_total grain)."""
+    return int(int(mem_total_mib) * 1024 * 1024 * percent / 100)
+
+
+def node_pillar(deployment, minion_id, mem_total_mib):
+    """The ``redis`` pillar of one minion: its role plus everything it needs to know."""
+    node = next((c for c in deployment["controllers"] if c["minion_id"] == minion_id), None)
+    settings = deployment["settings"]
+    role = deployment["roles"].get(node["hostname"], "none") if node else "none"
+    pillar = {"mode": deployment["mode"], "role": role, "config_file": deployment["path"]}
+    if role == "none":
+        return pillar
+    percent = settings["maxmemory_percent"]
+    pillar.update(
+        {
+            "hostname": node["hostname"],
+            "bind_ip": node["ip"],
+            "port": settings["port"],
+            "sentinel_port": settings["sentinel_port"],
+            "password": settings["password"],
+            "peers": copy.deepcopy(deployment["peers"]),
+            "initial_master": dict(deployment["initial_master"]),
+            "master_name": settings["master_name"],
+            "replicas_per_master": settings["replicas_per_master"],
+            "cluster_node_timeout_ms": settings["cluster_node_timeout_ms"],
+            "maxmemory_percent": percent,
+            "maxmemory": maxmemory_bytes(mem_total_mib, percent),
+            "maxmemory_policy": settings["maxmemory_policy"],
+            "maxclients": settings["maxclients"],
+            "sentinel": copy.deepcopy(deployment["sentinel"]),
+            "backup": copy.deepcopy(settings["backup"]),
+        }
+    )
+    if deployment["mode"] == "cluster":
+        pillar["slot_plan"] = copy.deepcopy(deployment["slot_plan"])
+        pillar["slots"] = copy.deepcopy(deployment["slot_plan"].get(node["hostname"], []))
+    if node["hostname"] in deployment["replica_of"]:
+        pillar["replica_of"] = deployment["replica_of"][node["hostname"]]
+    for key in ("tls", "acl"):
+        if key in settings:
+            pillar[key] = copy.deepcopy(settings[key])
+    return pillar
+
+
+def _merge(base, override):
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argument
+    """
+    Compute pillar ``redis`` for `minion_id` from the deployment YAML at `config`.
+
+    A bad YAML yields a pillar render error naming the file, the key path and what was
+    expected, so ``state.apply`` stops before any host changes.
+    """
+    if not config:
+        return {"_errors": ["ext_pillar redis_deployment: expected option 'config' with the YAML's path"]}
+    try:
+        deployment = load_deployment(config)
+    except DeploymentError as exc:
+        log.error("redis_deployment: %s", exc)
+        return {"_errors": [str(exc)]}
+    computed = node_pillar(deployment, minion_id, __grains__.get("mem_total", 0))
+    overrides = pillar.get("redis") if isinstance(pillar.get("redis"), dict) else {}
+    return {"redis": _merge(computed, overrides)}

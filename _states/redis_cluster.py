@@ -1,0 +1,162 @@
+"""
+States that keep a Redis node's configuration in line with the deployment without
+fighting Redis over what it decides on its own.
+
+Redis rewrites its main configuration file (CONFIG REWRITE, ``replicaof`` after a
+Sentinel failover). Salt therefore owns a separate file that the main file includes as
+its last directive (:func:`config_included`), and brings the running server in line with
+live CONFIG SET where Redis allows it, restarting only for the rest
+(:func:`settings_applied`).
+"""
+
+import os
+
+__virtualname__ = "redis_cluster"
+
+# Directives Redis cannot change at run time (or that we refuse to change live).
+RESTART_DIRECTIVES = frozenset(
+    ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind")
+)
+MAIN_FILE_HEADER = (
+    "# Redis's own configuration file. Redis may rewrite it (CONFIG REWRITE, `replicaof`\n"
+    "# after a Sentinel failover); Salt leaves those lines alone. Salt's settings live in\n"
+    "# the file included on the last line, so they win over anything above it.\n"
+)
+
+
+def __virtual__():
+    if "redis_cluster.config_diff" not in __salt__:
+        return (False, "redis_cluster state: the redis_cluster execution module is not available")
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _directives(lines):
+    """(line index, directive) for every non-comment line of a Redis config."""
+    for index, line in enumerate(lines):
+        words = line.split(None, 1)
+        if words and not words[0].startswith("#"):
+            yield index, words[0].lower(), words[1].strip() if len(words) > 1 else ""
+
+
+def config_included(name, include, user="redis", group="redis", mode="0640"):
+    """
+    Make sure the Redis configuration file ``name`` includes ``include`` as its last
+    directive, creating ``name`` when it does not exist. Every other line (Redis's own
+    rewrites, an operator's additions) is kept as it is.
+
+    name
+        Redis's main configuration file, e.g. ``/etc/redis/redis.conf``.
+    include
+        The Salt-managed file whose settings must win.
+
+    .. code-block:: yaml
+
+        redis-main-config-includes-salt-settings:
+          redis_cluster.config_included:
+            - name: /etc/redis/redis.conf
+            - include: /etc/redis/redis-salt.conf
+    """
+    ret = _ret(name)
+    include_line = f"include {include}"
+    if os.path.exists(name):
+        with open(name, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    else:
+        lines = MAIN_FILE_HEADER.splitlines()
+    directives = list(_directives(lines))
+    ours = [i for i, directive, arg in directives if directive == "include" and arg == include]
+    if os.path.exists(name) and ours and ours[-1] == directives[-1][0] and len(ours) == 1:
+        ret["comment"] = f"{name} includes {include} last"
+        return ret
+
+    kept = [line for i, line in enumerate(lines) if i not in ours]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    content = "\n".join(kept + [include_line]) + "\n"
+    change = "created" if not os.path.exists(name) else "include moved to the last line"
+    ret["changes"] = {"include": include, "action": change}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{name} would be {change}"
+        return ret
+    os.makedirs(os.path.dirname(name), exist_ok=True)
+    temporary = f"{name}.salt-tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    __salt__["file.chown"](temporary, user, group)
+    os.chmod(temporary, int(str(mode), 8))
+    os.replace(temporary, name)
+    ret["comment"] = f"{name}: {change}"
+    return ret
+
+
+def settings_applied(name, settings, service, timeout=30):
+    """
+    Bring the running Redis server in line with ``settings`` (directive -> value): live
+    with CONFIG SET where Redis allows it, by restarting ``service`` only when a
+    directive that cannot change at run time differs (or the server does not accept the
+    deployment's password). The password (pillar ``redis:password``) is checked too;
+    no value appears in the state's return, only directive names.
+
+    name
+        Any label, e.g. the server's address.
+    settings
+        The directives Salt owns, as written to the included configuration file.
+    service
+        The service to restart when a restart is needed.
+
+    .. code-block:: yaml
+
+        redis-server-runs-the-managed-settings:
+          redis_cluster.settings_applied:
+            - settings: {maxmemory: 1073741824, maxclients: 10000}
+            - service: redis-server
+    """
+    ret = _ret(name)
+    port = settings.get("port")
+    password = (__pillar__.get("redis") or {}).get("password")
+    if password:
+        # Compared and set like the rest, but taken from pillar, never from arguments.
+        settings = dict(settings, requirepass=password, masterauth=password)
+    diff = __salt__["redis_cluster.config_diff"](settings, port=port)
+    if not diff["reachable"] and not diff["auth_failed"] and not __opts__["test"]:
+        # Just started or still loading its data: give it time before judging.
+        __salt__["redis_cluster.wait_ready"](timeout=timeout, port=port)
+        diff = __salt__["redis_cluster.config_diff"](settings, port=port)
+    if diff["reachable"] and not diff["differs"]:
+        ret["comment"] = "the running server already uses every managed setting"
+        return ret
+
+    restart_for = sorted(set(diff["differs"]) & RESTART_DIRECTIVES) if diff["reachable"] else []
+    restart = not diff["reachable"] or bool(restart_for)
+    reason = diff["error"] if not diff["reachable"] else "changed: " + ", ".join(restart_for)
+    if restart:
+        ret["changes"] = {"restarted": service, "reason": reason}
+    else:
+        ret["changes"] = {"config_set": diff["differs"]}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{service} would be restarted ({reason})" if restart else (
+            "would apply live: " + ", ".join(diff["differs"])
+        )
+        return ret
+
+    if restart:
+        __salt__["service.restart"](service)
+        if not __salt__["redis_cluster.wait_ready"](timeout=timeout, port=port):
+            ret.update(result=False, comment=f"{service} restarted but does not answer within {timeout}s")
+            return ret
+    else:
+        __salt__["redis_cluster.config_set"]({d: settings[d] for d in diff["differs"]}, port=port)
+
+    still = __salt__["redis_cluster.config_diff"](settings, port=port)
+    if not still["reachable"] or still["differs"]:
+        ret["result"] = False
+        ret["comment"] = "the running server still differs on: " + ", ".join(still["differs"] or ["(unreachable)"])
+        return ret
+    ret["comment"] = f"{service} restarted ({reason})" if restart else "applied live: " + ", ".join(diff["differs"])
+    return ret

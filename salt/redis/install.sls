@@ -1,0 +1,21 @@
+{%- from "redis/map.jinja" import redis with context %}
+
+redis-packages-installed:
+  pkg.installed:
+    - pkgs: {{ redis.pkgs | json }}
+
+{#- The packages' own helper for config checks: Salt runs it before any new
+    configuration reaches the server. #}
+redis-config-checker-installed:
+  file.managed:
+    - name: {{ redis.check_config_cmd }}
+    - source: salt://redis/files/redis-check-config
+    - mode: "0755"
+    - makedirs: True
+
+redis-python-client-installed:
+  pip.installed:
+    - name: redis
+    - bin_env: {{ grains.pythonexecutable }}
+    - unless: {{ grains.pythonexecutable }} -c "import redis"
+    - reload_modules: True

@@ -1,0 +1,29 @@
+{%- from "redis/map.jinja" import redis, redis_settings with context %}
+include:
+  - redis.config
+
+{#- No `watch` on the config files: a changed setting is applied live where Redis
+    allows it and the server is restarted only for the rest (next state). #}
+redis-server-running:
+  service.running:
+    - name: {{ redis.service }}
+    - enable: True
+    - require:
+      - redis_cluster: redis-main-config-includes-salt-settings
+
+redis-server-runs-the-managed-settings:
+  redis_cluster.settings_applied:
+    - name: {{ redis.get("bind_ip", "127.0.0.1") }}:{{ redis.port }}
+    - settings: {{ redis_settings | json }}
+    - service: {{ redis.service }}
+    - require:
+      - service: redis-server-running
+
+{%- if redis.mode == "cluster" %}
+
+{#- Debian's redis-sentinel package starts a Sentinel; a Redis Cluster has no use for it. #}
+redis-sentinel-not-running-in-cluster-mode:
+  service.dead:
+    - name: {{ redis.sentinel_service }}
+    - enable: False
+{%- endif %}
