@@ -371,7 +371,7 @@ def node_pillar(deployment, minion_id, mem_total_mib):
     node = next((c for c in deployment["controllers"] if c["minion_id"] == minion_id), None)
     settings = deployment["settings"]
     role = deployment["roles"].get(node["hostname"], "none") if node else "none"
-    pillar = {"mode": deployment["mode"], "role": role, "config_file": deployment["path"]}
+    pillar = {"mode": deployment["mode"], "role": role, "deployment_file": deployment["path"]}
     if role == "none":
         return pillar
     percent = settings["maxmemory_percent"]

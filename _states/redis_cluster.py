@@ -140,8 +140,10 @@ def settings_applied(name, settings, service, timeout=30):
         ret["changes"] = {"config_set": diff["differs"]}
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"{service} would be restarted ({reason})" if restart else (
-            "would apply live: " + ", ".join(diff["differs"])
+        ret["comment"] = (
+            f"{service} would be restarted ({reason})"
+            if restart
+            else ("would apply live: " + ", ".join(diff["differs"]))
         )
         return ret
 

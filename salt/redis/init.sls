@@ -9,5 +9,5 @@ include:
 {%- else %}
 redis-nothing-to-do-on-this-minion:
   test.succeed_without_changes:
-    - comment: "role {{ redis.role }} in {{ redis.get('config_file', 'my_multihead_cluster.yaml') }}: no Redis server here"
+    - comment: "role {{ redis.role }} in {{ redis.get('deployment_file', 'my_multihead_cluster.yaml') }}: no Redis server here"
 {%- endif %}

@@ -13,9 +13,12 @@ redis-config-checker-installed:
     - mode: "0755"
     - makedirs: True
 
+{#- redis-py, for the redis_cluster modules (they load only when it imports). #}
+{%- if "redis_cluster.status" not in salt %}
 redis-python-client-installed:
   pip.installed:
     - name: redis
     - bin_env: {{ grains.pythonexecutable }}
     - unless: {{ grains.pythonexecutable }} -c "import redis"
     - reload_modules: True
+{%- endif %}

@@ -1,0 +1,4 @@
+# Overrides of the computed pillar `redis`, for example:
+# redis:
+#   maxclients: 20000
+{}
