@@ -133,7 +133,9 @@ def config_diff(settings, port=None):
 def config_set(settings, port=None):
     """
     Apply ``settings`` (directive -> value) to the running server with CONFIG SET.
-    Returns the directives set; secret values are never echoed.
+
+    Returns ``{"applied": [directive, ...], "refused": {directive: Redis's reason}}``;
+    values are never echoed, so a refused password stays secret.
 
     CLI Example:
 
@@ -142,14 +144,15 @@ def config_set(settings, port=None):
         salt '*' redis_cluster.config_set '{"maxclients": 20000}'
     """
     client = _client(port)
-    applied = []
+    result = {"applied": [], "refused": {}}
     for directive, value in settings.items():
-        client.config_set(directive, value)
-        applied.append(directive)
-        if directive == "requirepass":
-            # The connection stays authenticated; later commands keep working.
-            log.info("redis_cluster: requirepass changed on the running server")
-    return applied
+        try:
+            client.config_set(directive, value)
+            result["applied"].append(directive)
+        except redis.ResponseError as exc:
+            reason = str(exc) if directive not in ("requirepass", "masterauth") else "refused"
+            result["refused"][directive] = reason
+    return result
 
 
 def wait_ready(timeout=30, port=None):

@@ -153,7 +153,12 @@ def settings_applied(name, settings, service, timeout=30):
             ret.update(result=False, comment=f"{service} restarted but does not answer within {timeout}s")
             return ret
     else:
-        __salt__["redis_cluster.config_set"]({d: settings[d] for d in diff["differs"]}, port=port)
+        outcome = __salt__["redis_cluster.config_set"]({d: settings[d] for d in diff["differs"]}, port=port)
+        if outcome["refused"]:
+            ret["result"] = False
+            ret["changes"] = {"config_set": outcome["applied"]} if outcome["applied"] else {}
+            ret["comment"] = "Redis refused: " + "; ".join(f"{d}: {why}" for d, why in outcome["refused"].items())
+            return ret
 
     still = __salt__["redis_cluster.config_diff"](settings, port=port)
     if not still["reachable"] or still["differs"]:

@@ -88,7 +88,9 @@ class Controller:
 
     def salt(self, tool, *args, capture=False, check=False):
         argv = [BIN / tool, "-c", self.master_dir, *args]
-        return subprocess.run(argv, capture_output=capture, text=True, check=check)
+        # salt-run renders pillar in its own process: it needs the master's environment.
+        env = dict(os.environ, REDIS_PASSWORD=self.password(create=True)[0])
+        return subprocess.run(argv, capture_output=capture, text=True, check=check, env=env)
 
     def wait_for_minions(self, hosts, timeout=90):
         deadline, missing = time.monotonic() + timeout, set(hosts)

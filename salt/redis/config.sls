@@ -39,3 +39,4 @@ redis-main-config-includes-salt-settings:
     - group: {{ redis.group }}
     - require:
       - file: redis-salt-settings-file
+      - saltutil: redis-salt-extensions-synced

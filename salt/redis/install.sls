@@ -1,5 +1,12 @@
 {%- from "redis/map.jinja" import redis with context %}
 
+{#- `state.apply redis` on a fresh minion: bring our custom modules (_modules, _states)
+    before the states that use them. Reports changes only when a module changed. #}
+redis-salt-extensions-synced:
+  saltutil.sync_all:
+    - refresh: False
+    - reload_modules: True
+
 redis-packages-installed:
   pkg.installed:
     - pkgs: {{ redis.pkgs | json }}

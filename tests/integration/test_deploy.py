@@ -1,0 +1,160 @@
+"""
+`salt '*' state.apply redis` on a real master and real minions in lab hosts: what an
+operator checks after the first run, on the second run, under test=True and with a
+broken my_multihead_cluster.yaml.
+"""
+
+import json
+import stat
+
+import pytest
+import redis
+import yaml
+from conftest import (
+    PASSWORD,
+    PLAIN_HOST,
+    REDIS_HOSTS,
+    deployment,
+    host_file,
+    host_processes,
+    node_client,
+    ps_output,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def changed_states(minion_return):
+    return sorted(v["__id__"] for v in minion_return.values() if v["changes"])
+
+
+def failed_states(minion_return):
+    return sorted(f"{v['__id__']}: {v['comment']}" for v in minion_return.values() if v["result"] is False)
+
+
+def run_ids():
+    return {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS}
+
+
+@pytest.fixture
+def restore_deployment(deployment_file):
+    original = deployment_file.read_text()
+    yield
+    deployment_file.write_text(original)
+
+
+def test_first_apply_succeeds_everywhere(first_apply):
+    assert first_apply.returncode == 0, first_apply.stdout
+    assert set(first_apply.data) == {*REDIS_HOSTS, PLAIN_HOST[0]}
+    for minion, states in first_apply.data.items():
+        assert failed_states(states) == [], minion
+
+
+def test_every_redis_host_answers_with_the_password_only(first_apply):
+    for host in REDIS_HOSTS:
+        assert node_client(host).ping() is True
+        with pytest.raises(redis.AuthenticationError):
+            node_client(host, password=None).ping()
+        with pytest.raises(redis.AuthenticationError):
+            node_client(host, password="wrong").ping()
+
+
+def test_config_matches_cluster_mode_and_memory_plan(first_apply, salt_cli):
+    mem_total = salt_cli.run("grains.get", "mem_total", minion_tgt="it1").data
+    for host, ip in REDIS_HOSTS.items():
+        client = node_client(host)
+        assert client.config_get("cluster-enabled") == {"cluster-enabled": "yes"}
+        assert client.config_get("bind")["bind"].split() == [ip, "127.0.0.1"]
+        assert int(client.config_get("maxmemory")["maxmemory"]) == mem_total * 1024 * 1024 // 4
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lru"
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert client.config_get("save")["save"] == "900 1 300 10 60 10000"
+
+
+def test_pillar_shows_the_computed_shape(first_apply, salt_run_cli):
+    shapes = {host: salt_run_cli.run("pillar.show_pillar", host).data["redis"] for host in REDIS_HOSTS}
+    assert {s["mode"] for s in shapes.values()} == {"cluster"}
+    assert {s["role"] for s in shapes.values()} == {"cluster-node"}
+    assert [shapes[h]["slots"] for h in REDIS_HOSTS] == [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
+    assert shapes["it2"]["initial_master"]["hostname"] == "it1"
+    assert [p["ip"] for p in shapes["it3"]["peers"]] == list(REDIS_HOSTS.values())
+
+
+def test_non_redis_controller_is_untouched(first_apply, lab_hosts):
+    plain = PLAIN_HOST[0]
+    assert changed_states(first_apply.data[plain]) == []
+    assert not any(path.is_file() for path in host_file(lab_hosts, plain, "/etc/redis").iterdir())
+    assert not any("redis-server" in command for command in host_processes(lab_hosts, plain))
+
+
+def test_password_is_not_in_ps_returns_or_world_readable_files(first_apply, lab_hosts):
+    assert PASSWORD not in ps_output()
+    assert PASSWORD not in json.dumps(first_apply.data)
+    for host in REDIS_HOSTS:
+        for path in ("/etc/redis/redis-salt.conf", "/etc/redis/redis.conf"):
+            mode = host_file(lab_hosts, host, path).stat().st_mode
+            assert not mode & stat.S_IROTH, f"{host}:{path} is world-readable"
+
+
+def test_second_apply_changes_nothing_and_restarts_nothing(first_apply, salt_cli):
+    before = run_ids()
+    second = salt_cli.run("state.apply", "redis", minion_tgt="*")
+    assert second.returncode == 0
+    for minion, states in second.data.items():
+        assert changed_states(states) == [], minion
+    assert run_ids() == before
+
+
+def test_test_mode_reports_a_pillar_change_and_changes_nothing(
+    first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
+):
+    settings_file = host_file(lab_hosts, "it1", "/etc/redis/redis-salt.conf")
+    content_before = settings_file.read_text()
+    deployment_file.write_text(yaml.safe_dump(deployment(maxclients=12000)))
+
+    dry = salt_cli.run("state.apply", "redis", "test=True", minion_tgt="it1")
+
+    states = dry.data
+    pending = {v["__id__"]: v for v in states.values() if v["result"] is None}
+    assert "redis-salt-settings-file" in pending
+    assert node_client("it1").config_get("maxclients") == {"maxclients": "10000"}
+    assert settings_file.read_text() == content_before
+
+
+def test_live_setting_change_is_applied_without_restart(
+    first_apply, salt_cli, deployment_file, restore_deployment
+):
+    before = run_ids()
+    deployment_file.write_text(yaml.safe_dump(deployment(maxclients=12000)))
+
+    applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert applied.returncode == 0
+    live = [v for v in applied.data["it1"].values() if v["__id__"] == "redis-server-runs-the-managed-settings"]
+    assert live[0]["changes"] == {"config_set": ["maxclients"]}
+    assert {h: node_client(h).config_get("maxclients")["maxclients"] for h in REDIS_HOSTS} == dict.fromkeys(
+        REDIS_HOSTS, "12000"
+    )
+    assert run_ids() == before
+
+
+def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
+    first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
+):
+    before = run_ids()
+    settings_file = host_file(lab_hosts, "it2", "/etc/redis/redis-salt.conf")
+    mtime = settings_file.stat().st_mtime_ns
+    broken = deployment()
+    broken["nodes"]["controllers"][1]["ip_address"] = REDIS_HOSTS["it1"]
+    deployment_file.write_text(yaml.safe_dump(broken))
+
+    result = salt_cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert str(deployment_file) in output
+    assert "nodes.controllers[1].ip_address" in output
+    assert "duplicate ip_address" in output
+    assert "Traceback" not in output
+    assert settings_file.stat().st_mtime_ns == mtime
+    assert run_ids() == before
