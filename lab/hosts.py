@@ -309,19 +309,22 @@ class Lab:
         run(["ip", "link", "set", self._veth(data["index"]), "up" if up else "down"])
 
     def destroy(self):
-        """Stop every process of every host, remove namespaces, links and the bridge."""
-        state = self._state()
-        for host, data in state["hosts"].items():
-            for pid in run(["ip", "netns", "pids", self.netns(host)], check=False).stdout.split():
+        """Stop every process of every host, remove namespaces, links and the bridge.
+
+        Works from the namespace names alone, so it also clears what an aborted run left.
+        """
+        listed = run(["ip", "netns", "list"], check=False).stdout.split("\n")
+        namespaces = {line.split()[0] for line in listed if line.startswith(f"{self.name}-")}
+        for ns in namespaces:
+            for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
                 try:
                     os.kill(int(pid), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            run(["ip", "netns", "delete", self.netns(host)], check=False)
-            run(["ip", "link", "delete", self._veth(data["index"])], check=False)
-        run(["ip", "link", "delete", self.bridge], check=False)
-        state["hosts"] = {}
-        state.pop("bridge_ip", None)
-        state.pop("network", None)
+            run(["ip", "netns", "delete", ns], check=False)
+        links = json.loads(run(["ip", "-j", "link", "show"], check=False).stdout or "[]")
+        for link in links:
+            if link.get("ifname", "").startswith(f"{self.name}-"):
+                run(["ip", "link", "delete", link["ifname"]], check=False)
         if self.state_dir.exists():
-            self._save(state)
+            self._save({"hosts": {}})
