@@ -12,6 +12,8 @@ import time
 
 try:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     HAS_REDIS = True
 except ImportError:
@@ -41,6 +43,9 @@ def _client(port=None, timeout=5):
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
+        # Our callers poll or decide themselves; redis-py's default retries would
+        # stretch every timeout (and retry refused passwords) by seconds.
+        retry=Retry(NoBackoff(), 0),
     )
 
 

@@ -9,7 +9,9 @@ live CONFIG SET where Redis allows it, restarting only for the rest
 (:func:`settings_applied`).
 """
 
+import grp
 import os
+import pwd
 
 __virtualname__ = "redis_cluster"
 
@@ -42,11 +44,25 @@ def _directives(lines):
             yield index, words[0].lower(), words[1].strip() if len(words) > 1 else ""
 
 
+def _owned_by_salt(directive, argument):
+    """Lines Redis copies into its own file that would beat or leak Salt's password.
+
+    CONFIG REWRITE (Sentinel runs it on every failover) appends ``requirepass``,
+    ``masterauth`` and ``user default ... #<hash>``; Redis applies ``user`` lines after
+    the whole configuration, so a stale one would override a new password.
+    """
+    return directive in ("requirepass", "masterauth") or (
+        directive == "user" and argument.split(None, 1)[:1] == ["default"]
+    )
+
+
 def config_included(name, include, user="redis", group="redis", mode="0640"):
     """
     Make sure the Redis configuration file ``name`` includes ``include`` as its last
-    directive, creating ``name`` when it does not exist. Every other line (Redis's own
-    rewrites, an operator's additions) is kept as it is.
+    directive, creating ``name`` when it does not exist. Redis's own lines (``replicaof``
+    after a failover, other CONFIG REWRITE output, an operator's additions) are kept,
+    except the password lines Salt owns (``requirepass``, ``masterauth``,
+    ``user default``). The file stays ``user:group`` with ``mode``.
 
     name
         Redis's main configuration file, e.g. ``/etc/redis/redis.conf``.
@@ -61,36 +77,63 @@ def config_included(name, include, user="redis", group="redis", mode="0640"):
             - include: /etc/redis/redis-salt.conf
     """
     ret = _ret(name)
-    include_line = f"include {include}"
-    if os.path.exists(name):
+    exists = os.path.exists(name)
+    if exists:
         with open(name, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     else:
         lines = MAIN_FILE_HEADER.splitlines()
     directives = list(_directives(lines))
     ours = [i for i, directive, arg in directives if directive == "include" and arg == include]
-    if os.path.exists(name) and ours and ours[-1] == directives[-1][0] and len(ours) == 1:
-        ret["comment"] = f"{name} includes {include} last"
-        return ret
+    dropped = [i for i, directive, arg in directives if _owned_by_salt(directive, arg)]
+    include_last = len(ours) == 1 and ours[0] == directives[-1][0]
 
-    kept = [line for i, line in enumerate(lines) if i not in ours]
+    actions = []
+    if not exists:
+        actions.append("created")
+    elif not include_last:
+        actions.append("include moved to the last line")
+    if dropped:
+        actions.append(f"{len(dropped)} password line(s) written by Redis removed")
+    if not actions:
+        ret["comment"] = f"{name} includes {include} last"
+        return _ensure_owner_and_mode(ret, name, user, group, mode)
+
+    kept = [line for i, line in enumerate(lines) if i not in ours and i not in dropped]
     while kept and not kept[-1].strip():
         kept.pop()
-    content = "\n".join(kept + [include_line]) + "\n"
-    change = "created" if not os.path.exists(name) else "include moved to the last line"
-    ret["changes"] = {"include": include, "action": change}
+    ret["changes"] = {"include": include, "action": "; ".join(actions)}
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"{name} would be {change}"
+        ret["comment"] = f"{name} would change: {'; '.join(actions)}"
         return ret
     os.makedirs(os.path.dirname(name), exist_ok=True)
     temporary = f"{name}.salt-tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(content)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(kept + [f"include {include}"]) + "\n")
     __salt__["file.chown"](temporary, user, group)
     os.chmod(temporary, int(str(mode), 8))
     os.replace(temporary, name)
-    ret["comment"] = f"{name}: {change}"
+    ret["comment"] = f"{name}: {'; '.join(actions)}"
+    return ret
+
+
+def _ensure_owner_and_mode(ret, name, user, group, mode):
+    """CONFIG REWRITE may leave the file 0644: put back owner and mode."""
+    wanted_mode = int(str(mode), 8)
+    stat = os.stat(name)
+    current = (pwd.getpwuid(stat.st_uid).pw_name, grp.getgrgid(stat.st_gid).gr_name)
+    if current == (user, group) and stat.st_mode & 0o7777 == wanted_mode:
+        return ret
+    ret["changes"] = {"mode": f"{wanted_mode:04o}", "owner": f"{user}:{group}"}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{name} would get owner {user}:{group} and mode {wanted_mode:04o}"
+        return ret
+    __salt__["file.chown"](name, user, group)
+    os.chmod(name, wanted_mode)
+    ret["comment"] = f"{name}: owner {user}:{group}, mode {wanted_mode:04o}"
     return ret
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab.hosts import REPO, Lab, LabError, read_hosts
+from lab.hosts import REPO, Lab, LabError, pid_alive, read_hosts
 from lab.saltconf import DEPLOYMENT_FILE, master_settings, minion_settings, write_config
 
 DEFAULT_CONFIG = REPO / "examples" / "lab-3.yaml"
@@ -52,10 +52,8 @@ class Controller:
     @staticmethod
     def _alive(pidfile):
         try:
-            pid = int(Path(pidfile).read_text().strip())
-            os.kill(pid, 0)
-            return True
-        except (OSError, ValueError):
+            return pid_alive(Path(pidfile).read_text().strip())
+        except OSError:
             return False
 
     def master_running(self):
@@ -67,7 +65,7 @@ class Controller:
         if self.master_running():
             return
         env = dict(os.environ, REDIS_PASSWORD=self.password(create=True)[0])
-        subprocess.run([BIN / "salt-master", "-c", self.master_dir, "-d"], check=True, env=env)
+        self._spawn([BIN / "salt-master", "-c", self.master_dir], self.master_dir / "console.log", env=env)
         deadline = time.monotonic() + 60
         while not self.master_running():
             if time.monotonic() > deadline:
@@ -84,7 +82,17 @@ class Controller:
         directory = self.minion_dir(host)
         write_config(directory / "minion", dict(minion_settings(host, bridge_ip), root_dir=str(directory)))
         if not self.minion_running(host):
-            subprocess.run(self.lab.enter(host, [BIN / "salt-minion", "-c", directory, "-d"]), check=True)
+            # Not `-d`: Salt's daemonize races with its own "already running" check
+            # when a crashed minion left its responsibility file behind.
+            self._spawn(self.lab.enter(host, [BIN / "salt-minion", "-c", directory]), directory / "console.log")
+
+    @staticmethod
+    def _spawn(argv, console, env=None):
+        console.parent.mkdir(parents=True, exist_ok=True)
+        with open(console, "ab") as output:
+            subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True, env=env
+            )
 
     def salt(self, tool, *args, capture=False, check=False):
         argv = [BIN / tool, "-c", self.master_dir, *args]
@@ -163,6 +171,9 @@ class Controller:
     def start(self, host):
         bridge_ip = self.lab.bridge_ip()
         services = self.lab.boot(host)
+        # A reboot empties /var/run: the crashed minion's pid files must not stop the new one.
+        for stale in (self.minion_dir(host) / "var/run").glob("*salt-minion.pid"):
+            stale.unlink()
         self.start_minion(host, bridge_ip)
         self.wait_for_minions([host])
         print(f"lab: {host} booted; started {', '.join(services) or 'no Redis service'} and its salt-minion")

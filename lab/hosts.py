@@ -79,6 +79,15 @@ def read_hosts(config_path):
     return hosts
 
 
+def pid_alive(pid):
+    """True for a running process; False for none or a zombie (PID 1 here may never reap)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def run(argv, check=True, **kwargs):
     result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:

@@ -1,0 +1,228 @@
+"""Fixtures for the functional tests of _modules/redis_cluster.py and _states/redis_cluster.py.
+
+Every test talks to a real ``redis-server`` (Debian's /usr/bin/redis-server, Redis 7.0)
+started on 127.0.0.1 in a temporary directory. Like the deployment, the server reads a
+main configuration file whose last line includes a Salt-owned ``salt.conf``. The password
+only ever travels through files and redis-py, never through a command line.
+
+The product modules are loaded by file path and get Salt's dunders as plain attributes.
+"""
+
+import importlib.util
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REDIS_SERVER = "/usr/bin/redis-server"
+# A space, a double quote and a backslash: all three need care in Redis's config syntax.
+PASSWORD = 'pa ss"wo\\rd'
+WRONG_PASSWORD = 'wr ong"pass\\word'
+
+
+def redis_quote(value):
+    """``value`` as a double-quoted Redis config argument (escapes \\ and ")."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One real redis-server process, its main config file and the Salt-owned salt.conf."""
+
+    def __init__(self, directory, password=PASSWORD):
+        self.dir = pathlib.Path(os.path.realpath(directory))
+        self.port = free_port()
+        self.password = password
+        self.main_conf = self.dir / "redis.conf"
+        self.salt_conf = self.dir / "salt.conf"
+        # What Salt owns (besides the password), as the state's ``settings`` argument.
+        self.settings = {
+            "port": self.port,
+            "bind": "127.0.0.1",
+            "daemonize": "no",
+            "dir": str(self.dir),
+            "appendonly": "yes",
+            "maxclients": 1000,
+            "maxmemory": 67108864,
+            "logfile": str(self.dir / "redis.log"),
+        }
+        self.process = None
+        self.main_conf.write_text(f"# Redis's own configuration file (test)\ninclude {self.salt_conf}\n")
+        self.write_salt_conf()
+
+    def write_salt_conf(self):
+        lines = [f"{directive} {value}" for directive, value in self.settings.items()]
+        lines += [f"requirepass {redis_quote(self.password)}", f"masterauth {redis_quote(self.password)}"]
+        self.salt_conf.write_text("\n".join(lines) + "\n")
+
+    def client(self, password=None):
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=password or self.password,
+            socket_timeout=5,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),  # the fixtures poll themselves
+        )
+
+    def config(self, directive):
+        return self.client().config_get(directive)[directive]
+
+    def info(self):
+        return self.client().info("server")
+
+    def start(self, timeout=10, password_required=True):
+        stderr = open(self.dir / "stderr.log", "ab")
+        with stderr:
+            self.process = subprocess.Popen(
+                [REDIS_SERVER, str(self.main_conf)], cwd=self.dir, stdout=stderr, stderr=stderr
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self._logs()}", pytrace=False)
+            try:
+                if self.client().ping():
+                    return
+            except redis.AuthenticationError:
+                if not password_required:
+                    return  # up, but with another password: for the test to find out
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"redis-server on port {self.port} does not answer PING:\n{self._logs()}", pytrace=False)
+
+    def stop(self):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart(self, service=None):
+        """Stand-in for ``service.restart``: same binary, same config files, new process."""
+        self.stop()
+        self.start(password_required=False)
+        return True
+
+    def _logs(self):
+        texts = []
+        for name in ("stderr.log", "redis.log"):
+            path = self.dir / name
+            if path.exists():
+                texts.append(f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-20:]))
+        return "\n".join(texts)
+
+
+def _require_redis_server():
+    if os.access(REDIS_SERVER, os.X_OK):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI: {REDIS_SERVER} is missing; the CI image must install Debian's redis-server", pytrace=False)
+    pytest.fail(f"{REDIS_SERVER} is missing: install Debian's redis-server (make setup)", pytrace=False)
+
+
+def _running_server(directory):
+    _require_redis_server()
+    server = RedisServer(directory)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A real redis-server shared by the tests of one module that do not change it."""
+    server = _running_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_redis_server(tmp_path_factory):
+    """A real redis-server of its own, for a test that changes, rewrites or restarts it."""
+    server = _running_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+def load_module(name, relative_path):
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_execution_module(port, password=PASSWORD, role="cluster-node"):
+    mod = load_module("redis_cluster_mod", "_modules/redis_cluster.py")
+    mod.__pillar__ = {"redis": {"role": role, "mode": "cluster", "port": port, "password": password}}
+    return mod
+
+
+def _chown(path, user, group):
+    shutil.chown(path, user, group)
+    return True
+
+
+@pytest.fixture
+def redis_cluster_mod(redis_server):
+    """_modules/redis_cluster.py with pillar pointing at the shared server."""
+    return load_execution_module(redis_server.port)
+
+
+@pytest.fixture
+def redis_cluster_state(fresh_redis_server):
+    """_states/redis_cluster.py wired to the execution module and to a server of its own."""
+    mod = load_execution_module(fresh_redis_server.port)
+    state = load_module("redis_cluster_state", "_states/redis_cluster.py")
+    state.__salt__ = {
+        "redis_cluster.config_diff": mod.config_diff,
+        "redis_cluster.config_set": mod.config_set,
+        "redis_cluster.wait_ready": mod.wait_ready,
+        "file.chown": _chown,
+        "service.restart": fresh_redis_server.restart,
+    }
+    state.__opts__ = {"test": False}
+    state.__pillar__ = mod.__pillar__
+    return state
+
+
+def assert_no_password(ret):
+    """str() of a dict escapes backslashes, so look for a fragment no escaping touches too."""
+    text = str(ret)
+    for secret in (PASSWORD, WRONG_PASSWORD):
+        for shown in (secret, repr(secret)[1:-1], redis_quote(secret), secret.split('"')[0]):
+            assert shown not in text, "a return value shows a password"
+
+
+@pytest.fixture
+def no_password():
+    """``no_password(ret)`` fails when a return value shows any test password."""
+    return assert_no_password
+
+
+@pytest.fixture
+def wrong_password():
+    return WRONG_PASSWORD
+
+
+@pytest.fixture
+def closed_port():
+    """A local port nothing listens on."""
+    return free_port()
