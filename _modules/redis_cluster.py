@@ -78,7 +78,7 @@ def status():
     if result["role"] not in ("cluster-node", "master", "replica"):
         result["comment"] = "this minion runs no Redis server of the deployment"
         return result
-    result["port"] = settings.get("port", 6379)
+    result["address"] = f"{settings.get('bind_ip', '127.0.0.1')}:{settings.get('port', 6379)}"
     try:
         client = _client()
         client.ping()

@@ -151,7 +151,27 @@ class Controller:
             return 1
         failed = print_apply_summary(returns)
         print(f"lab: state.apply redis took {time.monotonic() - started:.1f}s")
+        if not failed:
+            self.print_status()
         return 1 if failed else 0
+
+    def print_status(self):
+        """One line per host, from `salt '*' redis_cluster.status` (our module, the password from pillar)."""
+        result = self.salt("salt", "*", "redis_cluster.status", "--out=json", "--static", capture=True)
+        try:
+            statuses = json.loads(result.stdout or "{}")
+        except json.JSONDecodeError:
+            statuses = {}
+        for minion in sorted(statuses):
+            status = statuses[minion]
+            if not isinstance(status, dict) or "ping" not in status:
+                print(f"  {minion:<12} {status.get('role', '?') if isinstance(status, dict) else status}: no Redis")
+                continue
+            answer = "PONG" if status["ping"] else f"NO ANSWER ({status.get('error')})"
+            print(
+                f"  {minion:<12} {status['role']:<13} {status['address']:<21} {answer}  redis {status.get('version')}"
+                f"  maxmemory {status.get('maxmemory_human')}  keys {status.get('keys')}"
+            )
 
     def config(self, path):
         source = Path(path)

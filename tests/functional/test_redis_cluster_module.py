@@ -20,7 +20,7 @@ def test_status_reports_the_running_node(redis_server, redis_cluster_mod, no_pas
     status = redis_cluster_mod.status()
 
     assert status["role"] == "cluster-node"
-    assert status["port"] == redis_server.port
+    assert status["address"] == f"127.0.0.1:{redis_server.port}"
     assert status["ping"] is True
     assert status["version"].startswith("7.")
     assert status["maxmemory"] == int(redis_server.config("maxmemory")) == 67108864

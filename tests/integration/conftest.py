@@ -91,8 +91,11 @@ def salt_minions(salt_master, lab_hosts):
         salt_master.salt_minion_daemon(
             name,
             factory_class=LabMinion,
-            # The minion logs to the test's log server through the bridge.
-            overrides=dict(minion_settings(name, bridge_ip), **{"pytest-minion": {"log": {"host": bridge_ip}}}),
+            # The minion reaches the test's log server and event listener through the bridge.
+            overrides=dict(
+                minion_settings(name, bridge_ip),
+                **{"pytest-minion": {"log": {"host": bridge_ip}, "returner_address": {"host": bridge_ip}}},
+            ),
         )
         for name in [*REDIS_HOSTS, PLAIN_HOST[0]]
     ]
