@@ -39,4 +39,5 @@ redis-main-config-includes-salt-settings:
     - group: {{ redis.group }}
     - require:
       - file: redis-salt-settings-file
-      - saltutil: redis-salt-extensions-synced
+      - saltutil: redis-salt-modules-synced
+      - saltutil: redis-salt-states-synced

@@ -2,8 +2,13 @@
 
 {#- `state.apply redis` on a fresh minion: bring our custom modules (_modules, _states)
     before the states that use them. Reports changes only when a module changed. #}
-redis-salt-extensions-synced:
-  saltutil.sync_all:
+redis-salt-modules-synced:
+  saltutil.sync_modules:
+    - refresh: False
+    - reload_modules: True
+
+redis-salt-states-synced:
+  saltutil.sync_states:
     - refresh: False
     - reload_modules: True
 
