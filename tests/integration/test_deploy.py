@@ -158,3 +158,27 @@ def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
     assert "Traceback" not in output
     assert settings_file.stat().st_mtime_ns == mtime
     assert run_ids() == before
+
+
+def test_mode_switch_restarts_only_for_what_cannot_change_live(
+    first_apply, salt_cli, deployment_file, restore_deployment
+):
+    original = deployment_file.read_text()
+    before = run_ids()
+    deployment_file.write_text(yaml.safe_dump(deployment(mode="sentinel")))
+
+    switched = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert switched.returncode == 0
+    live = [v for v in switched.data["it2"].values() if v["__id__"] == "redis-server-runs-the-managed-settings"]
+    assert live[0]["changes"] == {"restarted": "redis-server", "reason": "changed: cluster-enabled"}
+    assert {h: node_client(h).config_get("cluster-enabled")["cluster-enabled"] for h in REDIS_HOSTS} == dict.fromkeys(
+        REDIS_HOSTS, "no"
+    )
+    after = run_ids()
+    assert all(after[h] != before[h] for h in REDIS_HOSTS)
+
+    deployment_file.write_text(original)
+    back = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert back.returncode == 0
+    assert node_client("it1").config_get("cluster-enabled") == {"cluster-enabled": "yes"}
