@@ -141,7 +141,10 @@ class Lab:
         used = {h.ip for h in hosts} | {d["ip"] for d in state["hosts"].values()}
         for host in hosts:
             if ipaddress.ip_address(host.ip) not in network:
-                raise LabError(f"host {host.name} ({host.ip}) is outside the lab network {network}")
+                raise LabError(
+                    f"host {host.name} ({host.ip}) is outside the lab network {network}: the lab's subnet comes "
+                    "from the config it was built with; run `python -m lab down` first to change it"
+                )
         if state.get("bridge_ip"):
             return network, state["bridge_ip"]
         for route in json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]"):

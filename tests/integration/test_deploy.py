@@ -6,6 +6,7 @@ broken my_multihead_cluster.yaml.
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 import redis
@@ -87,9 +88,15 @@ def test_non_redis_controller_is_untouched(first_apply, lab_hosts):
     assert not any("redis-server" in command for command in host_processes(lab_hosts, plain))
 
 
-def test_password_is_not_in_ps_returns_or_world_readable_files(first_apply, lab_hosts):
+def test_password_is_not_in_ps_returns_logs_or_world_readable_files(
+    first_apply, lab_hosts, salt_master, salt_minions
+):
     assert PASSWORD not in ps_output()
     assert PASSWORD not in json.dumps(first_apply.data)
+    logs = [Path(salt_master.config["log_file"])] + [Path(m.config["log_file"]) for m in salt_minions.values()]
+    logs += [host_file(lab_hosts, host, "/var/log/redis/redis-server.log") for host in REDIS_HOSTS]
+    for log in logs:
+        assert PASSWORD not in log.read_text(errors="replace"), log
     for host in REDIS_HOSTS:
         for path in ("/etc/redis/redis-salt.conf", "/etc/redis/redis.conf"):
             mode = host_file(lab_hosts, host, path).stat().st_mode
