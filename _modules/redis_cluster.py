@@ -110,7 +110,7 @@ def config_diff(settings, port=None):
     """
     Compare the running server's configuration with ``settings`` (directive -> value).
 
-    Returns ``{"reachable": bool, "auth_failed": bool, "error": str, "differs": [...]}``. Values are
+    Returns ``{"reachable", "auth_failed", "loading": bool, "error": str, "differs": [...]}``. Values are
     not returned, so nothing secret leaves the minion.
 
     CLI Example:
@@ -128,11 +128,12 @@ def config_diff(settings, port=None):
         return {
             "reachable": False,
             "auth_failed": _is_auth_failure(exc),
+            "loading": isinstance(exc, redis.BusyLoadingError),
             "error": _error_text(exc),
             "differs": sorted(settings),
         }
     differs = [d for d, value in settings.items() if str(running.get(d, "")) != str(value)]
-    return {"reachable": True, "auth_failed": False, "error": "", "differs": differs}
+    return {"reachable": True, "auth_failed": False, "loading": False, "error": "", "differs": differs}
 
 
 def config_set(settings, port=None):

@@ -167,8 +167,9 @@ def settings_applied(name, settings, service, timeout=30):
         settings = dict(settings, requirepass=password, masterauth=password)
     diff = __salt__["redis_cluster.config_diff"](settings, port=port)
     if not diff["reachable"] and not diff["auth_failed"] and not __opts__["test"]:
-        # Just started or still loading its data: give it time before judging.
-        __salt__["redis_cluster.wait_ready"](timeout=timeout, port=port)
+        # Just started (not listening yet) or loading its data: give it a moment before
+        # judging. Refused for seconds means it does not listen where it should: restart.
+        __salt__["redis_cluster.wait_ready"](timeout=timeout if diff["loading"] else 3, port=port)
         diff = __salt__["redis_cluster.config_diff"](settings, port=port)
     if diff["reachable"] and not diff["differs"]:
         ret["comment"] = "the running server already uses every managed setting"

@@ -52,7 +52,7 @@ def test_status_with_wrong_password(wrong_password_mod, no_password):
 def test_config_diff_matching_settings(redis_cluster_mod):
     diff = redis_cluster_mod.config_diff({"maxclients": 1000, "appendonly": "yes"})
 
-    assert diff == {"reachable": True, "auth_failed": False, "error": "", "differs": []}
+    assert diff == {"reachable": True, "auth_failed": False, "loading": False, "error": "", "differs": []}
 
 
 def test_config_diff_names_the_differing_directive(redis_cluster_mod, no_password):
