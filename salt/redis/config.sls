@@ -39,5 +39,7 @@ redis-main-config-includes-salt-settings:
     - group: {{ redis.group }}
     - require:
       - file: redis-salt-settings-file
+{%- if not opts.get("test") %}
       - saltutil: redis-salt-modules-synced
       - saltutil: redis-salt-states-synced
+{%- endif %}

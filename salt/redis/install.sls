@@ -1,7 +1,10 @@
 {%- from "redis/map.jinja" import redis with context %}
 
 {#- `state.apply redis` on a fresh minion: bring our custom modules (_modules, _states)
-    before the states that use them. Reports changes only when a module changed. #}
+    before the states that use them. Reports changes only when a module changed.
+    Skipped under test=True, where Salt's sync states always answer "would run"; a
+    minion that never had a real apply needs `saltutil.sync_all` before a dry run. #}
+{%- if not opts.get("test") %}
 redis-salt-modules-synced:
   saltutil.sync_modules:
     - refresh: False
@@ -11,6 +14,7 @@ redis-salt-states-synced:
   saltutil.sync_states:
     - refresh: False
     - reload_modules: True
+{%- endif %}
 
 redis-packages-installed:
   pkg.installed:

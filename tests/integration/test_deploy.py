@@ -112,6 +112,15 @@ def test_second_apply_changes_nothing_and_restarts_nothing(first_apply, salt_cli
     assert run_ids() == before
 
 
+def test_test_mode_on_a_converged_deployment_reports_nothing(first_apply, salt_cli):
+    dry = salt_cli.run("state.apply", "redis", "test=True", minion_tgt="*")
+
+    assert dry.returncode == 0
+    for minion, states in dry.data.items():
+        pending = [v["__id__"] for v in states.values() if v["result"] is not True or v["changes"]]
+        assert pending == [], minion
+
+
 def test_test_mode_reports_a_pillar_change_and_changes_nothing(
     first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
