@@ -11,13 +11,13 @@ from lab.hosts import REPO
 DEPLOYMENT_FILE = "my_multihead_cluster.yaml"
 
 
-def master_settings(bridge_ip, deployment_file):
+def master_settings(bridge_ip, deployment_file, pillar_root=REPO / "pillar"):
     """The README's master configuration, plus what a lab master needs (interface, keys)."""
     return {
         "interface": bridge_ip,
         "auto_accept": True,
         "file_roots": {"base": [str(REPO / "salt")]},
-        "pillar_roots": {"base": [str(REPO / "pillar")]},
+        "pillar_roots": {"base": [str(pillar_root)]},
         # _pillar/ and _runners/ load straight from the repo: nothing to sync, nothing stale.
         "module_dirs": [str(REPO / "salt")],
         "ext_pillar": [{"redis_deployment": {"config": str(deployment_file)}}],

@@ -75,9 +75,19 @@ def deployment_file(lab_hosts):
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, lab_hosts):
+def pillar_root(lab_hosts):
+    """The master's pillar_roots: the repo's pillar/, copied so a test can add overrides."""
+    root = lab_hosts[2].parent / "pillar"
+    shutil.copytree(ROOT / "pillar", root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, lab_hosts, pillar_root):
     lab, bridge_ip, config = lab_hosts
-    factory = salt_factories.salt_master_daemon("it-master", overrides=master_settings(bridge_ip, config))
+    factory = salt_factories.salt_master_daemon(
+        "it-master", overrides=master_settings(bridge_ip, config, pillar_root=pillar_root)
+    )
     factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
     with factory.started(start_timeout=120):
         yield factory
