@@ -64,7 +64,7 @@ BACKUP_DEFAULTS = {
     "schedule": [],
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_HOSTNAME = re.compile(
+HOSTNAME_PATTERN = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -164,7 +164,7 @@ def _controllers(document, path, environ):
         hostname = entry.get("hostname")
         if not isinstance(hostname, str) or not hostname.strip():
             raise DeploymentError(path, f"{key}.hostname", "is missing: expected the controller's host name")
-        if not _HOSTNAME.match(hostname):
+        if not HOSTNAME_PATTERN.match(hostname):
             raise DeploymentError(path, f"{key}.hostname", f"expected a valid host name, got {hostname!r}")
         ip_text = entry.get("ip_address")
         try:

@@ -63,7 +63,7 @@ def read_hosts(config_path):
     hosts, seen = [], set()
     if not isinstance(controllers, list):
         return []
-    name_pattern = deployment_module()._HOSTNAME
+    name_pattern = deployment_module().HOSTNAME_PATTERN
     for entry in controllers:
         if not isinstance(entry, dict):
             continue
@@ -117,9 +117,6 @@ class Lab:
     def _save(self, state):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(state, indent=2))
-
-    def known_hosts(self):
-        return {name: Host(name, data["ip"]) for name, data in self._state()["hosts"].items()}
 
     def bridge_ip(self):
         return self._state().get("bridge_ip")
