@@ -64,6 +64,7 @@ class Controller:
         write_config(self.master_dir / "master", settings)
         if self.master_running():
             return
+        self._forget_dead_daemon(self.master_dir, "salt-master")
         env = dict(os.environ, REDIS_PASSWORD=self.password(create=True)[0])
         self._spawn([BIN / "salt-master", "-c", self.master_dir], self.master_dir / "console.log", env=env)
         deadline = time.monotonic() + 60
@@ -82,12 +83,22 @@ class Controller:
         directory = self.minion_dir(host)
         write_config(directory / "minion", dict(minion_settings(host, bridge_ip), root_dir=str(directory)))
         if not self.minion_running(host):
-            # Not `-d`: Salt's daemonize races with its own "already running" check
-            # when a crashed minion left its responsibility file behind.
+            self._forget_dead_daemon(directory, "salt-minion")
             self._spawn(self.lab.enter(host, [BIN / "salt-minion", "-c", directory]), directory / "console.log")
 
     @staticmethod
+    def _forget_dead_daemon(root_dir, name):
+        """Remove a dead daemon's pid files, as a reboot empties /var/run.
+
+        Salt refuses to start while its files name a process that still exists, and a
+        process killed here may linger as a zombie (PID 1 on this machine may not reap).
+        """
+        for stale in (Path(root_dir) / "var/run").glob(f"*{name}.pid"):
+            stale.unlink()
+
+    @staticmethod
     def _spawn(argv, console, env=None):
+        # Not `salt-* -d`: Salt's daemonize races with its own "already running" check.
         console.parent.mkdir(parents=True, exist_ok=True)
         with open(console, "ab") as output:
             subprocess.Popen(
@@ -105,9 +116,8 @@ class Controller:
     def wait_for_minions(self, hosts, timeout=90):
         deadline, missing = time.monotonic() + timeout, set(hosts)
         while missing and time.monotonic() < deadline:
-            result = self.salt(
-                "salt", "-L", ",".join(sorted(missing)), "test.ping", "--out=json", "--static", "-t", "5", capture=True
-            )
+            targets = ",".join(sorted(missing))
+            result = self.salt("salt", "-L", targets, "test.ping", "--out=json", "--static", "-t", "2", capture=True)
             try:
                 answered = json.loads(result.stdout or "{}")
             except json.JSONDecodeError:
@@ -193,9 +203,6 @@ class Controller:
     def start(self, host):
         bridge_ip = self.lab.bridge_ip()
         services = self.lab.boot(host)
-        # A reboot empties /var/run: the crashed minion's pid files must not stop the new one.
-        for stale in (self.minion_dir(host) / "var/run").glob("*salt-minion.pid"):
-            stale.unlink()
         self.start_minion(host, bridge_ip)
         self.wait_for_minions([host])
         print(f"lab: {host} booted; started {', '.join(services) or 'no Redis service'} and its salt-minion")

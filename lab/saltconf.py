@@ -22,6 +22,8 @@ def master_settings(bridge_ip, deployment_file, pillar_root=REPO / "pillar"):
         "module_dirs": [str(REPO / "salt")],
         "ext_pillar": [{"redis_deployment": {"config": str(deployment_file)}}],
         "timeout": 30,
+        # How long the CLI waits for "are you still running it?" answers; lab hosts are near.
+        "gather_job_timeout": 3,
         "log_level_logfile": "info",
     }
 
