@@ -235,3 +235,25 @@ def test_redis_rewriting_its_own_file_is_kept_and_not_fought(first_apply, salt_c
     assert client.info("server")["run_id"] == run_id
     again = salt_cli.run("state.apply", "redis", minion_tgt="it3")
     assert changed_states(again.data) == []
+
+
+def test_a_config_redis_would_refuse_never_replaces_the_running_one(first_apply, salt_cli, pillar_root, lab_hosts):
+    overrides = pillar_root / "redis.sls"
+    original = overrides.read_text()
+    settings_file = host_file(lab_hosts, "it1", "/etc/redis/redis-salt.conf")
+    content = settings_file.read_text()
+    run_id = node_client("it1").info("server")["run_id"]
+    # Pillar overrides skip the YAML's validation: redis-server's own check must catch it.
+    overrides.write_text(yaml.safe_dump({"redis": {"maxmemory_policy": "keep-everything"}}))
+    try:
+        applied = salt_cli.run("state.apply", "redis", minion_tgt="it1")
+    finally:
+        overrides.write_text(original)
+
+    assert applied.returncode != 0
+    failed = {v["__id__"]: v["comment"] for v in applied.data.values() if v["result"] is False}
+    assert "keep-everything" in failed["redis-salt-settings-file"]
+    assert PASSWORD not in json.dumps(applied.data)
+    assert settings_file.read_text() == content
+    assert node_client("it1").info("server")["run_id"] == run_id
+    assert node_client("it1").config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
