@@ -20,56 +20,8 @@ _SPEC.loader.exec_module(rd)
 
 ENV = {"REDIS_PASSWORD": "s3cret-pw"}
 
-# Verbatim copy of examples/my_multihead_cluster.yaml (the operator-facing example), so
-# the test does not depend on a file outside the test's control.
-EXAMPLE_YAML = """\
-cluster:
-  name: multihead-lab
-  domain: lab.example
-
-network:
-  vip: 192.168.1.100
-  subnet: 192.168.1.0/24
-
-cache:
-  redis:
-    password: ${REDIS_PASSWORD}   # expanded from the environment; never stored in clear in git
-
-storage:
-  glusterfs:
-    volume: shared
-    mount_point: /mnt/gluster
-
-nodes:
-  controllers:
-    - hostname: server1
-      ip_address: 192.168.1.101
-      services:
-        redis: true
-        slurm: true
-        glusterfs: true
-    - hostname: server2
-      ip_address: 192.168.1.102
-      services:
-        redis: true
-        slurm: true
-        glusterfs: true
-    - hostname: server3
-      ip_address: 192.168.1.103
-      services:
-        redis: true
-        web: true
-    - hostname: server4
-      ip_address: 192.168.1.104
-      services:
-        redis: false
-        web: true
-  compute:
-    - hostname: node001
-      ip_address: 192.168.1.201
-    - hostname: node002
-      ip_address: 192.168.1.202
-"""
+# The operator-facing example (the same file as the product documentation shows).
+EXAMPLE_YAML = (ROOT / "examples" / "my_multihead_cluster.yaml").read_text()
 
 
 # ---------------------------------------------------------------- helpers
