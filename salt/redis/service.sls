@@ -8,6 +8,7 @@ redis-server-running:
   service.running:
     - name: {{ redis.service }}
     - enable: True
+    - init_delay: {{ redis.service_init_delay }}
     - require:
       - redis_cluster: redis-main-config-includes-salt-settings
 
