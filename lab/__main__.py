@@ -84,7 +84,11 @@ class Controller:
         write_config(directory / "minion", dict(minion_settings(host, bridge_ip), root_dir=str(directory)))
         if not self.minion_running(host):
             self._forget_dead_daemon(directory, "salt-minion")
-            self._spawn(self.lab.enter(host, [BIN / "salt-minion", "-c", directory]), directory / "console.log")
+            self._spawn(
+                self.lab.enter(host, [BIN / "salt-minion", "-c", directory]),
+                directory / "console.log",
+                env=self.lab.host_environ(os.environ),
+            )
 
     @staticmethod
     def _forget_dead_daemon(root_dir, name):

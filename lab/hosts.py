@@ -27,6 +27,7 @@ HOST_DIRS = ("/etc/redis", "/var/lib/redis", "/var/log/redis", "/run/redis", "/r
 RUN_DIRS = ("/run/redis", "/run/sentinel")  # emptied on boot, like a tmpfs /run
 RC_DIRS = tuple(f"/etc/rc{level}.d" for level in "0123456S")
 MANAGED_SERVICES = ("redis-server", "redis-sentinel")
+SYSVINIT_BIN = REPO / "lab" / "sysvinit-bin"  # first on a lab minion's PATH
 
 
 class LabError(RuntimeError):
@@ -275,6 +276,11 @@ class Lab:
         """argv wrapped to run inside `host` (its network, mounts and hostname)."""
         anchor = self._host(host)["anchor"]
         return ["nsenter", "-t", str(anchor), "-m", "-n", "-u", "--", *map(str, argv)]
+
+    @staticmethod
+    def host_environ(environ):
+        """The environment of a daemon inside a host: sysvinit's tools first on PATH."""
+        return dict(environ, PATH=f"{SYSVINIT_BIN}:{environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
 
     def processes(self, host):
         """PIDs of every process inside `host` but its anchor."""

@@ -110,6 +110,7 @@ def salt_minions(salt_master, lab_hosts):
         for name in [*REDIS_HOSTS, PLAIN_HOST[0]]
     ]
     for minion in minions:
+        minion.environ = lab.host_environ(minion.environ)
         minion.start(start_timeout=120)
     yield {m.id: m for m in minions}
     for minion in minions:
