@@ -63,6 +63,7 @@ BACKUP_DEFAULTS = {
     "compress": "gzip",
     "schedule": [],
 }
+PASSWORD_HIDDEN = "(hidden: only minions receive the password)"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HOSTNAME_PATTERN = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -432,4 +433,10 @@ def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argume
         return {"_errors": [str(exc)]}
     computed = node_pillar(deployment, minion_id, __grains__.get("mem_total", 0))
     overrides = pillar.get("redis") if isinstance(pillar.get("redis"), dict) else {}
-    return {"redis": _merge(computed, overrides)}
+    result = _merge(computed, overrides)
+    if "password" in result and __opts__.get("__cli") == "salt-run":
+        # The runner CLI renders pillar for display (pillar.show_pillar) and would print
+        # it and publish it in its return event. Only minions need the password: they
+        # get pillar from the salt-master daemon, which renders it in full.
+        result["password"] = PASSWORD_HIDDEN
+    return {"redis": result}

@@ -78,6 +78,7 @@ def test_pillar_shows_the_computed_shape(first_apply, salt_run_cli):
     assert {s["role"] for s in shapes.values()} == {"cluster-node"}
     assert [shapes[h]["slots"] for h in REDIS_HOSTS] == [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
     assert shapes["it2"]["initial_master"]["hostname"] == "it1"
+    assert PASSWORD not in json.dumps(shapes)
     assert [p["ip"] for p in shapes["it3"]["peers"]] == list(REDIS_HOSTS.values())
 
 

@@ -440,6 +440,20 @@ def test_environ_is_not_read_from_process(tmp_path, base_doc, monkeypatch):
 @pytest.fixture
 def grains(monkeypatch):
     monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096}, raising=False)
+    monkeypatch.setattr(rd, "__opts__", {"__cli": "salt-master"}, raising=False)
+
+
+def test_ext_pillar_in_the_runner_cli_never_carries_the_password(tmp_path, base_doc, grains, monkeypatch):
+    base_doc["cache"]["redis"]["password"] = "literal-pw"
+    path = write_yaml(tmp_path, base_doc)
+    assert rd.ext_pillar("server1", {}, config=path)["redis"]["password"] == "literal-pw"
+
+    monkeypatch.setattr(rd, "__opts__", {"__cli": "salt-run"}, raising=False)
+    shown = rd.ext_pillar("server1", {}, config=path)["redis"]
+
+    assert "literal-pw" not in repr(shown)
+    assert shown["password"] == rd.PASSWORD_HIDDEN
+    assert shown["role"] == "cluster-node"
 
 
 def test_ext_pillar_overrides_win(tmp_path, base_doc, grains):
