@@ -37,7 +37,7 @@ def _ret(name):
 
 
 def _directives(lines):
-    """(line index, directive) for every non-comment line of a Redis config."""
+    """(line index, directive, arguments) for every non-comment line of a Redis config."""
     for index, line in enumerate(lines):
         words = line.split(None, 1)
         if words and not words[0].startswith("#"):

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 
 class Controller:
-    """The lab as `python -m lab` runs it: daemons started with -d, state in one directory."""
+    """The lab as `python -m lab` runs it: daemons in the background, state in one directory."""
 
     def __init__(self, state_dir):
         self.lab = Lab(state_dir)
@@ -35,9 +35,9 @@ class Controller:
 
     def password(self, create=False):
         if os.environ.get("REDIS_PASSWORD"):
-            return os.environ["REDIS_PASSWORD"], "REDIS_PASSWORD"
+            return os.environ["REDIS_PASSWORD"]
         if self.password_file.exists():
-            return self.password_file.read_text().strip(), str(self.password_file)
+            return self.password_file.read_text().strip()
         if not create:
             raise LabError("no password: set REDIS_PASSWORD or run `python -m lab up`")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ class Controller:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
         print(f"lab: generated a Redis password, kept in {self.password_file} (mode 0600)")
-        return self.password_file.read_text().strip(), str(self.password_file)
+        return self.password_file.read_text().strip()
 
     # ---------------------------------------------------------------- daemons
 
@@ -65,7 +65,7 @@ class Controller:
         if self.master_running():
             return
         self._forget_dead_daemon(self.master_dir, "salt-master")
-        env = dict(os.environ, REDIS_PASSWORD=self.password(create=True)[0])
+        env = dict(os.environ, REDIS_PASSWORD=self.password(create=True))
         self._spawn([BIN / "salt-master", "-c", self.master_dir], self.master_dir / "console.log", env=env)
         deadline = time.monotonic() + 60
         while not self.master_running():
@@ -114,7 +114,7 @@ class Controller:
         # salt-run renders pillar in its own process: it needs the master's environment.
         env = dict(os.environ)
         if self.password_file.exists() or "REDIS_PASSWORD" in env:
-            env["REDIS_PASSWORD"] = self.password()[0]
+            env["REDIS_PASSWORD"] = self.password()
         return subprocess.run(argv, capture_output=capture, text=True, check=False, env=env)
 
     def wait_for_minions(self, hosts, timeout=90):
@@ -137,12 +137,10 @@ class Controller:
     def up(self, config):
         started = time.monotonic()
         if config or not self.deployment_file.exists():
-            source = Path(config or DEFAULT_CONFIG)
-            if not source.exists():
-                raise LabError(f"{source}: no such config file")
-            self.master_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, self.deployment_file)
+            self._install_config(config or DEFAULT_CONFIG)
         hosts = self.ensure_hosts_and_minions()
+        # state.apply redis syncs our modules itself on Redis hosts; this makes
+        # `salt '*' redis_cluster.status` answer on every minion, as operators expect.
         self.salt("salt", "*", "saltutil.sync_all", "--out=quiet", capture=True)
         print(f"lab: {len(hosts)} hosts up in {time.monotonic() - started:.1f}s; running salt '*' state.apply redis")
         return self.apply()
@@ -189,19 +187,24 @@ class Controller:
                 f"  maxmemory {status.get('maxmemory_human')}  keys {status.get('keys')}"
             )
 
-    def config(self, path):
+    def _install_config(self, path):
+        """Make `path` the master's deployment YAML, as-is (even invalid)."""
         source = Path(path)
         if not source.exists():
             raise LabError(f"{source}: no such config file")
         self.master_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, self.deployment_file)
+        return source
+
+    def config(self, path):
+        source = self._install_config(path)
         if self.master_running():
             self.ensure_hosts_and_minions()
         print(f"lab: {self.deployment_file} is now a copy of {source}; nothing applied")
         return 0
 
     def exec(self, host, argv):
-        env = dict(os.environ, REDISCLI_AUTH=self.password()[0])
+        env = dict(os.environ, REDISCLI_AUTH=self.password())
         return subprocess.run(self.lab.enter(host, argv), env=env).returncode
 
     def start(self, host):
