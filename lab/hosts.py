@@ -250,19 +250,16 @@ class Lab:
             (self.host_root(name) / "etc-hosts").write_text("\n".join(lines) + "\n")
 
     def _anchor_alive(self, host, pid):
+        """True when `pid` is this host's anchor: a `sleep` inside the host's network namespace."""
         if not pid:
             return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             netns = os.readlink(f"/proc/{pid}/ns/net")
+            expected = os.stat(f"/run/netns/{self.netns(host)}").st_ino
         except OSError:
             return False
-        expected = (
-            os.stat(f"/run/netns/{self.netns(host)}").st_ino
-            if Path(f"/run/netns/{self.netns(host)}").exists()
-            else None
-        )
-        return cmdline.startswith(b"sleep") and expected is not None and f"[{expected}]" in netns
+        return cmdline.startswith(b"sleep") and netns == f"net:[{expected}]"
 
     def _host(self, host):
         data = self._state()["hosts"].get(host)

@@ -1,4 +1,4 @@
-{%- from "redis/map.jinja" import redis, redis_settings with context %}
+{%- from "redis/map.jinja" import redis with context %}
 include:
   - redis.install
 
