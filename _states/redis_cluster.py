@@ -10,6 +10,7 @@ live CONFIG SET where Redis allows it, restarting only for the rest
 """
 
 import grp
+import hashlib
 import os
 import pwd
 
@@ -44,30 +45,96 @@ def _directives(lines):
             yield index, words[0].lower(), words[1].strip() if len(words) > 1 else ""
 
 
-def _owned_by_salt(directive, argument):
-    """Lines Redis copies into its own file that would beat or leak Salt's password.
+PASSWORD_DIRECTIVES = ("requirepass", "masterauth")
 
-    CONFIG REWRITE (Sentinel runs it on every failover) appends ``requirepass``,
-    ``masterauth`` and ``user default ... #<hash>``; Redis applies ``user`` lines after
-    the whole configuration, so a stale one would override a new password.
+
+def _is_hex(text):
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _config_args(text):
+    """The arguments of a Redis config line, unquoted as Redis reads them (sdssplitargs)."""
+    args, i = [], 0
+    while i < len(text):
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            break
+        current, quote = "", text[i] if text[i] in "\"'" else None
+        i += 1 if quote else 0
+        while i < len(text):
+            char = text[i]
+            if quote == '"' and text[i : i + 2] == "\\x" and _is_hex(text[i + 2 : i + 4]):
+                current += chr(int(text[i + 2 : i + 4], 16))
+                i += 3
+            elif quote == '"' and char == "\\" and i + 1 < len(text):
+                i += 1
+                current += {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}.get(text[i], text[i])
+            elif quote == "'" and char == "\\" and text[i + 1 : i + 2] == "'":
+                i += 1
+                current += "'"
+            elif char == quote or (not quote and char.isspace()):
+                i += 1
+                break
+            else:
+                current += char
+            i += 1
+        args.append(current)
+    return args
+
+
+def _quoted(value):
+    """``value`` as one double-quoted Redis config argument."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _stale_password_line(directive, argument, password):
+    """A password line Redis copied in (CONFIG REWRITE) that no longer holds the deployment's password.
+
+    Redis applies ``user`` lines after the whole configuration, so a stale ``user default``
+    would beat a new password wherever it stands.
     """
-    return directive in ("requirepass", "masterauth") or (
-        directive == "user" and argument.split(None, 1)[:1] == ["default"]
-    )
+    if directive in PASSWORD_DIRECTIVES:
+        return _config_args(argument) != [password]
+    if directive == "user" and argument.split(None, 1)[:1] == ["default"]:
+        digest = hashlib.sha256((password or "").encode()).hexdigest()
+        return not password or f"#{digest}" not in argument.split()
+    return False
 
 
-def config_included(name, include, user="redis", group="redis", mode="0640"):
+def _stated(directive, value):
+    """``directive value`` as CONFIG REWRITE writes it (one line per ``save`` pair), so that a
+    later CONFIG REWRITE rewrites these lines in place instead of appending any."""
+    if directive in PASSWORD_DIRECTIVES:
+        return [f"{directive} {_quoted(value)}"]
+    if directive == "save" and str(value).strip():
+        pairs = str(value).split()
+        return [f"save {pairs[i]} {pairs[i + 1]}" for i in range(0, len(pairs) - 1, 2)]
+    return [f"{directive} {value}"]
+
+
+def config_included(name, include, settings=None, user="redis", group="redis", mode="0640"):
     """
-    Make sure the Redis configuration file ``name`` includes ``include`` as its last
-    directive, creating ``name`` when it does not exist. Redis's own lines (``replicaof``
-    after a failover, other CONFIG REWRITE output, an operator's additions) are kept,
-    except the password lines Salt owns (``requirepass``, ``masterauth``,
-    ``user default``). The file stays ``user:group`` with ``mode``.
+    Make sure the settings of the Salt-owned file ``include`` win in Redis's configuration
+    file ``name`` (created when missing), without fighting Redis over its own lines.
+
+    ``include`` must be the last directive that matters: no directive Salt manages may
+    follow it. CONFIG REWRITE (Sentinel runs it on every failover) keeps lines in place
+    and appends only directives the file lacks, so every managed directive is also
+    stated in ``name`` before the include, with Salt's value (the include still wins
+    when the two differ). After that a CONFIG REWRITE moves nothing, and a restart
+    reads every managed setting from the include, once: Redis adds up ``save`` lines.
+    Redis's own lines (``replicaof`` after a failover, other CONFIG REWRITE output, an
+    operator's additions) are kept, except password lines (``requirepass``,
+    ``masterauth``, ``user default``) that do not hold the deployment's password
+    (pillar ``redis:password``). The file stays ``user:group`` with ``mode``.
 
     name
         Redis's main configuration file, e.g. ``/etc/redis/redis.conf``.
     include
         The Salt-managed file whose settings must win.
+    settings
+        The directives Salt manages (directive -> value), as written to ``include``.
 
     .. code-block:: yaml
 
@@ -75,8 +142,13 @@ def config_included(name, include, user="redis", group="redis", mode="0640"):
           redis_cluster.config_included:
             - name: /etc/redis/redis.conf
             - include: /etc/redis/redis-salt.conf
+            - settings: {port: 6379, maxclients: 10000}
     """
     ret = _ret(name)
+    password = (__pillar__.get("redis") or {}).get("password")
+    managed = dict(settings or {})
+    if password:
+        managed.update(requirepass=password, masterauth=password)
     exists = os.path.exists(name)
     if exists:
         with open(name, encoding="utf-8") as handle:
@@ -85,23 +157,32 @@ def config_included(name, include, user="redis", group="redis", mode="0640"):
         lines = MAIN_FILE_HEADER.splitlines()
     directives = list(_directives(lines))
     ours = [i for i, directive, arg in directives if directive == "include" and arg == include]
-    dropped = [i for i, directive, arg in directives if _owned_by_salt(directive, arg)]
-    include_last = len(ours) == 1 and ours[0] == directives[-1][0]
+    stale = [i for i, directive, arg in directives if _stale_password_line(directive, arg, password)]
+    after = [(i, d) for i, d, _ in directives if ours and i > ours[-1]]
+    present = {directive for i, directive, _ in directives if i not in stale}
+    unstated = [directive for directive in managed if directive not in present]
 
+    include_wins = len(ours) == 1 and not any(directive in managed for _, directive in after)
     actions = []
     if not exists:
         actions.append("created")
-    elif not include_last:
+    elif not include_wins:
         actions.append("include moved to the last line")
-    if dropped:
-        actions.append(f"{len(dropped)} password line(s) written by Redis removed")
+    if stale:
+        actions.append(f"{len(stale)} stale password line(s) removed")
+    if unstated:
+        actions.append("stated before the include: " + ", ".join(unstated))
     if not actions:
-        ret["comment"] = f"{name} includes {include} last"
+        ret["comment"] = f"{name}: the settings of {include} win"
         return _ensure_owner_and_mode(ret, name, user, group, mode)
 
-    kept = [line for i, line in enumerate(lines) if i not in ours and i not in dropped]
+    # Where the include already wins it stays put, with what follows it (e.g. `user` lines).
+    split = ours[0] if include_wins else len(lines)
+    kept = [line for i, line in enumerate(lines[:split]) if i not in ours and i not in stale]
+    tail = [line for i, line in enumerate(lines[split + 1 :], split + 1) if i not in stale]
     while kept and not kept[-1].strip():
         kept.pop()
+    kept += [line for directive in unstated for line in _stated(directive, managed[directive])]
     ret["changes"] = {"include": include, "action": "; ".join(actions)}
     if __opts__["test"]:
         ret["result"] = None
@@ -111,7 +192,7 @@ def config_included(name, include, user="redis", group="redis", mode="0640"):
     temporary = f"{name}.salt-tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(kept + [f"include {include}"]) + "\n")
+        handle.write("\n".join(kept + [f"include {include}"] + tail) + "\n")
     __salt__["file.chown"](temporary, user, group)
     os.chmod(temporary, int(str(mode), 8))
     os.replace(temporary, name)

@@ -73,22 +73,9 @@ class Controller:
                 raise LabError(f"salt-master did not start; see {self.master_dir}/var/log/salt/master")
             time.sleep(0.2)
 
-    def minion_dir(self, host):
-        return self.lab.host_root(host) / "salt"
-
-    def minion_running(self, host):
-        return self._alive(self.minion_dir(host) / "var/run/salt-minion.pid")
-
-    def start_minion(self, host, bridge_ip):
-        directory = self.minion_dir(host)
-        write_config(directory / "minion", dict(minion_settings(host, bridge_ip), root_dir=str(directory)))
-        if not self.minion_running(host):
-            self._forget_dead_daemon(directory, "salt-minion")
-            self._spawn(
-                self.lab.enter(host, [BIN / "salt-minion", "-c", directory]),
-                directory / "console.log",
-                env=self.lab.host_environ(os.environ),
-            )
+    def minion_config(self, host, bridge_ip):
+        """A new host's /etc/salt/minion: its salt-minion unit starts at every boot."""
+        return minion_settings(host, bridge_ip)
 
     @staticmethod
     def _forget_dead_daemon(root_dir, name):
@@ -146,12 +133,12 @@ class Controller:
         return self.apply()
 
     def ensure_hosts_and_minions(self):
+        """Master first, then every host boots (its salt-minion is one of its units)."""
         hosts = read_hosts(self.deployment_file)
-        bridge_ip = self.lab.ensure_hosts(hosts)
+        _, bridge_ip = self.lab.ensure_network(hosts)
         self.password(create=True)
         self.start_master(bridge_ip)
-        for host in hosts:
-            self.start_minion(host.name, bridge_ip)
+        self.lab.ensure_hosts(hosts, self.minion_config)
         self.wait_for_minions([h.name for h in hosts])
         return hosts
 
@@ -208,11 +195,10 @@ class Controller:
         return subprocess.run(self.lab.enter(host, argv), env=env).returncode
 
     def start(self, host):
-        bridge_ip = self.lab.bridge_ip()
-        services = self.lab.boot(host)
-        self.start_minion(host, bridge_ip)
+        started = time.monotonic()
+        self.lab.boot(host)
         self.wait_for_minions([host])
-        print(f"lab: {host} booted; started {', '.join(services) or 'no Redis service'} and its salt-minion")
+        print(f"lab: {host} booted; its salt-minion answers after {time.monotonic() - started:.1f}s")
         return 0
 
     def down(self):
@@ -289,7 +275,7 @@ def main(argv=None):
             return controller.exec(args.host, args.command)
         if args.verb == "kill":
             controller.lab.kill(args.host)
-            print(f"lab: {args.host} crashed (every process killed with SIGKILL)")
+            print(f"lab: {args.host} lost power (SIGKILL to its systemd and with it every process of the host)")
             return 0
         if args.verb == "start":
             return controller.start(args.host)

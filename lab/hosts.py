@@ -1,33 +1,96 @@
 """
-Lab hosts: one network namespace + mount namespace + UTS namespace per controller.
+Lab hosts: each controller of the config becomes a host that boots its own systemd.
 
-Each host has its own IP on a private bridge, its own hostname and its own
-/etc/redis, /var/lib/redis, /var/log/redis, /run/redis, /var/backups/redis and
-/etc/rc?.d (so "enabled at boot" is per host). A long-lived anchor process holds the
-host's mounts; every command for the host enters the anchor's namespaces with nsenter
-(a fresh `ip netns exec` would not see the bind mounts).
+A host is a network namespace (its own IP on one private bridge) plus, for its
+systemd and everything it starts, its own PID, mount, UTS and cgroup namespaces.
+Inside, `/etc`, `/usr/local` and `/var` are overlays of the machine's directories
+whose writes land in the host's own directory (`hosts/NAME/upper`), `/tmp`,
+`/var/tmp`, `/run` and `/dev/shm` are fresh tmpfs, and the host has its own
+hostname, machine-id, `/etc/hosts` and `/etc/systemd/system` (so "enabled" is per
+host). A host starts as Debian leaves one right after `apt-get install redis-server
+redis-sentinel`: the packages' own configuration files and enabled units (disabled
+on a controller without `services.redis`), plus a salt-minion unit.
+
+Power cut (`kill`): SIGKILL to the host's systemd, which takes every process of the
+host with it. Boot (`boot`): systemd again, over the same upper directories.
 
 The lab touches the machine's network only through one bridge (no routes, no
-forwarding, no NAT) and `destroy()` removes all of it.
+forwarding, no NAT), and its cgroups only through one directory per host below the
+lab process's own; `destroy()` removes all of it.
 """
 
+import hashlib
 import importlib.util
 import ipaddress
 import json
 import os
-import shutil
+import secrets
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HOST_DIRS = ("/etc/redis", "/var/lib/redis", "/var/log/redis", "/run/redis", "/run/sentinel", "/var/backups/redis")
-RUN_DIRS = ("/run/redis", "/run/sentinel")  # emptied on boot, like a tmpfs /run
-RC_DIRS = tuple(f"/etc/rc{level}.d" for level in "0123456S")
-MANAGED_SERVICES = ("redis-server", "redis-sentinel")
-SYSVINIT_BIN = REPO / "lab" / "sysvinit-bin"  # first on a lab minion's PATH
+SALT_BIN = Path(sys.executable).parent  # the venv's salt-minion runs inside the hosts
+
+# The machine's directories a host sees through an overlay of its own.
+OVERLAID = ("/etc", "/usr/local", "/var")
+# Directories a host starts with empty (an opaque overlay directory hides the machine's
+# content): what is enabled, Salt's and Redis's state, logs. Owner and mode are the
+# machine's where it has the directory.
+FRESH_DIRS = (
+    "/etc/systemd/system",
+    "/etc/salt",
+    "/etc/redis",
+    "/var/lib/redis",
+    "/var/log/redis",
+    "/var/lib/systemd",
+    "/var/log/journal",
+    "/var/log/salt",
+    "/var/cache/salt",
+    "/var/backups",
+)
+# The package's files a freshly installed host has (never the machine's possibly
+# modified copies: a used sentinel.conf carries a `sentinel myid`).
+PACKAGE_FILES = {"redis-server": ("/etc/redis/redis.conf",), "redis-sentinel": ("/etc/redis/sentinel.conf",)}
+REDIS_UNITS = ("redis-server.service", "redis-sentinel.service")
+# What a lab host must not run: the machine's own services, consoles, anything that
+# writes global kernel settings or the clock, or reaches outside the lab.
+MASKED_UNITS = (
+    "getty.target", "console-getty.service", "container-getty@.service", "getty-static.service",
+    "serial-getty@.service", "getty@.service",
+    "systemd-sysctl.service", "systemd-modules-load.service", "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount", "kmod-static-nodes.service",
+    "systemd-remount-fs.service", "systemd-timesyncd.service", "systemd-pstore.service",
+    "sys-kernel-config.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
+    "sys-fs-fuse-connections.mount", "dev-hugepages.mount",
+    "systemd-firstboot.service", "systemd-repart.service", "systemd-machine-id-commit.service",
+    "ldconfig.service", "systemd-hwdb-update.service", "systemd-journal-catalog-update.service",
+    "systemd-networkd.service", "systemd-networkd-wait-online.service", "networking.service",
+    "postgresql.service", "cron.service", "ssh.service",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer",
+    "e2scrub_reap.service", "fstrim.timer", "dpkg-db-backup.timer", "logrotate.timer",
+)  # fmt: skip
+CGROUP_HIERARCHIES = ("systemd", "unified", "memory")
+MINION_UNIT = """\
+[Unit]
+Description=The Salt Minion
+After=network.target
+
+[Service]
+Type=simple
+KillMode=process
+LimitNOFILE=8192
+ExecStart={salt_bin}/salt-minion -c /etc/salt
+Restart=on-failure
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 class LabError(RuntimeError):
@@ -46,6 +109,7 @@ def deployment_module():
 class Host:
     name: str
     ip: str
+    redis: bool = False  # services.redis: the packages' units enabled
 
 
 def read_hosts(config_path):
@@ -76,7 +140,8 @@ def read_hosts(config_path):
         if not isinstance(name, str) or not name_pattern.match(name) or name in seen or str(address) in seen:
             continue
         seen.update((name, str(address)))
-        hosts.append(Host(name, str(address)))
+        services = entry.get("services")
+        hosts.append(Host(name, str(address), isinstance(services, dict) and services.get("redis") is True))
     return hosts
 
 
@@ -84,7 +149,7 @@ def pid_alive(pid):
     """True for a running process; False for none or a zombie (PID 1 here may never reap)."""
     try:
         stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
@@ -96,8 +161,44 @@ def run(argv, check=True, **kwargs):
     return result
 
 
+def package_file(package, path, cache_dir):
+    """The content `path` has right after `apt-get install package`.
+
+    The machine's copy when dpkg's checksum says it is unmodified, else the file from
+    the package archive of the installed version.
+    """
+    conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", package]).stdout.split("\n")
+    expected = {line.split()[0]: line.split()[1] for line in conffiles if len(line.split()) >= 2}
+    try:
+        content = Path(path).read_bytes()
+        if hashlib.md5(content).hexdigest() == expected.get(path):
+            return content
+    except OSError:
+        pass
+    version = run(["dpkg-query", "-W", "-f=${Version}", package]).stdout.strip()
+    archives = [Path("/var/cache/apt/archives"), Path(cache_dir)]
+    name = f"{package}_{version.replace(':', '%3a')}_*.deb"
+    found = [deb for directory in archives for deb in sorted(directory.glob(name))]
+    if not found:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        run(["apt-get", "download", f"{package}={version}"], cwd=cache_dir)
+        found = sorted(Path(cache_dir).glob(name))
+    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(found[0])], capture_output=True, check=True).stdout
+    return subprocess.run(["tar", "-xO", f".{path}"], input=tar, capture_output=True, check=True).stdout
+
+
+def _own_cgroup(hierarchy):
+    """This process's cgroup in `hierarchy` (the lab's cgroups go below it)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        names = controllers.split(",")
+        if (hierarchy == "unified" and controllers == "") or f"name={hierarchy}" in names or hierarchy in names:
+            return path
+    return "/"
+
+
 class Lab:
-    """The hosts of one lab; `name` prefixes every namespace, link and bridge it makes."""
+    """The hosts of one lab; `name` prefixes every namespace, link, bridge and cgroup it makes."""
 
     def __init__(self, state_dir, name="rlab"):
         if len(name) > 6:
@@ -107,6 +208,7 @@ class Lab:
         self.hosts_dir = self.state_dir / "hosts"
         self.state_file = self.state_dir / "network.json"
         self.bridge = f"{name}-br"
+        self._boots = {}  # host -> the Popen that boots it (reaped by boot()/kill())
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -122,11 +224,25 @@ class Lab:
     def bridge_ip(self):
         return self._state().get("bridge_ip")
 
+    def hosts(self):
+        return dict(self._state()["hosts"])
+
     def netns(self, host):
         return f"{self.name}-{host}"
 
     def host_root(self, host):
         return self.hosts_dir / host
+
+    def _cgroups(self, host):
+        """The host's cgroup in each hierarchy: below the cgroup of the process that created it."""
+        recorded = (self._state()["hosts"].get(host) or {}).get("cgroups")
+        if recorded:
+            return [Path(path) for path in recorded]
+        return [
+            Path("/sys/fs/cgroup", hierarchy, _own_cgroup(hierarchy).lstrip("/"), f"{self.name}-{host}")
+            for hierarchy in CGROUP_HIERARCHIES
+            if Path("/sys/fs/cgroup", hierarchy).is_dir()
+        ]
 
     # ------------------------------------------------------------------ network
 
@@ -166,33 +282,7 @@ class Lab:
     def _veth(self, index):
         return f"{self.name}-v{index}"
 
-    # ------------------------------------------------------------------ hosts
-
-    def ensure_hosts(self, hosts):
-        """Create every host of `hosts` that does not exist yet; returns the bridge IP."""
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root (network namespaces, bind mounts)")
-        if not hosts:
-            raise LabError("the config names no controller with a valid hostname and ip_address")
-        network, bridge_ip = self._choose_network(hosts)
-        self._ensure_bridge(network, bridge_ip)
-        state = self._state()
-        state.update(network=str(network), bridge_ip=bridge_ip)
-        for host in hosts:
-            data = state["hosts"].get(host.name)
-            if data and data["ip"] != host.ip:
-                raise LabError(f"host {host.name} exists with IP {data['ip']}; run `python -m lab down` first")
-            if data and self._anchor_alive(host.name, data.get("anchor")):
-                continue
-            index = data["index"] if data else max([d["index"] for d in state["hosts"].values()] + [-1]) + 1
-            anchor = self._create_host(host, index, network)
-            state["hosts"][host.name] = {"ip": host.ip, "index": index, "anchor": anchor}
-            self._save(state)
-        self._save(state)
-        self._write_etc_hosts(state)
-        return bridge_ip
-
-    def _create_host(self, host, index, network):
+    def _create_network(self, host, index, network):
         ns, veth = self.netns(host.name), self._veth(index)
         run(["ip", "netns", "delete", ns], check=False)
         run(["ip", "link", "delete", veth], check=False)
@@ -203,137 +293,298 @@ class Lab:
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
 
-        root = self.host_root(host.name)
-        mounts = []
-        for target in HOST_DIRS:
-            source = root / "fs" / target.strip("/")
-            source.mkdir(parents=True, exist_ok=True)
-            Path(target).mkdir(parents=True, exist_ok=True)
-            mounts.append((source, target))
-        for target in RC_DIRS:
-            source = root / "fs" / target.strip("/")
-            if not source.exists() and Path(target).is_dir():
-                # A fresh host: the machine's boot links minus ours, so "enabled" starts false.
-                shutil.copytree(target, source, symlinks=True)
-                for link in source.iterdir():
-                    if any(link.name.endswith(service) for service in MANAGED_SERVICES):
-                        link.unlink()
-            if source.exists():
-                mounts.append((source, target))
-        hosts_file = root / "etc-hosts"
-        hosts_file.touch()
-        mounts.append((hosts_file, "/etc/hosts"))
+    # ------------------------------------------------------------------ hosts
 
-        ready = root / "anchor-ready"
-        ready.unlink(missing_ok=True)
-        script = f"hostname {host.name}\n"
-        script += "".join(f"mount --bind '{source}' '{target}'\n" for source, target in mounts)
-        script += f"touch '{ready}'\nexec sleep infinity\n"
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private", "sh", "-ec", script],
+    def ensure_network(self, hosts):
+        """The bridge the hosts of `hosts` will sit on (created if missing): (network, bridge IP)."""
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (namespaces, mounts, cgroups)")
+        if not hosts:
+            raise LabError("the config names no controller with a valid hostname and ip_address")
+        network, bridge_ip = self._choose_network(hosts)
+        self._ensure_bridge(network, bridge_ip)
+        state = self._state()
+        state.update(network=str(network), bridge_ip=bridge_ip)
+        self._save(state)
+        return network, bridge_ip
+
+    def ensure_hosts(self, hosts, minion_config):
+        """Create and boot every host of `hosts` that is not running; returns the bridge IP.
+
+        `minion_config(name, bridge_ip)` gives the salt-minion settings of a new host.
+        Hosts boot in parallel; this returns once each one's systemd is running.
+        """
+        network, bridge_ip = self.ensure_network(hosts)
+        state = self._state()
+        booting = []
+        for host in hosts:
+            data = state["hosts"].get(host.name)
+            if data and data["ip"] != host.ip:
+                raise LabError(f"host {host.name} exists with IP {data['ip']}; run `python -m lab down` first")
+            if data and self._pid1_alive(host.name, data.get("pid1")):
+                continue
+            if not data:
+                index = max([d["index"] for d in state["hosts"].values()] + [-1]) + 1
+                data = state["hosts"][host.name] = {"ip": host.ip, "index": index, "redis": host.redis}
+                data["cgroups"] = [str(path) for path in self._cgroups(host.name)]
+                self._create_network(host, index, network)
+                self._save(state)
+                self._write_image(host, minion_config(host.name, bridge_ip))
+            booting.append(host.name)
+        self._save(state)
+        self._write_etc_hosts(state)
+        for name in booting:
+            self._start_systemd(name)
+        for name in booting:
+            self._wait_booted(name)
+        return bridge_ip
+
+    def _write_image(self, host, minion_settings):
+        """The host's disk before its first boot: what Debian leaves after installing the packages."""
+        import yaml
+
+        root = self.host_root(host.name)
+        upper = root / "upper"
+        for layer in OVERLAID:
+            (upper / layer.strip("/")).mkdir(parents=True, exist_ok=True)
+            (root / "work" / layer.strip("/")).mkdir(parents=True, exist_ok=True)
+        for directory in FRESH_DIRS:
+            target = upper / directory.strip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            if Path(directory).is_dir():
+                machine = Path(directory).stat()
+                os.chown(target, machine.st_uid, machine.st_gid)
+                os.chmod(target, machine.st_mode & 0o7777)
+            os.setxattr(target, "trusted.overlay.opaque", b"y")
+        for package, paths in PACKAGE_FILES.items():
+            for path in paths:
+                target = upper / path.strip("/")
+                target.write_bytes(package_file(package, path, self.state_dir / "debs"))
+                machine = Path(path).stat()
+                os.chown(target, machine.st_uid, machine.st_gid)
+                os.chmod(target, machine.st_mode & 0o7777)
+        etc = upper / "etc"
+        (etc / "hostname").write_text(host.name + "\n")
+        (etc / "machine-id").write_text(secrets.token_hex(16) + "\n")
+        (etc / "fstab").write_text("# lab host: the machine mounts its file systems\n")
+        (etc / "salt" / "minion").write_text(yaml.safe_dump(minion_settings, default_flow_style=False))
+        (etc / "systemd" / "system" / "salt-minion.service").write_text(MINION_UNIT.format(salt_bin=SALT_BIN))
+        enabled = ["salt-minion.service", *(REDIS_UNITS if host.redis else ())]
+        # Run once, offline, inside the host's file systems before its first boot.
+        (root / "first-boot").write_text(
+            f"systemctl enable --quiet {' '.join(enabled)}\nsystemctl mask --quiet {' '.join(MASKED_UNITS)}\n"
+        )
+
+    def _boot_script(self, host):
+        root = self.host_root(host)
+        lines = ["set -e"]
+        for layer in OVERLAID:
+            upper, work = root / "upper" / layer.strip("/"), root / "work" / layer.strip("/")
+            lines.append(f"mount -t overlay overlay -o lowerdir={layer},upperdir={upper},workdir={work} {layer}")
+        lines += [
+            # Before /tmp is replaced: the lab's state directory may live there.
+            f"if [ -f {root}/first-boot ]; then sh -e {root}/first-boot; rm {root}/first-boot; fi",
+            "mount -t tmpfs -o mode=1777 tmpfs /tmp",
+            "mount -t tmpfs -o mode=1777 tmpfs /var/tmp",
+            "mount -t tmpfs -o mode=0755 tmpfs /run",
+            "mount -t tmpfs -o mode=1777 tmpfs /dev/shm",
+            "mount -t sysfs sysfs /sys",
+            "mount -t tmpfs -o mode=0755 cgroup-root /sys/fs/cgroup",
+            "mkdir /sys/fs/cgroup/systemd /sys/fs/cgroup/unified",
+            "mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd",
+            "mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified",
+            f"hostname {shlex.quote(host)}",
+            "exec env -i container=lxc PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd --system",
+        ]
+        return "\n".join(lines)
+
+    def _start_systemd(self, host):
+        """Boot `host`: PID 1 of a new PID namespace joins the host's cgroups, then becomes its systemd."""
+        root = self.host_root(host)
+        cgroups = self._cgroups(host)
+        for cgroup in cgroups:
+            cgroup.mkdir(exist_ok=True)
+        # Only the new PID 1 (it writes its own PID, 1) joins: the `unshare` left outside to
+        # wait for it stays in the machine's cgroups.
+        join = "".join(f"echo 1 > {cgroup}/cgroup.procs\n" for cgroup in cgroups)
+        namespaces = "unshare --mount-proc --mount --uts --cgroup --propagation private"
+        inner = f"{join}exec {namespaces} sh -c {shlex.quote(self._boot_script(host))}"
+        self._boots[host] = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns(host)}", "--", "unshare", "--pid", "--fork", "sh", "-ec", inner],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=open(root / "anchor.log", "w"),
+            stderr=open(root / "boot.log", "w"),
             start_new_session=True,
         )
-        deadline = time.monotonic() + 10
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"host {host.name} did not come up: {(root / 'anchor.log').read_text()}")
-            time.sleep(0.02)
-        return process.pid
+
+    def _wait_booted(self, host, timeout=60):
+        """Wait until `host`'s systemd has started its units; record its PID."""
+        process, log = self._boots[host], self.host_root(host) / "boot.log"
+        deadline = time.monotonic() + timeout
+        pid1 = None
+        while pid1 is None:
+            try:
+                child = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()[0]
+                command = Path(f"/proc/{child}/comm").read_text().strip()
+            except (OSError, IndexError):
+                child = command = None
+            if command == "systemd":
+                pid1 = int(child)
+            elif process.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"host {host} did not boot: {log.read_text().strip() or 'no output'}")
+            else:
+                time.sleep(0.05)
+        state = self._state()
+        state["hosts"][host]["pid1"] = pid1
+        self._save(state)
+        while True:
+            result = run(self.enter(host, ["systemctl", "is-system-running"]), check=False)
+            if result.stdout.strip() in ("running", "degraded"):
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"host {host} did not finish booting: systemd is {result.stdout.strip()}")
+            time.sleep(0.1)
 
     def _write_etc_hosts(self, state):
         lines = ["127.0.0.1\tlocalhost", f"{state['bridge_ip']}\tsalt lab-master"]
         lines += [f"{data['ip']}\t{name}" for name, data in state["hosts"].items()]
-        for name in state["hosts"]:
-            (self.host_root(name) / "etc-hosts").write_text("\n".join(lines) + "\n")
+        for name, data in state["hosts"].items():
+            # A running host sees it through its own overlay; a stopped one at next boot.
+            running = self._pid1_alive(name, data.get("pid1"))
+            target = Path(f"/proc/{data['pid1']}/root/etc/hosts") if running else None
+            (target or self.host_root(name) / "upper" / "etc" / "hosts").write_text("\n".join(lines) + "\n")
 
-    def _anchor_alive(self, host, pid):
-        """True when `pid` is this host's anchor: a `sleep` inside the host's network namespace."""
-        if not pid:
+    def _pid1_alive(self, host, pid):
+        """True when `pid` is this host's systemd: PID 1 of a PID namespace, in the host's network."""
+        if not pid_alive(pid):
             return False
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
             netns = os.readlink(f"/proc/{pid}/ns/net")
             expected = os.stat(f"/run/netns/{self.netns(host)}").st_ino
         except OSError:
             return False
-        return cmdline.startswith(b"sleep") and netns == f"net:[{expected}]"
+        nspid = [line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")]
+        return bool(nspid) and nspid[0][-1] == "1" and netns == f"net:[{expected}]"
 
     def _host(self, host):
         data = self._state()["hosts"].get(host)
         if not data:
             raise LabError(f"no lab host named {host!r}; hosts: {', '.join(self._state()['hosts']) or 'none'}")
-        if not self._anchor_alive(host, data.get("anchor")):
-            raise LabError(f"lab host {host} is not running; run `python -m lab up`")
+        if not self._pid1_alive(host, data.get("pid1")):
+            raise LabError(f"lab host {host} is not running; run `python -m lab start {host}`")
         return data
 
-    def enter(self, host, argv):
-        """argv wrapped to run inside `host` (its network, mounts and hostname)."""
-        anchor = self._host(host)["anchor"]
-        return ["nsenter", "-t", str(anchor), "-m", "-n", "-u", "--", *map(str, argv)]
+    def running(self, host):
+        data = self._state()["hosts"].get(host) or {}
+        return self._pid1_alive(host, data.get("pid1"))
 
-    @staticmethod
-    def host_environ(environ):
-        """The environment of a daemon inside a host: sysvinit's tools first on PATH."""
-        return dict(environ, PATH=f"{SYSVINIT_BIN}:{environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+    def enter(self, host, argv):
+        """argv wrapped to run inside `host` (all its namespaces: network, mounts, PIDs, hostname)."""
+        pid1 = self._host(host)["pid1"]
+        return ["nsenter", "-t", str(pid1), "-m", "-u", "-n", "-p", "-C", "--", *map(str, argv)]
+
+    def path(self, host, path):
+        """A path inside the running `host`, as its processes see it (readable and writable from here)."""
+        return Path(f"/proc/{self._host(host)['pid1']}/root") / str(path).lstrip("/")
 
     def processes(self, host):
-        """PIDs of every process inside `host` but its anchor."""
-        data = self._state()["hosts"].get(host, {})
-        listed = run(["ip", "netns", "pids", self.netns(host)], check=False).stdout.split()
-        return [int(pid) for pid in listed if int(pid) != data.get("anchor")]
+        """PIDs (as the machine numbers them) of every process of `host`, its systemd included."""
+        data = self._state()["hosts"].get(host) or {}
+        try:
+            namespace = os.readlink(f"/proc/{data['pid1']}/ns/pid")
+        except (OSError, KeyError):
+            return []
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if os.readlink(proc / "ns" / "pid") == namespace and pid_alive(proc.name):
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+        return found
+
+    def memory(self, host):
+        """Bytes of memory the host's processes use (its memory cgroup: RSS, page cache excluded)."""
+        for cgroup in self._cgroups(host):
+            if cgroup.parts[4] == "memory" and (cgroup / "memory.stat").exists():
+                stats = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+                return int(stats.get("total_rss", 0)) + int(stats.get("total_shmem", 0))
+        return None
 
     def kill(self, host):
-        """kill -9 every process of `host`: a crash. Its disks (bind mounts) stay."""
-        self._host(host)
-        for _ in range(20):
-            pids = self.processes(host)
-            if not pids:
-                return
-            for pid in pids:
+        """A power cut: SIGKILL to the host's systemd, which takes every process of the host with it."""
+        data = self._host(host)
+        os.kill(data["pid1"], signal.SIGKILL)
+        self._reap(host)
+
+    def _reap(self, host):
+        deadline = time.monotonic() + 10
+        while self.processes(host):
+            if time.monotonic() > deadline:
+                raise LabError(f"processes of {host} survive its power cut: {self.processes(host)}")
+            time.sleep(0.05)
+        process = self._boots.pop(host, None)
+        if process is not None:
+            process.wait(timeout=10)
+        self._remove_cgroups(host)
+
+    def _remove_cgroups(self, host):
+        """Remove the host's cgroups, deepest first, once its last (zombie) process is gone."""
+        deadline = time.monotonic() + 10
+        for cgroup in self._cgroups(host):
+            while cgroup.exists():
                 try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
-        raise LabError(f"processes of {host} survive kill -9: {self.processes(host)}")
+                    for directory in sorted(
+                        (p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+                    ):
+                        directory.rmdir()
+                    cgroup.rmdir()
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"cannot remove {cgroup}: {exc}") from None
+                    time.sleep(0.05)
 
     def boot(self, host):
-        """Start what a reboot would: clear /run, then every managed service enabled at boot."""
-        self._host(host)
-        for directory in RUN_DIRS:
-            source = self.host_root(host) / "fs" / directory.strip("/")
-            for item in source.iterdir() if source.exists() else ():
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
-        rc2 = self.host_root(host) / "fs" / "etc/rc2.d"
-        started = []
-        for link in sorted(rc2.glob("S*")):
-            service = link.name.lstrip("S0123456789")
-            if service in MANAGED_SERVICES:
-                run(self.enter(host, [f"/etc/init.d/{service}", "start"]), check=False)
-                started.append(service)
-        return started
+        """Power on a host that was cut: systemd starts every unit enabled on it."""
+        data = self._state()["hosts"].get(host)
+        if not data:
+            raise LabError(f"no lab host named {host!r}")
+        if self._pid1_alive(host, data.get("pid1")):
+            return
+        self._remove_cgroups(host)
+        self._start_systemd(host)
+        self._wait_booted(host)
 
     def set_link(self, host, up):
         data = self._host(host)
         run(["ip", "link", "set", self._veth(data["index"]), "up" if up else "down"])
 
     def destroy(self):
-        """Stop every process of every host, remove namespaces, links and the bridge.
+        """Power off every host, remove namespaces, links, cgroups and the bridge.
 
         Works from the namespace names alone, so it also clears what an aborted run left.
         """
         listed = run(["ip", "netns", "list"], check=False).stdout.split("\n")
         namespaces = {line.split()[0] for line in listed if line.startswith(f"{self.name}-")}
+        hosts = {ns[len(self.name) + 1 :] for ns in namespaces} | set(self._state()["hosts"])
         for ns in namespaces:
             for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
                 try:
                     os.kill(int(pid), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            run(["ip", "netns", "delete", ns], check=False)
+        for host in hosts:
+            deadline = time.monotonic() + 10
+            while run(["ip", "netns", "pids", self.netns(host)], check=False).stdout.split():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            process = self._boots.pop(host, None)
+            if process is not None:
+                process.wait(timeout=10)
+            self._remove_cgroups(host)
+            run(["ip", "netns", "delete", self.netns(host)], check=False)
         links = json.loads(run(["ip", "-j", "link", "show"], check=False).stdout or "[]")
         for link in links:
             if link.get("ifname", "").startswith(f"{self.name}-"):

@@ -28,17 +28,16 @@ def master_settings(bridge_ip, deployment_file, pillar_root=REPO / "pillar"):
     }
 
 
-def minion_settings(minion_id, bridge_ip):
+def minion_settings(minion_id, bridge_ip, master_port=4506, publish_port=4505):
+    """A lab host's /etc/salt/minion: Salt's defaults but for where the master is."""
     return {
         "id": minion_id,
         "master": bridge_ip,
+        "master_port": master_port,
+        "publish_port": publish_port,
         "acceptance_wait_time": 1,
         "random_startup_delay": 0,
         "log_level_logfile": "info",
-        # Lab hosts run no systemd as PID 1, yet systemctl is installed: Salt would pick
-        # its systemd service module in "offline" mode, which does nothing. Without it,
-        # Salt uses Debian's init scripts, as on any sysvinit host.
-        "disable_modules": ["systemd_service"],
     }
 
 

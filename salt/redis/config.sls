@@ -1,13 +1,20 @@
-{%- from "redis/map.jinja" import redis with context %}
+{%- from "redis/map.jinja" import redis, redis_settings, supervised_by_systemd with context %}
 include:
   - redis.install
 
-{%- for directory, dir_mode in [(redis.conf_dir, "2770"), (redis.data_dir, "0750"), (redis.log_dir, "2750"), (redis.run_dir, "0755"), (redis.backup.dir, "0750")] %}
+{#- Owner and mode as the distribution's packages set them. The run directory is
+    systemd's (RuntimeDirectory, recreated at every start) where systemd runs Redis. #}
+{%- set directories = [(redis.conf_dir, redis.group, "2770"), (redis.data_dir, redis.group, "0750"),
+                       (redis.log_dir, redis.log_group, "2750"), (redis.backup.dir, redis.group, "0750")] %}
+{%- if not supervised_by_systemd %}
+{%-   do directories.append((redis.run_dir, redis.group, "0755")) %}
+{%- endif %}
+{%- for directory, dir_group, dir_mode in directories %}
 redis-directory-{{ directory }}:
   file.directory:
     - name: {{ directory }}
     - user: {{ redis.user }}
-    - group: {{ redis.group }}
+    - group: {{ dir_group }}
     - mode: "{{ dir_mode }}"
     - makedirs: True
     - require:
@@ -35,6 +42,7 @@ redis-main-config-includes-salt-settings:
   redis_cluster.config_included:
     - name: {{ redis.config_file }}
     - include: {{ redis.salt_config_file }}
+    - settings: {{ redis_settings | json }}
     - user: {{ redis.user }}
     - group: {{ redis.group }}
     - require:

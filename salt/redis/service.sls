@@ -1,4 +1,4 @@
-{%- from "redis/map.jinja" import redis, redis_settings with context %}
+{%- from "redis/map.jinja" import redis, redis_settings, supervised_by_systemd with context %}
 include:
   - redis.config
 
@@ -8,7 +8,9 @@ redis-server-running:
   service.running:
     - name: {{ redis.service }}
     - enable: True
-    - init_delay: {{ redis.service_init_delay }}
+{%- if not supervised_by_systemd %}
+    - init_delay: {{ redis.sysvinit_start_delay }}
+{%- endif %}
     - require:
       - redis_cluster: redis-main-config-includes-salt-settings
 

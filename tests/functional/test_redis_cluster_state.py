@@ -5,11 +5,13 @@ config files); CONFIG GET and INFO server tell what the running process uses.
 """
 
 import grp
+import hashlib
 import os
 import pwd
 import stat
 
 import pytest
+from conftest import PASSWORD, redis_quote
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -25,8 +27,9 @@ def directives(path):
 def included(tmp_path, redis_cluster_state):
     """config_included for a main file and a Salt file in tmp_path, owned by the test's user."""
 
-    def run(name=tmp_path / "etc" / "redis.conf", include=tmp_path / "etc" / "salt.conf"):
-        return redis_cluster_state.config_included(str(name), str(include), user=USER, group=GROUP)
+    def run(name=tmp_path / "etc" / "redis.conf", include=tmp_path / "etc" / "salt.conf", settings=None):
+        settings = {"maxclients": 1000, "save": "900 1 300 10"} if settings is None else settings
+        return redis_cluster_state.config_included(str(name), str(include), settings, user=USER, group=GROUP)
 
     return run
 
@@ -37,10 +40,45 @@ def test_config_included_creates_missing_file(tmp_path, included, no_password):
     ret = included()
 
     assert ret["result"] is True
-    assert ret["changes"] == {"include": str(tmp_path / "etc" / "salt.conf"), "action": "created"}
-    assert directives(main) == [f"include {tmp_path / 'etc' / 'salt.conf'}"]
+    assert ret["changes"] == {
+        "include": str(tmp_path / "etc" / "salt.conf"),
+        "action": "created; stated before the include: maxclients, save, requirepass, masterauth",
+    }
+    # Stated as CONFIG REWRITE would write them, so that it rewrites them in place.
+    assert directives(main) == [
+        "maxclients 1000",
+        "save 900 1",
+        "save 300 10",
+        f"requirepass {redis_quote(PASSWORD)}",
+        f"masterauth {redis_quote(PASSWORD)}",
+        f"include {tmp_path / 'etc' / 'salt.conf'}",
+    ]
     assert stat.S_IMODE(main.stat().st_mode) == 0o640
     assert os.listdir(main.parent) == ["redis.conf"]
+    no_password(ret)
+
+
+def test_config_included_removes_only_stale_password_lines(tmp_path, included, no_password):
+    main = tmp_path / "etc" / "redis.conf"
+    main.parent.mkdir()
+    old_digest = hashlib.sha256(b"old secret").hexdigest()
+    current_digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    main.write_text(
+        f'requirepass "old secret"\nmaxclients 5\nrequirepass {redis_quote(PASSWORD)}\n'
+        f"include {tmp_path / 'etc' / 'salt.conf'}\n"
+        f"user default on #{old_digest} ~* &* +@all\nuser default on #{current_digest} ~* &* +@all\n"
+    )
+
+    ret = included(settings={"maxclients": 1000})
+
+    assert ret["changes"]["action"] == "2 stale password line(s) removed; stated before the include: masterauth"
+    assert directives(main) == [
+        "maxclients 5",
+        f"requirepass {redis_quote(PASSWORD)}",
+        f"masterauth {redis_quote(PASSWORD)}",
+        f"include {tmp_path / 'etc' / 'salt.conf'}",
+        f"user default on #{current_digest} ~* &* +@all",
+    ]
     no_password(ret)
 
 
@@ -61,11 +99,26 @@ def test_config_included_test_mode_leaves_file_alone(tmp_path, included, redis_c
     main.write_text(f"include {tmp_path / 'etc' / 'salt.conf'}\nmaxclients 5\n")
     redis_cluster_state.__opts__["test"] = True
 
-    ret = included()
+    ret = included(settings={"maxclients": 1000})
 
     assert ret["result"] is None
-    assert ret["changes"]["action"] == "include moved to the last line"
+    assert ret["changes"]["action"] == (
+        "include moved to the last line; stated before the include: requirepass, masterauth"
+    )
     assert main.read_text() == f"include {tmp_path / 'etc' / 'salt.conf'}\nmaxclients 5\n"
+
+
+def test_config_included_accepts_unmanaged_lines_after_the_include(tmp_path, included):
+    """A directive Salt does not manage may follow the include: it cannot beat Salt's settings."""
+    included(settings={"maxclients": 1000})
+    main = tmp_path / "etc" / "redis.conf"
+    main.write_text(main.read_text() + "replica-priority 42\n")
+    before = main.read_text()
+
+    ret = included(settings={"maxclients": 1000})
+
+    assert ret["changes"] == {}
+    assert main.read_text() == before
 
 
 def test_salt_settings_win_after_config_rewrite(fresh_redis_server, redis_cluster_state, no_password):
@@ -74,17 +127,39 @@ def test_salt_settings_win_after_config_rewrite(fresh_redis_server, redis_cluste
     server.client().config_rewrite()
     assert directives(server.main_conf)[-1] != f"include {server.salt_conf}", "Redis appended after the include"
 
-    ret = redis_cluster_state.config_included(str(server.main_conf), str(server.salt_conf), user=USER, group=GROUP)
+    ret = redis_cluster_state.config_included(
+        str(server.main_conf), str(server.salt_conf), dict(server.settings), user=USER, group=GROUP
+    )
     text = server.main_conf.read_text()
 
-    assert ret["changes"]["action"] == "include moved to the last line; 3 password line(s) written by Redis removed"
+    assert ret["changes"]["action"] == "include moved to the last line; stated before the include: daemonize"
     assert directives(server.main_conf)[-1] == f"include {server.salt_conf}"
     assert text.count(f"include {server.salt_conf}") == 1
     assert "# Generated by CONFIG REWRITE" in text and "maxclients 77" in text
-    assert not [d for d in directives(server.main_conf) if d.split()[0] in ("requirepass", "masterauth", "user")]
     assert redis_cluster_state.__salt__["service.restart"]("redis-server") is True
     assert server.config("maxclients") == "1000"
     no_password(ret)
+
+
+def test_a_second_config_rewrite_moves_nothing(fresh_redis_server, redis_cluster_state):
+    """Once every managed directive is stated in the main file, CONFIG REWRITE rewrites those
+    lines in place: the include stays last and Salt has nothing to do."""
+    server = fresh_redis_server
+    settings = dict(server.settings, save="900 1 300 10")
+    args = (str(server.main_conf), str(server.salt_conf), settings)
+    server.client().config_set("save", "900 1 300 10")
+    redis_cluster_state.config_included(*args, user=USER, group=GROUP)
+
+    server.client().config_set("maxclients", 77)
+    server.client().config_rewrite()
+    ret = redis_cluster_state.config_included(*args, user=USER, group=GROUP)
+
+    # (Redis writes the file 0644 minus its umask: Debian's unit has UMask=007, this test 022.)
+    assert "action" not in ret["changes"], ret["changes"]
+    lines = directives(server.main_conf)
+    after_include = {line.split()[0] for line in lines[lines.index(f"include {server.salt_conf}") + 1 :]}
+    assert "maxclients 77" in lines
+    assert after_include <= {"user", "latency-tracking-info-percentiles"}  # what Salt does not manage
 
 
 def test_settings_applied_nothing_to_do(fresh_redis_server, redis_cluster_state, no_password):
@@ -192,10 +267,14 @@ def test_new_password_works_after_config_rewrite(
     rotated in salt.conf must still win once the include is last again and Redis restarted."""
     server, new_password = fresh_redis_server, wrong_password
     server.client().config_rewrite()
-    redis_cluster_state.config_included(str(server.main_conf), str(server.salt_conf), user=USER, group=GROUP)
+    # What `state.apply redis` runs, in its order: the new salt.conf, then config_included.
     server.password = new_password
     server.write_salt_conf()
     redis_cluster_state.__pillar__["redis"]["password"] = new_password
+    included = redis_cluster_state.config_included(
+        str(server.main_conf), str(server.salt_conf), dict(server.settings), user=USER, group=GROUP
+    )
+    assert "3 stale password line(s) removed" in included["changes"]["action"]
 
     ret = redis_cluster_state.settings_applied("node", dict(server.settings), "redis-server", timeout=2)
 

@@ -8,12 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
-from saltfactories.daemons.minion import SaltMinion
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -39,15 +39,6 @@ def deployment(**redis_settings):
     }
 
 
-class LabMinion(SaltMinion):
-    """A salt-minion that runs inside its lab host (network, mounts, hostname)."""
-
-    lab = None
-
-    def cmdline(self, *args):
-        return self.lab.enter(self.id, []) + list(super().cmdline(*args))
-
-
 def _require(condition, what):
     # Under CI=true (and everywhere else) a missing prerequisite is a failure, never a skip.
     if not condition:
@@ -56,15 +47,16 @@ def _require(condition, what):
 
 @pytest.fixture(scope="session")
 def lab_hosts(tmp_path_factory):
+    """The hosts' network: bridge and namespaces. The hosts boot once the master is up."""
     _require(os.geteuid() == 0, "root privileges")
-    for tool in ("ip", "nsenter", "unshare", "redis-server", "insserv"):
+    for tool in ("ip", "nsenter", "unshare", "redis-server", "/lib/systemd/systemd"):
         _require(shutil.which(tool), f"the {tool} command")
     state_dir = tmp_path_factory.mktemp("lab")
     config = state_dir / "my_multihead_cluster.yaml"
     config.write_text(yaml.safe_dump(deployment()))
     lab = Lab(state_dir, name="rtest")
     lab.destroy()
-    bridge_ip = lab.ensure_hosts(read_hosts(config))
+    _, bridge_ip = lab.ensure_network(read_hosts(config))
     yield lab, bridge_ip, config
     lab.destroy()
 
@@ -93,28 +85,29 @@ def salt_master(salt_factories, lab_hosts, pillar_root):
         yield factory
 
 
+def wait_for_minions(salt_cli, minions, timeout=90):
+    """Until every minion of `minions` answers test.ping."""
+    deadline, missing = time.monotonic() + timeout, set(minions)
+    while missing:
+        answered = salt_cli.run("-L", "test.ping", "--timeout=2", minion_tgt=",".join(sorted(missing)))
+        if isinstance(answered.data, dict):
+            missing -= {minion for minion, ok in answered.data.items() if ok is True}
+        elif answered.data is True and len(missing) == 1:
+            missing.clear()
+        if missing and time.monotonic() > deadline:
+            pytest.fail(f"minions did not answer within {timeout}s: {sorted(missing)}")
+        time.sleep(0.5 if missing else 0)
+
+
 @pytest.fixture(scope="session")
 def salt_minions(salt_master, lab_hosts):
-    lab, bridge_ip, _ = lab_hosts
-    LabMinion.lab = lab
-    minions = [
-        salt_master.salt_minion_daemon(
-            name,
-            factory_class=LabMinion,
-            # The minion reaches the test's log server and event listener through the bridge.
-            overrides=dict(
-                minion_settings(name, bridge_ip),
-                **{"pytest-minion": {"log": {"host": bridge_ip}, "returner_address": {"host": bridge_ip}}},
-            ),
-        )
-        for name in [*REDIS_HOSTS, PLAIN_HOST[0]]
-    ]
-    for minion in minions:
-        minion.environ = lab.host_environ(minion.environ)
-        minion.start(start_timeout=120)
-    yield {m.id: m for m in minions}
-    for minion in minions:
-        minion.terminate()
+    """Every host booted: its systemd starts its salt-minion unit, pointed at the test's master."""
+    lab, bridge_ip, config = lab_hosts
+    ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
+    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+    names = [*REDIS_HOSTS, PLAIN_HOST[0]]
+    wait_for_minions(salt_master.salt_cli(timeout=60), names)
+    return names
 
 
 @pytest.fixture(scope="session")
@@ -141,8 +134,8 @@ def node_client(host, password=PASSWORD):
 
 
 def host_file(lab_hosts, host, path):
-    """A file inside a lab host, read through the host's bind-mounted directory."""
-    return lab_hosts[0].host_root(host) / "fs" / path.strip("/")
+    """A file inside a running lab host, as the host's own processes see it."""
+    return lab_hosts[0].path(host, path)
 
 
 def host_processes(lab_hosts, host):
@@ -154,6 +147,17 @@ def host_processes(lab_hosts, host):
         except OSError:
             pass
     return commands
+
+
+def main_pid(lab_hosts, host, unit="redis-server"):
+    """systemd's MainPID of `unit` inside `host` (0 when not running)."""
+    result = subprocess.run(
+        lab_hosts[0].enter(host, ["systemctl", "show", "-p", "MainPID", "--value", unit]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.strip())
 
 
 def ps_output():

@@ -1,14 +1,16 @@
 """
-The lab behaves like real hosts after `state.apply redis`: Redis is enabled at boot only
-where it is deployed, a crashed host boots with its Redis, a partitioned host is cut off.
-These run after test_deploy.py (they crash and reconnect hosts).
+The lab's hosts are systemd hosts, as an operator's are: what is enabled is per host, a
+power cut takes every process of a host, a boot starts what is enabled (Redis and the
+salt-minion included), and the deployment stays converged through it. These run after
+test_deploy.py (they cut power and reconnect hosts).
 """
 
+import subprocess
 import time
 
 import pytest
 import redis
-from conftest import PLAIN_HOST, REDIS_HOSTS, host_file, node_client
+from conftest import PLAIN_HOST, REDIS_HOSTS, main_pid, node_client, wait_for_minions
 
 pytestmark = pytest.mark.integration
 
@@ -24,29 +26,50 @@ def wait_for_ping(host, timeout=15):
             time.sleep(0.2)
 
 
+def in_host(lab_hosts, host, *argv):
+    return subprocess.run(lab_hosts[0].enter(host, argv), capture_output=True, text=True).stdout.strip()
+
+
+def test_every_host_boots_systemd_with_its_own_name_and_units(first_apply, lab_hosts):
+    for host in [*REDIS_HOSTS, PLAIN_HOST[0]]:
+        assert in_host(lab_hosts, host, "cat", "/proc/1/comm") == "systemd"
+        assert in_host(lab_hosts, host, "hostname") == host
+        assert in_host(lab_hosts, host, "systemctl", "is-system-running") == "running", host
+        assert in_host(lab_hosts, host, "systemctl", "is-active", "salt-minion") == "active"
+    ids = {in_host(lab_hosts, host, "cat", "/etc/machine-id") for host in [*REDIS_HOSTS, PLAIN_HOST[0]]}
+    assert len(ids) == 4
+
+
 def test_redis_is_enabled_at_boot_only_on_redis_hosts(first_apply, lab_hosts):
-    def boot_links(host):
-        return sorted(p.name for p in host_file(lab_hosts, host, "/etc/rc2.d").glob("S*redis*"))
+    assert in_host(lab_hosts, "it1", "systemctl", "is-enabled", "redis-server") == "enabled"
+    # Cluster mode: the package's default Sentinel is stopped and disabled.
+    assert in_host(lab_hosts, "it1", "systemctl", "is-enabled", "redis-sentinel") == "disabled"
+    assert in_host(lab_hosts, PLAIN_HOST[0], "systemctl", "is-enabled", "redis-server") == "disabled"
+    assert in_host(lab_hosts, PLAIN_HOST[0], "systemctl", "is-active", "redis-server") == "inactive"
 
-    assert [name.lstrip("S0123456789") for name in boot_links("it1")] == ["redis-server"]
-    assert boot_links(PLAIN_HOST[0]) == []
 
-
-def test_crashed_host_boots_with_its_redis_and_minion(first_apply, lab_hosts, salt_minions, salt_cli):
+def test_power_cut_and_boot_bring_back_redis_and_minion_converged(first_apply, lab_hosts, salt_cli):
     lab = lab_hosts[0]
-    run_id = node_client("it3").info("server")["run_id"]
+    before = main_pid(lab_hosts, "it3")
+    machine_pids = lab.processes("it3")
+    assert len(machine_pids) > 3
 
     lab.kill("it3")
+
+    assert lab.processes("it3") == []
     with pytest.raises(redis.ConnectionError):
         node_client("it3").ping()
-    assert lab.boot("it3") == ["redis-server"]
-
+    lab.boot("it3")
     assert wait_for_ping("it3") is True
-    assert node_client("it3").info("server")["run_id"] != run_id
-    minion = salt_minions["it3"]
-    minion.terminate()
-    minion.start(start_timeout=120)
-    assert salt_cli.run("test.ping", minion_tgt="it3").data is True
+    wait_for_minions(salt_cli, ["it3"])
+    pid = main_pid(lab_hosts, "it3")
+    assert pid not in (0, before) or lab.processes("it3") != machine_pids
+
+    applied = salt_cli.run("state.apply", "redis", minion_tgt="it3")
+
+    assert applied.returncode == 0
+    assert sorted(v["__id__"] for v in applied.data.values() if v["changes"]) == []
+    assert main_pid(lab_hosts, "it3") == pid
 
 
 def test_partitioned_host_is_cut_off_until_healed(first_apply, lab_hosts):

@@ -23,7 +23,7 @@ def test_every_valid_controller_becomes_a_host_in_file_order(tmp_path):
         {"hostname": "c", "minion_id": "c.example", "ip_address": "10.1.2.3"},
     ]
     hosts = read_hosts(write(tmp_path, {"nodes": {"controllers": controllers, "compute": [{"hostname": "x"}]}}))
-    assert hosts == [Host("b", "10.1.2.2"), Host("a", "10.1.2.1"), Host("c.example", "10.1.2.3")]
+    assert hosts == [Host("b", "10.1.2.2", redis=True), Host("a", "10.1.2.1"), Host("c.example", "10.1.2.3")]
 
 
 def test_invalid_entries_are_skipped_and_valid_ones_kept(tmp_path):
