@@ -21,10 +21,12 @@ imported directly by the lab and the unit tests.
 """
 
 import copy
+import hashlib
 import ipaddress
 import logging
 import os
 import re
+from pathlib import Path
 
 import yaml
 
@@ -45,6 +47,8 @@ MAXMEMORY_POLICIES = (
     "noeviction",
 )
 COMPRESSIONS = ("gzip", "zstd", "none")
+# Where a minion's synced modules of each kind live (below its extension_modules) -> our folder.
+EXTENSION_FOLDERS = {"modules": "_modules", "states": "_states", "utils": "_utils"}
 DEFAULTS = {
     "mode": "auto",
     "port": 6379,
@@ -417,6 +421,17 @@ def _merge(base, override):
     return result
 
 
+def formula_modules():
+    """``{"modules/redis_cluster.py": sha256, ...}``: our custom Salt modules as the master serves
+    them (salt://_modules, salt://_states, ...), so a minion syncs only when its copy differs."""
+    root = Path(__file__).resolve().parents[1]
+    digests = {}
+    for kind, folder in EXTENSION_FOLDERS.items():
+        for path in sorted((root / folder).glob("*.py")):
+            digests[f"{kind}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
 def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argument
     """
     Compute pillar ``redis`` for `minion_id` from the deployment YAML at `config`.
@@ -434,6 +449,7 @@ def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argume
     computed = node_pillar(deployment, minion_id, __grains__.get("mem_total", 0))
     overrides = pillar.get("redis") if isinstance(pillar.get("redis"), dict) else {}
     result = _merge(computed, overrides)
+    result["formula_modules"] = formula_modules()
     if "password" in result and __opts__.get("__cli") == "salt-run":
         # The runner CLI renders pillar for display (pillar.show_pillar) and would print
         # it and publish it in its return event. Only minions need the password: they

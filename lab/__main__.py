@@ -24,8 +24,8 @@ BIN = Path(sys.executable).parent
 class Controller:
     """The lab as `python -m lab` runs it: daemons in the background, state in one directory."""
 
-    def __init__(self, state_dir):
-        self.lab = Lab(state_dir)
+    def __init__(self, state_dir, name="rlab"):
+        self.lab = Lab(state_dir, name=name)
         self.state_dir = self.lab.state_dir
         self.master_dir = self.state_dir / "master"
         self.deployment_file = self.master_dir / DEPLOYMENT_FILE
@@ -165,12 +165,14 @@ class Controller:
             statuses = {}
         for minion in sorted(statuses):
             status = statuses[minion]
+            memory = self.lab.memory(minion)
+            host = f"  {minion:<12} host memory {memory / 2**20:4.0f} MiB " if memory else f"  {minion:<12} "
             if not isinstance(status, dict) or "ping" not in status:
-                print(f"  {minion:<12} {status.get('role', '?') if isinstance(status, dict) else status}: no Redis")
+                print(f"{host} {status.get('role', '?') if isinstance(status, dict) else status}: no Redis")
                 continue
             answer = "PONG" if status["ping"] else f"NO ANSWER ({status.get('error')})"
             print(
-                f"  {minion:<12} {status['role']:<13} {status['address']:<21} {answer}  redis {status.get('version')}"
+                f"{host} {status['role']:<13} {status['address']:<21} {answer}  redis {status.get('version')}"
                 f"  maxmemory {status.get('maxmemory_human')}  keys {status.get('keys')}"
             )
 
@@ -239,6 +241,9 @@ def print_apply_summary(returns):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("--state-dir", default=os.environ.get("LAB_STATE_DIR", REPO / ".lab"))
+    parser.add_argument(
+        "--name", default=os.environ.get("LAB_NAME", "rlab"), help="prefix of the lab's namespaces, links, cgroups"
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser("up", help="create hosts, start salt, apply redis")
     up.add_argument("--config", help=f"deployment YAML (default {DEFAULT_CONFIG.relative_to(REPO)})")
@@ -261,7 +266,7 @@ def main(argv=None):
             state_args, rest = argv[: position + 1], argv[position + 1 :]
             break
     args = parser.parse_args(state_args)
-    controller = Controller(args.state_dir)
+    controller = Controller(args.state_dir, args.name)
     try:
         if args.verb in ("salt", "salt-run"):
             return controller.salt(args.verb, *rest).returncode

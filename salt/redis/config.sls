@@ -1,4 +1,4 @@
-{%- from "redis/map.jinja" import redis, redis_settings, supervised_by_systemd with context %}
+{%- from "redis/map.jinja" import redis, redis_settings, supervised_by_systemd, modules_need_sync with context %}
 include:
   - redis.install
 
@@ -28,6 +28,11 @@ redis-salt-settings-file:
     - name: {{ redis.salt_config_file }}
     - source: salt://redis/files/redis-salt.conf.jinja
     - template: jinja
+    - context:
+        config_file: {{ redis.config_file }}
+        mode: {{ redis.mode }}
+        role: {{ redis.role }}
+        redis_settings: {{ redis_settings | json }}
     - user: {{ redis.user }}
     - group: {{ redis.group }}
     - mode: "0640"
@@ -47,7 +52,7 @@ redis-main-config-includes-salt-settings:
     - group: {{ redis.group }}
     - require:
       - file: redis-salt-settings-file
-{%- if not opts.get("test") %}
+{%- if modules_need_sync and not opts.get("test") %}
       - saltutil: redis-salt-modules-synced
       - saltutil: redis-salt-states-synced
 {%- endif %}

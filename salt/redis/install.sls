@@ -1,10 +1,11 @@
-{%- from "redis/map.jinja" import redis with context %}
+{%- from "redis/map.jinja" import redis, modules_need_sync with context %}
 
-{#- `state.apply redis` on a fresh minion: bring our custom modules (_modules, _states)
-    before the states that use them. Reports changes only when a module changed.
-    Skipped under test=True, where Salt's sync states always answer "would run"; a
+{#- `state.apply redis` on a fresh minion, or after our modules changed on the master:
+    bring our custom modules (_modules, _states) before the states that use them.
+    Skipped when every module is current (map.jinja compares digests: no master round
+    trip), and under test=True, where Salt's sync states always answer "would run"; a
     minion that never had a real apply needs `saltutil.sync_all` before a dry run. #}
-{%- if not opts.get("test") %}
+{%- if modules_need_sync and not opts.get("test") %}
 redis-salt-modules-synced:
   saltutil.sync_modules:
     - refresh: False
@@ -29,11 +30,19 @@ redis-config-checker-installed:
     - mode: "0755"
     - makedirs: True
 
-{#- redis-py, for the redis_cluster modules (they load only when it imports). #}
-{%- if "redis_cluster.status" not in salt %}
+{#- redis-py, for the redis_cluster modules (they load only when it imports). Looked up
+    on the minion Python's path: asking the loader (`"redis_cluster.status" in salt`)
+    would load every module and cost more than the rest of a no-op run. #}
+{%- set redis_py_found = [] %}
+{%- for directory in grains.pythonpath if salt["file.file_exists"](directory ~ "/redis/__init__.py") %}
+{%-   do redis_py_found.append(directory) %}
+{%- endfor %}
+{%- if not redis_py_found %}
 redis-python-client-installed:
   pip.installed:
-    - name: redis
+    # Below 8: redis-py 8 imports the OpenTelemetry SDK (which Salt 3008 ships) on every
+    # import, a tenth of a second of CPU in every Salt job that uses our modules.
+    - name: "redis>=4.5,<8"
     - bin_env: {{ grains.pythonexecutable }}
     - unless: {{ grains.pythonexecutable }} -c "import redis"
     - reload_modules: True

@@ -46,6 +46,12 @@ def _require(condition, what):
 
 
 @pytest.fixture(scope="session")
+def salt_factories_config(tmp_path_factory):
+    """Salt's daemons and scripts under pytest's temporary directory, not straight in /tmp."""
+    return {"root_dir": tmp_path_factory.mktemp("salt")}
+
+
+@pytest.fixture(scope="session")
 def lab_hosts(tmp_path_factory):
     """The hosts' network: bridge and namespaces. The hosts boot once the master is up."""
     _require(os.geteuid() == 0, "root privileges")
