@@ -75,6 +75,8 @@ MASKED_UNITS = (
     "e2scrub_reap.service", "fstrim.timer", "dpkg-db-backup.timer", "logrotate.timer",
 )  # fmt: skip
 CGROUP_HIERARCHIES = ("systemd", "unified", "memory")
+# A host's own tmpfs (mode): what a boot empties.
+FRESH_TMPFS = {"/tmp": "1777", "/var/tmp": "1777", "/run": "0755", "/dev/shm": "1777"}
 MINION_UNIT = """\
 [Unit]
 Description=The Salt Minion
@@ -381,13 +383,27 @@ class Lab:
         for layer in OVERLAID:
             upper, work = root / "upper" / layer.strip("/"), root / "work" / layer.strip("/")
             lines.append(f"mount -t overlay overlay -o lowerdir={layer},upperdir={upper},workdir={work} {layer}")
+        # The repository and the venv (the minion's Salt) may live below a directory the
+        # host gets a fresh tmpfs of (a CI clone in /tmp): held aside, then moved back.
+
+        def below(path, directory):
+            return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+        needed = sorted({str(REPO), sys.prefix})
+        kept = [
+            path
+            for path in needed
+            if any(below(path, fresh) for fresh in FRESH_TMPFS)
+            and not any(other != path and below(path, other) for other in needed)
+        ]
         lines += [
             # Before /tmp is replaced: the lab's state directory may live there.
             f"if [ -f {root}/first-boot ]; then sh -e {root}/first-boot; rm {root}/first-boot; fi",
-            "mount -t tmpfs -o mode=1777 tmpfs /tmp",
-            "mount -t tmpfs -o mode=1777 tmpfs /var/tmp",
-            "mount -t tmpfs -o mode=0755 tmpfs /run",
-            "mount -t tmpfs -o mode=1777 tmpfs /dev/shm",
+            *(f"mkdir -p /var/lib/lab-kept/{i} && mount --bind {shlex.quote(path)} /var/lib/lab-kept/{i}"
+              for i, path in enumerate(kept)),
+            *(f"mount -t tmpfs -o mode={mode} tmpfs {fresh}" for fresh, mode in FRESH_TMPFS.items()),
+            *(f"mkdir -p {shlex.quote(path)} && mount --move /var/lib/lab-kept/{i} {shlex.quote(path)}"
+              for i, path in enumerate(kept)),
             "mount -t sysfs sysfs /sys",
             "mount -t tmpfs -o mode=0755 cgroup-root /sys/fs/cgroup",
             "mkdir /sys/fs/cgroup/systemd /sys/fs/cgroup/unified",
