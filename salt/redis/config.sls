@@ -1,16 +1,23 @@
-{%- from "redis/map.jinja" import redis, redis_settings, supervised_by_systemd, modules_need_sync with context %}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, redis_settings, supervised_by_systemd,
+                                       modules_need_sync, custom_states_usable with context %}
 include:
-  - redis.install
+  - {{ tplroot }}.install
+{%- if redis_node %}
 
 {#- Owner and mode as the distribution's packages set them. The run directory is
     systemd's (RuntimeDirectory, recreated at every start) where systemd runs Redis. #}
-{%- set directories = [(redis.conf_dir, redis.group, "2770"), (redis.data_dir, redis.group, "0750"),
-                       (redis.log_dir, redis.log_group, "2750"), (redis.backup.dir, redis.group, "0750")] %}
+{%- set directories = {
+      "config": (redis.conf_dir, redis.group, "2770"),
+      "data": (redis.data_dir, redis.group, "0750"),
+      "log": (redis.log_dir, redis.log_group, "2750"),
+      "backup": (redis.backup.dir, redis.group, "0750"),
+    } %}
 {%- if not supervised_by_systemd %}
-{%-   do directories.append((redis.run_dir, redis.group, "0755")) %}
+{%-   do directories.update({"run": (redis.run_dir, redis.group, "0755")}) %}
 {%- endif %}
-{%- for directory, dir_group, dir_mode in directories %}
-redis-directory-{{ directory }}:
+{%- for purpose, (directory, dir_group, dir_mode) in directories | dictsort %}
+redis-{{ purpose }}-directory:
   file.directory:
     - name: {{ directory }}
     - user: {{ redis.user }}
@@ -21,27 +28,38 @@ redis-directory-{{ directory }}:
       - pkg: redis-packages-installed
 {%- endfor %}
 
-{#- Salt's settings, in a file Redis never rewrites. It holds the password: owner
-    redis, not world-readable, and never shown in a diff. #}
+{#- Salt's settings, in a file Redis never rewrites, in a directory only root writes.
+    It holds the password: readable by the redis group only, never shown in a diff. #}
+redis-salt-settings-directory:
+  file.directory:
+    - name: {{ redis.salt_config_dir }}
+    - user: root
+    - group: {{ redis.group }}
+    - mode: "0750"
+    - require:
+      - pkg: redis-packages-installed
+
 redis-salt-settings-file:
   file.managed:
     - name: {{ redis.salt_config_file }}
-    - source: salt://redis/files/redis-salt.conf.jinja
+    - source: salt://{{ tplroot }}/files/redis-salt.conf.jinja
     - template: jinja
     - context:
         config_file: {{ redis.config_file }}
         mode: {{ redis.mode }}
         role: {{ redis.role }}
         redis_settings: {{ redis_settings | json }}
-    - user: {{ redis.user }}
+    - user: root
     - group: {{ redis.group }}
     - mode: "0640"
     - show_changes: False
     - check_cmd: {{ redis.check_config_cmd }}
     - tmp_ext: .conf
     - require:
-      - file: redis-directory-{{ redis.conf_dir }}
+      - file: redis-salt-settings-directory
       - file: redis-config-checker-installed
+
+{%- if custom_states_usable %}
 
 redis-main-config-includes-salt-settings:
   redis_cluster.config_included:
@@ -52,7 +70,18 @@ redis-main-config-includes-salt-settings:
     - group: {{ redis.group }}
     - require:
       - file: redis-salt-settings-file
-{%- if modules_need_sync and not opts.get("test") %}
+      - file: redis-config-directory
+{%-   if modules_need_sync and not opts.get("test") %}
       - saltutil: redis-salt-modules-synced
       - saltutil: redis-salt-states-synced
+{%-   endif %}
+{%- else %}
+
+redis-salt-modules-present:
+  test.fail_without_changes:
+    - comment: >-
+        this minion has never received the redis formula's custom modules, so a dry run
+        cannot check the rest: run salt '*' saltutil.sync_all once (or a real state.apply
+        redis), then the dry run
+{%- endif %}
 {%- endif %}

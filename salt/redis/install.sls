@@ -1,4 +1,9 @@
-{%- from "redis/map.jinja" import redis, modules_need_sync with context %}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, modules_need_sync with context %}
+{%- if not redis_node %}
+include:
+  - {{ tplroot }}.inactive
+{%- else %}
 
 {#- `state.apply redis` on a fresh minion, or after our modules changed on the master:
     bring our custom modules (_modules, _states) before the states that use them.
@@ -26,7 +31,7 @@ redis-packages-installed:
 redis-config-checker-installed:
   file.managed:
     - name: {{ redis.check_config_cmd }}
-    - source: salt://redis/files/redis-check-config
+    - source: salt://{{ tplroot }}/files/redis-check-config
     - mode: "0755"
     - makedirs: True
 
@@ -46,4 +51,5 @@ redis-python-client-installed:
     - bin_env: {{ grains.pythonexecutable }}
     - unless: {{ grains.pythonexecutable }} -c "import redis"
     - reload_modules: True
+{%- endif %}
 {%- endif %}

@@ -1,6 +1,9 @@
-{%- from "redis/map.jinja" import redis, redis_settings, supervised_by_systemd with context %}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, redis_settings, supervised_by_systemd,
+                                       custom_states_usable with context %}
 include:
-  - redis.config
+  - {{ tplroot }}.config
+{%- if redis_node and custom_states_usable %}
 
 {#- No `watch` on the config files: a changed setting is applied live where Redis
     allows it and the server is restarted only for the rest (next state). #}
@@ -29,4 +32,5 @@ redis-sentinel-not-running-in-cluster-mode:
   service.dead:
     - name: {{ redis.sentinel_service }}
     - enable: False
+{%- endif %}
 {%- endif %}

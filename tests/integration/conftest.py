@@ -4,6 +4,7 @@ The integration lab: real network-namespace hosts (lab/hosts.py, the code behind
 pytest-salt-factories, configured exactly as lab/saltconf.py configures `make lab`.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,12 +81,31 @@ def pillar_root(lab_hosts):
     return root
 
 
+OTHER_FORMULA_GREETING = "hello from the web formula"
+
+
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, lab_hosts, pillar_root):
-    lab, bridge_ip, config = lab_hosts
-    factory = salt_factories.salt_master_daemon(
-        "it-master", overrides=master_settings(bridge_ip, config, pillar_root=pillar_root)
+def other_formula_root(lab_hosts):
+    """An existing master's own states and pillar: a `web` formula the Redis one must not disturb."""
+    root = lab_hosts[2].parent / "other-formula"
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "init.sls").write_text(
+        "web-motd:\n  file.managed:\n    - name: /etc/motd-web\n"
+        "    - contents: \"{{ pillar['web']['greeting'] }}\"\n"
     )
+    return root
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, lab_hosts, pillar_root, other_formula_root):
+    """The README's "existing master" setup: the master's own file root and ext_pillar stay,
+    our paths are added to its lists."""
+    lab, bridge_ip, config = lab_hosts
+    settings = master_settings(bridge_ip, config, pillar_root=pillar_root)
+    settings["file_roots"]["base"].insert(0, str(other_formula_root))
+    greeting = yaml.safe_dump({"web": {"greeting": OTHER_FORMULA_GREETING}}, default_flow_style=True).strip()
+    settings["ext_pillar"].insert(0, {"cmd_yaml": f"echo '{greeting}'"})
+    factory = salt_factories.salt_master_daemon("it-master", overrides=settings)
     factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
     with factory.started(start_timeout=120):
         yield factory
@@ -133,6 +153,22 @@ def salt_run_cli(salt_master):
 def first_apply(salt_cli):
     """`salt '*' state.apply redis` once, as an operator would run it first."""
     return salt_cli.run("state.apply", "redis", minion_tgt="*")
+
+
+def password_forms(password=PASSWORD):
+    """Every way the password could show up in text: as is, JSON-escaped, repr-escaped,
+    and quoted as in a Redis config file."""
+    return {
+        password,
+        json.dumps(password)[1:-1],
+        repr(password)[1:-1],
+        password.replace("\\", "\\\\").replace('"', '\\"'),
+    }
+
+
+def assert_no_password(text, where):
+    for form in password_forms():
+        assert form not in text, f"the password ({'raw' if form == PASSWORD else 'encoded'}) is in {where}"
 
 
 def node_client(host, password=PASSWORD):

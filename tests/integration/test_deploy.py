@@ -14,7 +14,7 @@ import pytest
 import redis
 import yaml
 from conftest import (
-    PASSWORD,
+    assert_no_password,
     PLAIN_HOST,
     REDIS_HOSTS,
     deployment,
@@ -81,7 +81,7 @@ def test_pillar_shows_the_computed_shape(first_apply, salt_run_cli):
     assert {s["role"] for s in shapes.values()} == {"cluster-node"}
     assert [shapes[h]["slots"] for h in REDIS_HOSTS] == [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
     assert shapes["it2"]["initial_master"]["hostname"] == "it1"
-    assert PASSWORD not in json.dumps(shapes)
+    assert_no_password(json.dumps(shapes), "pillar.show_pillar")
     assert [p["ip"] for p in shapes["it3"]["peers"]] == list(REDIS_HOSTS.values())
 
 
@@ -98,22 +98,22 @@ def test_non_redis_controller_is_untouched(first_apply, lab_hosts):
 def test_password_is_not_in_ps_returns_logs_or_world_readable_files(
     first_apply, lab_hosts, salt_master, salt_minions
 ):
-    assert PASSWORD not in ps_output()
-    assert PASSWORD not in json.dumps(first_apply.data)
-    assert json.dumps(PASSWORD)[1:-1] not in first_apply.stdout  # as JSON escapes it
+    assert_no_password(ps_output(), "ps")
+    assert_no_password(first_apply.stdout + first_apply.stderr, "the job's output")
+    assert_no_password(json.dumps(first_apply.data), "the job's return")
     logs = [Path(salt_master.config["log_file"])]
     logs += [host_file(lab_hosts, host, "/var/log/salt/minion") for host in salt_minions]
     logs += [host_file(lab_hosts, host, "/var/log/redis/redis-server.log") for host in REDIS_HOSTS]
     for log in logs:
-        assert PASSWORD not in log.read_text(errors="replace"), log
+        assert_no_password(log.read_text(errors="replace"), log)
     for host in salt_minions:
         journal = subprocess.run(
             lab_hosts[0].enter(host, ["journalctl", "--no-pager", "-o", "cat"]), capture_output=True, text=True
         )
         assert journal.returncode == 0 and journal.stdout, journal.stderr
-        assert PASSWORD not in journal.stdout, f"{host}: journal"
+        assert_no_password(journal.stdout, f"{host}'s journal")
     for host in REDIS_HOSTS:
-        for path in ("/etc/redis/redis-salt.conf", "/etc/redis/redis.conf"):
+        for path in ("/etc/redis-salt/redis-server.conf", "/etc/redis/redis.conf"):
             mode = host_file(lab_hosts, host, path).stat().st_mode
             assert not mode & stat.S_IROTH, f"{host}:{path} is world-readable"
 
@@ -130,6 +130,27 @@ def test_second_apply_changes_nothing_and_restarts_nothing(first_apply, salt_cli
     assert 0 not in pids.values()
 
 
+def test_salt_writes_its_settings_only_where_redis_cannot(first_apply, lab_hosts):
+    """/etc/redis is the redis user's (CONFIG REWRITE); Salt's own file is root's, readable by redis."""
+    for host in REDIS_HOSTS:
+        directory = host_file(lab_hosts, host, "/etc/redis-salt").stat()
+        settings = host_file(lab_hosts, host, "/etc/redis-salt/redis-server.conf").stat()
+        redis_gid = grp.getgrnam("redis").gr_gid
+        assert (directory.st_uid, directory.st_gid, stat.S_IMODE(directory.st_mode)) == (0, redis_gid, 0o750)
+        assert (settings.st_uid, settings.st_gid, stat.S_IMODE(settings.st_mode)) == (0, redis_gid, 0o640)
+        main = host_file(lab_hosts, host, "/etc/redis/redis.conf").read_text()
+        assert "include /etc/redis-salt/redis-server.conf" in main
+
+
+def test_sub_states_change_nothing_on_a_minion_without_redis(first_apply, salt_cli, lab_hosts):
+    plain = PLAIN_HOST[0]
+    for sls in ("redis.install", "redis.config", "redis.service"):
+        applied = salt_cli.run("state.apply", sls, minion_tgt=plain)
+        assert applied.returncode == 0, applied.stdout
+        assert [v["__id__"] for v in applied.data.values()] == ["redis-nothing-to-do-on-this-minion"], sls
+    assert not host_file(lab_hosts, plain, "/etc/redis-salt").exists()
+
+
 def test_systemd_runs_redis_as_debian_ships_it(first_apply, lab_hosts):
     """The unit's command line decides daemonize/supervised; systemd owns /run/redis."""
     for host in REDIS_HOSTS:
@@ -140,7 +161,7 @@ def test_systemd_runs_redis_as_debian_ships_it(first_apply, lab_hosts):
         assert stat.S_IMODE(run_dir.st_mode) == 0o2755
         log_dir = host_file(lab_hosts, host, "/var/log/redis").stat()
         assert (stat.S_IMODE(log_dir.st_mode), log_dir.st_gid) == (0o2750, grp.getgrnam("adm").gr_gid)
-        settings = host_file(lab_hosts, host, "/etc/redis/redis-salt.conf").read_text()
+        settings = host_file(lab_hosts, host, "/etc/redis-salt/redis-server.conf").read_text()
         assert "daemonize" not in settings and "pidfile" not in settings
 
 
@@ -156,7 +177,7 @@ def test_test_mode_on_a_converged_deployment_reports_nothing(first_apply, salt_c
 def test_test_mode_reports_a_pillar_change_and_changes_nothing(
     first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
-    settings_file = host_file(lab_hosts, "it1", "/etc/redis/redis-salt.conf")
+    settings_file = host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf")
     content_before = settings_file.read_text()
     deployment_file.write_text(yaml.safe_dump(deployment(maxclients=12000)))
 
@@ -190,7 +211,7 @@ def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
     first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
     before = run_ids()
-    settings_file = host_file(lab_hosts, "it2", "/etc/redis/redis-salt.conf")
+    settings_file = host_file(lab_hosts, "it2", "/etc/redis-salt/redis-server.conf")
     mtime = settings_file.stat().st_mtime_ns
     broken = deployment()
     broken["nodes"]["controllers"][1]["ip_address"] = REDIS_HOSTS["it1"]
@@ -289,7 +310,7 @@ def test_settings_redis_appended_after_the_include_never_win(first_apply, salt_c
 def test_a_config_redis_would_refuse_never_replaces_the_running_one(first_apply, salt_cli, pillar_root, lab_hosts):
     overrides = pillar_root / "redis.sls"
     original = overrides.read_text()
-    settings_file = host_file(lab_hosts, "it1", "/etc/redis/redis-salt.conf")
+    settings_file = host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf")
     content = settings_file.read_text()
     run_id = node_client("it1").info("server")["run_id"]
     # Pillar overrides skip the YAML's validation: redis-server's own check must catch it.
@@ -302,7 +323,7 @@ def test_a_config_redis_would_refuse_never_replaces_the_running_one(first_apply,
     assert applied.returncode != 0
     failed = {v["__id__"]: v["comment"] for v in applied.data.values() if v["result"] is False}
     assert "keep-everything" in failed["redis-salt-settings-file"]
-    assert PASSWORD not in json.dumps(applied.data)
+    assert_no_password(json.dumps(applied.data), "the job's return")
     assert settings_file.read_text() == content
     assert node_client("it1").info("server")["run_id"] == run_id
     assert node_client("it1").config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
