@@ -78,7 +78,10 @@ redis-main-config-includes-salt-settings:
 {%- else %}
 
 redis-salt-modules-present:
-  test.fail_without_changes:
+  test.configurable_test_state:
+    - changes: False
+    - result: False
+    - allow_test_mode_failure: True  # a dry run must fail too, with this message
     - comment: >-
         this minion has never received the redis formula's custom modules, so a dry run
         cannot check the rest: run salt '*' saltutil.sync_all once (or a real state.apply

@@ -6,7 +6,10 @@
 {%- from tplroot ~ "/map.jinja" import redis, deployment_error with context %}
 {%- if deployment_error %}
 redis-deployment-pillar-is-usable:
-  test.fail_without_changes:
+  test.configurable_test_state:
+    - changes: False
+    - result: False
+    - allow_test_mode_failure: True  # a dry run must fail too, with this message
     - comment: {{ ("the Redis deployment's pillar failed: " ~ deployment_error) | json }}
 {%- else %}
 redis-nothing-to-do-on-this-minion:
