@@ -14,7 +14,15 @@ Master configuration:
           config: /srv/redis-salt/my_multihead_cluster.yaml
 
 Pillar keys an operator sets under ``redis:`` in ordinary pillar files override the
-computed ones.
+computed ones (``redis:maxmemory`` may carry Redis's memory units, e.g. ``2gb``).
+
+A controller is the minion whose id equals its ``minion_id`` (default: its ``hostname``),
+or whose id's first label does (``server1.example.org`` is ``server1``). The minion's
+``ipv4`` grain (``ipv6`` for an IPv6 controller) must hold the controller's ``ip_address``.
+
+Any mistake (in the YAML, an override, or a minion that does not fit its controller)
+gives that minion the pillar ``redis: {error: <one line>, role: none, mode: none}`` and
+no password: the Redis states fail with that line, other formulas' states still run.
 
 The pure functions (:func:`load_deployment`, :func:`node_pillar`) need no Salt and are
 imported directly by the lab and the unit tests.
@@ -24,6 +32,7 @@ import copy
 import hashlib
 import ipaddress
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -68,6 +77,15 @@ BACKUP_DEFAULTS = {
     "schedule": [],
 }
 PASSWORD_HIDDEN = "(hidden: only minions receive the password)"
+# What an error message shows where the password would have been.
+PASSWORD_IN_MESSAGE = "(the password)"
+MISSING_CONFIG = "ext_pillar redis_deployment: expected option 'config' with the YAML's path"
+# Roles that run redis-server (and so need maxmemory); sentinel-only runs a Sentinel only.
+SERVER_ROLES = ("cluster-node", "master", "replica")
+# Redis's memory units (memtoll in Redis's util.c), case-insensitive; no unit means bytes.
+MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+_MEMORY = re.compile(r"^\s*([0-9]+)\s*([A-Za-z]*)\s*$")
+MAX_MEMORY_BYTES = 2**63 - 1  # msgpack (Salt's wire format) and Redis both stop at 64 bits
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HOSTNAME_PATTERN = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -210,7 +228,12 @@ def _password(settings, path):
     password = settings.get("password")
     if password is None:
         raise DeploymentError(path, key, "is missing: expected a password (for example ${REDIS_PASSWORD})")
-    if not isinstance(password, str) or not password.strip():
+    if not isinstance(password, str):
+        # Never echo the value: it is the password. YAML reads `password: 12345` as a number.
+        raise DeploymentError(
+            path, key, f"expected a string, got {type(password).__name__} (quote the password in the YAML)"
+        )
+    if not password.strip():
         raise DeploymentError(path, key, "expected a non-empty password, got an empty or blank one")
     if any(ord(char) < 32 or ord(char) == 127 for char in password):
         raise DeploymentError(path, key, "expected a password without control characters or line breaks")
@@ -303,13 +326,44 @@ def _resolve_mode(settings, redis_nodes, path):
     return mode
 
 
+def _hide(text, password):
+    """`text` with `password` replaced wherever it shows: as is, or inside a value that a
+    message quotes with repr() (between single quotes, where ' reads \\', or double quotes)."""
+    if not isinstance(password, str) or not password:
+        return text
+    in_single_quotes = repr(password + "'\"")[1:-4]  # both quotes present: repr() picks '...'
+    spellings = {password, in_single_quotes, in_single_quotes.replace("\\'", "'")}
+    for spelling in sorted(spellings, key=len, reverse=True):
+        text = text.replace(spelling, PASSWORD_IN_MESSAGE)
+    return text
+
+
+def _document_password(document, environ):
+    """The password the YAML gives, expanded as far as the environment allows (or None)."""
+    cache = document.get("cache")
+    redis = cache.get("redis") if isinstance(cache, dict) else None
+    password = redis.get("password") if isinstance(redis, dict) else None
+    if not isinstance(password, str):
+        return None
+    return _VAR.sub(lambda match: environ.get(match.group(1), match.group(0)), password)
+
+
 def load_deployment(path, environ=None):
     """Read and validate the YAML at `path` and compute the whole deployment's shape.
 
-    Raises DeploymentError (file, key path, expectation) on any mistake.
+    Raises DeploymentError (file, key path, expectation) on any mistake; its message
+    never holds the password, even where a value is quoted (``port: ${REDIS_PASSWORD}``).
     """
     environ = os.environ if environ is None else environ
     document = _read_yaml(path)
+    try:
+        return _shape(document, path, environ)
+    except DeploymentError as exc:
+        password = _document_password(document, environ)
+        raise DeploymentError(exc.path, exc.key, _hide(exc.expected, password)) from None
+
+
+def _shape(document, path, environ):
     settings = _redis_settings(document, path, environ)
     controllers = _controllers(document, path, environ)
     redis_nodes = [c for c in controllers if c["redis"]]
@@ -371,15 +425,126 @@ def maxmemory_bytes(mem_total_mib, percent):
     return int(int(mem_total_mib) * 1024 * 1024 * percent / 100)
 
 
-def node_pillar(deployment, minion_id, mem_total_mib):
-    """The ``redis`` pillar of one minion: its role plus everything it needs to know."""
-    node = next((c for c in deployment["controllers"] if c["minion_id"] == minion_id), None)
+def _mem_total(value):
+    """Salt's mem_total grain as a number of MiB, or None when it is missing, 0 or not a number."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value if value >= 1 else None
+
+
+def memory_bytes(value):
+    """A ``redis:maxmemory`` override in bytes: an integer, or digits with Redis's units (``2gb``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        match = _MEMORY.match(value) if isinstance(value, str) else None
+        unit = match.group(2).lower() if match else None
+        number = int(match.group(1)) * MEMORY_UNITS[unit] if unit in MEMORY_UNITS else -1
+    if not 0 <= number <= MAX_MEMORY_BYTES:
+        raise DeploymentError(
+            "pillar",
+            "redis:maxmemory",
+            "expected bytes as Redis reads them: a whole number, optionally followed by one of Redis's units "
+            f"k, kb, m, mb, g, gb (for example 2gb), got {value!r}",
+        )
+    return number
+
+
+def _controller_key(node):
+    return f"nodes.controllers[{node['index']}]"
+
+
+def _matching_controllers(deployment, minion_id):
+    """The controllers that are `minion_id`: its minion_id (default hostname) is the minion's
+    id or the id's first label."""
+    first_label = minion_id.split(".", 1)[0]
+    return [c for c in deployment["controllers"] if c["minion_id"] in (minion_id, first_label)]
+
+
+def _check_address(deployment, minion_id, node, ipv4, ipv6):
+    """The minion's own address grains must hold the controller's ip_address."""
+    ip = ipaddress.ip_address(node["ip"])
+    grain_name, grain = ("ipv4", ipv4) if ip.version == 4 else ("ipv6", ipv6)
+    entries = [grain] if isinstance(grain, str) else list(grain) if isinstance(grain, (list, tuple)) else []
+    addresses = set()
+    for entry in entries:
+        try:
+            addresses.add(ipaddress.ip_address(str(entry).strip()))
+        except ValueError:
+            continue
+    if ip not in addresses:
+        shown = ", ".join(str(entry) for entry in entries) or "empty"
+        raise DeploymentError(
+            deployment["path"],
+            f"{_controller_key(node)}.ip_address",
+            f"minion {minion_id} matches {_controller_key(node)} ({node['hostname']}) but has no address "
+            f"{node['ip']} (its {grain_name} grain: {shown}): expected the controller's address on that minion; "
+            "fix ip_address or set the controller's minion_id",
+        )
+
+
+def _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib):
+    """maxmemory_percent of the minion's RAM in bytes; None for a minion that runs no
+    redis-server and has no usable mem_total. Never 0, which Redis reads as unlimited."""
+    percent = deployment["settings"]["maxmemory_percent"]
+    mem_total = _mem_total(mem_total_mib)
+    maxmemory = maxmemory_bytes(mem_total, percent) if mem_total is not None else 0
+    if maxmemory >= 1 or role not in SERVER_ROLES:
+        return maxmemory or None
+    if mem_total is None:
+        shown = "missing" if mem_total_mib is None else repr(mem_total_mib)
+        raise DeploymentError(
+            deployment["path"],
+            _controller_key(node),
+            f"minion {minion_id} runs Redis (role {role}) but its mem_total grain is {shown}: expected the "
+            f"host's RAM in MiB (a positive number) to compute maxmemory ({percent}% of it); "
+            "maxmemory 0 would mean unlimited",
+        )
+    raise DeploymentError(
+        deployment["path"],
+        "cache.redis.maxmemory_percent",
+        f"{percent}% of minion {minion_id}'s {mem_total_mib} MiB is 0 bytes, which Redis reads as unlimited: "
+        "expected a larger percentage",
+    )
+
+
+def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxmemory=None):
+    """The ``redis`` pillar of one minion: its role plus everything it needs to know.
+
+    `mem_total_mib` is the minion's mem_total grain. `ipv4`/`ipv6` are its address grains:
+    given (ext_pillar always gives them), a minion with a Redis role must hold its
+    controller's ip_address. `maxmemory` (bytes) is an operator's override: then the
+    grain is not needed. Raises DeploymentError when the minion matches two controllers,
+    lacks the address, or runs redis-server without a usable mem_total.
+    """
+    matches = _matching_controllers(deployment, minion_id)
+    if len(matches) > 1:
+        described = " and ".join(
+            f"{_controller_key(c)} (minion_id {c['minion_id']}, "
+            f"{'its whole id' if c['minion_id'] == minion_id else 'its first label'})"
+            for c in matches
+        )
+        raise DeploymentError(
+            deployment["path"],
+            ", ".join(_controller_key(c) for c in matches),
+            f"minion {minion_id} matches {described}: expected one controller per minion; "
+            "give the controllers distinct minion_id values",
+        )
+    node = matches[0] if matches else None
     settings = deployment["settings"]
     role = deployment["roles"].get(node["hostname"], "none") if node else "none"
     pillar = {"mode": deployment["mode"], "role": role, "deployment_file": deployment["path"]}
     if role == "none":
         return pillar
-    percent = settings["maxmemory_percent"]
+    if ipv4 is not None or ipv6 is not None:
+        _check_address(deployment, minion_id, node, ipv4, ipv6)
+    if maxmemory is None:
+        maxmemory = _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib)
     pillar.update(
         {
             "hostname": node["hostname"],
@@ -392,14 +557,16 @@ def node_pillar(deployment, minion_id, mem_total_mib):
             "master_name": settings["master_name"],
             "replicas_per_master": settings["replicas_per_master"],
             "cluster_node_timeout_ms": settings["cluster_node_timeout_ms"],
-            "maxmemory_percent": percent,
-            "maxmemory": maxmemory_bytes(mem_total_mib, percent),
+            "maxmemory_percent": settings["maxmemory_percent"],
+            "maxmemory": maxmemory,
             "maxmemory_policy": settings["maxmemory_policy"],
             "maxclients": settings["maxclients"],
             "sentinel": copy.deepcopy(deployment["sentinel"]),
             "backup": copy.deepcopy(settings["backup"]),
         }
     )
+    if maxmemory is None:  # a Sentinel-only witness without a usable mem_total: it runs no redis-server
+        del pillar["maxmemory"]
     if deployment["mode"] == "cluster":
         pillar["slot_plan"] = copy.deepcopy(deployment["slot_plan"])
         pillar["slots"] = copy.deepcopy(deployment["slot_plan"].get(node["hostname"], []))
@@ -432,27 +599,67 @@ def formula_modules():
     return digests
 
 
+def error_pillar(message):
+    """Pillar ``redis`` for a minion the deployment cannot serve: the one-line `message`,
+    no Redis role and nothing else (no password). The Redis states fail with `message`;
+    the pillar render itself succeeds, so other formulas' states still run."""
+    return {"error": message, "role": "none", "mode": "none"}
+
+
+def _redis_pillar(minion_id, pillar, config):
+    deployment = load_deployment(config)
+    password = deployment["settings"]["password"]
+    try:
+        overrides = pillar.get("redis") if isinstance(pillar.get("redis"), dict) else {}
+        maxmemory = memory_bytes(overrides["maxmemory"]) if "maxmemory" in overrides else None
+        computed = node_pillar(
+            deployment,
+            minion_id,
+            __grains__.get("mem_total"),
+            ipv4=__grains__.get("ipv4", []),
+            ipv6=__grains__.get("ipv6", []),
+            maxmemory=maxmemory,
+        )
+        result = _merge(computed, overrides)
+        if maxmemory is not None:
+            result["maxmemory"] = maxmemory
+    except DeploymentError as exc:
+        raise DeploymentError(exc.path, exc.key, _hide(exc.expected, password)) from None
+    result["formula_modules"] = formula_modules()
+    if "password" in result and not _rendered_for_minions():
+        # Only minions need the password, and they get pillar from the salt-master daemon.
+        # Any other process renders pillar for display (salt-run pillar.show_pillar,
+        # salt-api) and would print it and publish it in its return event.
+        result["password"] = PASSWORD_HIDDEN
+    return result
+
+
+def _rendered_for_minions():
+    """True in the salt-master daemon (``salt-master``, or a test harness's ``cli_salt_master.py``),
+    which serves pillar to minions; fail closed for every other program."""
+    program = os.path.basename(str(__opts__.get("__cli") or "")).replace("_", "-")
+    return program.removesuffix(".py").endswith("salt-master")
+
+
 def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argument
     """
     Compute pillar ``redis`` for `minion_id` from the deployment YAML at `config`.
 
-    A bad YAML yields a pillar render error naming the file, the key path and what was
-    expected, so ``state.apply`` stops before any host changes.
+    Any mistake gives ``{"redis": error_pillar(message)}``: a one-line message naming the
+    file, the key path and what was expected, no password, and no Redis role. The pillar
+    render itself never fails, so other formulas' states on the same minion still run.
     """
-    if not config:
-        return {"_errors": ["ext_pillar redis_deployment: expected option 'config' with the YAML's path"]}
+    if not config or not isinstance(config, str):
+        log.error("redis_deployment: %s", MISSING_CONFIG)
+        return {"redis": error_pillar(MISSING_CONFIG)}
     try:
-        deployment = load_deployment(config)
+        return {"redis": _redis_pillar(minion_id, pillar, config)}
     except DeploymentError as exc:
-        log.error("redis_deployment: %s", exc)
-        return {"_errors": [str(exc)]}
-    computed = node_pillar(deployment, minion_id, __grains__.get("mem_total", 0))
-    overrides = pillar.get("redis") if isinstance(pillar.get("redis"), dict) else {}
-    result = _merge(computed, overrides)
-    result["formula_modules"] = formula_modules()
-    if "password" in result and __opts__.get("__cli") == "salt-run":
-        # The runner CLI renders pillar for display (pillar.show_pillar) and would print
-        # it and publish it in its return event. Only minions need the password: they
-        # get pillar from the salt-master daemon, which renders it in full.
-        result["password"] = PASSWORD_HIDDEN
-    return {"redis": result}
+        message = str(exc)
+        log.error("redis_deployment: minion %s: %s", minion_id, message)
+    except Exception as exc:  # pylint: disable=broad-except
+        # A bug of ours must not fail every formula's pillar either. The log keeps the
+        # traceback (no values); the pillar gets one line.
+        message = f"{config}: (internal): redis_deployment failed with {type(exc).__name__}; see the salt-master log"
+        log.error("redis_deployment: minion %s: internal error", minion_id, exc_info=True)
+    return {"redis": error_pillar(message)}

@@ -439,7 +439,8 @@ def test_environ_is_not_read_from_process(tmp_path, base_doc, monkeypatch):
 
 @pytest.fixture
 def grains(monkeypatch):
-    monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096}, raising=False)
+    """The grains of minion server1 of make_doc(): its RAM and its addresses (10.0.0.1)."""
+    monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096, "ipv4": ["127.0.0.1", "10.0.0.1"]}, raising=False)
     monkeypatch.setattr(rd, "__opts__", {"__cli": "salt-master"}, raising=False)
 
 
@@ -448,12 +449,17 @@ def test_ext_pillar_in_the_runner_cli_never_carries_the_password(tmp_path, base_
     path = write_yaml(tmp_path, base_doc)
     assert rd.ext_pillar("server1", {}, config=path)["redis"]["password"] == "literal-pw"
 
-    monkeypatch.setattr(rd, "__opts__", {"__cli": "salt-run"}, raising=False)
-    shown = rd.ext_pillar("server1", {}, config=path)["redis"]
+    monkeypatch.setattr(rd, "__opts__", {"__cli": "cli_salt_master.py"}, raising=False)  # pytest-salt-factories
+    assert rd.ext_pillar("server1", {}, config=path)["redis"]["password"] == "literal-pw"
 
-    assert "literal-pw" not in repr(shown)
-    assert shown["password"] == rd.PASSWORD_HIDDEN
-    assert shown["role"] == "cluster-node"
+    # Every program but the master daemon renders pillar for display: hidden (fail closed).
+    for program in ("salt-run", "cli_salt_run.py", "salt-api", "/usr/bin/salt-call", None):
+        monkeypatch.setattr(rd, "__opts__", {"__cli": program}, raising=False)
+        shown = rd.ext_pillar("server1", {}, config=path)["redis"]
+
+        assert "literal-pw" not in repr(shown), program
+        assert shown["password"] == rd.PASSWORD_HIDDEN
+        assert shown["role"] == "cluster-node"
 
 
 def test_ext_pillar_overrides_win(tmp_path, base_doc, grains):
@@ -488,20 +494,25 @@ def module_log(monkeypatch, caplog):
     logger.removeHandler(caplog.handler)
 
 
-def test_ext_pillar_bad_file_returns_errors(tmp_path, base_doc, grains, module_log):
+def test_ext_pillar_bad_file_gives_the_error_pillar(tmp_path, base_doc, grains, module_log):
+    # The pillar render itself succeeds (no _errors: other formulas' states still run);
+    # pillar redis carries the one-line message and no Redis role.
     base_doc["cache"]["redis"]["password"] = "literal-pw"
     base_doc["nodes"]["controllers"][1]["ip_address"] = "abc"
     path = write_yaml(tmp_path, base_doc)
     result = rd.ext_pillar("server1", {}, config=path)
-    assert "redis" not in result
-    assert len(result["_errors"]) == 1
-    assert path in result["_errors"][0]
-    assert "nodes.controllers[1].ip_address" in result["_errors"][0]
+    message = f"{path}: nodes.controllers[1].ip_address: expected the controller's unicast IP address, got 'abc'"
+    assert result == {"redis": {"error": message, "role": "none", "mode": "none"}}
     # the salt-master log names the problem too
-    assert any("nodes.controllers[1].ip_address" in r.getMessage() for r in module_log.records)
+    assert any(message in r.getMessage() for r in module_log.records)
 
 
-def test_ext_pillar_without_config_returns_errors(grains):
+def test_ext_pillar_without_config_gives_the_error_pillar(grains):
     result = rd.ext_pillar("server1", {})
-    assert "redis" not in result
-    assert result["_errors"] and "config" in result["_errors"][0]
+    assert result == {
+        "redis": {
+            "error": "ext_pillar redis_deployment: expected option 'config' with the YAML's path",
+            "role": "none",
+            "mode": "none",
+        }
+    }
