@@ -178,6 +178,7 @@ def check(config=None, timeout=5):
 
 
 def _finish(result):
-    if result["problems"]:
-        __context__["retcode"] = 1
+    # salt-run exits with the returned "retcode"; the job's success flag follows __context__.
+    result["retcode"] = 1 if result["problems"] else 0
+    __context__["retcode"] = result["retcode"]
     return result
