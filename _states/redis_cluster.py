@@ -9,10 +9,16 @@ live CONFIG SET where Redis allows it, restarting only for the rest
 (:func:`settings_applied`).
 """
 
+import contextlib
+import errno
 import grp
 import hashlib
 import os
 import pwd
+import stat
+import tempfile
+
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "redis_cluster"
 
@@ -20,6 +26,8 @@ __virtualname__ = "redis_cluster"
 RESTART_DIRECTIVES = frozenset(
     ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind")
 )
+# How often config_included re-reads the main file when Redis rewrote it meanwhile.
+WRITE_ATTEMPTS = 5
 MAIN_FILE_HEADER = (
     "# Redis's own configuration file. Redis may rewrite it (CONFIG REWRITE, `replicaof`\n"
     "# after a Sentinel failover); Salt leaves those lines alone. Salt's settings live in\n"
@@ -37,12 +45,18 @@ def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
 
+# Other names of directives Salt manages, as some servers write them (Valkey's CONFIG
+# REWRITE writes `primaryauth` for masterauth).
+DIRECTIVE_ALIASES = {"primaryauth": "masterauth"}
+
+
 def _directives(lines):
     """(line index, directive, arguments) for every non-comment line of a Redis config."""
     for index, line in enumerate(lines):
         words = line.split(None, 1)
         if words and not words[0].startswith("#"):
-            yield index, words[0].lower(), words[1].strip() if len(words) > 1 else ""
+            directive = words[0].lower()
+            yield index, DIRECTIVE_ALIASES.get(directive, directive), words[1].strip() if len(words) > 1 else ""
 
 
 PASSWORD_DIRECTIVES = ("requirepass", "masterauth")
@@ -113,48 +127,123 @@ def _stated(directive, value):
     return [f"{directive} {value}"]
 
 
-def config_included(name, include, settings=None, user="redis", group="redis", mode="0640"):
+class _Unsafe(Exception):
+    """The main file is something root must not read or change through its name."""
+
+
+class _Snapshot:
+    """What config_included read: the main file's bytes (None: the file did not exist)."""
+
+    def __init__(self, content):
+        self.content = content
+
+
+def _pillar_failed(ret, error):
+    ret.update(result=False, comment=f"the Redis deployment's pillar failed: {error}; nothing changed")
+    return ret
+
+
+def _open_main(name):
+    """``(descriptor, stat)`` of Redis's main file, opened without following a symlink, or
+    ``(None, None)`` when it does not exist.
+
+    The directory is writable by the redis user (CONFIG REWRITE needs that), so whatever
+    stands at ``name`` may have been planted there: root reads or changes only a regular
+    file with one link, never what a symlink (or a hard link) leads to. A FIFO does not
+    block the open (O_NONBLOCK) and is refused like any other non-regular file.
     """
-    Make sure the settings of the Salt-owned file ``include`` win in Redis's configuration
-    file ``name`` (created when missing), without fighting Redis over its own lines.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        descriptor = os.open(name, flags)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Unsafe(
+                f"{name} is a symbolic link: Salt does not follow links in a directory the Redis user "
+                "can write; replace it with a regular file"
+            ) from None
+        raise _Unsafe(f"{name} cannot be opened: {exc.strerror}") from None
+    info = os.fstat(descriptor)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"{name} is not a regular file; replace it with one"
+    elif info.st_nlink != 1:
+        problem = (
+            f"{name} has {info.st_nlink} hard links: Salt does not change a file that also stands "
+            "elsewhere; replace it with a file of its own"
+        )
+    if problem:
+        os.close(descriptor)
+        raise _Unsafe(problem)
+    return descriptor, info
 
-    ``include`` must be the last directive that matters: no directive Salt manages may
-    follow it. CONFIG REWRITE (Sentinel runs it on every failover) keeps lines in place
-    and appends only directives the file lacks, so every managed directive is also
-    stated in ``name`` before the include, with Salt's value (the include still wins
-    when the two differ). After that a CONFIG REWRITE moves nothing, and a restart
-    reads every managed setting from the include, once: Redis adds up ``save`` lines.
-    Redis's own lines (``replicaof`` after a failover, other CONFIG REWRITE output, an
-    operator's additions) are kept, except password lines (``requirepass``,
-    ``masterauth``, ``user default``) that do not hold the deployment's password
-    (pillar ``redis:password``). The file stays ``user:group`` with ``mode``.
 
-    name
-        Redis's main configuration file, e.g. ``/etc/redis/redis.conf``.
-    include
-        The Salt-managed file whose settings must win.
-    settings
-        The directives Salt manages (directive -> value), as written to ``include``.
+def _read_descriptor(descriptor):
+    chunks = []
+    while True:
+        chunk = os.read(descriptor, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
-    .. code-block:: yaml
 
-        redis-main-config-includes-salt-settings:
-          redis_cluster.config_included:
-            - name: /etc/redis/redis.conf
-            - include: /etc/redis/redis-salt.conf
-            - settings: {port: 6379, maxclients: 10000}
+def _unchanged(name, snapshot):
+    """The main file still holds what config_included read (or still does not exist)."""
+    if snapshot.content is None:
+        return not os.path.lexists(name)
+    try:
+        descriptor, _ = _open_main(name)
+    except _Unsafe:
+        return False
+    if descriptor is None:
+        return False
+    try:
+        return _read_descriptor(descriptor) == snapshot.content
+    finally:
+        os.close(descriptor)
+
+
+def _before_replace(name):  # pylint: disable=unused-argument
+    """Runs between writing the new file and checking that the main file is unchanged.
+    Nothing by default; the functional tests let Redis rewrite the file here."""
+
+
+def _replace(name, text, uid, gid, mode, snapshot):
+    """Write ``text`` to a new file next to ``name`` and put it in place, unless the main file
+    changed since it was read: returns False then, and the caller reads it again.
+
+    The new file is created with O_EXCL under a random name (mkstemp) and gets its owner and
+    mode through its descriptor, so nothing the redis user planted is written or chowned.
     """
-    ret = _ret(name)
-    password = (__pillar__.get("redis") or {}).get("password")
-    managed = dict(settings or {})
-    if password:
-        managed.update(requirepass=password, masterauth=password)
-    exists = os.path.exists(name)
-    if exists:
-        with open(name, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    else:
-        lines = MAIN_FILE_HEADER.splitlines()
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(name) or ".", prefix=f".{os.path.basename(name)}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(text.encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        _before_replace(name)
+        if not _unchanged(name, snapshot):
+            return False
+        if snapshot.content is None:
+            try:
+                os.link(temporary, name)  # never replaces a file that appeared meanwhile
+            except FileExistsError:
+                return False
+        else:
+            os.replace(temporary, name)  # rename(2): replaces the name, follows nothing
+            temporary = None
+        return True
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+
+
+def _plan(lines, include, managed, password, exists):
+    """What config_included has to do to ``lines``: ``(actions, new lines)``."""
     directives = list(_directives(lines))
     ours = [i for i, directive, arg in directives if directive == "include" and arg == include]
     stale = [i for i, directive, arg in directives if _stale_password_line(directive, arg, password)]
@@ -172,10 +261,6 @@ def config_included(name, include, settings=None, user="redis", group="redis", m
         actions.append(f"{len(stale)} stale password line(s) removed")
     if unstated:
         actions.append("stated before the include: " + ", ".join(unstated))
-    if not actions:
-        ret["comment"] = f"{name}: the settings of {include} win"
-        return _ensure_owner_and_mode(ret, name, user, group, mode)
-
     # Where the include already wins it stays put, with what follows it (e.g. `user` lines).
     split = ours[0] if include_wins else len(lines)
     kept = [line for i, line in enumerate(lines[:split]) if i not in ours and i not in stale]
@@ -183,48 +268,164 @@ def config_included(name, include, settings=None, user="redis", group="redis", m
     while kept and not kept[-1].strip():
         kept.pop()
     kept += [line for directive in unstated for line in _stated(directive, managed[directive])]
-    ret["changes"] = {"include": include, "action": "; ".join(actions)}
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"{name} would change: {'; '.join(actions)}"
+    return actions, kept + [f"include {include}"] + tail
+
+
+def config_included(name, include, settings=None, user="redis", group="redis", mode="0640"):
+    """
+    Make sure the settings of the Salt-owned file ``include`` win in Redis's configuration
+    file ``name`` (created when missing), without fighting Redis over its own lines.
+
+    ``include`` must be the last directive that matters: no directive Salt manages may
+    follow it. CONFIG REWRITE (Sentinel runs it on every failover) keeps lines in place
+    and appends only directives the file lacks, so every managed directive is also
+    stated in ``name`` before the include, with Salt's value (the include still wins
+    when the two differ). After that a CONFIG REWRITE moves nothing, and a restart
+    reads every managed setting from the include, once: Redis adds up ``save`` lines.
+    Redis's own lines (``replicaof`` after a failover, other CONFIG REWRITE output, an
+    operator's additions) are kept, except password lines (``requirepass``,
+    ``masterauth``, ``user default``) that do not hold the deployment's password
+    (pillar ``redis:password``). The file stays ``user:group`` with ``mode``.
+
+    The directory of ``name`` is writable by the Redis user, so Salt never follows a
+    link there: a symlink (or hard-linked file) at ``name`` fails the state and nothing
+    changes. When Redis rewrites ``name`` while Salt prepares its version, Salt reads it
+    again, so no line Redis wrote is lost.
+
+    name
+        Redis's main configuration file, e.g. ``/etc/redis/redis.conf``.
+    include
+        The Salt-managed file whose settings must win.
+    settings
+        The directives Salt manages (directive -> value), as written to ``include``.
+
+    .. code-block:: yaml
+
+        redis-main-config-includes-salt-settings:
+          redis_cluster.config_included:
+            - name: /etc/redis/redis.conf
+            - include: /etc/redis-salt/redis-server.conf
+            - settings: {port: 6379, maxclients: 10000}
+    """
+    ret = _ret(name)
+    redis_pillar = __pillar__.get("redis") or {}
+    if redis_pillar.get("error"):
+        return _pillar_failed(ret, redis_pillar["error"])
+    password = redis_pillar.get("password")
+    managed = dict(settings or {})
+    if password:
+        managed.update(requirepass=password, masterauth=password)
+    try:
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError:
+        ret.update(result=False, comment=f"{name}: no user {user!r} or no group {group!r} on this minion")
         return ret
-    os.makedirs(os.path.dirname(name), exist_ok=True)
-    temporary = f"{name}.salt-tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(kept + [f"include {include}"] + tail) + "\n")
-    __salt__["file.chown"](temporary, user, group)
-    os.chmod(temporary, int(str(mode), 8))
-    os.replace(temporary, name)
-    ret["comment"] = f"{name}: {'; '.join(actions)}"
+    wanted_mode = int(str(mode), 8)
+
+    for _attempt in range(WRITE_ATTEMPTS):
+        try:
+            descriptor, info = _open_main(name)
+        except _Unsafe as exc:
+            ret.update(result=False, changes={}, comment=str(exc))
+            return ret
+        try:
+            snapshot = _Snapshot(None if descriptor is None else _read_descriptor(descriptor))
+            if snapshot.content is None:
+                lines = MAIN_FILE_HEADER.splitlines()
+            else:
+                lines = snapshot.content.decode("utf-8", "surrogateescape").splitlines()
+            actions, new_lines = _plan(lines, include, managed, password, snapshot.content is not None)
+            if not actions:
+                ret["comment"] = f"{name}: the settings of {include} win"
+                return _owner_and_mode(ret, name, descriptor, info, (uid, gid, user, group), wanted_mode)
+        finally:
+            if descriptor is not None:
+                os.close(descriptor)
+
+        ret["changes"] = {"include": include, "action": "; ".join(actions)}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"{name} would change: {'; '.join(actions)}"
+            return ret
+        try:
+            if snapshot.content is None:
+                os.makedirs(os.path.dirname(name), exist_ok=True)
+            if _replace(name, "\n".join(new_lines) + "\n", uid, gid, wanted_mode, snapshot):
+                ret["comment"] = f"{name}: {'; '.join(actions)}"
+                return ret
+        except OSError as exc:
+            ret.update(result=False, changes={}, comment=f"{name} cannot be written: {exc.strerror}")
+            return ret
+        # Redis (or someone) rewrote the file since we read it: start again from its new content.
+    ret.update(
+        result=False,
+        changes={},
+        comment=f"{name} changed while Salt rewrote it, {WRITE_ATTEMPTS} times: left as it is; apply again",
+    )
     return ret
 
 
-def _ensure_owner_and_mode(ret, name, user, group, mode):
-    """CONFIG REWRITE may leave the file 0644: put back owner and mode."""
-    wanted_mode = int(str(mode), 8)
-    stat = os.stat(name)
-    current = (pwd.getpwuid(stat.st_uid).pw_name, grp.getgrgid(stat.st_gid).gr_name)
-    if current == (user, group) and stat.st_mode & 0o7777 == wanted_mode:
+def _owner_and_mode(ret, name, descriptor, info, owner, wanted_mode):
+    """CONFIG REWRITE may leave the file 0644 (or owned by whoever ran Redis): put back owner and
+    mode, through the descriptor of the file that was checked, not through its name."""
+    uid, gid, user, group = owner
+    if (info.st_uid, info.st_gid) == (uid, gid) and stat.S_IMODE(info.st_mode) == wanted_mode:
         return ret
     ret["changes"] = {"mode": f"{wanted_mode:04o}", "owner": f"{user}:{group}"}
     if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = f"{name} would get owner {user}:{group} and mode {wanted_mode:04o}"
         return ret
-    __salt__["file.chown"](name, user, group)
-    os.chmod(name, wanted_mode)
+    try:
+        os.fchown(descriptor, uid, gid)
+        os.fchmod(descriptor, wanted_mode)
+    except OSError as exc:
+        ret.update(result=False, changes={}, comment=f"{name}: cannot set owner and mode: {exc.strerror}")
+        return ret
     ret["comment"] = f"{name}: owner {user}:{group}, mode {wanted_mode:04o}"
     return ret
 
 
-def settings_applied(name, settings, service, timeout=30):
+def _reason(failure, diff, port, socket_timeout):
+    """Why the running server could not be compared, in words (no secret in Redis's errors)."""
+    address = f"127.0.0.1:{port}"
+    return {
+        "refused": f"nothing listens on {address} ({diff['error']})",
+        "auth": f"the server on {address} does not accept the deployment's password ({diff['error']})",
+        "timeout": f"the server on {address} does not answer within {socket_timeout}s ({diff['error']})",
+        "busy": f"the server on {address} is busy ({diff['error']})",
+        "maxclients": f"the server on {address} has reached maxclients ({diff['error']})",
+        "loading": f"the server on {address} is still loading its data",
+    }.get(failure, f"the server on {address} cannot be compared ({diff['error']})")
+
+
+def _changes(diff, settings):
+    """``{directive: {"old", "new"}}`` for each differing directive; the password directives
+    only say that they were set."""
+    changes = {}
+    for directive in diff["differs"]:
+        if directive in PASSWORD_DIRECTIVES:
+            changes[directive] = "set (value not shown)"
+        else:
+            changes[directive] = {"old": diff["running"].get(directive), "new": str(settings[directive])}
+    return changes
+
+
+def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     """
     Bring the running Redis server in line with ``settings`` (directive -> value): live
     with CONFIG SET where Redis allows it, by restarting ``service`` only when a
-    directive that cannot change at run time differs (or the server does not accept the
-    deployment's password). The password (pillar ``redis:password``) is checked too;
-    no value appears in the state's return, only directive names.
+    directive that cannot change at run time differs, when nothing listens on the port,
+    or when the server does not accept the deployment's password. The password (pillar
+    ``redis:password``) is checked too; its value never appears in the state's return.
+
+    A server that answers too slowly, is busy (a long script), has no free client slot
+    (maxclients) or is still loading its data after ``timeout`` seconds is never
+    restarted: the state fails, says why, and changes nothing.
+
+    Changes: ``{directive: {"old": running, "new": wanted}}`` per differing directive
+    (``requirepass``/``masterauth``: ``"set (value not shown)"``), plus
+    ``"restarted": service`` and ``"reason"`` when the service was restarted.
 
     name
         Any label, e.g. the server's address.
@@ -232,6 +433,10 @@ def settings_applied(name, settings, service, timeout=30):
         The directives Salt owns, as written to the included configuration file.
     service
         The service to restart when a restart is needed.
+    timeout
+        Seconds to wait for a server that is loading its data, or restarting.
+    socket_timeout
+        Seconds to wait for an answer before judging the server unresponsive.
 
     .. code-block:: yaml
 
@@ -241,54 +446,79 @@ def settings_applied(name, settings, service, timeout=30):
             - service: redis-server
     """
     ret = _ret(name)
-    port = settings.get("port")
-    password = (__pillar__.get("redis") or {}).get("password")
+    redis_pillar = __pillar__.get("redis") or {}
+    if redis_pillar.get("error"):
+        return _pillar_failed(ret, redis_pillar["error"])
+    port = settings.get("port") or redis_pillar.get("port", 6379)
+    password = redis_pillar.get("password")
     if password:
         # Compared and set like the rest, but taken from pillar, never from arguments.
         settings = dict(settings, requirepass=password, masterauth=password)
-    diff = __salt__["redis_cluster.config_diff"](settings, port=port)
-    if not diff["reachable"] and not diff["auth_failed"] and not __opts__["test"]:
-        # Just started (not listening yet) or loading its data: give it a moment before
-        # judging. Refused for seconds means it does not listen where it should: restart.
-        __salt__["redis_cluster.wait_ready"](timeout=timeout if diff["loading"] else 3, port=port)
-        diff = __salt__["redis_cluster.config_diff"](settings, port=port)
+
+    def compare():
+        return __salt__["redis_cluster.config_diff"](settings, port=port, timeout=socket_timeout)
+
+    diff = compare()
+    if not __opts__["test"]:
+        if diff["failure"] == "refused":
+            # Just started, not listening yet? Refused for seconds: nothing listens where it should.
+            __salt__["redis_cluster.wait_ready"](timeout=3, port=port)
+            diff = compare()
+        elif diff["loading"]:
+            __salt__["redis_cluster.wait_ready"](timeout=timeout, port=port)
+            diff = compare()
     if diff["reachable"] and not diff["differs"]:
         ret["comment"] = "the running server already uses every managed setting"
+        return ret
+    failure = "loading" if diff["loading"] else diff["failure"]
+    if failure not in ("", "refused", "auth"):
+        # Busy, slow or loading: a restart would cut it off mid-work. Say why, do nothing.
+        waited = f" after {timeout}s" if failure == "loading" and not __opts__["test"] else ""
+        why = _reason(failure, diff, port, socket_timeout)
+        ret.update(result=False, comment=f"{why}{waited}: nothing applied, {service} not restarted")
         return ret
 
     restart_for = sorted(set(diff["differs"]) & RESTART_DIRECTIVES) if diff["reachable"] else []
     restart = not diff["reachable"] or bool(restart_for)
-    reason = diff["error"] if not diff["reachable"] else "changed: " + ", ".join(restart_for)
-    if restart:
-        ret["changes"] = {"restarted": service, "reason": reason}
-    else:
-        ret["changes"] = {"config_set": diff["differs"]}
+    reason = _reason(failure, diff, port, socket_timeout) if failure else "changed: " + ", ".join(restart_for)
+    changes = _changes(diff, settings) if diff["reachable"] else {}
+    ret["changes"] = dict({"restarted": service, "reason": reason}, **changes) if restart else changes
     if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = (
-            f"{service} would be restarted ({reason})"
-            if restart
-            else ("would apply live: " + ", ".join(diff["differs"]))
+            f"{service} would be restarted ({reason})" if restart else "would apply live: " + ", ".join(diff["differs"])
         )
         return ret
 
     if restart:
-        __salt__["service.restart"](service)
+        try:
+            restarted = __salt__["service.restart"](service)
+        except CommandExecutionError as exc:
+            restarted, reason = False, f"{reason}; {exc}"
+        if restarted is False:
+            ret.update(result=False, changes={}, comment=f"{service} could not be restarted (restart for: {reason})")
+            return ret
         if not __salt__["redis_cluster.wait_ready"](timeout=timeout, port=port):
             ret.update(result=False, comment=f"{service} restarted but does not answer within {timeout}s")
             return ret
     else:
-        outcome = __salt__["redis_cluster.config_set"]({d: settings[d] for d in diff["differs"]}, port=port)
+        try:
+            outcome = __salt__["redis_cluster.config_set"]({d: settings[d] for d in diff["differs"]}, port=port)
+        except CommandExecutionError as exc:
+            ret.update(result=False, changes={}, comment=str(exc))
+            return ret
         if outcome["refused"]:
             ret["result"] = False
-            ret["changes"] = {"config_set": outcome["applied"]} if outcome["applied"] else {}
+            ret["changes"] = {d: change for d, change in changes.items() if d in outcome["applied"]}
             ret["comment"] = "Redis refused: " + "; ".join(f"{d}: {why}" for d, why in outcome["refused"].items())
             return ret
 
-    still = __salt__["redis_cluster.config_diff"](settings, port=port)
+    still = compare()
     if not still["reachable"] or still["differs"]:
         ret["result"] = False
-        ret["comment"] = "the running server still differs on: " + ", ".join(still["differs"] or ["(unreachable)"])
+        ret["comment"] = "the running server still differs on: " + ", ".join(
+            still["differs"] if still["reachable"] else [_reason(still["failure"], still, port, socket_timeout)]
+        )
         return ret
     ret["comment"] = f"{service} restarted ({reason})" if restart else "applied live: " + ", ".join(diff["differs"])
     return ret

