@@ -49,10 +49,11 @@ def _port(port=None):
     return int(port or _settings().get("port", 6379))
 
 
-def _client(port=None, timeout=5):
+def _client(port=None, timeout=5, host="127.0.0.1"):
+    """redis-py client for a node of the deployment (default: this one), with its password."""
     settings = _settings()
     return redis.Redis(
-        host="127.0.0.1",
+        host=host,
         port=_port(port),
         password=settings.get("password") or None,
         socket_timeout=timeout,
@@ -180,6 +181,26 @@ def status():
             "keys": keys,
         }
     )
+    if result["cluster_enabled"]:
+        try:
+            view = _view(client)
+        except redis.RedisError as exc:
+            result["cluster_error"] = _error_text(exc)
+            return result
+        result.update(
+            {
+                "cluster_state": view["state"],
+                "cluster_healthy": view["healthy"],
+                "node_id": view["id"],
+                "cluster_role": view["role"],
+                "slots": view["slots"],
+                "known_nodes": view["known_nodes"],
+                "failing_nodes": view["failing"],
+            }
+        )
+        if view["master"]:
+            master = next((n for n in view["nodes"] if n["id"] == view["master"]), {})
+            result["master"] = master.get("address", view["master"])
     return result
 
 
@@ -288,3 +309,283 @@ def wait_ready(timeout=30, port=None):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- Redis Cluster
+
+TOTAL_SLOTS = 16384
+
+
+def _cluster_command(client, *args):
+    """A CLUSTER subcommand's raw answer (redis-py would reshape some of them)."""
+    return client.execute_command("CLUSTER", *args)
+
+
+def _parse_cluster_nodes(text):
+    """CLUSTER NODES as a list of {id, address, flags, master, slots, open_slots}."""
+    nodes = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        slots, open_slots = [], []
+        for item in fields[8:]:
+            if item.startswith("["):
+                open_slots.append(item)
+            else:
+                first, _, last = item.partition("-")
+                slots.append([int(first), int(last or first)])
+        nodes.append(
+            {
+                "id": fields[0],
+                "address": fields[1].split("@")[0],
+                "flags": sorted(fields[2].split(",")),
+                "master": None if fields[3] == "-" else fields[3],
+                "slots": slots,
+                "open_slots": open_slots,
+            }
+        )
+    return nodes
+
+
+def _view(client, peer_count=None):
+    """What one node says about its cluster (see cluster_view)."""
+    info = dict(line.split(":", 1) for line in _cluster_command(client, "INFO").splitlines() if ":" in line)
+    nodes = _parse_cluster_nodes(_cluster_command(client, "NODES"))
+    myself = next((n for n in nodes if "myself" in n["flags"]), {})
+    view = {
+        "state": info.get("cluster_state"),
+        "slots_assigned": int(info.get("cluster_slots_assigned", 0)),
+        "slots_ok": int(info.get("cluster_slots_ok", 0)),
+        "known_nodes": int(info.get("cluster_known_nodes", 0)),
+        "id": myself.get("id"),
+        "role": "replica" if "slave" in myself.get("flags", []) else "master",
+        "master": myself.get("master"),
+        "slots": myself.get("slots", []),
+        "nodes": nodes,
+        "open_slots": sorted({slot for node in nodes for slot in node["open_slots"]}),
+        "failing": sorted(n["address"] for n in nodes if {"fail", "fail?"} & set(n["flags"])),
+        "keys": client.dbsize(),
+    }
+    peers = len(_settings().get("peers") or []) if peer_count is None else peer_count
+    view["healthy"] = (
+        view["state"] == "ok"
+        and view["slots_assigned"] == view["slots_ok"] == TOTAL_SLOTS
+        and not view["open_slots"]
+        and view["known_nodes"] >= peers
+    )
+    return view
+
+
+def cluster_view(host=None, port=None):
+    """
+    What a node of the deployment (default: this one) says about its Redis Cluster:
+    ``state`` (``ok``/``fail``), ``slots_assigned``, ``known_nodes``, its ``id``,
+    ``role`` (master/replica) and ``master``, its ``slots``, every node it knows, open
+    (migrating/importing) slots, failing nodes, its number of keys, and ``healthy``
+    (all 16384 slots assigned and ok, none open, every peer of the deployment known).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_cluster.cluster_view
+    """
+    try:
+        return _view(_client(port, host=host or "127.0.0.1"))
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"{host or 'this node'}: cannot read the cluster: {_error_text(exc)}") from None
+
+
+def cluster_plan():
+    """
+    The cluster the deployment's pillar describes: every node's address (by hostname),
+    the initial master, the masters' slot ranges and the replicas' masters.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_cluster.cluster_plan
+    """
+    settings = _settings()
+    port = _port()
+    return {
+        "initial_master": (settings.get("initial_master") or {}).get("hostname"),
+        "nodes": {peer["hostname"]: f"{peer['ip']}:{peer.get('port', port)}" for peer in settings.get("peers") or []},
+        "slots": {host: ranges for host, ranges in (settings.get("slot_plan") or {}).items() if ranges},
+        "replicas": dict(settings.get("replica_plan") or {}),
+    }
+
+
+def _wait(condition, timeout, interval=0.2):
+    """Poll ``condition()`` until it returns something true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def _node_clients(addresses, timeout=5):
+    return {host: _client(int(address.rsplit(":", 1)[1]), timeout, address.rsplit(":", 1)[0])
+            for host, address in addresses.items()}
+
+
+def _views(clients):
+    """{hostname: view, or the reason it gave none}."""
+    views = {}
+    for host, client in clients.items():
+        try:
+            views[host] = _view(client, peer_count=len(clients))
+        except redis.RedisError as exc:
+            views[host] = _error_text(exc)
+    return views
+
+
+def _refusal(plan, views):
+    """Why forming must not touch these nodes, or None."""
+    ours = set(plan["nodes"].values())
+    for host, view in views.items():
+        address = plan["nodes"][host]
+        strangers = [n["address"] for n in view["nodes"] if n["address"] not in ours and "myself" not in n["flags"]]
+        if strangers:
+            return (
+                f"{host} ({address}) belongs to another cluster (it knows {', '.join(strangers)}): check the YAML, "
+                f"or empty it with `redis-cli -h {address.rsplit(':', 1)[0]} CLUSTER RESET HARD` (its data is lost)"
+            )
+    assigned = max(view["slots_assigned"] for view in views.values())
+    for host, view in views.items():
+        # Keys on a node of a cluster still to be formed (a standalone node's data: Redis
+        # claims their slots at start) would be split from, or mixed into, the plan's slots.
+        if view["keys"] and assigned < TOTAL_SLOTS:
+            claimed = f" (it claimed slots {', '.join(f'{a}-{b}' for a, b in view['slots'])})" if view["slots"] else ""
+            return (
+                f"{host} ({plan['nodes'][host]}) holds {view['keys']} keys but the cluster is not formed{claimed}: "
+                "forming it would lose or strand them; back them up and FLUSHALL that node "
+                "(or restore them after forming), then apply again"
+            )
+    if 0 < assigned < TOTAL_SLOTS or any(view["open_slots"] for view in views.values()):
+        return (
+            f"the cluster has unassigned or open slots ({assigned} of {TOTAL_SLOTS} assigned): repair it with "
+            "`redis-cli --cluster fix HOST:PORT` (REDISCLI_AUTH holds the password), then apply again"
+        )
+    return None
+
+
+def _assign_slots(client, first, last):
+    try:
+        _cluster_command(client, "ADDSLOTSRANGE", first, last)
+    except redis.ResponseError as exc:
+        if "unknown subcommand" not in str(exc).lower():
+            raise
+        _cluster_command(client, "ADDSLOTS", *range(first, last + 1))  # Redis before 7.0
+
+
+def form_cluster(timeout=120):
+    """
+    Form the deployment's Redis Cluster from this node (the initial master): wait,
+    bounded, until every peer answers with the deployment's password; refuse if a
+    peer belongs to another cluster, would lose keys, or the cluster has open or
+    unassigned slots; then CLUSTER MEET every peer, give each master its slots
+    (ADDSLOTSRANGE, ADDSLOTS before Redis 7), CLUSTER REPLICATE the replicas and wait
+    until every node says ``cluster_state:ok``. A cluster that only needs time (every
+    slot assigned, nodes still agreeing) is waited for, not touched.
+
+    Returns ``{"formed": bool, "actions": [...], "nodes": {hostname: node id},
+    "slots": {hostname: ranges}, "comment": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_cluster.form_cluster timeout=60
+    """
+    plan = cluster_plan()
+    deadline = time.monotonic() + float(timeout)
+    clients = _node_clients(plan["nodes"])
+
+    def everyone_answers():
+        views = _views(clients)
+        return views if all(isinstance(view, dict) for view in views.values()) else None
+
+    views = _wait(everyone_answers, timeout, interval=0.5)
+    if not views:
+        reasons = {h: why for h, why in _views(clients).items() if not isinstance(why, dict)}
+        return {
+            "formed": False,
+            "actions": [],
+            "comment": f"peers did not answer with the deployment's password within {timeout}s: "
+            + "; ".join(f"{h} ({plan['nodes'][h]}): {why}" for h, why in reasons.items()),
+        }
+    refusal = _refusal(plan, views)
+    if refusal:
+        return {"formed": False, "actions": [], "comment": refusal}
+
+    actions, me = [], clients[plan["initial_master"]]
+    known = {n["address"] for n in views[plan["initial_master"]]["nodes"]}
+    for host, address in plan["nodes"].items():
+        # (A node that met no one lists itself without its address.)
+        if host != plan["initial_master"] and address not in known:
+            ip, port = address.rsplit(":", 1)
+            _cluster_command(me, "MEET", ip, int(port))
+            actions.append(f"{plan['initial_master']} met {host}")
+
+    def all_met():
+        return all(view["known_nodes"] >= len(clients) for view in _views(clients).values()
+                   if isinstance(view, dict))
+
+    if not _wait(all_met, max(1.0, deadline - time.monotonic())):
+        return {"formed": False, "actions": actions, "comment": f"the nodes did not all meet within {timeout}s"}
+    if not any(view["slots_assigned"] for view in views.values()):
+        for host, ranges in plan["slots"].items():
+            for first, last in ranges:
+                _assign_slots(clients[host], first, last)
+            actions.append(f"{host} got slots " + ", ".join(f"{a}-{b}" for a, b in ranges))
+    ids = {host: _cluster_command(client, "MYID") for host, client in clients.items()}
+    for host, master in plan["replicas"].items():
+        view = _view(clients[host], peer_count=len(clients))
+        if view["role"] == "master" and not view["slots"] and view["master"] is None:
+            _cluster_command(clients[host], "REPLICATE", ids[master])
+            actions.append(f"{host} replicates {master}")
+
+    def healthy():
+        return all(isinstance(v, dict) and v["healthy"] for v in _views(clients).values())
+
+    result = {"actions": actions, "nodes": ids, "slots": plan["slots"]}
+    if not _wait(healthy, max(1.0, deadline - time.monotonic())):
+        return dict(result, formed=False, comment=f"not every node says cluster_state:ok within {timeout}s")
+    return dict(result, formed=True, comment="cluster ok")
+
+
+def wait_cluster_healthy(timeout=120):
+    """
+    Wait, bounded, until this node sees itself in a healthy cluster (all slots assigned
+    and ok, none open, every peer known). Returns ``{"healthy": bool, "comment": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_cluster.wait_cluster_healthy timeout=30
+    """
+    last = {}
+
+    def check():
+        try:
+            last["view"] = _view(_client())
+        except redis.RedisError as exc:
+            last["view"] = {"healthy": False, "error": _error_text(exc)}
+        return last["view"]["healthy"]
+
+    if _wait(check, timeout, interval=0.5):
+        return {"healthy": True, "comment": "cluster ok"}
+    view = last["view"]
+    if "error" in view:
+        return {"healthy": False, "comment": view["error"]}
+    return {
+        "healthy": False,
+        "comment": f"cluster_state:{view['state']}, {view['slots_assigned']} slots assigned, "
+        f"{view['known_nodes']} nodes known",
+    }

@@ -570,6 +570,8 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
     if deployment["mode"] == "cluster":
         pillar["slot_plan"] = copy.deepcopy(deployment["slot_plan"])
         pillar["slots"] = copy.deepcopy(deployment["slot_plan"].get(node["hostname"], []))
+        # The initial master sets up every replica when it forms the cluster.
+        pillar["replica_plan"] = dict(deployment["replica_of"])
     if node["hostname"] in deployment["replica_of"]:
         pillar["replica_of"] = deployment["replica_of"][node["hostname"]]
     for key in ("tls", "acl"):

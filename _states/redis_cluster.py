@@ -522,3 +522,95 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         return ret
     ret["comment"] = f"{service} restarted ({reason})" if restart else "applied live: " + ", ".join(diff["differs"])
     return ret
+
+
+TOTAL_SLOTS = 16384
+
+
+def _ranges(ranges):
+    return ", ".join(f"{first}-{last}" for first, last in ranges) or "no slots"
+
+
+def formed(name, timeout=120):
+    """
+    Make the deployment's nodes one healthy Redis Cluster, once. The initial master
+    (pillar ``redis:initial_master``) forms it when no slot is assigned yet: it waits,
+    bounded by ``timeout`` seconds, for every peer, meets them, assigns the slot plan
+    and sets up the replicas; every other node waits, bounded, until it is in the
+    healthy cluster. A healthy cluster (all 16384 slots assigned and ok, none open,
+    every peer known) is left alone, whatever roles Redis gave its nodes since (a
+    failover is never reverted). Refuses, changing nothing, a node of another cluster,
+    a slotless node that holds keys, and open or unassigned slots, naming the repair.
+
+    name
+        Any label.
+    timeout
+        Seconds to wait for the peers, and for the cluster to become healthy.
+
+    .. code-block:: yaml
+
+        redis-cluster-formed:
+          redis_cluster.formed:
+            - name: cluster
+            - timeout: 120
+    """
+    ret = _ret(name)
+    settings = __pillar__.get("redis") or {}
+    if settings.get("error"):
+        return _pillar_failed(ret, settings["error"])
+    if settings.get("mode") != "cluster":
+        ret["comment"] = "not a Redis Cluster deployment: nothing to form"
+        return ret
+    plan = __salt__["redis_cluster.cluster_plan"]()
+    me, initial = settings.get("hostname"), plan["initial_master"]
+    try:
+        view = __salt__["redis_cluster.cluster_view"]()
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    if view["healthy"]:
+        ret["comment"] = (
+            f"cluster ok: {view['known_nodes']} nodes, all {TOTAL_SLOTS} slots assigned; this node is a "
+            f"{view['role']}" + (f" with slots {_ranges(view['slots'])}" if view["slots"] else "")
+        )
+        return ret
+    was_member = view["slots_assigned"] > 0 or view["known_nodes"] > 1
+    if __opts__["test"]:
+        if me == initial and not view["slots_assigned"]:
+            layout = "; ".join(f"{host} {_ranges(ranges)}" for host, ranges in plan["slots"].items())
+            replicas = "".join(f"; {host} replicates {master}" for host, master in plan["replicas"].items())
+            ret["comment"] = f"{me} would form the cluster of {', '.join(plan['nodes'])}: slots {layout}{replicas}"
+            ret["changes"] = {"would_form": plan}
+        elif me == initial:
+            ret["comment"] = f"the cluster is not ok yet ({view['state']}): {me} would wait for it or repair nothing"
+        else:
+            ret["comment"] = f"{me} would join the cluster that {initial} forms"
+            ret["changes"] = {} if was_member else {"would_join": initial}
+        ret["result"] = None if ret["changes"] else True
+        return ret
+    if me == initial:
+        outcome = __salt__["redis_cluster.form_cluster"](timeout=timeout)
+        ret["comment"] = outcome["comment"]
+        if outcome["actions"]:
+            ret["changes"] = {"formed": {"actions": outcome["actions"], "nodes": outcome.get("nodes", {})}}
+        if not outcome["formed"]:
+            ret["result"] = False
+            return ret
+        if outcome["actions"]:
+            __salt__["event.send"](
+                "redis/cluster/formed", {"nodes": outcome["nodes"], "slots": outcome["slots"]}
+            )
+            ret["comment"] = f"formed the cluster of {', '.join(plan['nodes'])}: " + "; ".join(outcome["actions"])
+        return ret
+    joined = __salt__["redis_cluster.wait_cluster_healthy"](timeout=timeout)
+    if not joined["healthy"]:
+        ret.update(
+            result=False,
+            comment=f"no healthy cluster within {timeout}s ({joined['comment']}); {initial} forms it: "
+            "see that minion's result",
+        )
+        return ret
+    ret["comment"] = f"in the cluster formed by {initial}"
+    if not was_member:
+        ret["changes"] = {"joined": initial}
+    return ret

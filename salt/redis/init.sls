@@ -1,12 +1,15 @@
 {#- The whole job on one minion: install, configure and run its Redis server.
     Minions without a Redis role in my_multihead_cluster.yaml are left untouched. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis_node with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node with context %}
 include:
 {%- if redis_node %}
   - {{ tplroot }}.install
   - {{ tplroot }}.config
   - {{ tplroot }}.service
+{%-   if redis.mode == "cluster" %}
+  - {{ tplroot }}.cluster
+{%-   endif %}
 {%- else %}
   - {{ tplroot }}.inactive
 {%- endif %}

@@ -172,6 +172,9 @@ def test_one_replica_per_master_with_six_nodes(tmp_path):
     assert dep["replica_of"] == {"server4": "server1", "server5": "server2", "server6": "server3"}
     assert set(dep["roles"].values()) == {"cluster-node"}
     assert len(dep["roles"]) == 6
+    # Every node's pillar carries the whole replica plan: the initial master forms it all.
+    assert rd.node_pillar(dep, "server1", 4096)["replica_plan"] == dep["replica_of"]
+    assert rd.node_pillar(dep, "server5", 4096)["replica_of"] == "server2"
 
 
 # ---------------------------------------------------------------- 4. node_pillar

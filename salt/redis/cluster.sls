@@ -1,0 +1,16 @@
+{#- Cluster mode: the nodes become one Redis Cluster, once. The initial master forms it
+    (waiting, bounded, for its peers); the others wait until they are in it. A healthy
+    cluster is left alone, whatever roles Redis gave its nodes since. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, custom_states_usable with context %}
+include:
+  - {{ tplroot }}.service
+{%- if redis_node and redis.mode == "cluster" and custom_states_usable %}
+
+redis-cluster-formed:
+  redis_cluster.formed:
+    - name: {{ redis.get("master_name", "cluster") }}
+    - timeout: {{ redis.get("cluster_form_timeout_s", 120) }}
+    - require:
+      - redis_cluster: redis-server-runs-the-managed-settings
+{%- endif %}

@@ -1,0 +1,143 @@
+"""Forming a Redis Cluster with the redis_cluster module and state, against three real
+cluster-enabled servers on 127.0.0.1 (each supported server build in turn)."""
+
+import random
+import socket
+
+import pytest
+from conftest import RedisServer, load_module
+
+pytestmark = pytest.mark.usefixtures("server_build")
+
+
+def cluster_port():
+    """A free port whose cluster bus port (+10000) is free too and below the ephemeral range."""
+    while True:
+        port = random.randrange(11000, 22000)
+        try:
+            with socket.socket() as client_port, socket.socket() as bus_port:
+                client_port.bind(("127.0.0.1", port))
+                bus_port.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
+@pytest.fixture
+def three_nodes(tmp_path_factory, server_build):
+    servers = []
+    for number in range(3):
+        server = RedisServer(tmp_path_factory.mktemp(f"node{number}"), server_build)
+        server.port = server.settings["port"] = cluster_port()
+        server.settings.update({"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
+                                "cluster-node-timeout": 2000, "appendonly": "no"})
+        server.write_salt_conf()
+        server.start()
+        servers.append(server)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def node_modules(servers, slots=None):
+    """The execution and state module as each node's minion loads them, with its pillar."""
+    peers = [{"hostname": f"n{i}", "ip": "127.0.0.1", "port": s.port} for i, s in enumerate(servers)]
+    slot_plan = slots or {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
+    loaded = []
+    for number, server in enumerate(servers):
+        mod = load_module(f"redis_cluster_mod{number}", "_modules/redis_cluster.py")
+        mod.__pillar__ = {"redis": {"role": "cluster-node", "mode": "cluster", "hostname": f"n{number}",
+                                    "port": server.port, "password": server.password, "peers": peers,
+                                    "initial_master": peers[0], "slot_plan": slot_plan, "replica_plan": {}}}
+        state = load_module(f"redis_cluster_state{number}", "_states/redis_cluster.py")
+        events = []
+        state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name) for name in
+                          ("cluster_view", "cluster_plan", "form_cluster", "wait_cluster_healthy")}
+        state.__salt__["event.send"] = lambda tag, data, events=events: events.append((tag, data)) or True
+        state.__opts__ = {"test": False}
+        state.__pillar__ = mod.__pillar__
+        loaded.append((mod, state, events))
+    return loaded
+
+
+def cluster_info(server):
+    return server.client().execute_command("CLUSTER", "INFO")
+
+
+def test_the_initial_master_forms_a_healthy_cluster_once(three_nodes):
+    (first, first_state, events), *_ = node_modules(three_nodes)
+
+    ret = first_state.formed("cluster", timeout=30)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["formed"]["actions"][:2] == ["n0 met n1", "n0 met n2"]
+    for server in three_nodes:
+        info = cluster_info(server)
+        assert "cluster_state:ok" in info and "cluster_slots_assigned:16384" in info and "cluster_known_nodes:3" in info
+    assert [tag for tag, _ in events] == ["redis/cluster/formed"]
+    assert sorted(events[0][1]["nodes"]) == ["n0", "n1", "n2"]
+    assert first.cluster_view()["slots"] == [[0, 5460]]
+
+    again = first_state.formed("cluster", timeout=30)
+    assert again["changes"] == {} and again["result"] is True
+    assert again["comment"].startswith("cluster ok: 3 nodes")
+
+
+def test_a_dry_run_says_who_forms_and_who_joins_and_changes_nothing(three_nodes):
+    (_, first_state, _), (_, second_state, _), _ = node_modules(three_nodes)
+    first_state.__opts__["test"] = second_state.__opts__["test"] = True
+
+    planned = first_state.formed("cluster")
+    joining = second_state.formed("cluster")
+
+    assert planned["result"] is None
+    assert planned["comment"] == (
+        "n0 would form the cluster of n0, n1, n2: slots n0 0-5460; n1 5461-10922; n2 10923-16383"
+    )
+    assert joining == {"name": "cluster", "result": None, "changes": {"would_join": "n0"},
+                       "comment": "n1 would join the cluster that n0 forms"}
+    assert all("cluster_known_nodes:1" in cluster_info(server) for server in three_nodes)
+
+
+def test_a_node_that_holds_keys_without_slots_is_refused(three_nodes):
+    (_, first_state, _), *_ = node_modules(three_nodes)
+    # A node that ran standalone with data, then restarted with cluster-enabled: keys, no slots.
+    node = three_nodes[2]
+    node.settings["cluster-enabled"] = "no"
+    node.write_salt_conf()
+    node.restart()
+    node.client().set("session:1", "x")
+    node.client().save()
+    node.settings["cluster-enabled"] = "yes"
+    node.write_salt_conf()
+    node.restart()
+    assert node.client().dbsize() == 1
+
+    ret = first_state.formed("cluster", timeout=10)
+
+    assert ret["result"] is False
+    assert "n2 (127.0.0.1:" in ret["comment"] and "holds 1 keys but the cluster is not formed" in ret["comment"]
+    assert ret["changes"] == {}
+    assert all("cluster_known_nodes:1" in cluster_info(server) for server in three_nodes)
+    assert node.client().dbsize() == 1
+
+
+def test_unassigned_slots_on_a_formed_cluster_are_refused_with_the_repair(three_nodes):
+    (_, first_state, _), *_ = node_modules(three_nodes)
+    three_nodes[0].client().execute_command("CLUSTER", "ADDSLOTS", 1, 2, 3)
+
+    ret = first_state.formed("cluster", timeout=10)
+
+    assert ret["result"] is False
+    assert "3 of 16384 assigned" in ret["comment"] and "redis-cli --cluster fix" in ret["comment"]
+
+
+def test_a_peer_that_never_answers_is_named(three_nodes):
+    (_, first_state, _), *_ = node_modules(three_nodes)
+    three_nodes[1].stop()
+
+    ret = first_state.formed("cluster", timeout=2)
+
+    assert ret["result"] is False
+    assert f"n1 (127.0.0.1:{three_nodes[1].port})" in ret["comment"]
+    assert "did not answer" in ret["comment"]

@@ -1,0 +1,112 @@
+"""
+Cluster mode: one `salt '*' state.apply redis` on bare hosts ends with one healthy Redis
+Cluster (test_deploy.py's first apply), as an operator checks it: CLUSTER INFO, `redis-cli
+--cluster check`, a cluster client's keys spread over every master, and a cluster reset
+by hand formed again by the next apply (after a dry run that says what it would do).
+"""
+
+import subprocess
+import time
+
+import pytest
+import redis
+from conftest import PASSWORD, REDIS_HOSTS, node_client
+from redis.cluster import ClusterNode, RedisCluster
+
+pytestmark = pytest.mark.integration
+
+
+def cluster_info(host):
+    return node_client(host).execute_command("CLUSTER", "INFO")
+
+
+def test_one_apply_forms_a_healthy_cluster(first_apply, lab_hosts):
+    assert first_apply.returncode == 0, first_apply.stdout
+    for host in REDIS_HOSTS:
+        info = cluster_info(host)
+        assert "cluster_state:ok" in info
+        assert "cluster_slots_assigned:16384" in info and "cluster_slots_ok:16384" in info
+        assert "cluster_known_nodes:3" in info
+    check = subprocess.run(
+        lab_hosts[0].enter("it2", ["redis-cli", "--cluster", "check", f"{REDIS_HOSTS['it1']}:6379"]),
+        env={"REDISCLI_AUTH": PASSWORD, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "[OK] All 16384 slots covered." in check.stdout
+    assert "[WARNING]" not in check.stdout and "open slot" not in check.stdout.lower()
+
+
+def test_the_formed_event_names_every_node(first_apply, event_listener, salt_master):
+    formed = event_listener.get_events([(salt_master.id, "redis/cluster/formed")])
+    assert len(formed) >= 1
+    data = next(iter(formed)).data["data"]
+    assert sorted(data["nodes"]) == sorted(REDIS_HOSTS)
+    assert data["slots"]["it1"] == [[0, 5460]]
+
+
+def test_a_cluster_client_spreads_keys_over_every_master(first_apply):
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()], password=PASSWORD, socket_timeout=5
+    )
+    try:
+        for number in range(1000):
+            client.set(f"user:{number}", number)
+        assert all(client.get(f"user:{number}") == str(number).encode() for number in range(0, 1000, 97))
+    finally:
+        client.close()
+    assert all(node_client(host).dbsize() > 200 for host in REDIS_HOSTS)
+
+
+def test_a_cluster_reset_by_hand_is_planned_by_a_dry_run_and_formed_by_the_next_apply(first_apply, salt_cli):
+    for host in REDIS_HOSTS:
+        node_client(host).flushall()
+        node_client(host).execute_command("CLUSTER", "RESET", "HARD")
+    assert all("cluster_known_nodes:1" in cluster_info(host) for host in REDIS_HOSTS)
+
+    dry = salt_cli.run("state.apply", "redis", "test=True", minion_tgt="it*")
+
+    formed = {minion: [v for v in states.values() if v["__id__"] == "redis-cluster-formed"][0]
+              for minion, states in dry.data.items()}
+    assert formed["it1"]["result"] is None
+    assert "it1 would form the cluster of it1, it2, it3: slots it1 0-5460; it2 5461-10922; it3 10923-16383" in (
+        formed["it1"]["comment"]
+    )
+    assert formed["it2"]["comment"] == "it2 would join the cluster that it1 forms"
+    assert all("cluster_known_nodes:1" in cluster_info(host) for host in REDIS_HOSTS)
+
+    started = time.monotonic()
+    applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert applied.returncode == 0, applied.stdout
+    assert "formed" in [v for v in applied.data["it1"].values() if v["__id__"] == "redis-cluster-formed"][0]["changes"]
+    assert all("cluster_state:ok" in cluster_info(host) for host in REDIS_HOSTS)
+    assert time.monotonic() - started < 60
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+
+
+def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, salt_cli, lab_hosts):
+    """it3 has met a node the YAML does not know: forming refuses, names the repair, changes nothing."""
+    for host in REDIS_HOSTS:
+        node_client(host).flushall()
+        node_client(host).execute_command("CLUSTER", "RESET", "HARD")
+    stranger = ["redis-server", "--port", "6390", "--cluster-enabled", "yes", "--cluster-config-file",
+                "/tmp/stranger-nodes.conf", "--save", "", "--appendonly", "no", "--daemonize", "yes"]
+    subprocess.run(lab_hosts[0].enter("it3", stranger), check=True, capture_output=True)
+    node_client("it3").execute_command("CLUSTER", "MEET", REDIS_HOSTS["it3"], 6390)
+    try:
+        applied = salt_cli.run("state.apply", "redis", minion_tgt="it1")
+        states = {v["__id__"]: v for v in applied.data.values()}
+        assert states["redis-cluster-formed"]["result"] is False
+        assert "belongs to another cluster" in states["redis-cluster-formed"]["comment"]
+        assert "CLUSTER RESET" in states["redis-cluster-formed"]["comment"]
+        assert all("cluster_slots_assigned:0" in cluster_info(host) for host in REDIS_HOSTS)
+    finally:
+        subprocess.run(lab_hosts[0].enter("it3", ["redis-cli", "-p", "6390", "shutdown", "nosave"]))
+        node_client("it3").execute_command("CLUSTER", "RESET", "HARD")
+    assert salt_cli.run("state.apply", "redis", minion_tgt="it*").returncode == 0
+    assert all("cluster_state:ok" in cluster_info(host) for host in REDIS_HOSTS)
+    with pytest.raises(redis.ResponseError):
+        node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
