@@ -57,6 +57,9 @@ def test_a_broken_yaml_stops_only_the_redis_states(
     assert "nodes.controllers[1].ip_address" in failed[0]["comment"]
     assert str(deployment_file) in failed[0]["comment"]
     assert node_client("it2").info("server")["run_id"] == run_id
+    status = salt_cli.run("redis_cluster.status", minion_tgt="it2").data
+    assert status["error"].startswith("deployment pillar failed: ")
+    assert "nodes.controllers[1].ip_address" in status["error"]
 
 
 def test_a_first_dry_run_on_a_never_synced_minion_says_what_to_do(first_apply, salt_cli, lab_hosts):
