@@ -57,6 +57,7 @@ def test_a_broken_yaml_stops_only_the_redis_states(
     assert "nodes.controllers[1].ip_address" in failed[0]["comment"]
     assert str(deployment_file) in failed[0]["comment"]
     assert node_client("it2").info("server")["run_id"] == run_id
+    salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="it2")  # as an operator would, after the YAML
     status = salt_cli.run("redis_cluster.status", minion_tgt="it2").data
     assert status["error"].startswith("deployment pillar failed: ")
     assert "nodes.controllers[1].ip_address" in status["error"]
