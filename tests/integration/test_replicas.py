@@ -69,7 +69,9 @@ def test_bare_hosts_join_the_running_cluster_as_the_plans_replicas(six_node_clus
         replication = client(replica).info("replication")
         assert replication["role"] == "slave"
         assert replication["master_host"] == REDIS_HOSTS[master]
-        assert replication["master_link_status"] == "up"
+        # The first full sync takes a moment after CLUSTER REPLICATE.
+        wait_until(lambda: client(replica).info("replication")["master_link_status"] == "up", 30,
+                   f"{replica}'s link to {master} up")
     assert "cluster_known_nodes:6" in client("it1").execute_command("CLUSTER", "INFO")
 
 
