@@ -589,3 +589,34 @@ def wait_cluster_healthy(timeout=120):
         "comment": f"cluster_state:{view['state']}, {view['slots_assigned']} slots assigned, "
         f"{view['known_nodes']} nodes known",
     }
+
+
+def server_shape(port=None):
+    """
+    What the running server is, as far as changing the deployment's shape matters: its
+    ``port`` and ``dir``, ``cluster_enabled`` and ``slots_assigned`` (a formed cluster),
+    its replication ``role`` and ``connected_replicas`` (a Sentinel pair). ``reachable``
+    False (with ``error``) when it does not answer with the deployment's password.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_cluster.server_shape
+    """
+    try:
+        client = _client(port)
+        info = client.info()
+        running = _config_get(client, ["port", "dir"])
+        slots = _view(client)["slots_assigned"] if info.get("cluster_enabled") else 0
+    except redis.RedisError as exc:
+        return {"reachable": False, "error": _error_text(exc)}
+    return {
+        "reachable": True,
+        "port": int(running.get("port", 0)),
+        "dir": running.get("dir", ""),
+        "cluster_enabled": bool(info.get("cluster_enabled")),
+        "slots_assigned": slots,
+        "role": info.get("role"),
+        "connected_replicas": int(info.get("connected_slaves", 0)),
+    }

@@ -614,3 +614,83 @@ def formed(name, timeout=120):
     if not was_member:
         ret["changes"] = {"joined": initial}
     return ret
+
+
+def _deployed_port(settings_file):
+    """The port in Salt's settings file as last deployed (the server may still run there)."""
+    try:
+        with open(settings_file, encoding="utf-8") as handle:
+            for _, directive, argument in _directives(handle.read().splitlines()):
+                if directive == "port" and argument.isdigit():
+                    return int(argument)
+    except OSError:
+        pass
+    return None
+
+
+def shape_kept(name, mode, port, dir, settings_file=None):  # pylint: disable=redefined-builtin
+    """
+    Refuse, before any configuration file changes, what would tear a running deployment
+    apart: a formed Redis Cluster whose YAML now says Sentinel (3 controllers shrank to
+    2), a replicating Sentinel pair whose YAML now says cluster (2 grew to 3 with
+    ``mode: auto``), and a new ``port`` or ``dir`` on a formed cluster (peers know each
+    other by address; a new ``dir`` starts an empty master whose replicas then wipe
+    themselves). A server that does not answer, or runs standalone, is not refused.
+
+    name
+        Any label.
+    mode
+        The deployment's mode from pillar (``cluster`` or ``sentinel``).
+    port, dir
+        The port and data directory the deployment asks for.
+    settings_file
+        Salt's settings file: the server may still run on the port it last gave.
+
+    .. code-block:: yaml
+
+        redis-deployment-shape-kept:
+          redis_cluster.shape_kept:
+            - mode: cluster
+            - port: 6379
+            - dir: /var/lib/redis
+    """
+    ret = _ret(name)
+    settings = __pillar__.get("redis") or {}
+    if settings.get("error"):
+        return _pillar_failed(ret, settings["error"])
+    deployed = _deployed_port(settings_file) if settings_file else None
+    running = __salt__["redis_cluster.server_shape"](port=deployed or port)
+    if not running["reachable"] and deployed and deployed != int(port):
+        running = __salt__["redis_cluster.server_shape"](port=port)
+    if not running["reachable"]:
+        ret["comment"] = f"no running server of the deployment to protect ({running['error']})"
+        return ret
+    refusal = None
+    if running["cluster_enabled"] and running["slots_assigned"] and mode != "cluster":
+        refusal = (
+            f"this node belongs to a formed Redis Cluster ({running['slots_assigned']} slots assigned) and "
+            f"my_multihead_cluster.yaml now gives mode {mode}: nothing reconfigured. Keep the cluster with "
+            "`mode: cluster` under cache.redis, or migrate: back up, rebuild, restore"
+        )
+    elif not running["cluster_enabled"] and mode == "cluster" and (
+        running["role"] == "slave" or running["connected_replicas"]
+    ):
+        refusal = (
+            "this node is part of a running master/replica pair and my_multihead_cluster.yaml now gives mode "
+            "cluster: nothing reconfigured. Keep the pair with `mode: sentinel` under cache.redis, or migrate: "
+            "back up, rebuild, restore"
+        )
+    elif running["cluster_enabled"] and running["slots_assigned"] and (
+        running["port"] != int(port) or os.path.realpath(running["dir"]) != os.path.realpath(dir)
+    ):
+        refusal = (
+            f"this node belongs to a formed Redis Cluster on port {running['port']}, dir {running['dir']}; "
+            f"the deployment now asks for port {port}, dir {dir}: nothing reconfigured (peers know each other "
+            "by address, and a new dir would start an empty master). Keep port and dir, or migrate: back up, "
+            "rebuild, restore"
+        )
+    if refusal:
+        ret.update(result=False, comment=refusal)
+        return ret
+    ret["comment"] = f"the running server fits mode {mode}, port {port}, dir {dir}"
+    return ret

@@ -39,6 +39,25 @@ redis-salt-settings-directory:
     - require:
       - pkg: redis-packages-installed
 
+{%- if custom_states_usable %}
+
+{#- Before any file changes: never turn a formed cluster into a Sentinel pair (or back),
+    nor move a formed cluster's port or dir. #}
+redis-deployment-shape-kept:
+  redis_cluster.shape_kept:
+    - name: {{ redis.mode }} deployment
+    - mode: {{ redis.mode }}
+    - port: {{ redis.port }}
+    - dir: {{ redis.data_dir }}
+    - settings_file: {{ redis.salt_config_file }}
+    - require:
+      - pkg: redis-packages-installed
+{%-   if modules_need_sync and not opts.get("test") %}
+      - saltutil: redis-salt-modules-synced
+      - saltutil: redis-salt-states-synced
+{%-   endif %}
+{%- endif %}
+
 redis-salt-settings-file:
   file.managed:
     - name: {{ redis.salt_config_file }}
@@ -58,6 +77,9 @@ redis-salt-settings-file:
     - require:
       - file: redis-salt-settings-directory
       - file: redis-config-checker-installed
+{%- if custom_states_usable %}
+      - redis_cluster: redis-deployment-shape-kept
+{%- endif %}
 
 {%- if custom_states_usable %}
 

@@ -229,33 +229,43 @@ def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
     assert run_ids() == before
 
 
-def test_mode_switch_restarts_only_for_what_cannot_change_live(
-    first_apply, salt_cli, deployment_file, restore_deployment
+def test_a_formed_cluster_is_not_switched_to_sentinel_mode(
+    first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
-    original = deployment_file.read_text()
+    """3 controllers shrank to 2 in spirit (`mode: sentinel`): refused before any file changes."""
     before = run_ids()
+    settings = host_file(lab_hosts, "it2", "/etc/redis-salt/redis-server.conf")
+    content = settings.read_text()
     deployment_file.write_text(yaml.safe_dump(deployment(mode="sentinel")))
 
     switched = salt_cli.run("state.apply", "redis", minion_tgt="it*")
 
-    assert switched.returncode == 0
-    live = [v for v in switched.data["it2"].values() if v["__id__"] == "redis-server-runs-the-managed-settings"]
-    # (A previous test may have left maxclients changed live: then that shows as well.)
-    assert {k: live[0]["changes"][k] for k in ("restarted", "reason", "cluster-enabled")} == {
-        "restarted": "redis-server",
-        "reason": "changed: cluster-enabled",
-        "cluster-enabled": {"old": "yes", "new": "no"},
-    }
-    assert {h: node_client(h).config_get("cluster-enabled")["cluster-enabled"] for h in REDIS_HOSTS} == dict.fromkeys(
-        REDIS_HOSTS, "no"
-    )
-    after = run_ids()
-    assert all(after[h] != before[h] for h in REDIS_HOSTS)
+    assert switched.returncode != 0
+    failed = {v["__id__"]: v["comment"] for v in switched.data["it2"].values() if v["result"] is False}
+    assert "redis-deployment-shape-kept" in failed
+    assert "formed Redis Cluster" in failed["redis-deployment-shape-kept"]
+    assert "`mode: cluster`" in failed["redis-deployment-shape-kept"]
+    assert [i for i, v in switched.data["it2"].items() if v["changes"]] == []
+    assert settings.read_text() == content
+    assert run_ids() == before
+    assert node_client("it2").config_get("cluster-enabled") == {"cluster-enabled": "yes"}
 
-    deployment_file.write_text(original)
-    back = salt_cli.run("state.apply", "redis", minion_tgt="it*")
-    assert back.returncode == 0
-    assert node_client("it1").config_get("cluster-enabled") == {"cluster-enabled": "yes"}
+
+def test_a_formed_clusters_port_is_not_moved(first_apply, salt_cli, pillar_root, lab_hosts):
+    overrides = pillar_root / "redis.sls"
+    original = overrides.read_text()
+    before = run_ids()
+    overrides.write_text(yaml.safe_dump({"redis": {"port": 6390}}))
+    try:
+        moved = salt_cli.run("state.apply", "redis", minion_tgt="it1")
+    finally:
+        overrides.write_text(original)
+
+    assert moved.returncode != 0
+    failed = {v["__id__"]: v["comment"] for v in moved.data.values() if v["result"] is False}
+    assert "the deployment now asks for port 6390" in failed["redis-deployment-shape-kept"]
+    assert run_ids() == before
+    assert "port 6379" in host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf").read_text()
 
 
 def test_ordinary_pillar_overrides_the_computed_pillar(first_apply, salt_cli, pillar_root):
