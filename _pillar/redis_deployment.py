@@ -11,7 +11,7 @@ Master configuration:
 
     ext_pillar:
       - redis_deployment:
-          config: /srv/redis-salt/my_multihead_cluster.yaml
+          config: /etc/salt/my_multihead_cluster.yaml
 
 Pillar keys an operator sets under ``redis:`` in ordinary pillar files override the
 computed ones (``redis:maxmemory`` may carry Redis's memory units, e.g. ``2gb``).
