@@ -193,7 +193,7 @@ def test_test_mode_reports_a_pillar_change_and_changes_nothing(
 def test_live_setting_change_is_applied_without_restart(
     first_apply, salt_cli, deployment_file, restore_deployment
 ):
-    before = run_ids()
+    before, original = run_ids(), deployment_file.read_text()
     deployment_file.write_text(yaml.safe_dump(deployment(maxclients=12000)))
 
     applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
@@ -205,6 +205,10 @@ def test_live_setting_change_is_applied_without_restart(
         REDIS_HOSTS, "12000"
     )
     assert run_ids() == before
+    deployment_file.write_text(original)
+    back = salt_cli.run("state.apply", "redis", minion_tgt="it*")  # the next tests start converged
+    assert back.returncode == 0
+    assert node_client("it3").config_get("maxclients") == {"maxclients": "10000"}
 
 
 def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
