@@ -364,7 +364,8 @@ def _view(client, peer_count=None):
         "slots": myself.get("slots", []),
         "nodes": nodes,
         "open_slots": sorted({slot for node in nodes for slot in node["open_slots"]}),
-        "failing": sorted(n["address"] for n in nodes if {"fail", "fail?"} & set(n["flags"])),
+        # noaddr: the node's address now answers with another id (a host rebuilt bare).
+        "failing": sorted(n["address"] or n["id"] for n in nodes if {"fail", "fail?", "noaddr"} & set(n["flags"])),
         "keys": client.dbsize(),
     }
     peers = len(_settings().get("peers") or []) if peer_count is None else peer_count
@@ -372,6 +373,7 @@ def _view(client, peer_count=None):
         view["state"] == "ok"
         and view["slots_assigned"] == view["slots_ok"] == TOTAL_SLOTS
         and not view["open_slots"]
+        and not view["failing"]
         and view["known_nodes"] >= peers
     )
     return view
@@ -449,7 +451,8 @@ def _refusal(plan, views):
     ours = set(plan["nodes"].values())
     for host, view in views.items():
         address = plan["nodes"][host]
-        strangers = [n["address"] for n in view["nodes"] if n["address"] not in ours and "myself" not in n["flags"]]
+        strangers = [n["address"] for n in view["nodes"]
+                     if n["address"] not in ours and not {"myself", "noaddr"} & set(n["flags"])]
         if strangers:
             return (
                 f"{host} ({address}) belongs to another cluster (it knows {', '.join(strangers)}): check the YAML, "
@@ -524,7 +527,10 @@ def form_cluster(timeout=120):
         return {"formed": False, "actions": [], "comment": refusal}
 
     actions, me = [], clients[plan["initial_master"]]
-    known = {n["address"] for n in views[plan["initial_master"]]["nodes"]}
+    ids = {host: _cluster_command(client, "MYID") for host, client in clients.items()}
+    warnings = []
+    _forget_dead_predecessors(plan, clients, views, ids, actions)
+    known = {n["address"] for n in _view(me, peer_count=len(clients))["nodes"]}
     for host, address in plan["nodes"].items():
         # (A node that met no one lists itself without its address.)
         if host != plan["initial_master"] and address not in known:
@@ -538,25 +544,66 @@ def form_cluster(timeout=120):
 
     if not _wait(all_met, max(1.0, deadline - time.monotonic())):
         return {"formed": False, "actions": actions, "comment": f"the nodes did not all meet within {timeout}s"}
-    if not any(view["slots_assigned"] for view in views.values()):
-        for host, ranges in plan["slots"].items():
-            for first, last in ranges:
-                _assign_slots(clients[host], first, last)
-            actions.append(f"{host} got slots " + ", ".join(f"{a}-{b}" for a, b in ranges))
-    ids = {host: _cluster_command(client, "MYID") for host, client in clients.items()}
-    for host, master in plan["replicas"].items():
-        view = _view(clients[host], peer_count=len(clients))
-        if view["role"] == "master" and not view["slots"] and view["master"] is None:
-            _cluster_command(clients[host], "REPLICATE", ids[master])
-            actions.append(f"{host} replicates {master}")
+    fresh = not any(view["slots_assigned"] for view in views.values())
+    owners = _slot_owners(_view(me, peer_count=len(clients)))
+    for host, ranges in plan["slots"].items():
+        unowned = [[first, last] for first, last in ranges if owners.get(first) is None]
+        if not unowned or _view(clients[host], peer_count=len(clients))["role"] != "master":
+            continue
+        if owners and any(owners.get(first) == ids[host] for first, _ in ranges):
+            continue
+        for first, last in unowned:
+            _assign_slots(clients[host], first, last)
+        actions.append(f"{host} got slots " + ", ".join(f"{a}-{b}" for a, b in unowned))
+        if not fresh:
+            warnings.append(f"slots {', '.join(f'{a}-{b}' for a, b in unowned)} on {host} are EMPTY: their keys "
+                            "died with the node; restore them from a backup set")
+    owners = _slot_owners(_view(me, peer_count=len(clients)))
+    for host, client in clients.items():
+        view = _view(client, peer_count=len(clients))
+        if view["role"] != "master" or view["slots"] or view["master"]:
+            continue
+        # A slotless master: a planned replica, or a node rebuilt after its slots moved to
+        # its replica. It replicates whoever serves its planned (or its master's) slots now.
+        planned = plan["slots"].get(plan["replicas"].get(host, host)) or []
+        owner = owners.get(planned[0][0]) if planned else None
+        if owner and owner != ids[host]:
+            _cluster_command(client, "REPLICATE", owner)
+            actions.append(f"{host} replicates {next((h for h, i in ids.items() if i == owner), owner)}")
 
     def healthy():
         return all(isinstance(v, dict) and v["healthy"] for v in _views(clients).values())
 
-    result = {"actions": actions, "nodes": ids, "slots": plan["slots"]}
+    result = {"actions": actions, "nodes": ids, "slots": plan["slots"], "warnings": warnings}
     if not _wait(healthy, max(1.0, deadline - time.monotonic())):
         return dict(result, formed=False, comment=f"not every node says cluster_state:ok within {timeout}s")
-    return dict(result, formed=True, comment="cluster ok")
+    return dict(result, formed=True, comment="cluster ok" + "".join(f"; WARNING: {w}" for w in warnings))
+
+
+def _slot_owners(view):
+    """{first slot of each owned range: owning master's id}, from one node's view."""
+    return {first: node["id"] for node in view["nodes"] for first, _ in node["slots"]}
+
+
+def _forget_dead_predecessors(plan, clients, views, ids, actions):
+    """A host rebuilt bare at its old address has a new node id; the cluster still lists
+    the dead one there. Every live node forgets it, so the new node can be met."""
+    live = set(ids.values())
+    by_address = {address: host for host, address in plan["nodes"].items()}
+    dead = {}
+    for view in views.values():
+        for node in view["nodes"]:
+            # Listed at a host's address with another id, or left without an address
+            # because that address now answers with another id (noaddr).
+            if node["id"] not in live and (node["address"] in by_address or "noaddr" in node["flags"]):
+                dead.setdefault(node["id"], by_address.get(node["address"]))
+    for node_id, host in dead.items():
+        for client in clients.values():
+            try:
+                _cluster_command(client, "FORGET", node_id)
+            except redis.ResponseError:
+                pass  # this node never knew it, or it is that node's own id
+        actions.append(f"forgot the dead node {node_id[:8]}" + (f" ({host}'s predecessor)" if host else ""))
 
 
 def wait_cluster_healthy(timeout=120):

@@ -601,6 +601,7 @@ def formed(name, timeout=120):
                 "redis/cluster/formed", {"nodes": outcome["nodes"], "slots": outcome["slots"]}
             )
             ret["comment"] = f"formed the cluster of {', '.join(plan['nodes'])}: " + "; ".join(outcome["actions"])
+            ret["comment"] += "".join(f"; WARNING: {warning}" for warning in outcome.get("warnings", []))
         return ret
     joined = __salt__["redis_cluster.wait_cluster_healthy"](timeout=timeout)
     if not joined["healthy"]:

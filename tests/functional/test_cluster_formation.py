@@ -3,6 +3,7 @@ cluster-enabled servers on 127.0.0.1 (each supported server build in turn)."""
 
 import random
 import socket
+import time
 
 import pytest
 from conftest import RedisServer, load_module
@@ -141,3 +142,38 @@ def test_a_peer_that_never_answers_is_named(three_nodes):
     assert ret["result"] is False
     assert f"n1 (127.0.0.1:{three_nodes[1].port})" in ret["comment"]
     assert "did not answer" in ret["comment"]
+
+
+def test_a_node_rebuilt_bare_at_its_address_takes_the_dead_ones_place(three_nodes):
+    (first, first_state, _), *_ = node_modules(three_nodes)
+    assert first_state.formed("cluster", timeout=30)["result"] is True
+    dead = three_nodes[1].client().execute_command("CLUSTER", "MYID")
+    # The host died for good and came back bare: same address, empty data directory.
+    three_nodes[1].stop()
+    (three_nodes[1].dir / "nodes.conf").unlink()
+    three_nodes[1].start()
+    assert "cluster_known_nodes:1" in cluster_info(three_nodes[1])
+    deadline = time.monotonic() + 20  # the others notice (cluster-node-timeout 2 s)
+    while not {"fail", "noaddr"} & set(old_entry(three_nodes[0], dead)):
+        assert time.monotonic() < deadline, old_entry(three_nodes[0], dead)
+        time.sleep(0.2)
+
+    ret = first_state.formed("cluster", timeout=30)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["formed"]["actions"][0].startswith(f"forgot the dead node {dead[:8]}")
+    assert "n1 got slots 5461-10922" in ret["changes"]["formed"]["actions"]
+    assert "EMPTY" in ret["comment"] and "restore them from a backup set" in ret["comment"]
+    for server in three_nodes:
+        info = cluster_info(server)
+        assert "cluster_state:ok" in info and "cluster_known_nodes:3" in info
+    nodes = three_nodes[0].client().execute_command("CLUSTER", "NODES")
+    assert dead not in nodes
+
+
+def old_entry(server, node_id):
+    """The flags `server` shows for `node_id`."""
+    for line in server.client().execute_command("CLUSTER", "NODES").splitlines():
+        if line.startswith(node_id):
+            return line.split()[2].split(",")
+    return []
