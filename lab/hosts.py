@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -569,6 +570,21 @@ class Lab:
         if self._pid1_alive(host, data.get("pid1")):
             return
         self._remove_cgroups(host)
+        self._start_systemd(host)
+        self._wait_booted(host)
+
+    def rebuild(self, host, minion_config):
+        """A host that died for good, reinstalled bare: same name, IP and network, a fresh
+        disk (as Debian leaves it after installing the packages), booted."""
+        data = self._state()["hosts"].get(host)
+        if not data:
+            raise LabError(f"no lab host named {host!r}")
+        if self.running(host):
+            self.kill(host)
+        for layer in ("upper", "work"):
+            shutil.rmtree(self.host_root(host) / layer, ignore_errors=True)
+        self._write_image(Host(host, data["ip"], data["redis"]), minion_config(host, self.bridge_ip()))
+        self._write_etc_hosts(self._state())
         self._start_systemd(host)
         self._wait_booted(host)
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import redis
-from conftest import PASSWORD, REDIS_HOSTS, node_client
+from conftest import PASSWORD, REDIS_HOSTS, minion_settings, node_client, wait_for_minions
 from redis.cluster import ClusterNode, RedisCluster
 
 pytestmark = pytest.mark.integration
@@ -133,3 +133,32 @@ def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, s
     assert all("cluster_state:ok" in cluster_info(host) for host in REDIS_HOSTS)
     with pytest.raises(redis.ResponseError):
         node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
+
+
+def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
+    first_apply, salt_cli, salt_master, lab_hosts
+):
+    lab = lab_hosts[0]
+    dead = node_client("it3").execute_command("CLUSTER", "MYID")
+    ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
+
+    salt_master.salt_key_cli().run("-d", "it3", "-y")  # the rebuilt host's minion has a new key
+    lab.rebuild("it3", lambda name, bridge: minion_settings(name, bridge, **ports))
+    wait_for_minions(salt_cli, ["it3"])
+    deadline = time.monotonic() + 30  # the others notice the dead node (cluster-node-timeout 5 s)
+    while "cluster_state:fail" not in cluster_info("it1"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert applied.returncode == 0, applied.stdout
+    formed = [v for v in applied.data["it1"].values() if v["__id__"] == "redis-cluster-formed"][0]
+    assert formed["changes"]["formed"]["actions"][0].startswith(f"forgot the dead node {dead[:8]}")
+    assert "it3 got slots 10923-16383" in formed["changes"]["formed"]["actions"]
+    assert "WARNING: slots 10923-16383 on it3 are EMPTY" in formed["comment"]
+    wait_cluster_ok()
+    assert dead not in node_client("it1").execute_command("CLUSTER", "NODES")
+    assert node_client("it3").execute_command("CLUSTER", "COUNTKEYSINSLOT", 12000) == 0
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
