@@ -68,6 +68,7 @@ DEFAULTS = {
     "replicas_per_master": 0,
     "master_name": "mymaster",
     "cluster_node_timeout_ms": 5000,
+    "cluster_require_full_coverage": True,
 }
 SENTINEL_DEFAULTS = {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []}
 BACKUP_DEFAULTS = {
@@ -254,6 +255,12 @@ def _redis_settings(document, path, environ):
     _integer(settings, "maxclients", "cache.redis.maxclients", path, 1, 1_000_000)
     _integer(settings, "replicas_per_master", "cache.redis.replicas_per_master", path, 0, 5)
     _integer(settings, "cluster_node_timeout_ms", "cache.redis.cluster_node_timeout_ms", path, 100, 600_000)
+    if not isinstance(settings["cluster_require_full_coverage"], bool):
+        raise DeploymentError(
+            path,
+            "cache.redis.cluster_require_full_coverage",
+            f"expected true or false, got {settings['cluster_require_full_coverage']!r}",
+        )
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
@@ -557,6 +564,7 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "master_name": settings["master_name"],
             "replicas_per_master": settings["replicas_per_master"],
             "cluster_node_timeout_ms": settings["cluster_node_timeout_ms"],
+            "cluster_require_full_coverage": settings["cluster_require_full_coverage"],
             "maxmemory_percent": settings["maxmemory_percent"],
             "maxmemory": maxmemory,
             "maxmemory_policy": settings["maxmemory_policy"],

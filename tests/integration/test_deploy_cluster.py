@@ -135,6 +135,40 @@ def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, s
         node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
 
 
+def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_every_key(
+    first_apply, salt_cli, lab_hosts
+):
+    """The original document's scenario 3 with 3 masters and no replica, as it really goes:
+    `cluster_state:fail` while a master is down (cluster-require-full-coverage yes, the
+    default), `ok` again by itself when it is back, no key lost, nothing for Salt to do."""
+    assert node_client("it1").config_get("cluster-require-full-coverage") == {"cluster-require-full-coverage": "yes"}
+    writer = RedisCluster(
+        startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()], password=PASSWORD, socket_timeout=5
+    )
+    for number in range(300):
+        writer.set(f"item:{number}", number)
+    writer.close()
+    assert node_client("it2").dbsize() > 0
+    time.sleep(1.5)  # appendfsync everysec
+
+    lab_hosts[0].kill("it2")
+    deadline = time.monotonic() + 30
+    while "cluster_state:fail" not in cluster_info("it1"):
+        assert time.monotonic() < deadline, "the cluster never noticed it2 was gone"
+        time.sleep(0.5)
+    lab_hosts[0].boot("it2")
+    wait_cluster_ok(60)
+
+    reader = RedisCluster(startup_nodes=[ClusterNode(REDIS_HOSTS["it1"], 6379)], password=PASSWORD, socket_timeout=5)
+    try:
+        assert [reader.get(f"item:{n}") for n in range(300)] == [str(n).encode() for n in range(300)]
+    finally:
+        reader.close()
+    wait_for_minions(salt_cli, ["it2"])
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+
+
 def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
     first_apply, salt_cli, salt_master, lab_hosts
 ):

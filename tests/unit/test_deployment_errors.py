@@ -141,6 +141,12 @@ CASES = [
         "cluster-node-timeout-too-short",
     ),
     case(
+        redis_setting("cluster_require_full_coverage", "no"),
+        "cache.redis.cluster_require_full_coverage",
+        "expected true or false, got 'no'",
+        "full-coverage-not-a-boolean",
+    ),
+    case(
         redis_setting("maxmemory_percent", 0),
         "cache.redis.maxmemory_percent",
         "expected a number above 0 and at most 100, got 0",

@@ -41,6 +41,7 @@ EXAMPLE_SERVER1 = {
     "master_name": "mymaster",
     "replicas_per_master": 0,
     "cluster_node_timeout_ms": 5000,
+    "cluster_require_full_coverage": True,
     "maxmemory_percent": 25,
     "maxmemory": 2147483648,
     "maxmemory_policy": "allkeys-lru",
