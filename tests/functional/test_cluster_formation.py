@@ -27,17 +27,19 @@ def cluster_port():
 @pytest.fixture
 def three_nodes(tmp_path_factory, server_build):
     servers = []
-    for number in range(3):
-        server = RedisServer(tmp_path_factory.mktemp(f"node{number}"), server_build)
-        server.port = server.settings["port"] = cluster_port()
-        server.settings.update({"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
-                                "cluster-node-timeout": 2000, "appendonly": "no"})
-        server.write_salt_conf()
-        server.start()
-        servers.append(server)
-    yield servers
-    for server in servers:
-        server.stop()
+    try:
+        for number in range(3):
+            server = RedisServer(tmp_path_factory.mktemp(f"node{number}"), server_build)
+            server.port = server.settings["port"] = cluster_port()
+            server.settings.update({"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
+                                    "cluster-node-timeout": 2000, "appendonly": "no"})
+            server.write_salt_conf()
+            servers.append(server)
+            server.start()
+        yield servers
+    finally:  # also when a later server fails to start: none is left running
+        for server in servers:
+            server.stop()
 
 
 def node_modules(servers, slots=None):
