@@ -73,6 +73,14 @@ def deployment_file(lab_hosts):
     return lab_hosts[2]
 
 
+@pytest.fixture
+def restore_deployment(deployment_file):
+    """The session's my_multihead_cluster.yaml as it was before the test."""
+    original = deployment_file.read_text()
+    yield
+    deployment_file.write_text(original)
+
+
 @pytest.fixture(scope="session")
 def pillar_root(lab_hosts):
     """The master's pillar_roots: the repo's pillar/, copied so a test can add overrides."""

@@ -40,11 +40,15 @@ def run_ids():
     return {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS}
 
 
-@pytest.fixture
-def restore_deployment(deployment_file):
-    original = deployment_file.read_text()
-    yield
-    deployment_file.write_text(original)
+def apply_with_pillar(salt_cli, pillar_root, overrides, target="it1"):
+    """`state.apply redis` on `target` with ordinary pillar `overrides`, then the pillar as it was."""
+    pillar_file = pillar_root / "redis.sls"
+    original = pillar_file.read_text()
+    pillar_file.write_text(yaml.safe_dump(overrides))
+    try:
+        return salt_cli.run("state.apply", "redis", minion_tgt=target)
+    finally:
+        pillar_file.write_text(original)
 
 
 def test_first_apply_succeeds_everywhere(first_apply):
@@ -256,14 +260,9 @@ def test_a_formed_cluster_is_not_switched_to_sentinel_mode(
 
 
 def test_a_formed_clusters_port_is_not_moved(first_apply, salt_cli, pillar_root, lab_hosts):
-    overrides = pillar_root / "redis.sls"
-    original = overrides.read_text()
     before = run_ids()
-    overrides.write_text(yaml.safe_dump({"redis": {"port": 6390}}))
-    try:
-        moved = salt_cli.run("state.apply", "redis", minion_tgt="it1")
-    finally:
-        overrides.write_text(original)
+
+    moved = apply_with_pillar(salt_cli, pillar_root, {"redis": {"port": 6390}})
 
     assert moved.returncode != 0
     failed = {v["__id__"]: v["comment"] for v in moved.data.values() if v["result"] is False}
@@ -273,17 +272,13 @@ def test_a_formed_clusters_port_is_not_moved(first_apply, salt_cli, pillar_root,
 
 
 def test_ordinary_pillar_overrides_the_computed_pillar(first_apply, salt_cli, pillar_root):
-    overrides = pillar_root / "redis.sls"
-    original = overrides.read_text()
-    overrides.write_text(yaml.safe_dump({"redis": {"maxclients": 11000, "maxmemory_policy": "noeviction"}}))
-    try:
-        applied = salt_cli.run("state.apply", "redis", minion_tgt="it1")
-        assert applied.returncode == 0
-        client = node_client("it1")
-        assert client.config_get("maxclients") == {"maxclients": "11000"}
-        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-    finally:
-        overrides.write_text(original)
+    overrides = {"redis": {"maxclients": 11000, "maxmemory_policy": "noeviction"}}
+    applied = apply_with_pillar(salt_cli, pillar_root, overrides)
+
+    assert applied.returncode == 0
+    client = node_client("it1")
+    assert client.config_get("maxclients") == {"maxclients": "11000"}
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     assert salt_cli.run("state.apply", "redis", minion_tgt="it1").returncode == 0
     assert node_client("it1").config_get("maxclients") == {"maxclients": "10000"}
 
@@ -327,17 +322,12 @@ def test_settings_redis_appended_after_the_include_never_win(first_apply, salt_c
 
 
 def test_a_config_redis_would_refuse_never_replaces_the_running_one(first_apply, salt_cli, pillar_root, lab_hosts):
-    overrides = pillar_root / "redis.sls"
-    original = overrides.read_text()
     settings_file = host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf")
     content = settings_file.read_text()
     run_id = node_client("it1").info("server")["run_id"]
+
     # Pillar overrides skip the YAML's validation: redis-server's own check must catch it.
-    overrides.write_text(yaml.safe_dump({"redis": {"maxmemory_policy": "keep-everything"}}))
-    try:
-        applied = salt_cli.run("state.apply", "redis", minion_tgt="it1")
-    finally:
-        overrides.write_text(original)
+    applied = apply_with_pillar(salt_cli, pillar_root, {"redis": {"maxmemory_policy": "keep-everything"}})
 
     assert applied.returncode != 0
     failed = {v["__id__"]: v["comment"] for v in applied.data.values() if v["result"] is False}

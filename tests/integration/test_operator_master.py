@@ -21,13 +21,6 @@ from conftest import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def restore_deployment(deployment_file):
-    original = deployment_file.read_text()
-    yield
-    deployment_file.write_text(original)
-
-
 def test_the_masters_own_states_and_ours_both_apply(first_apply, salt_cli, lab_hosts):
     web = salt_cli.run("state.apply", "web", minion_tgt="*")
 

@@ -7,7 +7,6 @@ explicit ``environ`` so nothing depends on the real environment.
 
 import importlib.util
 import itertools
-import logging
 import pathlib
 
 import pytest
@@ -479,22 +478,6 @@ def test_ext_pillar_overrides_win(tmp_path, base_doc, grains):
     assert redis["role"] == "cluster-node"
     assert redis["maxmemory"] == 4096 * 1024 * 1024 // 4
     assert redis["password"] == "literal-pw"
-
-
-@pytest.fixture
-def module_log(monkeypatch, caplog):
-    """Route the module's logger to caplog only.
-
-    pytest-salt-factories (installed in the venv) buffers root-logger records in Salt's
-    temporary handler and prints them at interpreter exit; keep ours out of it.
-    """
-    logger = logging.getLogger("test_deployment.redis_deployment")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(caplog.handler)
-    monkeypatch.setattr(rd, "log", logger)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def test_ext_pillar_bad_file_gives_the_error_pillar(tmp_path, base_doc, grains, module_log):

@@ -9,7 +9,6 @@ and ``__opts__``; the tests set them the same way.
 """
 
 import json
-import logging
 
 import pytest
 
@@ -52,18 +51,6 @@ EXAMPLE_SERVER1 = {
     "replica_plan": {},
     "slots": [[0, 5460]],
 }
-
-
-@pytest.fixture
-def module_log(monkeypatch, caplog):
-    """The module's log records (kept out of the root logger, see test_deployment.py)."""
-    logger = logging.getLogger("test_deployment_minions.redis_deployment")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(caplog.handler)
-    monkeypatch.setattr(rd, "log", logger)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture
