@@ -18,8 +18,6 @@ from salt.exceptions import CommandExecutionError
 
 try:
     import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     HAS_REDIS = True
 except ImportError:
@@ -51,61 +49,7 @@ def _port(port=None):
 
 def _client(port=None, timeout=5, host="127.0.0.1"):
     """redis-py client for a node of the deployment (default: this one), with its password."""
-    settings = _settings()
-    return redis.Redis(
-        host=host,
-        port=_port(port),
-        password=settings.get("password") or None,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        # Our callers poll or decide themselves; redis-py's default retries would
-        # stretch every timeout (and retry refused passwords) by seconds.
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-def _error_text(exc):
-    """A one-line description of a redis-py error, safe to return (no password in it)."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _connection_refused(exc):
-    """Nothing listens where we connected: the OS refused the connection."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "Connection refused" in str(exc)
-
-
-def _is_auth_failure(exc):
-    """The server answers but refuses the deployment's password (or has none set)."""
-    if isinstance(exc, redis.AuthenticationError):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
-
-
-def _failure(exc):
-    """What kind of trouble a redis-py error tells of, for callers that must decide whether a
-    restart may help: ``refused`` (nothing listens), ``auth`` (the password is refused),
-    ``loading``, ``busy`` (a script or module command holds the server), ``maxclients``,
-    ``timeout`` (no answer in time: stopped, swapping, or blocked) or ``error``."""
-    text = str(exc)
-    if _is_auth_failure(exc):
-        return "auth"
-    if isinstance(exc, redis.BusyLoadingError):
-        return "loading"
-    if isinstance(exc, redis.TimeoutError):
-        return "timeout"
-    if "max number of clients reached" in text:
-        return "maxclients"
-    if isinstance(exc, redis.ResponseError) and text.startswith("BUSY "):
-        return "busy"
-    if isinstance(exc, redis.ConnectionError) and _connection_refused(exc):
-        return "refused"
-    return "error"
+    return __utils__["redis_common.client"](_settings(), port, host=host, timeout=timeout)
 
 
 def _config_get(client, names):
@@ -162,7 +106,7 @@ def status():
         info = client.info()  # answers only with the password: no separate PING needed
         keys = client.dbsize()
     except redis.RedisError as exc:
-        result.update({"ping": False, "error": _error_text(exc)})
+        result.update({"ping": False, "error": __utils__["redis_common.error_text"](exc)})
         return result
     result.update(
         {
@@ -185,7 +129,7 @@ def status():
         try:
             view = _view(client)
         except redis.RedisError as exc:
-            result["cluster_error"] = _error_text(exc)
+            result["cluster_error"] = __utils__["redis_common.error_text"](exc)
             return result
         result.update(
             {
@@ -229,13 +173,13 @@ def config_diff(settings, port=None, timeout=5):
         differs = [d for d, value in settings.items() if not _same(d, running.get(d), value)]
         loading = bool(differs) and bool(client.info("persistence").get("loading"))
     except redis.RedisError as exc:
-        failure = _failure(exc)
+        failure = __utils__["redis_common.failure"](exc)
         return {
             "reachable": False,
             "auth_failed": failure == "auth",
             "loading": failure == "loading",
             "failure": failure,
-            "error": _error_text(exc),
+            "error": __utils__["redis_common.error_text"](exc),
             "differs": sorted(settings),
             "running": {},
         }
@@ -271,7 +215,7 @@ def config_set(settings, port=None):
             client.config_set(directive, value)
             result["applied"].append(directive)
         except redis.ResponseError as exc:
-            if _failure(exc) != "error":  # BUSY, NOAUTH...: the server, not the setting
+            if __utils__["redis_common.failure"](exc) != "error":  # BUSY, NOAUTH...: the server, not the setting
                 raise CommandExecutionError(_unusable(exc, port, result["applied"])) from None
             reason = str(exc) if directive not in SECRET_DIRECTIVES else "refused"
             result["refused"][directive] = reason
@@ -282,7 +226,7 @@ def config_set(settings, port=None):
 
 def _unusable(exc, port, applied):
     done = f" (already applied: {', '.join(applied)})" if applied else ""
-    return f"Redis on 127.0.0.1:{_port(port)} cannot take CONFIG SET: {_error_text(exc)}{done}"
+    return f"Redis on 127.0.0.1:{_port(port)} cannot take CONFIG SET: {__utils__['redis_common.error_text'](exc)}{done}"
 
 
 def wait_ready(timeout=30, port=None):
@@ -396,7 +340,8 @@ def cluster_view(host=None, port=None):
     try:
         return _view(_client(port, host=host or "127.0.0.1"))
     except redis.RedisError as exc:
-        raise CommandExecutionError(f"{host or 'this node'}: cannot read the cluster: {_error_text(exc)}") from None
+        reason = __utils__["redis_common.error_text"](exc)
+        raise CommandExecutionError(f"{host or 'this node'}: cannot read the cluster: {reason}") from None
 
 
 def cluster_plan():
@@ -421,13 +366,11 @@ def cluster_plan():
 
 
 def _wait(condition, timeout, interval=0.2):
-    """Poll ``condition()`` until it returns something true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + float(timeout)
-    while True:
-        value = condition()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
+    """``redis_common.wait``, run in this module's loader context: called through ``__utils__``,
+    Salt would run it (and so ``condition``) in the utils loader's, where ``__utils__`` and
+    ``__pillar__`` do not resolve."""
+    wait = __utils__["redis_common.wait"]
+    return getattr(wait, "func", wait)(condition, timeout, interval)
 
 
 def _node_clients(addresses, timeout=5):
@@ -442,7 +385,7 @@ def _views(clients):
         try:
             views[host] = _view(client, peer_count=len(clients))
         except redis.RedisError as exc:
-            views[host] = _error_text(exc)
+            views[host] = __utils__["redis_common.error_text"](exc)
     return views
 
 
@@ -623,7 +566,7 @@ def wait_cluster_healthy(timeout=120):
         try:
             last["view"] = _view(_client())
         except redis.RedisError as exc:
-            last["view"] = {"healthy": False, "error": _error_text(exc)}
+            last["view"] = {"healthy": False, "error": __utils__["redis_common.error_text"](exc)}
         return last["view"]["healthy"]
 
     if _wait(check, timeout, interval=0.5):
@@ -657,7 +600,7 @@ def server_shape(port=None):
         running = _config_get(client, ["port", "dir"])
         slots = _view(client)["slots_assigned"] if info.get("cluster_enabled") else 0
     except redis.RedisError as exc:
-        return {"reachable": False, "error": _error_text(exc)}
+        return {"reachable": False, "error": __utils__["redis_common.error_text"](exc)}
     return {
         "reachable": True,
         "port": int(running.get("port", 0)),

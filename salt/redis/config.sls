@@ -53,6 +53,7 @@ redis-deployment-shape-kept:
     - require:
       - pkg: redis-packages-installed
 {%-   if modules_need_sync and not opts.get("test") %}
+      - saltutil: redis-salt-utils-synced
       - saltutil: redis-salt-modules-synced
       - saltutil: redis-salt-states-synced
 {%-   endif %}
@@ -94,6 +95,7 @@ redis-main-config-includes-salt-settings:
       - file: redis-salt-settings-file
       - file: redis-config-directory
 {%-   if modules_need_sync and not opts.get("test") %}
+      - saltutil: redis-salt-utils-synced
       - saltutil: redis-salt-modules-synced
       - saltutil: redis-salt-states-synced
 {%-   endif %}

@@ -6,11 +6,16 @@ include:
 {%- else %}
 
 {#- `state.apply redis` on a fresh minion, or after our modules changed on the master:
-    bring our custom modules (_modules, _states) before the states that use them.
+    bring our custom modules (_utils, _modules, _states) before the states that use them.
     Skipped when every module is current (map.jinja compares digests: no master round
     trip), and under test=True, where Salt's sync states always answer "would run"; a
     minion that never had a real apply needs `saltutil.sync_all` before a dry run. #}
 {%- if modules_need_sync and not opts.get("test") %}
+redis-salt-utils-synced:
+  saltutil.sync_utils:
+    - refresh: False
+    - reload_modules: True
+
 redis-salt-modules-synced:
   saltutil.sync_modules:
     - refresh: False

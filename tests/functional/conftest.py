@@ -228,10 +228,30 @@ def fresh_redis_server(tmp_path_factory, server_build):
     server.stop()
 
 
-def load_module(name, relative_path):
-    spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)
+def _exec_file(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def utils_dunder():
+    """``__utils__`` as Salt's loader gives it: ``{"redis_common.client": function, ...}`` for _utils/*.py."""
+    functions = {}
+    for path in sorted((ROOT / "_utils").glob("*.py")):
+        module = _exec_file(f"utils_{path.stem}", path)
+        name = getattr(module, "__virtualname__", path.stem)
+        functions.update(
+            {f"{name}.{attr}": value for attr, value in vars(module).items()
+             if callable(value) and not attr.startswith("_") and getattr(value, "__module__", None) == module.__name__}
+        )
+    return functions
+
+
+def load_module(name, relative_path):
+    """A loader module by file path, with ``__utils__`` (Salt's other dunders are the caller's)."""
+    module = _exec_file(name, ROOT / relative_path)
+    module.__utils__ = utils_dunder()
     return module
 
 

@@ -1,0 +1,100 @@
+"""
+What every Redis module of the deployment needs, in one place (Salt's ``_utils``; modules
+reach it as ``__utils__["redis_common.<name>"]``):
+
+- an authenticated redis-py client for a node, its password handed over in memory only;
+- a one-line, password-free description of a redis-py error, and what kind of trouble it
+  tells of (so a caller can decide whether a restart may help);
+- polling a condition, bounded.
+
+:depends: redis (redis-py)
+"""
+
+import time
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    HAS_REDIS = True
+except ImportError:
+    HAS_REDIS = False
+
+__virtualname__ = "redis_common"
+
+
+def __virtual__():
+    if not HAS_REDIS:
+        return (False, "redis_common: the redis Python library (redis-py) is not installed")
+    return __virtualname__
+
+
+def client(settings, port=None, host="127.0.0.1", timeout=5, password=None):
+    """A redis-py client for the node at ``host:port`` (default: ``settings``' own port), with
+    the deployment's password from ``settings`` (pillar ``redis``) unless ``password`` is given."""
+    return redis.Redis(
+        host=host,
+        port=int(port or settings.get("port", 6379)),
+        password=password or settings.get("password") or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        # Our callers poll or decide themselves; redis-py's default retries would
+        # stretch every timeout (and retry refused passwords) by seconds.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def error_text(exc):
+    """A one-line description of a redis-py error, safe to return (no password in it)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def connection_refused(exc):
+    """Nothing listens where we connected: the OS refused the connection."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "Connection refused" in str(exc)
+
+
+def is_auth_failure(exc):
+    """The server answers but refuses the deployment's password (or has none set)."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
+
+
+def failure(exc):
+    """What kind of trouble a redis-py error tells of, for callers that must decide whether a
+    restart may help: ``refused`` (nothing listens), ``auth`` (the password is refused),
+    ``loading``, ``busy`` (a script or module command holds the server), ``maxclients``,
+    ``timeout`` (no answer in time: stopped, swapping, or blocked) or ``error``."""
+    text = str(exc)
+    if is_auth_failure(exc):
+        return "auth"
+    if isinstance(exc, redis.BusyLoadingError):
+        return "loading"
+    if isinstance(exc, redis.TimeoutError):
+        return "timeout"
+    if "max number of clients reached" in text:
+        return "maxclients"
+    if isinstance(exc, redis.ResponseError) and text.startswith("BUSY "):
+        return "busy"
+    if isinstance(exc, redis.ConnectionError) and connection_refused(exc):
+        return "refused"
+    return "error"
+
+
+def wait(condition, timeout, interval=0.2):
+    """Poll ``condition()`` until it returns something true or ``timeout`` seconds pass;
+    return its last value."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
