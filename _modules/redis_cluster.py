@@ -12,6 +12,7 @@ servers are asked one name at a time).
 
 import logging
 import os
+import subprocess
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -488,12 +489,11 @@ def form_cluster(timeout=120):
     if not _wait(all_met, max(1.0, deadline - time.monotonic())):
         return {"formed": False, "actions": actions, "comment": f"the nodes did not all meet within {timeout}s"}
     fresh = not any(view["slots_assigned"] for view in views.values())
-    owners = _slot_owners(_view(me, peer_count=len(clients)))
+    current = _view(me, peer_count=len(clients))
     for host, ranges in plan["slots"].items():
-        unowned = [[first, last] for first, last in ranges if owners.get(first) is None]
+        # Planned slots nobody serves: a new cluster's, or a dead master's forgotten ones.
+        unowned = [[first, last] for first, last in ranges if _slot_owner(current, first) is None]
         if not unowned or _view(clients[host], peer_count=len(clients))["role"] != "master":
-            continue
-        if owners and any(owners.get(first) == ids[host] for first, _ in ranges):
             continue
         for first, last in unowned:
             _assign_slots(clients[host], first, last)
@@ -501,31 +501,137 @@ def form_cluster(timeout=120):
         if not fresh:
             warnings.append(f"slots {', '.join(f'{a}-{b}' for a, b in unowned)} on {host} are EMPTY: their keys "
                             "died with the node; restore them from a backup set")
-    owners = _slot_owners(_view(me, peer_count=len(clients)))
-    for host, client in clients.items():
-        view = _view(client, peer_count=len(clients))
-        if view["role"] != "master" or view["slots"] or view["master"]:
-            continue
-        # A slotless master: a planned replica, or a node rebuilt after its slots moved to
-        # its replica. It replicates whoever serves its planned (or its master's) slots now.
-        planned = plan["slots"].get(plan["replicas"].get(host, host)) or []
-        owner = owners.get(planned[0][0]) if planned else None
-        if owner and owner != ids[host]:
-            _cluster_command(client, "REPLICATE", owner)
-            actions.append(f"{host} replicates {next((h for h, i in ids.items() if i == owner), owner)}")
+    if fresh:
+        _replicate_as_planned(plan, clients, ids, actions)
+        added, rebalanced = [], {}
+    else:
+        added, newcomers = _place_newcomers(plan, clients, ids, actions)
+        rebalanced = _rebalance_onto(newcomers, plan, actions, max(1.0, deadline - time.monotonic()))
 
     def healthy():
         return all(isinstance(v, dict) and v["healthy"] for v in _views(clients).values())
 
-    result = {"actions": actions, "nodes": ids, "slots": plan["slots"], "warnings": warnings}
+    result = {"actions": actions, "nodes": ids, "slots": plan["slots"], "warnings": warnings,
+              "added": added, "rebalanced": rebalanced}
     if not _wait(healthy, max(1.0, deadline - time.monotonic())):
         return dict(result, formed=False, comment=f"not every node says cluster_state:ok within {timeout}s")
     return dict(result, formed=True, comment="cluster ok" + "".join(f"; WARNING: {w}" for w in warnings))
 
 
-def _slot_owners(view):
-    """{first slot of each owned range: owning master's id}, from one node's view."""
-    return {first: node["id"] for node in view["nodes"] for first, _ in node["slots"]}
+def _slot_owner(view, slot):
+    """The id of the master serving ``slot`` in one node's view, or None."""
+    for node in view["nodes"]:
+        if any(first <= slot <= last for first, last in node["slots"]):
+            return node["id"]
+    return None
+
+
+def _host_of(ids, node_id):
+    return next((host for host, known in ids.items() if known == node_id), node_id)
+
+
+def _replicate_as_planned(plan, clients, ids, actions):
+    """A new cluster: each planned replica replicates the master of its planned slots."""
+    current = _view(clients[plan["initial_master"]], peer_count=len(clients))
+    for host, master in plan["replicas"].items():
+        view = _view(clients[host], peer_count=len(clients))
+        planned = plan["slots"].get(master) or []
+        owner = _slot_owner(current, planned[0][0]) if planned else None
+        if view["role"] == "master" and not view["slots"] and owner and owner != ids[host]:
+            _cluster_command(clients[host], "REPLICATE", owner)
+            actions.append(f"{host} replicates {_host_of(ids, owner)}")
+
+
+def _place_newcomers(plan, clients, ids, actions):
+    """A formed cluster met slotless masters: new controllers, or hosts rebuilt bare. Each
+    replicates a master that has fewer replicas than ``replicas_per_master`` (its old shard
+    first), else stays a master for the rebalance. Live roles of the others are kept.
+    Returns ([{host, id, role, master}], [hosts to give slots])."""
+    wanted = int(_settings().get("replicas_per_master", 0) or 0)
+    current = _view(clients[plan["initial_master"]], peer_count=len(clients))
+    serving = [n for n in current["nodes"] if n["slots"] and "master" in n["flags"]]
+    replicas = {n["id"]: 0 for n in serving}
+    for node in current["nodes"]:
+        if node["master"] in replicas and not {"fail", "fail?", "noaddr"} & set(node["flags"]):
+            replicas[node["master"]] += 1
+    added, newcomers = [], []
+    for host, client in clients.items():
+        view = _view(client, peer_count=len(clients))
+        if view["role"] != "master" or view["slots"] or view["master"]:
+            continue
+        planned = plan["slots"].get(plan["replicas"].get(host, host)) or []
+        home = _slot_owner(current, planned[0][0]) if planned else None
+        short = [node_id for node_id, count in replicas.items() if count < wanted]
+        if short:
+            master = min(short, key=lambda node_id: (replicas[node_id], node_id != home, node_id))
+            _cluster_command(client, "REPLICATE", master)
+            replicas[master] += 1
+            actions.append(f"{host} replicates {_host_of(ids, master)}")
+            added.append({"host": host, "id": ids[host], "role": "replica", "master": _host_of(ids, master)})
+        else:
+            newcomers.append(host)
+            added.append({"host": host, "id": ids[host], "role": "master"})
+    return added, newcomers
+
+
+def _redis_cli_cluster(args, timeout):
+    """``redis-cli --cluster ARGS`` (the tool operators use to move slots), the password in
+    REDISCLI_AUTH, never in argv. Returns (exit code, output)."""
+    env = dict(os.environ, REDISCLI_AUTH=_settings().get("password") or "")
+    try:
+        done = subprocess.run(
+            ["redis-cli", "--cluster", *[str(a) for a in args]],
+            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return 124, f"redis-cli --cluster {args[0]} did not finish within {timeout:.0f}s: {exc.stdout or ''}"
+    except OSError as exc:
+        return 127, f"cannot run redis-cli: {exc}"
+    return done.returncode, (done.stdout or "") + (done.stderr or "")
+
+
+def _rebalance_onto(newcomers, plan, actions, timeout):
+    """Move slots (with their keys) onto new masters: ``redis-cli --cluster rebalance
+    --cluster-use-empty-masters``, which clients follow through MOVED/ASK. Returns
+    {hostname: slots it got} or raises CommandExecutionError with redis-cli's words."""
+    if not newcomers:
+        return {}
+    entry = plan["nodes"][plan["initial_master"]]
+    deadline = time.monotonic() + timeout
+    clients = _node_clients(plan["nodes"])
+
+    def everyone_ok():
+        # A node that just joined answers CLUSTERDOWN until it has learnt every slot's
+        # owner, and then refuses the keys MIGRATE brings it.
+        return all(isinstance(view, dict) and view["state"] == "ok" for view in _views(clients).values())
+
+    _wait(everyone_ok, timeout, interval=0.2)
+    while True:
+        code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-use-empty-masters"],
+                                          max(1.0, deadline - time.monotonic()))
+        # Right after a MEET the nodes may not agree on the configuration yet: redis-cli
+        # then refuses to move anything; it is safe to ask again.
+        if code == 0 or "don't agree" not in output or time.monotonic() >= deadline:
+            break
+        log.debug("redis-cli --cluster rebalance: the nodes do not agree yet; trying again")
+        time.sleep(1)
+    if code != 0:
+        log.error("redis-cli --cluster rebalance failed: %s", output)
+        raise CommandExecutionError(f"rebalancing onto {', '.join(newcomers)} failed (exit {code}): "
+                                    + " ".join(output.split())[-600:])
+    host, port = _split_address(entry)
+    current = _view(_client(port, host=host))
+    gained = {}
+    for host in newcomers:
+        node = next((n for n in current["nodes"] if n["address"] == plan["nodes"][host]), {"slots": []})
+        gained[host] = sum(last - first + 1 for first, last in node["slots"])
+    actions.append("rebalanced: " + ", ".join(f"{host} got {count} slots" for host, count in gained.items()))
+    return gained
+
+
+def _split_address(address):
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
 
 
 def _forget_dead_predecessors(plan, clients, views, ids, actions):
@@ -610,3 +716,102 @@ def server_shape(port=None):
         "role": info.get("role"),
         "connected_replicas": int(info.get("connected_slaves", 0)),
     }
+
+
+def remove_member(address, timeout=300):
+    """
+    Take the node at ``address`` (``ip:port``) out of this node's cluster without losing a
+    key: move its slots (and their keys) to the other masters (``redis-cli --cluster
+    rebalance`` with its weight at 0), then ``redis-cli --cluster del-node``, which makes
+    every node forget it, moves its replicas to other masters and resets it. A dead node
+    is only forgotten, and only when it serves no slot (else its keys would be lost).
+    Run it on a node that stays; ``salt-run redis_cluster.remove_node`` does.
+
+    Returns ``{"removed": bool, "actions": [...], "keys_before": n, "keys_after": n,
+    "comment": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_cluster.remove_member address=192.168.1.104:6379
+    """
+    deadline = time.monotonic() + float(timeout)
+    me = _client()
+    view = _view(me)
+    entry = f"{_settings().get('bind_ip', '127.0.0.1')}:{_port()}"
+    target = next((n for n in view["nodes"] if n["address"] == address), None)
+    if target is None:
+        return {"removed": False, "actions": [], "comment": f"{address} is not a member of this cluster: nothing to do"}
+    if "myself" in target["flags"]:
+        raise CommandExecutionError(f"{address} is this node: run the removal from a node that stays")
+    dead = bool({"fail", "fail?", "noaddr"} & set(target["flags"]))
+    if dead and target["slots"]:
+        ranges = ", ".join(f"{a}-{b}" for a, b in target["slots"])
+        raise CommandExecutionError(
+            f"{address} ({target['id'][:8]}) is down and still serves slots {ranges}: their keys exist nowhere "
+            "else. Start it again (then remove it), or wait for a replica to take over"
+        )
+    keys_before = _cluster_keys(view)
+    actions = []
+    if target["slots"]:
+        code, output = _redis_cli_cluster(
+            ["rebalance", entry, "--cluster-weight", f"{target['id']}=0"], max(1.0, deadline - time.monotonic())
+        )
+        left = next((n["slots"] for n in _view(me)["nodes"] if n["id"] == target["id"]), [])
+        if code != 0 or left:
+            log.error("redis-cli --cluster rebalance (draining %s) failed: %s", address, output)
+            raise CommandExecutionError(
+                f"moving the slots off {address} failed (exit {code}; still serving {len(left)} ranges): "
+                + " ".join(output.split())[-600:]
+            )
+        moved = sum(last - first + 1 for first, last in target["slots"])
+        actions.append(f"moved {moved} slots off {address}")
+    if dead:
+        for node in _view(me)["nodes"]:
+            if node["id"] != target["id"] and not {"fail", "fail?", "noaddr"} & set(node["flags"]):
+                host, port = _split_address(node["address"]) if node["address"] else (None, None)
+                client = me if "myself" in node["flags"] else _client(port, host=host)
+                try:
+                    _cluster_command(client, "FORGET", target["id"])
+                except redis.ResponseError:
+                    pass  # already forgotten
+        actions.append(f"every node forgot the dead node {address} ({target['id'][:8]})")
+    else:
+        code, output = _redis_cli_cluster(["del-node", entry, target["id"]], max(1.0, deadline - time.monotonic()))
+        if code != 0:
+            log.error("redis-cli --cluster del-node %s failed: %s", address, output)
+            raise CommandExecutionError(f"removing {address} failed (exit {code}): " + " ".join(output.split())[-600:])
+        actions.append(f"every node forgot {address} ({target['id'][:8]}), which was reset")
+
+    def settled():
+        current = _view(me, peer_count=0)
+        gone = all(n["id"] != target["id"] for n in current["nodes"])
+        return current if gone and current["state"] == "ok" and not current["open_slots"] else None
+
+    after = _wait(settled, max(1.0, deadline - time.monotonic()), interval=0.5)
+    if not after:
+        return {"removed": False, "actions": actions, "keys_before": keys_before,
+                "comment": "the cluster did not settle (state ok, node forgotten) in time"}
+    keys_after = _cluster_keys(after)
+    return {
+        "removed": True,
+        "actions": actions,
+        "keys_before": keys_before,
+        "keys_after": keys_after,
+        "comment": f"{address} left the cluster; keys before {keys_before}, after {keys_after}",
+    }
+
+
+def _cluster_keys(view):
+    """Keys on every reachable master of the cluster (a dead one's count as 0)."""
+    total = 0
+    for node in view["nodes"]:
+        if "master" not in node["flags"] or {"fail", "fail?", "noaddr"} & set(node["flags"]) or not node["address"]:
+            continue
+        host, port = _split_address(node["address"])
+        try:
+            total += _client(port, host=host).dbsize()
+        except redis.RedisError:
+            pass
+    return total

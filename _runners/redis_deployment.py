@@ -19,6 +19,7 @@ from pathlib import Path
 
 try:
     import salt.client
+    import salt.exceptions
 
     HAS_SALT_CLIENT = True
 except ImportError:  # pragma: no cover - a master always has it
@@ -175,6 +176,33 @@ def check(config=None, timeout=5):
         )
     result["ok"] = not result["problems"]
     return _finish(result)
+
+
+def shape(config=None):
+    """
+    What my_multihead_cluster.yaml means for Redis, as the ext_pillar computes it: mode,
+    controllers (hostname, minion id, address, Redis or not), roles, peers, the initial
+    master, the slot plan and the replicas' masters. Secrets are not expanded (``${VAR}``
+    references show as placeholders). Other runners use it to find the nodes to act on.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run redis_deployment.shape
+    """
+    path = config or _configured_yaml()
+    if not path:
+        raise salt.exceptions.SaltInvocationError(
+            "no YAML: give config=PATH, or configure the ext_pillar `redis_deployment: {config: PATH}`"
+        )
+    module = _deployment_module()
+    try:
+        deployment = module.load_deployment(path, environ=_Unexpanded())
+    except module.DeploymentError as exc:
+        raise salt.exceptions.SaltInvocationError(str(exc)) from None
+    deployment["settings"] = {k: v for k, v in deployment["settings"].items() if k != "password"}
+    return deployment
 
 
 def _finish(result):

@@ -568,6 +568,16 @@ def formed(name, timeout=120):
     except CommandExecutionError as exc:
         ret.update(result=False, comment=str(exc))
         return ret
+    departed = _departed(view, plan)
+    if departed:
+        ret.update(
+            result=False,
+            comment=f"the cluster still has {', '.join(departed)}, which the YAML no longer lists as a Redis "
+            "controller; a state run never tears a node out: move its slots to the others, make every node "
+            "forget it and stop its Redis with `salt-run redis_cluster.remove_node node="
+            f"{departed[0].split(' ')[0].rsplit(':', 1)[0]}`",
+        )
+        return ret
     if view["healthy"]:
         ret["comment"] = (
             f"cluster ok: {view['known_nodes']} nodes, all {TOTAL_SLOTS} slots assigned; this node is a "
@@ -581,6 +591,13 @@ def formed(name, timeout=120):
             replicas = "".join(f"; {host} replicates {master}" for host, master in plan["replicas"].items())
             ret["comment"] = f"{me} would form the cluster of {', '.join(plan['nodes'])}: slots {layout}{replicas}"
             ret["changes"] = {"would_form": plan}
+        elif me == initial and _newcomers(view, plan):
+            wanted = settings.get("replicas_per_master", 0)
+            ret["comment"] = (
+                f"{me} would add {', '.join(_newcomers(view, plan))} to the cluster: each replicates a master with "
+                f"fewer than {wanted} replicas, else becomes a master and the slots are rebalanced onto it"
+            )
+            ret["changes"] = {"would_add": _newcomers(view, plan)}
         elif me == initial:
             ret["comment"] = f"the cluster is not ok yet ({view['state']}): {me} would wait for it or repair nothing"
         else:
@@ -597,10 +614,9 @@ def formed(name, timeout=120):
             ret["result"] = False
             return ret
         if outcome["actions"]:
-            __salt__["event.send"](
-                "redis/cluster/formed", {"nodes": outcome["nodes"], "slots": outcome["slots"]}
-            )
-            ret["comment"] = f"formed the cluster of {', '.join(plan['nodes'])}: " + "; ".join(outcome["actions"])
+            _announce(outcome, was_member)
+            what = "grew the cluster" if outcome.get("added") and was_member else "formed the cluster"
+            ret["comment"] = f"{what} of {', '.join(plan['nodes'])}: " + "; ".join(outcome["actions"])
             ret["comment"] += "".join(f"; WARNING: {warning}" for warning in outcome.get("warnings", []))
         return ret
     joined = __salt__["redis_cluster.wait_cluster_healthy"](timeout=timeout)
@@ -615,6 +631,31 @@ def formed(name, timeout=120):
     if not was_member:
         ret["changes"] = {"joined": initial}
     return ret
+
+
+def _departed(view, plan):
+    """Live members of this node's cluster that the deployment no longer lists ("ip:port
+    (id)"): a controller switched to services.redis false, or removed from the YAML."""
+    ours = set(plan["nodes"].values())
+    return [f"{node['address']} ({node['id'][:8]})" for node in view["nodes"]
+            if node["address"] and node["address"] not in ours and "noaddr" not in node["flags"]
+            and "myself" not in node["flags"]]
+
+
+def _newcomers(view, plan):
+    """Hosts of the deployment this node's cluster does not know yet."""
+    known = {node["address"] for node in view["nodes"]}
+    return [host for host, address in plan["nodes"].items() if address not in known]
+
+
+def _announce(outcome, was_member):
+    """Events for the bus: a new cluster, or the nodes a formed one took in and the slots it moved."""
+    if not was_member or not outcome.get("added"):
+        __salt__["event.send"]("redis/cluster/formed", {"nodes": outcome["nodes"], "slots": outcome["slots"]})
+    for node in outcome.get("added") or []:
+        __salt__["event.send"]("redis/cluster/node-added", node)
+    if outcome.get("rebalanced"):
+        __salt__["event.send"]("redis/cluster/rebalanced", {"slots_moved_to": outcome["rebalanced"]})
 
 
 def _deployed_port(settings_file):

@@ -11,9 +11,11 @@ never through a command line.
 The product modules are loaded by file path and get Salt's dunders as plain attributes.
 """
 
+import contextlib
 import importlib.util
 import os
 import pathlib
+import random
 import socket
 import subprocess
 import time
@@ -192,6 +194,39 @@ class RedisServer:
             if path.exists():
                 texts.append(f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-20:]))
         return "\n".join(texts)
+
+
+def cluster_port():
+    """A free port whose cluster bus port (+10000) is free too and below the ephemeral range."""
+    while True:
+        port = random.randrange(11000, 22000)
+        try:
+            with socket.socket() as client_port, socket.socket() as bus_port:
+                client_port.bind(("127.0.0.1", port))
+                bus_port.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
+@contextlib.contextmanager
+def cluster_nodes(tmp_path_factory, build, count):
+    """``count`` running cluster-enabled servers of ``build``, each unconnected; all stopped
+    afterwards, also when a later one fails to start."""
+    servers = []
+    try:
+        for number in range(count):
+            server = RedisServer(tmp_path_factory.mktemp(f"node{number}"), build)
+            server.port = server.settings["port"] = cluster_port()
+            server.settings.update({"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
+                                    "cluster-node-timeout": 2000, "appendonly": "no"})
+            server.write_salt_conf()
+            servers.append(server)
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def _running_server(directory, build):

@@ -1,48 +1,21 @@
 """Forming a Redis Cluster with the redis_cluster module and state, against three real
 cluster-enabled servers on 127.0.0.1 (each supported server build in turn)."""
 
-import random
-import socket
 import time
 
 import pytest
-from conftest import RedisServer, load_module
+from conftest import cluster_nodes, load_module
 
 pytestmark = pytest.mark.usefixtures("server_build")
 
 
-def cluster_port():
-    """A free port whose cluster bus port (+10000) is free too and below the ephemeral range."""
-    while True:
-        port = random.randrange(11000, 22000)
-        try:
-            with socket.socket() as client_port, socket.socket() as bus_port:
-                client_port.bind(("127.0.0.1", port))
-                bus_port.bind(("127.0.0.1", port + 10000))
-            return port
-        except OSError:
-            continue
-
-
 @pytest.fixture
 def three_nodes(tmp_path_factory, server_build):
-    servers = []
-    try:
-        for number in range(3):
-            server = RedisServer(tmp_path_factory.mktemp(f"node{number}"), server_build)
-            server.port = server.settings["port"] = cluster_port()
-            server.settings.update({"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
-                                    "cluster-node-timeout": 2000, "appendonly": "no"})
-            server.write_salt_conf()
-            servers.append(server)
-            server.start()
+    with cluster_nodes(tmp_path_factory, server_build, 3) as servers:
         yield servers
-    finally:  # also when a later server fails to start: none is left running
-        for server in servers:
-            server.stop()
 
 
-def node_modules(servers, slots=None):
+def node_modules(servers, slots=None, replicas_per_master=0):
     """The execution and state module as each node's minion loads them, with its pillar."""
     peers = [{"hostname": f"n{i}", "ip": "127.0.0.1", "port": s.port} for i, s in enumerate(servers)]
     slot_plan = slots or {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
@@ -51,7 +24,8 @@ def node_modules(servers, slots=None):
         mod = load_module(f"redis_cluster_mod{number}", "_modules/redis_cluster.py")
         mod.__pillar__ = {"redis": {"role": "cluster-node", "mode": "cluster", "hostname": f"n{number}",
                                     "port": server.port, "password": server.password, "peers": peers,
-                                    "initial_master": peers[0], "slot_plan": slot_plan, "replica_plan": {}}}
+                                    "initial_master": peers[0], "slot_plan": slot_plan, "replica_plan": {},
+                                    "replicas_per_master": replicas_per_master}}
         state = load_module(f"redis_cluster_state{number}", "_states/redis_cluster.py")
         events = []
         state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name) for name in

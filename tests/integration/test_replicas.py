@@ -1,17 +1,31 @@
 """
-Cluster mode with replicas (`replicas_per_master: 1`): three more bare hosts join the
+Growing and shrinking the running cluster: a fourth host joins and gets slots while a
+client writes, then `salt-run redis_cluster.remove_node` takes it out again, no key lost.
+Then cluster mode with replicas (`replicas_per_master: 1`): three more bare hosts join the
 running cluster as the plan's replicas; a master's host loses power, its replica takes
 over with no acknowledged write lost; the old master comes back as a replica, and the
 next apply changes nothing (Salt never moves roles back to the plan). Runs last: it
 grows the session's lab to 7 hosts.
 """
 
+import json
+import subprocess
+import threading
 import time
 
 import pytest
 import redis
 import yaml
-from conftest import PASSWORD, PLAIN_HOST, REDIS_HOSTS, SUBNET, minion_settings, read_hosts, wait_for_minions
+from conftest import (
+    PASSWORD,
+    PLAIN_HOST,
+    REDIS_HOSTS,
+    SUBNET,
+    assert_no_password,
+    minion_settings,
+    read_hosts,
+    wait_for_minions,
+)
 from redis.cluster import ClusterNode, RedisCluster
 
 pytestmark = pytest.mark.integration
@@ -42,6 +56,140 @@ def wait_until(condition, timeout, what):
 
 def cluster_ok(hosts):
     return all("cluster_state:ok" in client(h).execute_command("CLUSTER", "INFO") for h in hosts)
+
+
+def write_deployment(deployment_file, extra, **redis_settings):
+    """The session's controllers plus ``extra`` ({host: services.redis}) from REPLICAS."""
+    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in REDIS_HOSTS.items()]
+    controllers.append({"hostname": PLAIN_HOST[0], "ip_address": PLAIN_HOST[1], "services": {"redis": False}})
+    controllers += [{"hostname": h, "ip_address": REPLICAS[h], "services": {"redis": on}} for h, on in extra.items()]
+    deployment_file.write_text(yaml.safe_dump({
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", **redis_settings}},
+        "nodes": {"controllers": controllers},
+    }))
+
+
+class Writer(threading.Thread):
+    """A cluster client writing keys one by one (it follows MOVED/ASK); any error it cannot retry is kept."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.cluster = RedisCluster(startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()],
+                                    password=PASSWORD, socket_timeout=5, decode_responses=True)
+        self.written, self.errors, self.stop = 0, [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.cluster.set(f"grow:{self.written}", self.written)
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
+                self.errors.append(repr(exc))
+                return
+
+
+def bus_events(salt_run_cli, pattern, count):
+    """Start `salt-run state.event` (the master's bus as an operator sees it); read it with read_events."""
+    listener = subprocess.Popen(
+        salt_run_cli.cmdline("state.event", pattern, f"count={count}", "pretty=False"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=salt_run_cli.environ,
+    )
+    time.sleep(2)  # subscribed before anything fires
+    return listener
+
+
+def read_events(listener, timeout=60):
+    try:
+        output = listener.communicate(timeout=timeout)[0]
+    finally:
+        listener.kill()
+    return [(tag, json.loads(payload)["data"]) for tag, payload in
+            (line.split("\t", 1) for line in output.splitlines() if "\t" in line)]
+
+
+def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out(
+    first_apply, salt_master, salt_cli, salt_run_cli, lab_hosts, deployment_file
+):
+    lab = lab_hosts[0]
+    assert first_apply.returncode == 0
+    write_deployment(deployment_file, {"it5": True})
+    ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
+    lab.ensure_hosts(read_hosts(deployment_file), lambda name, bridge: minion_settings(name, bridge, **ports))
+    wait_for_minions(salt_cli, ["it5"])
+    listener = bus_events(salt_run_cli, "redis/cluster/*", 2)
+    writer = Writer()
+    writer.start()
+
+    grown = salt_cli.run("state.apply", "redis", minion_tgt="*")
+    writer.stop.set()
+    writer.join(10)
+
+    assert grown.returncode == 0, grown.stdout
+    formed = {host: [v for v in grown.data[host].values() if v["__id__"] == "redis-cluster-formed"][0]
+              for host in ("it1", "it5")}
+    assert formed["it1"]["comment"].startswith("grew the cluster of it1, it2, it3, it5"), formed["it1"]["comment"]
+    # it1 reports the change; it5 may find itself met already when its own state runs.
+    assert formed["it5"]["result"] is True and "cluster formed by it1" in formed["it5"]["comment"]
+    assert writer.errors == [] and writer.written > 50
+    assert role("it5") == "master"
+    owned = sum(last - first + 1 for first, last in redis_view_slots("it5"))
+    assert 4096 - 200 <= owned <= 4096 + 200
+    events = read_events(listener)
+    assert [tag for tag, _ in events] == ["redis/cluster/node-added", "redis/cluster/rebalanced"]
+    assert events[0][1]["host"] == "it5" and events[1][1]["slots_moved_to"] == {"it5": owned}
+    reader = RedisCluster(startup_nodes=[ClusterNode(REDIS_HOSTS["it2"], 6379)], password=PASSWORD,
+                          decode_responses=True)
+    assert reader.mget_nonatomic([f"grow:{n}" for n in range(writer.written)]) == [
+        str(n) for n in range(writer.written)]
+    reader.close()
+
+    # The YAML drops it5: a state run refuses on every staying node and names the runner.
+    write_deployment(deployment_file, {"it5": False})
+    refused = salt_cli.run("state.apply", "redis", minion_tgt="it[1-3]")
+    assert refused.returncode != 0
+    for host in REDIS_HOSTS:
+        state = [v for v in refused.data[host].values() if v["__id__"] == "redis-cluster-formed"][0]
+        assert state["result"] is False
+        assert f"salt-run redis_cluster.remove_node node={REPLICAS['it5']}" in state["comment"]
+    assert "cluster_known_nodes:4" in client("it1").execute_command("CLUSTER", "INFO")
+
+    removed = salt_run_cli.run("redis_cluster.remove_node", "node=it5")
+
+    assert removed.returncode == 0, removed.stdout
+    assert_no_password(removed.stdout, "the runner's output")
+    assert removed.data, removed.stdout
+    assert removed.data["keys_before"] == removed.data["keys_after"] == writer.written
+    assert "it5: redis-server stopped and disabled" in removed.data["actions"]
+    wait_until(lambda: cluster_ok(REDIS_HOSTS), 30, "cluster ok on 3 nodes")
+    assert "cluster_known_nodes:3" in client("it1").execute_command("CLUSTER", "INFO")
+    state = subprocess.run(lab.enter("it5", ["systemctl", "is-active", "redis-server"]),
+                           capture_output=True, text=True, check=False)
+    assert state.stdout.strip() == "inactive"
+    reader = RedisCluster(startup_nodes=[ClusterNode(REDIS_HOSTS["it2"], 6379)], password=PASSWORD,
+                          decode_responses=True)
+    assert reader.mget_nonatomic([f"grow:{n}" for n in range(writer.written)]) == [
+        str(n) for n in range(writer.written)]
+    reader.close()
+    again = salt_cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    twice = salt_run_cli.run("redis_cluster.remove_node", "node=it5")
+    assert twice.returncode == 0 and "nothing to do" in twice.data["comment"]
+
+    # The replicas stage below starts from bare hosts again.
+    salt_master.salt_key_cli().run("-d", "it5", "-y")
+    lab.rebuild("it5", lambda name, bridge: minion_settings(name, bridge, **ports))
+
+
+def redis_view_slots(host):
+    """The slot ranges ``host`` serves, from its own CLUSTER NODES line."""
+    line = next(line for line in client(host).execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
+    ranges = []
+    for item in line.split()[8:]:
+        if not item.startswith("["):
+            first, _, last = item.partition("-")
+            ranges.append((int(first), int(last or first)))
+    return ranges
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,108 @@
+"""Growing a formed Redis Cluster by one node while a client writes, and refusing to tear a
+node out by a state run, against four real cluster-enabled servers on 127.0.0.1 (Debian's
+Redis 7.0, whose redis-cli moves the slots)."""
+
+import threading
+
+import pytest
+import redis
+from conftest import SERVERS, cluster_nodes
+from test_cluster_formation import cluster_info, node_modules
+
+SLOTS_FOR_4 = {"n0": [[0, 4095]], "n1": [[4096, 8191]], "n2": [[8192, 12287]], "n3": [[12288, 16383]]}
+SLOTS_FOR_3 = {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
+
+
+@pytest.fixture
+def four_nodes(tmp_path_factory):
+    build = SERVERS["redis-7.0"]
+    build.require()
+    with cluster_nodes(tmp_path_factory, build, 4) as servers:
+        yield servers
+
+
+class Writer(threading.Thread):
+    """A cluster client writing keys one by one, following MOVED/ASK; any other error is kept."""
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.client = redis.RedisCluster(host="127.0.0.1", port=server.port, password=server.password,
+                                         decode_responses=True)
+        self.written, self.errors, self.stop = 0, [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.client.set(f"grow:{self.written}", self.written)
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 - any error the client could not retry is a finding
+                self.errors.append(repr(exc))
+                return
+
+
+def test_a_new_node_joins_and_gets_slots_while_a_client_writes(four_nodes):
+    first_three = four_nodes[:3]
+    (_, former, _), *_ = node_modules(first_three, SLOTS_FOR_3)
+    assert former.formed("cluster", timeout=30)["result"] is True
+    writer = Writer(four_nodes[0])
+    writer.start()
+
+    nodes = node_modules(four_nodes, SLOTS_FOR_4)
+    (_, first_state, events), _, _, (newcomer, newcomer_state, _) = nodes
+    first_state.__opts__["test"] = True
+    planned = first_state.formed("cluster")
+    assert planned["result"] is None and planned["changes"] == {"would_add": ["n3"]}, planned
+    assert "cluster_known_nodes:3" in cluster_info(four_nodes[0])
+
+    first_state.__opts__["test"] = False
+    grown = first_state.formed("cluster", timeout=60)
+    joined = newcomer_state.formed("cluster", timeout=30)
+    writer.stop.set()
+    writer.join(10)
+
+    assert grown["result"] is True, grown["comment"]
+    assert grown["comment"].startswith("grew the cluster of n0, n1, n2, n3"), grown["comment"]
+    # (Run after n0 finished, the newcomer finds itself in the healthy cluster already.)
+    assert joined["result"] is True and joined["comment"].startswith("cluster ok: 4 nodes"), joined
+    assert writer.errors == [] and writer.written > 100
+    view = newcomer.cluster_view()
+    assert view["healthy"] and view["role"] == "master"
+    owned = sum(last - first + 1 for first, last in view["slots"])
+    assert 4096 - 200 <= owned <= 4096 + 200, view["slots"]
+    assert [tag for tag, _ in events] == ["redis/cluster/node-added", "redis/cluster/rebalanced"]
+    assert events[0][1]["host"] == "n3" and events[0][1]["role"] == "master"
+    assert events[1][1] == {"slots_moved_to": {"n3": owned}}
+    everyone = redis.RedisCluster(host="127.0.0.1", port=four_nodes[1].port, password=four_nodes[1].password,
+                                  decode_responses=True)
+    values = everyone.mget_nonatomic([f"grow:{n}" for n in range(writer.written)])
+    assert values == [str(n) for n in range(writer.written)]
+    for server in four_nodes:
+        assert "cluster_state:ok" in cluster_info(server)
+
+    again = first_state.formed("cluster", timeout=30)
+    assert again["result"] is True and again["changes"] == {}, again
+
+    # The YAML drops n3 again: no state run tears it out, each names the runner that does.
+    for _, state, _ in node_modules(first_three, SLOTS_FOR_3):
+        refused = state.formed("cluster", timeout=10)
+        assert refused["result"] is False and refused["changes"] == {}
+        assert f"127.0.0.1:{four_nodes[3].port}" in refused["comment"]
+        assert "salt-run redis_cluster.remove_node node=127.0.0.1" in refused["comment"]
+    assert "cluster_known_nodes:4" in cluster_info(four_nodes[0])
+
+    # What `salt-run redis_cluster.remove_node` has a staying node do: every key stays.
+    first_mod = node_modules(first_three, SLOTS_FOR_3)[0][0]
+    removed = first_mod.remove_member(f"127.0.0.1:{four_nodes[3].port}", timeout=60)
+    assert removed["removed"] is True, removed
+    assert removed["keys_before"] == removed["keys_after"] == writer.written
+    assert removed["actions"][0].startswith(f"moved {owned} slots off 127.0.0.1:{four_nodes[3].port}")
+    for server in first_three:
+        assert "cluster_known_nodes:3" in cluster_info(server) and "cluster_state:ok" in cluster_info(server)
+    assert four_nodes[3].client().dbsize() == 0
+    staying = redis.RedisCluster(host="127.0.0.1", port=four_nodes[1].port, password=four_nodes[1].password,
+                                 decode_responses=True)
+    assert staying.mget_nonatomic([f"grow:{n}" for n in range(writer.written)]) == values
+    for _, state, _ in node_modules(first_three, SLOTS_FOR_3):
+        assert state.formed("cluster", timeout=10)["result"] is True
+    again = first_mod.remove_member(f"127.0.0.1:{four_nodes[3].port}")
+    assert again["removed"] is False and "nothing to do" in again["comment"]
