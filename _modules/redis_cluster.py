@@ -677,6 +677,7 @@ def wait_cluster_healthy(timeout=120):
 
     if _wait(check, timeout, interval=0.5):
         return {"healthy": True, "comment": "cluster ok"}
+    __context__["retcode"] = 1  # `salt` and orchestration see the failure (a state run resets it)
     view = last["view"]
     if "error" in view:
         return {"healthy": False, "comment": view["error"]}

@@ -69,13 +69,18 @@ DEFAULTS = {
     "master_name": "mymaster",
     "cluster_node_timeout_ms": 5000,
     "cluster_require_full_coverage": True,
+    # Sentinel mode: 0 = off. With one replica, 1 stops every write while the replica is down.
+    "min_replicas_to_write": 0,
+    "min_replicas_max_lag": 10,
 }
 SENTINEL_DEFAULTS = {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []}
 BACKUP_DEFAULTS = {
     "dir": "/var/backups/redis",
     "retention_days": 7,
     "compress": "gzip",
-    "schedule": [],
+    # None (key absent): the original document's cron plan; []: no scheduled backups.
+    "schedule": None,
+    "copy_to": None,
 }
 PASSWORD_HIDDEN = "(hidden: only minions receive the password)"
 # What an error message shows where the password would have been.
@@ -261,6 +266,8 @@ def _redis_settings(document, path, environ):
             "cache.redis.cluster_require_full_coverage",
             f"expected true or false, got {settings['cluster_require_full_coverage']!r}",
         )
+    _integer(settings, "min_replicas_to_write", "cache.redis.min_replicas_to_write", path, 0, 100)
+    _integer(settings, "min_replicas_max_lag", "cache.redis.min_replicas_max_lag", path, 1, 3600)
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
@@ -288,8 +295,15 @@ def _redis_settings(document, path, environ):
         raise DeploymentError(path, "cache.redis.backup.dir", f"expected an absolute path, got {backup['dir']!r}")
     _integer(backup, "retention_days", "cache.redis.backup.retention_days", path, 0, 36500)
     _choice(backup, "compress", "cache.redis.backup.compress", path, COMPRESSIONS)
-    if not isinstance(backup["schedule"], list):
-        raise DeploymentError(path, "cache.redis.backup.schedule", "expected a list of schedule entries")
+    if backup["schedule"] is not None and not isinstance(backup["schedule"], list):
+        raise DeploymentError(
+            path,
+            "cache.redis.backup.schedule",
+            "expected a list of schedule entries ([] for none; absent: the default plan)",
+        )
+    copy_to = backup["copy_to"]
+    if copy_to is not None and (not isinstance(copy_to, str) or not os.path.isabs(copy_to)):
+        raise DeploymentError(path, "cache.redis.backup.copy_to", f"expected an absolute path, got {copy_to!r}")
     settings["backup"] = backup
     return settings
 
@@ -565,6 +579,8 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "replicas_per_master": settings["replicas_per_master"],
             "cluster_node_timeout_ms": settings["cluster_node_timeout_ms"],
             "cluster_require_full_coverage": settings["cluster_require_full_coverage"],
+            "min_replicas_to_write": settings["min_replicas_to_write"],
+            "min_replicas_max_lag": settings["min_replicas_max_lag"],
             "maxmemory_percent": settings["maxmemory_percent"],
             "maxmemory": maxmemory,
             "maxmemory_policy": settings["maxmemory_policy"],

@@ -284,9 +284,10 @@ def utils_dunder():
 
 
 def load_module(name, relative_path):
-    """A loader module by file path, with ``__utils__`` (Salt's other dunders are the caller's)."""
+    """A loader module by file path, with ``__utils__`` and ``__context__`` (Salt's other dunders are the caller's)."""
     module = _exec_file(name, ROOT / relative_path)
     module.__utils__ = utils_dunder()
+    module.__context__ = {}
     return module
 
 
