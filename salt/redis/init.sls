@@ -1,7 +1,8 @@
-{#- The whole job on one minion: install, configure and run its Redis server.
+{#- The whole job on one minion: install, configure and run its Redis server, form the
+    cluster or the Sentinel pair, schedule backups; a witness runs a Sentinel only.
     Minions without a Redis role in my_multihead_cluster.yaml are left untouched. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node with context %}
 include:
 {%- if redis_node %}
   - {{ tplroot }}.install
@@ -10,6 +11,7 @@ include:
 {%-   if redis.mode == "cluster" %}
   - {{ tplroot }}.cluster
 {%-   endif %}
+  - {{ tplroot }}.backup
 {%- else %}
   - {{ tplroot }}.inactive
 {%- endif %}

@@ -1,0 +1,1832 @@
+"""
+Back up, list, verify, prune and restore the local Redis node of the deployment described
+in pillar ``redis`` (backup settings under ``redis:backup``: ``dir``, ``retention_days``,
+``compress``, ``copy_to``; ``redis:service`` names the service restore stops and starts).
+
+Layout (the original ``redis_backup.sh``'s)::
+
+    BACKUP_DIR/rdb/rdb_backup_YYYYmmdd_HHMMSS/{backup_metadata.json, dump.rdb.gz}
+    BACKUP_DIR/aof/aof_backup_YYYYmmdd_HHMMSS/{backup_metadata.json, appendonly.aof.1.base.rdb.gz, ...}
+
+Names and timestamps are UTC; a second backup of the same type in the same second gets
+``_2``, ``_3``... A backup is written into ``.partial-*`` in the same parent, every file
+fsynced, checked (checksums re-read, ``redis-check-rdb``/``redis-check-aof`` on the
+decompressed data, then loaded into a throwaway redis-server that counts the keys per
+type), the metadata written last, and only then renamed to its final name: a backup cut
+off half-way is never listed. Files are streamed in 1 MiB chunks through the ``gzip`` /
+``zstd`` CLIs: memory does not grow with the dataset.
+
+The password comes from pillar and reaches Redis through redis-py only: never a command
+line, a return value, an event or a log line. Backups hold no password and the metadata
+no key names.
+
+:depends: redis (redis-py); the ``gzip`` and ``zstd`` commands for compressed backups
+"""
+
+import datetime
+import errno
+import glob
+import grp
+import io
+import hashlib
+import json
+import logging
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from salt.exceptions import CommandExecutionError
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    HAS_REDIS = True
+except ImportError:
+    HAS_REDIS = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "redis_backup"
+__func_alias__ = {"list_": "list"}
+
+TYPES = ("rdb", "aof")
+EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+COMPRESS_COMMANDS = {"gzip": ["gzip", "-6", "-c", "-n"], "zstd": ["zstd", "-3", "-T0", "-q", "-c"]}
+DECOMPRESS_COMMANDS = {"gzip": ["gzip", "-d", "-c"], "zstd": ["zstd", "-d", "-q", "-c"]}
+DEFAULTS = {"dir": "/var/backups/redis", "retention_days": 7, "compress": "gzip"}
+METADATA = "backup_metadata.json"
+METADATA_FORMAT = 1
+PARTIAL = ".partial-"
+NAME_RE = re.compile(r"^(rdb|aof)_backup_(\d{8}_\d{6})(?:_(\d+))?$")
+DEFAULT_SERVER = "/usr/bin/redis-server"
+DEFAULT_CONFIG_FILE = "/etc/redis/redis.conf"
+CHUNK = 1 << 20
+STALE_PARTIAL_SECONDS = 86400
+CLUSTER_OK_WAIT = 15
+AOF_FLUSH_WAIT = 5
+SERVER_ROLES = ("cluster-node", "master", "replica")
+# Counts the keys of the selected database per type, inside the throwaway server (nobody
+# else talks to it, so one blocking script is the cheapest way).
+COUNT_SCRIPT = """
+local counts = {}
+local cursor = "0"
+repeat
+  local reply = redis.call("SCAN", cursor, "COUNT", 1000)
+  cursor = reply[1]
+  for _, key in ipairs(reply[2]) do
+    local kind = redis.call("TYPE", key)["ok"]
+    counts[kind] = (counts[kind] or 0) + 1
+  end
+until cursor == "0"
+local flat = {}
+for kind, n in pairs(counts) do
+  table.insert(flat, kind)
+  table.insert(flat, n)
+end
+return flat
+"""
+
+
+def __virtual__():
+    if not HAS_REDIS:
+        return (False, "redis_backup: the redis Python library (redis-py) is not installed")
+    return __virtualname__
+
+
+# ---------------------------------------------------------------- settings and helpers
+
+
+def _settings():
+    return __pillar__.get("redis", {}) or {}
+
+
+def _backup_settings():
+    return _settings().get("backup") or {}
+
+
+def _backup_root(backup_dir=None):
+    return os.path.abspath(backup_dir or _backup_settings().get("dir") or DEFAULTS["dir"])
+
+
+def _minion():
+    for source in ("__grains__", "__opts__"):
+        value = (globals().get(source) or {}).get("id")
+        if value:
+            return str(value)
+    return socket.getfqdn()
+
+
+def _service():
+    return _settings().get("service") or "redis-server"
+
+
+def _wait(condition, timeout, interval=0.2):
+    """``redis_common.wait``, run in this module's loader context (see redis_cluster._wait)."""
+    wait = __utils__["redis_common.wait"]
+    return getattr(wait, "func", wait)(condition, timeout, interval)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _iso(moment):
+    return moment.isoformat(timespec="seconds")
+
+
+def _parse_time(text):
+    try:
+        moment = datetime.datetime.fromisoformat(str(text))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
+def _human(size):
+    size = float(size or 0)
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 1024 or unit == "T":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}T"
+
+
+def _fire(tag_end, data, kind="backup"):
+    """Fire ``redis/<kind>/<minion>/<tag_end>``; a missing event bus never fails the job."""
+    tag = f"redis/{kind}/{_minion()}/{tag_end}"
+    try:
+        __salt__["event.send"](tag, data)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("redis_backup: could not fire event %s: %s", tag, exc)
+    return tag
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path, data):
+    """Write ``data`` to ``path`` atomically: a temporary file, fsynced, renamed, parent fsynced."""
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def _read_metadata(path):
+    try:
+        with open(os.path.join(path, METADATA), encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _makedirs(path):
+    os.makedirs(path, mode=0o750, exist_ok=True)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _require_space(path, need, what):
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise CommandExecutionError(
+            f"not enough free space in {path} for {what}: {_human(free)} free ({free} bytes), "
+            f"about {_human(need)} ({need} bytes) needed"
+        )
+    return free
+
+
+def _same_filesystem(first, second):
+    return os.stat(first).st_dev == os.stat(second).st_dev
+
+
+def _quote(value):
+    """``value`` as a double-quoted argument of a Redis configuration file."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_PRCTL = []
+
+
+def _die_with_parent_setup():
+    """Load prctl before forking (no imports or dlopen in the child between fork and exec)."""
+    if not _PRCTL:
+        try:
+            import ctypes  # pylint: disable=import-outside-toplevel
+
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (OSError, AttributeError):
+            _PRCTL.append(None)
+    return _die_with_parent
+
+
+def _die_with_parent():
+    """In the child: SIGTERM when the process that started it dies (PR_SET_PDEATHSIG)."""
+    if _PRCTL and _PRCTL[0] is not None:
+        _PRCTL[0](1, signal.SIGTERM)
+
+
+def _sanitized(text, limit=5):
+    """The problem lines of a Redis tool's output, with quoted strings (key names) hidden."""
+    lines = [
+        re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", line.strip())
+        for line in str(text).splitlines()
+        if re.search(r"error|invalid|not valid|mismatch|unexpected|can't|cannot|wrong|bad|fail|expected",
+                     line, re.IGNORECASE)
+    ]
+    return "; ".join(lines[-limit:]) or "no detail"
+
+
+def _tool(command):
+    path = shutil.which(command[0])
+    if not path:
+        raise CommandExecutionError(f"{command[0]} is not installed: it is needed for this compression")
+    return [path] + command[1:]
+
+
+def _check_choice(value, choices, what):
+    if value not in choices:
+        raise CommandExecutionError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _days(value, what="retention_days"):
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        days = -1
+    if days < 0:
+        raise CommandExecutionError(f"{what} must be a number of days (0 or more), not {value!r}")
+    return int(days) if days == int(days) else days
+
+
+# ---------------------------------------------------------------- Redis access
+
+
+def _problem(exc, doing):
+    kind = __utils__["redis_common.failure"](exc)
+    port = _settings().get("port", 6379)
+    text = {
+        "refused": f"Redis does not run on 127.0.0.1:{port} (connection refused)",
+        "auth": f"Redis on port {port} refuses the deployment's password (pillar redis:password)",
+        "timeout": f"Redis on port {port} does not answer in time",
+        "loading": f"Redis on port {port} is still loading its data",
+    }.get(kind) or __utils__["redis_common.error_text"](exc)
+    return f"cannot {doing}: {text}"
+
+
+def _client(timeout=10):
+    return __utils__["redis_common.client"](_settings(), timeout=timeout)
+
+
+def _config(client, names):
+    """``{directive: value}`` for ``names`` (Redis 6.2 takes one name per CONFIG GET)."""
+    try:
+        return client.config_get(*names)
+    except redis.ResponseError as exc:
+        if len(names) == 1 or "wrong number of arguments" not in str(exc).lower():
+            raise
+    found = {}
+    for name in names:
+        found.update(client.config_get(name))
+    return found
+
+
+LIVE_DIRECTIVES = (
+    "dir", "dbfilename", "appendonly", "appenddirname", "appendfilename", "cluster-enabled",
+    "cluster-config-file", "databases", "logfile", "pidfile", "unixsocket",
+)
+
+
+def _live(client):
+    """What this module needs to know about the running server."""
+    info = client.info()
+    config = _config(client, list(LIVE_DIRECTIVES))
+    live = {
+        "running": True,
+        "version": info.get("redis_version"),
+        "executable": info.get("executable"),
+        "config_file": info.get("config_file") or None,
+        "replication_role": info.get("role"),
+        "connected_replicas": int(info.get("connected_slaves", 0) or 0),
+        "cluster_enabled": bool(int(info.get("cluster_enabled", 0) or 0)),
+        "used_memory": int(info.get("used_memory_dataset") or info.get("used_memory") or 0),
+        "dir": os.path.realpath(config.get("dir") or "."),
+        "dbfilename": config.get("dbfilename") or "dump.rdb",
+        "appendonly": config.get("appendonly") == "yes",
+        "appenddirname": config.get("appenddirname") or None,
+        "appendfilename": config.get("appendfilename") or "appendonly.aof",
+        "cluster_config_file": config.get("cluster-config-file") or "nodes.conf",
+        "databases": int(config.get("databases") or 16),
+        "logfile": config.get("logfile") or None,
+        "pidfile": config.get("pidfile") or None,
+        "unixsocket": config.get("unixsocket") or None,
+        "node_id": None,
+        "slots": None,
+        "cluster_replicas": 0,
+    }
+    if live["cluster_enabled"]:
+        live.update(_cluster_identity(client.execute_command("CLUSTER", "NODES")))
+    return live
+
+
+def _cluster_identity(nodes_text):
+    """This node's id, its slot ranges and how many replicas follow it, from CLUSTER NODES
+    (or nodes.conf: same line format)."""
+    myself, lines = None, []
+    for line in str(nodes_text).splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        lines.append(fields)
+        if "myself" in fields[2].split(","):
+            myself = fields
+    if myself is None:
+        return {"node_id": None, "slots": [], "cluster_replicas": 0}
+    slots = []
+    for item in myself[8:]:
+        if item.startswith("["):
+            continue
+        first, _, last = item.partition("-")
+        slots.append([int(first), int(last or first)])
+    replicas = sum(1 for fields in lines if fields[3] == myself[0] and "fail" not in fields[2].split(","))
+    return {"node_id": myself[0], "slots": sorted(slots), "cluster_replicas": replicas}
+
+
+def _persistence(client):
+    return client.info("persistence")
+
+
+def _require_redis_role():
+    settings = _settings()
+    if settings.get("error"):
+        raise CommandExecutionError(f"deployment pillar failed: {settings['error']}")
+    role = settings.get("role")
+    if role is not None and role not in SERVER_ROLES:
+        raise CommandExecutionError(f"this minion runs no Redis server of the deployment (pillar redis:role is {role})")
+
+
+def _executable(candidate):
+    """The redis-server binary whose tools read a backup: the server's own when usable."""
+    if candidate and os.path.isabs(candidate) and os.access(candidate, os.X_OK):
+        return candidate
+    return DEFAULT_SERVER
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def _idle(client, flags):
+    return not any(int(_persistence(client).get(flag, 0) or 0) for flag in flags)
+
+
+def _wait_idle(client, flags, timeout, what):
+    if not _wait(lambda: _idle(client, flags), timeout, 0.1):
+        raise CommandExecutionError(f"a {what} already running did not end within {timeout}s")
+
+
+def _bgsave(client, timeout):
+    """A fresh BGSAVE, waited for by INFO persistence (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    _wait_idle(client, ("rdb_bgsave_in_progress",), timeout, "BGSAVE")
+    before = _persistence(client)
+    saves_before = before.get("rdb_saves")  # Redis >= 7: counts every BGSAVE started
+    last_before = int(before.get("rdb_last_save_time", 0))
+    if saves_before is None:
+        # LASTSAVE counts in seconds: let the clock pass it so that our save moves it.
+        _wait(lambda: time.time() >= last_before + 1, 2, 0.05)
+    while True:
+        try:
+            client.execute_command("BGSAVE", "SCHEDULE")  # scheduled after an AOF rewrite
+            break
+        except redis.ResponseError as exc:
+            if "in progress" not in str(exc).lower() or time.monotonic() > deadline:
+                raise CommandExecutionError(f"BGSAVE refused: {exc}") from None
+            _wait_idle(client, ("rdb_bgsave_in_progress",), max(1, deadline - time.monotonic()), "BGSAVE")
+
+    def ended():
+        now = _persistence(client)
+        if int(now.get("rdb_bgsave_in_progress", 0)):
+            return None
+        if saves_before is not None:
+            advanced = int(now.get("rdb_saves", 0)) > int(saves_before)
+        else:
+            advanced = int(now.get("rdb_last_save_time", 0)) > last_before
+        return now.get("rdb_last_bgsave_status", "ok") if advanced else None
+
+    status = _wait(ended, max(1, deadline - time.monotonic()), 0.1)
+    if status is None:
+        raise CommandExecutionError(f"BGSAVE did not finish within {timeout}s")
+    if status != "ok":
+        raise CommandExecutionError(f"BGSAVE failed (rdb_last_bgsave_status:{status}); see the Redis log")
+    return int(_persistence(client).get("rdb_last_save_time", 0))
+
+
+def _bgrewriteaof(client, timeout):
+    """A fresh BGREWRITEAOF (scheduled behind a running BGSAVE if need be), waited for."""
+    deadline = time.monotonic() + timeout
+    flags = ("aof_rewrite_in_progress", "aof_rewrite_scheduled")
+    _wait_idle(client, flags, timeout, "AOF rewrite")
+    rewrites_before = _persistence(client).get("aof_rewrites")
+    seen = []
+    while True:
+        try:
+            client.execute_command("BGREWRITEAOF")
+            break
+        except redis.ResponseError as exc:
+            if "in progress" not in str(exc).lower() or time.monotonic() > deadline:
+                raise CommandExecutionError(f"BGREWRITEAOF refused: {exc}") from None
+            _wait_idle(client, flags, max(1, deadline - time.monotonic()), "AOF rewrite")
+
+    def ended():
+        now = _persistence(client)
+        if any(int(now.get(flag, 0) or 0) for flag in flags):
+            seen.append(True)
+            return None
+        if rewrites_before is not None:
+            advanced = int(now.get("aof_rewrites", 0)) > int(rewrites_before)
+        else:
+            advanced = bool(seen)
+        return now.get("aof_last_bgrewrite_status", "ok") if advanced else None
+
+    status = _wait(ended, max(1, deadline - time.monotonic()), 0.1)
+    if status is None:
+        raise CommandExecutionError(f"BGREWRITEAOF did not finish within {timeout}s")
+    if status != "ok":
+        raise CommandExecutionError(f"BGREWRITEAOF failed (aof_last_bgrewrite_status:{status}); see the Redis log")
+
+
+def _manifest_entries(text):
+    """The base and incr files a Redis 7 AOF manifest names, in order, with their lines."""
+    entries = []
+    for line in text.splitlines():
+        try:
+            fields = shlex.split(line)
+        except ValueError:
+            fields = line.split()
+        pairs = dict(zip(fields[0::2], fields[1::2]))
+        if "file" not in pairs or pairs.get("type") not in ("b", "i"):
+            continue  # history files (type h) are deleted by Redis: not part of the data
+        entries.append({"file": pairs["file"], "kind": "base" if pairs["type"] == "b" else "incr", "line": line})
+    return entries
+
+
+def _open_aof(directory, appendfilename, attempts=20):
+    """Open (so keep alive, like a hard link would, without leaving links behind if we die)
+    every file the manifest names. A rewrite that ends in between deletes old files: then
+    read the new manifest and try again."""
+    manifest_path = os.path.join(directory, f"{appendfilename}.manifest")
+    for _ in range(attempts):
+        with open(manifest_path, encoding="utf-8", errors="surrogateescape") as handle:
+            text = handle.read()
+        entries = _manifest_entries(text)
+        if not any(entry["kind"] == "base" for entry in entries):
+            raise CommandExecutionError(f"the AOF manifest {manifest_path} names no base file")
+        opened = []
+        try:
+            for entry in entries:
+                if os.path.basename(entry["file"]) != entry["file"]:
+                    raise CommandExecutionError(f"the AOF manifest {manifest_path} names a file outside its directory")
+                handle = open(os.path.join(directory, entry["file"]), "rb", buffering=0)  # noqa: SIM115
+                opened.append(dict(entry, handle=handle, size=os.fstat(handle.fileno()).st_size))
+        except FileNotFoundError:
+            for item in opened:
+                item["handle"].close()
+            continue
+        manifest = "".join(entry["line"] + "\n" for entry in entries)
+        return manifest, opened
+    raise CommandExecutionError(f"the AOF files in {directory} kept changing while being read")
+
+
+def _aof_complete_length(handle, size):
+    """How many leading bytes of an AOF (at most ``size``) hold whole commands: the file
+    Redis is appending to may end in the middle of one."""
+    handle.seek(0)
+    reader = open(handle.fileno(), "rb", closefd=False)  # buffered, for readline
+    good = 0
+    try:
+        while good < size:
+            line = reader.readline()
+            if not line.endswith(b"\n"):
+                break
+            if line.startswith(b"#"):  # annotations (aof-timestamp-enabled)
+                if reader.tell() > size:
+                    break
+                good = reader.tell()
+                continue
+            if not line.startswith(b"*"):
+                raise CommandExecutionError("an AOF incr file holds something that is not a command")
+            complete = True
+            for _ in range(int(line[1:].strip())):
+                header = reader.readline()
+                if not header.startswith(b"$") or not header.endswith(b"\n"):
+                    complete = False
+                    break
+                reader.seek(int(header[1:].strip()) + 2, os.SEEK_CUR)
+                if reader.tell() > size:
+                    complete = False
+                    break
+            if not complete or reader.tell() > size:
+                break
+            good = reader.tell()
+    finally:
+        reader.close()
+        handle.seek(0)
+    return good
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def _chunks(handle, length):
+    remaining = length
+    while remaining > 0:
+        chunk = handle.read(min(CHUNK, remaining))
+        if not chunk:
+            raise CommandExecutionError("a file shrank while it was being copied")
+        remaining -= len(chunk)
+        yield chunk
+
+
+def _pipe(source, length, destination, command=None):
+    """Stream ``length`` bytes of the open file ``source`` through ``command`` (none: a
+    plain copy) into a new file ``destination``, fsynced. Returns the size and sha256 of
+    what went in and of what came out. Memory: a few chunks, whatever the size."""
+    in_hash, out_hash = hashlib.sha256(), hashlib.sha256()
+    sizes = {"in": 0, "out": 0}
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "wb") as out:
+        if command is None:
+            for chunk in _chunks(source, length):
+                in_hash.update(chunk)
+                out.write(chunk)
+                sizes["in"] += len(chunk)
+            out_hash, sizes["out"] = in_hash, sizes["in"]
+        else:
+            _pipe_through(source, length, out, command, in_hash, out_hash, sizes)
+        out.flush()
+        os.fsync(out.fileno())
+    return {"in_size": sizes["in"], "in_sha256": in_hash.hexdigest(),
+            "out_size": sizes["out"], "out_sha256": out_hash.hexdigest()}
+
+
+def _pipe_through(source, length, out, command, in_hash, out_hash, sizes):
+    errors = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+    failed = []
+
+    def feed():
+        try:
+            for chunk in _chunks(source, length):
+                in_hash.update(chunk)
+                proc.stdin.write(chunk)
+                sizes["in"] += len(chunk)
+        except BaseException as exc:  # pylint: disable=broad-except
+            failed.append(exc)
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    feeder = threading.Thread(target=feed, name="redis_backup-feed", daemon=True)
+    feeder.start()
+    try:
+        while True:
+            chunk = proc.stdout.read(CHUNK)
+            if not chunk:
+                break
+            out_hash.update(chunk)
+            out.write(chunk)
+            sizes["out"] += len(chunk)
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        feeder.join()
+        proc.stdout.close()
+        proc.wait()
+        with errors:
+            errors.seek(0)
+            stderr = errors.read().decode(errors="replace").strip()
+    if failed and not isinstance(failed[0], BrokenPipeError):
+        raise failed[0]
+    if proc.returncode != 0 or failed:
+        raise CommandExecutionError(f"{os.path.basename(command[0])} failed (exit {proc.returncode}): {stderr[-300:]}")
+
+
+def _sha256_file(path):
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _store(source, length, destination, compress):
+    """Copy one Redis file into the backup (compressed): the step a crash may cut short."""
+    command = _tool(COMPRESS_COMMANDS[compress]) if compress != "none" else None
+    return _pipe(source, length, destination, command)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _tool_link(executable, name, workdir):
+    """``redis-check-rdb``/``redis-check-aof`` of the same build as ``executable`` (the server
+    binary runs as its checker when called by that name)."""
+    bindir = os.path.join(workdir, ".bin")
+    os.makedirs(bindir, exist_ok=True)
+    link = os.path.join(bindir, name)
+    if not os.path.lexists(link):
+        os.symlink(executable, link)
+    return link
+
+
+def _run_check(executable, name, target, workdir, timeout):
+    try:
+        proc = subprocess.run(
+            [_tool_link(executable, name, workdir), target],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=os.path.dirname(target), check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandExecutionError(f"{name} did not finish within {timeout}s") from None
+    output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise CommandExecutionError(f"{name} finds the backup damaged (exit {proc.returncode}): {_sanitized(output)}")
+    return output
+
+
+def _check_rdb(executable, path, workdir, timeout):
+    output = _run_check(executable, "redis-check-rdb", path, workdir, timeout)
+
+    def count(label):
+        found = re.search(r"\[info\]\s+(\d+)\s+" + label, output)
+        return int(found.group(1)) if found else None
+
+    if "RDB looks OK" not in output or count("keys read") is None:
+        raise CommandExecutionError(f"redis-check-rdb does not confirm the backup: {_sanitized(output)}")
+    return {"keys": count("keys read"), "keys_with_ttl": count("expires") or 0,
+            "already_expired": count("already expired") or 0}
+
+
+def _check_aof(executable, manifest_path, workdir, timeout):
+    output = _run_check(executable, "redis-check-aof", manifest_path, workdir, timeout)
+    if "valid" not in output or "not valid" in output:
+        raise CommandExecutionError(f"redis-check-aof does not confirm the backup: {_sanitized(output)}")
+    return {}
+
+
+def _check_stored(path, meta):
+    """Every stored file present, with the size and sha256 the metadata gives."""
+    problems = []
+    for item in meta.get("files") or []:
+        stored = os.path.join(path, item["name"])
+        if not os.path.isfile(stored):
+            problems.append(f"{item['name']} is missing")
+            continue
+        size, digest = _sha256_file(stored)
+        if size != item.get("size") or digest != item.get("sha256"):
+            problems.append(f"{item['name']}: size or sha256 differs from the metadata (the file is damaged)")
+    if not meta.get("files"):
+        problems.append("the metadata lists no files")
+    if problems:
+        raise CommandExecutionError(f"backup {meta.get('name')} is not usable: {'; '.join(problems)}")
+
+
+def _unpack(path, meta, target_dir, link_rdb=False):
+    """Decompress (or copy) the backup's files into ``target_dir`` as Redis names them,
+    checking every stored and every decompressed byte against the metadata's sha256.
+    Returns the path Redis's checker takes (the RDB file or the AOF manifest)."""
+    compress = meta.get("compress", "none")
+    command = _tool(DECOMPRESS_COMMANDS[compress]) if compress != "none" else None
+    if meta["type"] == "aof":
+        target_dir = os.path.join(target_dir, meta.get("appenddirname") or "appendonlydir")
+        os.makedirs(target_dir, mode=0o750, exist_ok=True)
+    checked = None
+    for item in meta["files"]:
+        stored = os.path.join(path, item["name"])
+        destination = os.path.join(target_dir, item["source"])
+        if link_rdb and command is None:
+            if not os.path.isfile(stored) or _sha256_file(stored) != (item["size"], item["sha256"]):
+                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']} is missing or damaged "
+                                            "(size or sha256 differs from the metadata)")
+            os.link(stored, destination)  # read-only use (a throwaway server with save "")
+        else:
+            if not os.path.isfile(stored):
+                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']} is missing")
+            try:
+                with open(stored, "rb", buffering=0) as handle:
+                    sums = _pipe(handle, os.fstat(handle.fileno()).st_size, destination, command)
+            except CommandExecutionError as exc:
+                if _sha256_file(stored) != (item["size"], item["sha256"]):
+                    raise CommandExecutionError(
+                        f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)") from None
+                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']}: {exc}") from None
+            if (sums["in_size"], sums["in_sha256"]) != (item["size"], item["sha256"]):
+                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)")
+            if (sums["out_size"], sums["out_sha256"]) != (item["raw_size"], item["raw_sha256"]):
+                raise CommandExecutionError(
+                    f"backup {meta.get('name')}: {item['name']} decompresses to other data than was backed up")
+        if item["kind"] in ("rdb", "manifest"):
+            checked = destination
+    return checked
+
+
+def _check_unpacked(meta, checked, workdir, executable, timeout):
+    if meta["type"] == "rdb":
+        return _check_rdb(executable, checked, workdir, timeout)
+    return _check_aof(executable, checked, workdir, timeout)
+
+
+class _Throwaway:
+    """A redis-server of its own on a Unix socket in a root-only directory (no TCP port, no
+    password needed), loading the unpacked backup from ``workdir``. Always stopped."""
+
+    def __init__(self, executable, workdir, meta, timeout):
+        self.executable, self.workdir, self.meta, self.timeout = executable, workdir, meta, timeout
+        self.sockdir = tempfile.mkdtemp(prefix="redis-backup-")  # short path: sockets allow ~107 bytes
+        self.socket = os.path.join(self.sockdir, "redis.sock")
+        self.log = os.path.join(workdir, "throwaway.log")
+        self.proc = None
+
+    def config(self):
+        aof = self.meta["type"] == "aof"
+        lines = [
+            "port 0", f"unixsocket {_quote(self.socket)}", "unixsocketperm 700", "daemonize no",
+            f"dir {_quote(self.workdir)}", f"logfile {_quote(self.log)}", 'save ""', "maxmemory 0",
+            f"databases {max(16, int(self.meta.get('databases') or 16))}", "protected-mode no",
+            f"dbfilename {_quote(self.meta.get('dbfilename') or 'dump.rdb') if not aof else 'throwaway.rdb'}",
+            f"appendonly {'yes' if aof else 'no'}", "appendfsync no", "auto-aof-rewrite-percentage 0",
+        ]
+        if aof:
+            lines += [f"appenddirname {_quote(self.meta.get('appenddirname') or 'appendonlydir')}",
+                      f"appendfilename {_quote(self.meta.get('appendfilename') or 'appendonly.aof')}"]
+        path = os.path.join(self.workdir, "throwaway.conf")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        return path
+
+    def __enter__(self):
+        config = self.config()
+        self.proc = subprocess.Popen(
+            [self.executable, config], cwd=self.workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent_setup(),
+        )
+        self.client = redis.Redis(unix_socket_path=self.socket, socket_timeout=self.timeout,
+                                  socket_connect_timeout=5, decode_responses=True, retry=Retry(NoBackoff(), 0))
+
+        def up():
+            if self.proc.poll() is not None:
+                return "exited"
+            try:
+                return "up" if self.client.ping() else None
+            except redis.RedisError:
+                return None
+
+        state = _wait(up, self.timeout, 0.05)
+        if state != "up":
+            detail = self.log_tail()
+            self.stop()
+            raise CommandExecutionError(
+                f"a throwaway redis-server could not load the backup ({state or 'timed out'}): {detail}")
+        return self
+
+    def log_tail(self):
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as handle:
+                return _sanitized(handle.read()[-4000:], limit=3)
+        except OSError:
+            return "no log"
+
+    def counts(self):
+        """Keys per type over every database, and how many carry a TTL."""
+        types, with_ttl = {}, 0
+        for db, stats in self.client.info("keyspace").items():
+            with_ttl += int(stats.get("expires", 0))
+            client = redis.Redis(unix_socket_path=self.socket, db=int(db[2:]), socket_timeout=self.timeout,
+                                 decode_responses=True, retry=Retry(NoBackoff(), 0))
+            flat = client.eval(COUNT_SCRIPT, 0)
+            client.close()
+            for kind, count in zip(flat[0::2], flat[1::2]):
+                types[kind] = types.get(kind, 0) + int(count)
+        return {"loaded_keys": sum(types.values()), "loaded_keys_with_ttl": with_ttl, "key_types": types}
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+    def __exit__(self, *exc_info):
+        try:
+            self.client.close()
+        finally:
+            self.stop()
+
+
+def _inspect(path, meta, workdir, timeout, load=True):
+    """Checksums, the build's own checker on the decompressed data and, with ``load``, a
+    throwaway server's count of the keys per type. Returns what was found."""
+    executable = _executable(meta.get("server_executable"))
+    started = time.monotonic()
+    checked = _unpack(path, meta, workdir, link_rdb=meta["type"] == "rdb")
+    facts = _check_unpacked(meta, checked, workdir, executable, timeout)
+    if load:
+        with _Throwaway(executable, workdir, meta, timeout) as server:
+            facts.update(server.counts())
+    facts["seconds"] = round(time.monotonic() - started, 3)
+    return facts
+
+
+def _compare(meta, facts):
+    """What differs between a backup's metadata and what loading it showed. Keys with a TTL
+    may have expired since the backup: only those may be missing."""
+    problems = []
+    expected, with_ttl = meta.get("keys"), int(meta.get("keys_with_ttl") or 0)
+    if meta["type"] == "rdb" and facts.get("keys") is not None and expected is not None and facts["keys"] != expected:
+        problems.append(f"the RDB file holds {facts['keys']} keys, its metadata says {expected}")
+    loaded = facts.get("loaded_keys")
+    if loaded is not None and expected is not None:
+        if loaded > expected:
+            problems.append(f"{loaded} keys loaded, more than the {expected} recorded")
+        if loaded < expected - with_ttl:
+            problems.append(f"only {loaded} keys loaded of {expected} recorded ({with_ttl} had a TTL)")
+    recorded = meta.get("key_types") or {}
+    if recorded:
+        for kind, count in sorted((facts.get("key_types") or {}).items()):
+            if count > int(recorded.get(kind, 0)):
+                problems.append(f"{count} keys of type {kind} loaded, {recorded.get(kind, 0)} recorded")
+    return problems
+
+
+# ---------------------------------------------------------------- create
+
+
+def _partial_dir(parent, base):
+    return tempfile.mkdtemp(prefix=f"{PARTIAL}{base}-", dir=parent)
+
+
+def _finalize(partial, type_dir, base, meta):
+    """Metadata last, then the atomic rename to a free final name, then the parent fsynced."""
+    suffix = 1
+    while True:
+        name = base if suffix == 1 else f"{base}_{suffix}"
+        final = os.path.join(type_dir, name)
+        if os.path.lexists(final):
+            suffix += 1
+            continue
+        meta["name"] = name
+        _write_json(os.path.join(partial, METADATA), meta)
+        os.chmod(partial, 0o750)
+        try:
+            os.rename(partial, final)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                suffix += 1
+                continue
+            raise
+        _fsync_dir(type_dir)
+        return final
+
+
+def _snapshot_files(kind, client, live, timeout):
+    """Take the snapshot; return the open source files ``[{source, kind, handle, size}]``
+    (and the manifest text for AOF)."""
+    if kind == "rdb":
+        last_save = _bgsave(client, timeout)
+        path = os.path.join(live["dir"], live["dbfilename"])
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - this inode, even if a newer save replaces the name
+        return [{"source": live["dbfilename"], "kind": "rdb", "handle": handle,
+                 "size": os.fstat(handle.fileno()).st_size}], None, last_save
+    _bgrewriteaof(client, timeout)
+    # appendfsync everysec may hold writes back (up to 2 s) while a background fsync runs:
+    # once the AOF buffer is empty, every write acknowledged so far is in the files we open.
+    _wait(lambda: not int(_persistence(client).get("aof_buffer_length", 0) or 0), AOF_FLUSH_WAIT, 0.02)
+    manifest, opened = _open_aof(os.path.join(live["dir"], live["appenddirname"]), live["appendfilename"])
+    sources = []
+    for entry in opened:
+        size = entry["size"]
+        if entry["kind"] == "incr":
+            size = _aof_complete_length(entry["handle"], size)
+        sources.append({"source": entry["file"], "kind": entry["kind"], "handle": entry["handle"], "size": size})
+    return sources, manifest, None
+
+
+def _refuse_aof(live):
+    if not live["appenddirname"]:
+        raise CommandExecutionError(
+            f"AOF backup needs Redis 7 or later (AOF as a directory with a manifest); this server runs "
+            f"{live['version']}, whose single AOF file is rewritten in place: take an RDB backup instead")
+    if not live["appendonly"]:
+        raise CommandExecutionError("AOF backup impossible: this server runs with appendonly no (no AOF to back up)")
+
+
+def _estimate(live):
+    """About how big a snapshot of this server is: its last RDB, else its dataset in memory."""
+    try:
+        return os.stat(os.path.join(live["dir"], live["dbfilename"])).st_size
+    except OSError:
+        return live["used_memory"]
+
+
+def _create_one(kind, client, live, options):
+    compress, retention, root, timeout, verify = (
+        options["compress"], options["retention_days"], options["root"], options["timeout"], options["verify"])
+    started_at = _now()
+    base = f"{kind}_backup_{started_at:%Y%m%d_%H%M%S}"
+    type_dir = os.path.join(root, kind)
+    meta = {
+        "format": METADATA_FORMAT, "name": base, "type": kind, "timestamp": _iso(started_at),
+        "minion": _minion(), "compress": compress, "retention_days": retention,
+    }
+    _fire("started", dict(meta))
+    started = time.monotonic()
+    partial = workdir = None
+    sources = []
+    try:
+        if kind == "aof":
+            _refuse_aof(live)
+        estimate = _estimate(live)
+        _require_space(live["dir"], estimate, "the snapshot (BGSAVE/BGREWRITEAOF) in the data directory")
+        _makedirs(type_dir)
+        # The check decompresses (AOF: copies) next to the backup; an uncompressed RDB is linked.
+        factor = 1 if kind == "rdb" and compress == "none" else 2
+        _require_space(type_dir, estimate * factor, "the backup and its check")
+        snapshot_started = time.monotonic()
+        sources, manifest, last_save = _snapshot_files(kind, client, live, timeout)
+        snapshot_seconds = time.monotonic() - snapshot_started
+        raw_total = sum(item["size"] for item in sources)
+        _require_space(type_dir, raw_total * factor, "the backup and its check")
+        partial = _partial_dir(type_dir, base)
+        files = []
+        for item in sources:
+            name = item["source"] + EXTENSIONS[compress]
+            sums = _store(item["handle"], item["size"], os.path.join(partial, name), compress)
+            files.append({"name": name, "source": item["source"], "kind": item["kind"], "size": sums["out_size"],
+                          "sha256": sums["out_sha256"], "raw_size": sums["in_size"], "raw_sha256": sums["in_sha256"]})
+        if manifest is not None:
+            data = manifest.encode(errors="surrogateescape")
+            source = f"{live['appendfilename']}.manifest"
+            name = source + EXTENSIONS[compress]
+            sums = _store(io.BytesIO(data), len(data), os.path.join(partial, name), compress)
+            files.append({"name": name, "source": source, "kind": "manifest", "size": sums["out_size"],
+                          "sha256": sums["out_sha256"], "raw_size": sums["in_size"], "raw_sha256": sums["in_sha256"]})
+        _fsync_dir(partial)
+        copy_seconds = time.monotonic() - snapshot_started - snapshot_seconds
+        meta.update(_describe(live, kind, files))
+        if last_save:
+            meta["last_save"] = _iso(datetime.datetime.fromtimestamp(last_save, datetime.timezone.utc))
+        # Verification: stored bytes re-read, decompressed into a work directory, the build's
+        # checker on them, and (verify=True) a throwaway server loads them and counts.
+        workdir = _partial_dir(type_dir, f"check-{base}")
+        facts = _inspect(partial, meta, workdir, timeout, load=verify)
+        _record_counts(meta, facts)
+        problems = _compare(meta, facts) if verify else []
+        if problems:
+            raise CommandExecutionError(f"the new backup does not load as taken: {'; '.join(problems)}")
+        meta.update({
+            "verified": bool(verify), "verified_at": _iso(_now()) if verify else None,
+            "verify_seconds": facts["seconds"], "snapshot_seconds": round(snapshot_seconds, 3),
+            "copy_seconds": round(copy_seconds, 3), "duration_seconds": round(time.monotonic() - started, 3),
+        })
+        final = _finalize(partial, type_dir, base, meta)
+        partial = None
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, CommandExecutionError) else f"{type(exc).__name__}: {exc}"
+        _fire("failed", dict(meta, error=error))
+        if isinstance(exc, redis.RedisError):
+            raise CommandExecutionError(_problem(exc, f"take the {kind} backup")) from None
+        if isinstance(exc, CommandExecutionError):
+            raise
+        raise CommandExecutionError(f"{kind} backup failed: {error}") from None
+    finally:
+        for item in sources:
+            item["handle"].close()
+        for leftover in (partial, workdir):
+            if leftover:
+                shutil.rmtree(leftover, ignore_errors=True)
+    _fire("finished", dict(meta))
+    return dict(meta, path=final)
+
+
+def _describe(live, kind, files):
+    meta = {
+        "redis_version": live["version"], "server_executable": _executable(live["executable"]),
+        "mode": _settings().get("mode"), "role": _settings().get("role"),
+        "replication_role": live["replication_role"], "port": int(_settings().get("port", 6379)),
+        "cluster_enabled": live["cluster_enabled"], "node_id": live["node_id"], "slots": live["slots"],
+        "databases": live["databases"], "files": files,
+        "size": sum(item["size"] for item in files), "raw_size": sum(item["raw_size"] for item in files),
+    }
+    if kind == "rdb":
+        meta["dbfilename"] = live["dbfilename"]
+    else:
+        meta.update({"appenddirname": live["appenddirname"], "appendfilename": live["appendfilename"]})
+    return meta
+
+
+def _record_counts(meta, facts):
+    """Key counts as the backup holds them: an RDB's from redis-check-rdb (every key in the
+    file, expired or not); an AOF's from the throwaway server that replayed it."""
+    if meta["type"] == "rdb":
+        meta.update({"keys": facts["keys"], "keys_with_ttl": facts["keys_with_ttl"], "keys_source": "redis-check-rdb"})
+    elif "loaded_keys" in facts:
+        meta.update({"keys": facts["loaded_keys"], "keys_with_ttl": facts["loaded_keys_with_ttl"],
+                     "keys_source": "throwaway redis-server"})
+    else:
+        meta.update({"keys": None, "keys_with_ttl": None, "keys_source": "not counted (not verified)"})
+    if "key_types" in facts:
+        meta["key_types"] = facts["key_types"]
+
+
+def _copy_to(final, meta, destination_root):
+    """Copy a finished backup to ``copy_to/<minion>/<type>/<name>`` (same partial-then-rename)."""
+    type_dir = os.path.join(destination_root, meta["minion"], meta["type"])
+    _makedirs(type_dir)
+    partial = _partial_dir(type_dir, meta["name"])
+    try:
+        for entry in os.listdir(final):
+            shutil.copy2(os.path.join(final, entry), os.path.join(partial, entry))
+            _fsync_file(os.path.join(partial, entry))
+        _fsync_dir(partial)
+        os.chmod(partial, 0o750)
+        target = os.path.join(type_dir, meta["name"])
+        os.rename(partial, target)
+        _fsync_dir(type_dir)
+        return target
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def create(type="both", compress=None, retention_days=None, backup_dir=None, verify=True, timeout=3600,
+           prune=True):  # pylint: disable=redefined-builtin
+    """
+    Hot backup of this node's Redis: RDB (a fresh BGSAVE), AOF (a fresh BGREWRITEAOF; Redis 7
+    AOF directory) or both. Defaults from pillar ``redis:backup`` (``compress``: gzip, zstd or
+    none; ``retention_days``; ``dir``). Refuses early, with the figures, when the data or the
+    backup directory lacks the space. Fires ``redis/backup/<minion>/started``, ``finished``
+    (the metadata) or ``failed`` (with the error). Each new backup is checked before it is
+    listed: checksums re-read, ``redis-check-rdb``/``redis-check-aof`` on the decompressed
+    data and, with ``verify=True`` (the default), loaded into a throwaway redis-server that
+    counts its keys per type (that needs as much memory again as the dataset, for a
+    moment). Then retention is applied (``prune=True``), each backup by its own
+    ``retention_days``; ``copy_to`` in pillar copies each new backup to
+    ``COPY_TO/<minion>/<type>/<name>``.
+
+    Returns the backup's metadata plus ``path``, ``pruned`` (names deleted by retention)
+    and ``copied_to``/``copy_error`` when ``copy_to`` is set; for ``type=both``,
+    ``{"rdb": ..., "aof": ..., "pruned": [...]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_backup.create
+        salt '*' redis_backup.create type=rdb compress=zstd retention_days=30
+    """
+    settings = _backup_settings()
+    _check_choice(type, ("rdb", "aof", "both"), "type")
+    kinds = ["rdb", "aof"] if type == "both" else [type]
+    compress = _check_choice(compress or settings.get("compress") or DEFAULTS["compress"], tuple(EXTENSIONS),
+                             "compress")
+    if compress != "none":
+        _tool(COMPRESS_COMMANDS[compress])
+    if retention_days is None:
+        retention_days = settings.get("retention_days")
+    retention = _days(DEFAULTS["retention_days"] if retention_days is None else retention_days)
+    _require_redis_role()
+    options = {"compress": compress, "retention_days": retention, "root": _backup_root(backup_dir),
+               "timeout": float(timeout), "verify": bool(verify)}
+    client = _client()
+    try:
+        live = _live(client)
+    except redis.RedisError as exc:
+        error = _problem(exc, "take a backup")
+        _fire("failed", {"type": type, "minion": _minion(), "error": error})
+        raise CommandExecutionError(error) from None
+    _makedirs(options["root"])
+    results, errors = {}, []
+    try:
+        for kind in kinds:
+            try:
+                results[kind] = _create_one(kind, client, live, options)
+            except CommandExecutionError as exc:
+                errors.append(f"{kind}: {exc}")
+    finally:
+        client.close()
+    if errors:
+        done = "; ".join(f"{kind} backup {meta['name']} done" for kind, meta in results.items())
+        raise CommandExecutionError("; ".join(errors) + (f" ({done})" if done else ""))
+    copy_to = settings.get("copy_to")
+    if copy_to:
+        for meta in results.values():
+            try:
+                meta["copied_to"] = _copy_to(meta["path"], meta, copy_to)
+            except (OSError, shutil.Error) as exc:
+                meta["copy_error"] = f"could not copy to {copy_to}: {exc}"
+                log.error("redis_backup: %s", meta["copy_error"])
+    pruned, prune_error = [], None
+    if prune:
+        try:
+            pruned = [item["name"] for item in _prune(options["root"], None)["deleted"]]
+        except (OSError, CommandExecutionError) as exc:
+            prune_error = f"retention not applied: {exc}"
+    if len(kinds) == 1:
+        ret = dict(results[kinds[0]], pruned=pruned)
+    else:
+        ret = dict(results, pruned=pruned)
+    if prune_error:
+        ret["prune_error"] = prune_error
+    return ret
+
+
+# ---------------------------------------------------------------- list, prune, verify
+
+
+def _scan(root):
+    """Our complete backups under ``root``: ``[(path, metadata)]``, newest first."""
+    found = []
+    for kind in TYPES:
+        type_dir = os.path.join(root, kind)
+        try:
+            names = os.listdir(type_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            match = NAME_RE.match(name)
+            path = os.path.join(type_dir, name)
+            if not match or match.group(1) != kind or not os.path.isdir(path) or os.path.islink(path):
+                continue
+            meta = _read_metadata(path)
+            if meta is None or meta.get("type") != kind:
+                continue
+            found.append((path, meta))
+    epoch = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+    found.sort(key=lambda item: (_parse_time(item[1].get("timestamp")) or epoch, os.path.basename(item[0])),
+               reverse=True)
+    return found
+
+
+def _summary(path, meta):
+    return {
+        "name": os.path.basename(path), "path": path, "type": meta.get("type"),
+        "timestamp": meta.get("timestamp"), "size": meta.get("size"), "verified": bool(meta.get("verified")),
+        "compress": meta.get("compress"), "keys": meta.get("keys"),
+    }
+
+
+def list_(backup_dir=None):
+    """
+    This node's backups, newest first: ``backups`` (name, path, type, timestamp, size in
+    bytes, verified, compress, keys) for scripts and ``--out=json``, and ``table``, the same
+    as the original's text table (No., name, timestamp, type, size, verified), one line per
+    list item so that Salt's default output prints it aligned. Unfinished (``.partial-*``)
+    and foreign directories are not listed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_backup.list
+        salt '*' redis_backup.list --out=json
+    """
+    root = _backup_root(backup_dir)
+    backups = [_summary(path, meta) for path, meta in _scan(root)]
+    if not backups:
+        return {"backup_dir": root, "backups": [], "table": [f"No backups in {root}"]}
+    width = max(30, max(len(item["name"]) for item in backups) + 2)
+    rule = "-" * (width + 62)
+    table = [rule, f"{'No.':<5} {'Backup Name':<{width}} {'Timestamp':<26} {'Type':<5} {'Size':>8}  Verified", rule]
+    for number, item in enumerate(backups, 1):
+        table.append(f"{number:<5} {item['name']:<{width}} {str(item['timestamp']):<26} {item['type']:<5} "
+                     f"{_human(item['size']):>8}  {'yes' if item['verified'] else 'no'}")
+    return {"backup_dir": root, "backups": backups, "table": table}
+
+
+def _prune(root, retention_days):
+    now = _now()
+    default_days = _backup_settings().get("retention_days", DEFAULTS["retention_days"])
+    entries = _scan(root)
+    protected = {}
+    for path, meta in entries:  # newest first: the first verified one of each type
+        if meta.get("verified") and meta["type"] not in protected:
+            protected[meta["type"]] = path
+    deleted, kept = [], []
+    for path, meta in entries:
+        days = _days(retention_days if retention_days is not None else meta.get("retention_days", default_days))
+        moment = _parse_time(meta.get("timestamp"))
+        item = _summary(path, meta)
+        item["retention_days"] = days
+        if moment is None:
+            kept.append(dict(item, reason="no readable timestamp in its metadata"))
+            continue
+        age = (now - moment).total_seconds() / 86400
+        item["age_days"] = round(age, 2)
+        if age <= days:
+            kept.append(dict(item, reason=f"within its retention ({days} days)"))
+        elif protected.get(meta["type"]) == path:
+            kept.append(dict(item, reason=f"newest verified {meta['type']} backup (kept past its {days} days)"))
+        else:
+            shutil.rmtree(path)
+            deleted.append(dict(item, reason=f"older than its retention ({days} days)"))
+    for directory in [root] + [os.path.join(root, kind) for kind in TYPES]:
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            if not name.startswith(PARTIAL) or not os.path.isdir(path) or os.path.islink(path):
+                continue
+            age = time.time() - os.lstat(path).st_mtime
+            if age > STALE_PARTIAL_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+                deleted.append({"name": name, "path": path, "age_days": round(age / 86400, 2),
+                                "reason": "unfinished backup or check left behind, older than a day"})
+    return {"backup_dir": root, "deleted": deleted, "kept": kept}
+
+
+def prune(retention_days=None, backup_dir=None):
+    """
+    Apply retention: delete this node's backups older than the retention each was taken
+    with (or ``retention_days`` when given), never the newest verified backup of each type,
+    and unfinished ``.partial-*`` directories older than a day. Only our own directories
+    (``rdb/rdb_backup_*``, ``aof/aof_backup_*`` holding our metadata) are touched.
+
+    Returns ``{"backup_dir", "deleted": [...], "kept": [...]}``, each entry with its name,
+    path, age and the reason.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_backup.prune
+        salt '*' redis_backup.prune retention_days=30
+    """
+    if retention_days is not None:
+        _days(retention_days)
+    return _prune(_backup_root(backup_dir), retention_days)
+
+
+def _resolve(backup, backup_dir=None):
+    """A backup's directory and metadata from its name or path."""
+    text = str(backup or "").strip()
+    if not text:
+        raise CommandExecutionError("name the backup: backup=NAME or backup=PATH (see redis_backup.list)")
+    if os.sep in text:
+        path = os.path.abspath(text)
+    else:
+        match = NAME_RE.match(text)
+        if not match:
+            raise CommandExecutionError(f"{text!r} is not a backup name (rdb_backup_... or aof_backup_...)")
+        path = os.path.join(_backup_root(backup_dir), match.group(1), text)
+    meta = _read_metadata(path)
+    if meta is None:
+        what = "does not exist" if not os.path.isdir(path) else f"has no readable {METADATA}"
+        raise CommandExecutionError(f"backup {path} {what}")
+    if meta.get("type") not in TYPES or meta.get("compress") not in EXTENSIONS or not meta.get("files"):
+        raise CommandExecutionError(f"backup {path}: its metadata is not one of ours")
+    return path, meta
+
+
+def verify(backup, backup_dir=None, timeout=3600):
+    """
+    Load a backup into a throwaway redis-server (its own build's binary, on a Unix socket
+    only root reaches, in a temporary directory; always stopped afterwards) after checking
+    its checksums and running ``redis-check-rdb``/``redis-check-aof`` on the decompressed
+    data; compare the keys loaded, in total and per type, with its metadata (keys with a
+    TTL may have expired since). Marks the backup verified (or not) in its metadata.
+
+    Returns ``{"result": True, "backup", "path", "type", "keys", "key_types", "expected":
+    {"keys", "keys_with_ttl", "key_types"}, "seconds"}``; raises with the reasons otherwise.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_backup.verify backup=rdb_backup_20251027_120000
+    """
+    path, meta = _resolve(backup, backup_dir)
+    workdir = _partial_dir(os.path.dirname(path), f"verify-{meta['name']}")
+    try:
+        facts = _inspect(path, meta, workdir, float(timeout), load=True)
+        problems = _compare(meta, facts)
+    except CommandExecutionError as exc:
+        problems = [str(exc)]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if problems:
+        meta.update({"verified": False, "verify_error": "; ".join(problems), "verified_at": _iso(_now())})
+        _write_json(os.path.join(path, METADATA), meta)
+        raise CommandExecutionError(f"backup {meta['name']} fails verification: {'; '.join(problems)}")
+    if meta.get("keys") is None:  # an AOF backup taken with verify=False: counted now
+        _record_counts(meta, facts)
+    if not meta.get("key_types"):
+        meta["key_types"] = facts["key_types"]
+    meta.pop("verify_error", None)
+    meta.update({"verified": True, "verified_at": _iso(_now()), "verify_seconds": facts["seconds"]})
+    _write_json(os.path.join(path, METADATA), meta)
+    return {
+        "result": True, "backup": meta["name"], "path": path, "type": meta["type"],
+        "keys": facts["loaded_keys"], "key_types": facts["key_types"], "seconds": facts["seconds"],
+        "expected": {"keys": meta.get("keys"), "keys_with_ttl": meta.get("keys_with_ttl"),
+                     "key_types": meta.get("key_types")},
+    }
+
+
+# ---------------------------------------------------------------- restore
+
+
+def _config_file_settings(path):
+    """The directives restore needs, read from Redis's configuration file and its includes
+    (when the server is down). Password lines are never parsed."""
+    wanted = {"dir", "dbfilename", "appendonly", "appenddirname", "appendfilename", "cluster-enabled",
+              "cluster-config-file", "replicaof", "slaveof", "logfile", "pidfile", "unixsocket", "databases"}
+    found, seen = {}, set()
+
+    def read(name):
+        real = os.path.realpath(name)
+        if real in seen:
+            return
+        seen.add(real)
+        try:
+            with open(real, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            head = line.strip().split(None, 1)
+            if not head or head[0].lower() not in wanted | {"include"}:
+                continue
+            try:
+                args = shlex.split(head[1]) if len(head) > 1 else []
+            except ValueError:
+                continue
+            if head[0].lower() == "include":
+                for pattern in args:
+                    for included in sorted(glob.glob(pattern)):
+                        read(included)
+            elif args:
+                found[head[0].lower()] = " ".join(args)
+
+    read(path)
+    return found
+
+
+def _offline(config_file, executable):
+    """What restore needs from a server that does not run, from its files."""
+    config = _config_file_settings(config_file)
+    version = None
+    try:
+        output = subprocess.run([executable, "--version"], capture_output=True, timeout=30, check=False).stdout
+        found = re.search(rb"v=(\d+\.\d+\.\d+)", output)
+        version = found.group(1).decode() if found else None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    major = int(version.split(".")[0]) if version else 7
+    live = {
+        "running": False, "version": version, "executable": executable, "config_file": config_file,
+        "replication_role": "slave" if (config.get("replicaof") or config.get("slaveof")) else "master",
+        "connected_replicas": 0, "cluster_enabled": config.get("cluster-enabled") == "yes", "used_memory": 0,
+        "dir": os.path.realpath(config.get("dir") or "/var/lib/redis"),
+        "dbfilename": config.get("dbfilename") or "dump.rdb", "appendonly": config.get("appendonly") == "yes",
+        "appenddirname": (config.get("appenddirname") or "appendonlydir") if major >= 7 else None,
+        "appendfilename": config.get("appendfilename") or "appendonly.aof",
+        "cluster_config_file": config.get("cluster-config-file") or "nodes.conf",
+        "databases": int(config.get("databases") or 16), "logfile": config.get("logfile"),
+        "pidfile": config.get("pidfile"), "unixsocket": config.get("unixsocket"),
+        "node_id": None, "slots": None, "cluster_replicas": 0,
+    }
+    if live["cluster_enabled"]:
+        try:
+            with open(os.path.join(live["dir"], live["cluster_config_file"]), encoding="utf-8") as handle:
+                live.update(_cluster_identity(handle.read()))
+        except OSError:
+            live.update({"node_id": None, "slots": []})
+    return live
+
+
+def _refusals(meta, live, part_of_set):
+    """Why this backup must not go onto this node (checked before anything stops)."""
+    reasons = []
+    if meta["type"] == "aof":
+        if not live["appenddirname"]:
+            reasons.append(f"an AOF backup needs Redis 7 or later; this server runs {live['version']}")
+        elif not live["appendonly"]:
+            reasons.append("this server runs with appendonly no: it would ignore a restored AOF "
+                           "(restore an RDB backup, or enable appendonly first)")
+    if live["cluster_enabled"]:
+        if not meta.get("cluster_enabled"):
+            reasons.append("this node is a cluster node; the backup was taken outside a cluster")
+        elif sorted(meta.get("slots") or []) != sorted(live["slots"] or []):
+            reasons.append(f"the backup holds slots {meta.get('slots')}, this node serves {live['slots']}: "
+                           "restore it on the node that serves those slots")
+    if not part_of_set:
+        if live["replication_role"] == "slave":
+            reasons.append("this node is a replica: its master would wipe the restored data at the next resync "
+                           "(restore the whole set with part_of_set=True, or restore the master)")
+        elif live["connected_replicas"] or live["cluster_replicas"]:
+            count = live["connected_replicas"] or live["cluster_replicas"]
+            reasons.append(f"this master has {count} replica(s): stopping it alone triggers a failover and the "
+                           "new master's data wins (restore the whole set with part_of_set=True)")
+        elif not live["running"] and _settings().get("role") in ("master", "replica"):
+            reasons.append("Redis is down: whether Sentinel failed over or replicas follow it cannot be checked "
+                           "(pass part_of_set=True when restoring the whole set)")
+    return reasons
+
+
+def _kept_entries(live):
+    """Names in the data directory that are not data and stay in place: the node's cluster
+    identity (nodes.conf), configuration, logs, sockets, a mount point's lost+found."""
+    kept = {"lost+found"}
+    candidates = [live["config_file"], live["logfile"], live["pidfile"], live["unixsocket"]]
+    if live["cluster_enabled"]:
+        candidates.append(live["cluster_config_file"])
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = os.path.realpath(os.path.join(live["dir"], candidate))
+        if os.path.dirname(path) == live["dir"]:
+            kept.add(os.path.basename(path))
+    return kept
+
+
+def _entry_size(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        return sum(os.lstat(os.path.join(top, name)).st_size for top, _, names in os.walk(path) for name in names)
+    return os.lstat(path).st_size
+
+
+def _target_names(meta, live):
+    """The data-directory entries a restore creates."""
+    if meta["type"] == "aof":
+        return [live["appenddirname"]]
+    names = [live["dbfilename"]]
+    if live["appendonly"]:
+        names.append(live["appenddirname"] or live["appendfilename"])
+    return names
+
+
+def _place(meta, live, staging, data_dir, uid, gid):
+    """Put the checked backup where this server loads it from; return the entries made.
+    An RDB restored onto ``appendonly yes`` also becomes the AOF's base (Redis loads the AOF
+    and ignores dump.rdb when appendonly is on; with no AOF at all, Redis 7.0 starts empty)."""
+    made = []
+    if meta["type"] == "aof":
+        source_dir = os.path.join(staging, meta.get("appenddirname") or "appendonlydir")
+        target = os.path.join(data_dir, live["appenddirname"])
+        shutil.move(source_dir, target)
+        made.append(target)
+    else:
+        target = os.path.join(data_dir, live["dbfilename"])
+        shutil.move(os.path.join(staging, meta["files"][0]["source"]), target)
+        made.append(target)
+        if live["appendonly"] and live["appenddirname"]:
+            aof_dir = os.path.join(data_dir, live["appenddirname"])
+            os.mkdir(aof_dir, 0o750)
+            made.append(aof_dir)
+            base = f"{live['appendfilename']}.1.base.rdb"
+            os.link(target, os.path.join(aof_dir, base))  # Redis replaces both by rename, never in place
+            with open(os.path.join(aof_dir, f"{live['appendfilename']}.manifest"), "w", encoding="utf-8") as handle:
+                handle.write(f"file {base} seq 1 type b\n")
+        elif live["appendonly"]:
+            aof = os.path.join(data_dir, live["appendfilename"])  # Redis < 7: an AOF with an RDB preamble
+            shutil.copyfile(target, aof)
+            made.append(aof)
+    for entry in made:
+        _own(entry, uid, gid)
+    _fsync_dir(data_dir)
+    return made
+
+
+def _own(path, uid, gid):
+    """chown ``path`` (and what a directory holds) and fsync it."""
+    os.chown(path, uid, gid)
+    if not os.path.isdir(path):
+        _fsync_file(path)
+        return
+    for name in os.listdir(path):
+        _own(os.path.join(path, name), uid, gid)
+    _fsync_dir(path)
+
+
+def _wait_down(timeout):
+    def down():
+        client = _client(timeout=2)
+        try:
+            client.ping()
+            return False
+        except (redis.AuthenticationError, redis.BusyLoadingError):
+            return False
+        except redis.ResponseError as exc:
+            return not str(exc).startswith(("NOAUTH", "WRONGPASS"))
+        except redis.RedisError:
+            return True
+        finally:
+            client.close()
+
+    return _wait(down, timeout, 0.1)
+
+
+def _wait_up(timeout):
+    """Wait until the server answers PING (loading is not yet up); return its key count."""
+    last = []
+
+    def up():
+        client = _client(timeout=5)
+        try:
+            client.ping()
+            return {"keys": client.dbsize(), "node_id": _node_id(client), "cluster_state": _cluster_state(client)}
+        except redis.RedisError as exc:
+            last[:] = [exc]
+            return None
+        finally:
+            client.close()
+
+    state = _wait(up, timeout, 0.2)
+    if state is None:
+        reason = _problem(last[0], "reach Redis after the restart") if last else "Redis did not answer"
+        raise CommandExecutionError(f"{reason} (waited {timeout:.0f}s)")
+    return state
+
+
+def _cluster_state(client):
+    try:
+        return client.execute_command("CLUSTER", "INFO").split("cluster_state:", 1)[1].split()[0]
+    except (redis.RedisError, IndexError):
+        return None
+
+
+def _wait_cluster_ok(timeout):
+    """A cluster node answers before it serves: masters wait for their peers (or ~2 s alone)."""
+    def ok():
+        client = _client(timeout=5)
+        try:
+            return _cluster_state(client) == "ok"
+        finally:
+            client.close()
+
+    return "ok" if _wait(ok, timeout, 0.2) else "fail"
+
+
+def _node_id(client):
+    try:
+        if int(client.info("cluster").get("cluster_enabled", 0)):
+            return client.execute_command("CLUSTER", "MYID")
+    except redis.RedisError:
+        pass
+    return None
+
+
+def _service_call(name, service):
+    try:
+        ok = __salt__[f"service.{name}"](service)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise CommandExecutionError(f"service.{name} {service} failed: {exc}") from None
+    if ok is False:
+        raise CommandExecutionError(f"service.{name} {service} failed")
+
+
+def restore(backup, force=False, part_of_set=False, start=True, user="redis", group="redis", safety_dir=None,
+            backup_dir=None, timeout=600, config_file=None):
+    """
+    Restore a backup (name or path, see ``redis_backup.list``) onto this node.
+
+    First, without changing anything: the backup's files, checksums and the build's
+    ``redis-check-rdb``/``redis-check-aof`` on the decompressed data; refusals (an AOF onto a
+    server with appendonly no or older than Redis 7; in cluster mode a backup whose slots
+    are not this node's; a replica, or a master with replicas, unless ``part_of_set=True``
+    because the whole set is being restored). Without ``force=True`` it stops there and
+    reports what would be replaced.
+
+    With ``force=True``: stops Redis (``service.stop``, service from pillar ``redis:service``,
+    default redis-server), moves the contents of the data directory (not the directory: it
+    may be a mount point) to a safety copy ``<datadir>_backup_YYYYmmdd_HHMMSS`` (in
+    ``safety_dir`` when given, else next to the data directory), keeping in place the
+    node's cluster identity (nodes.conf) and any configuration or log living there; puts
+    the backup in place (an RDB restored onto ``appendonly yes`` also becomes the AOF's base,
+    so that Redis loads it and keeps it), owned by ``user``:``group``; starts Redis
+    (unless ``start=False``) and checks PING and the key count (at most the backup's, and
+    not zero when the backup had keys). When any step after the stop fails, the safety
+    copy is put back, Redis started again, and the error says so. Works with Redis down
+    (settings then come from its configuration file, ``config_file``).
+
+    Returns ``{"result": None, "changed": False, "backup", "type", "data_dir",
+    "would_replace": [{"name", "size"}], "would_keep": [...], "would_create": [...], "comment"}``
+    without force; ``{"result": True, "changed": True, "backup", "type", "data_dir",
+    "safety_copy", "restored": [...], "kept": [...], "keys", "backup_keys", "started",
+    "cluster_state", "warnings", "comment"}`` after a restore (cluster mode: it waits up to 15 s
+    for ``cluster_state:ok`` and warns when the rest of the set is not back yet).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_backup.restore backup=rdb_backup_20251027_120000
+        salt server1 redis_backup.restore backup=rdb_backup_20251027_120000 force=True
+    """
+    _require_redis_role()
+    path, meta = _resolve(backup, backup_dir)
+    try:
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise CommandExecutionError(f"user {user} or group {group} does not exist on this minion") from None
+    timeout = float(timeout)
+    client = _client()
+    try:
+        live = _live(client)
+    except redis.RedisError as exc:
+        if __utils__["redis_common.failure"](exc) not in ("refused", "loading"):
+            raise CommandExecutionError(_problem(exc, "read the server's settings before a restore")) from None
+        live = _offline(config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE,
+                        _executable(meta.get("server_executable")))
+    finally:
+        client.close()
+    data_dir = live["dir"]
+    if not os.path.isdir(data_dir):
+        raise CommandExecutionError(f"the data directory {data_dir} does not exist")
+    reasons = _refusals(meta, live, bool(part_of_set))
+    if reasons:
+        raise CommandExecutionError(f"restore of {meta['name']} refused: {'; '.join(reasons)}")
+    executable = _executable(live["executable"] if live["running"] else meta.get("server_executable"))
+    kept_names = _kept_entries(live)
+    current = sorted(name for name in os.listdir(data_dir) if name not in kept_names)
+    replace = [{"name": name, "size": _entry_size(os.path.join(data_dir, name))} for name in current]
+    parent = os.path.abspath(safety_dir) if safety_dir else os.path.dirname(data_dir)
+    if os.path.realpath(parent).startswith(data_dir + os.sep) or os.path.realpath(parent) == data_dir:
+        raise CommandExecutionError(f"the safety copy cannot live inside the data directory {data_dir}")
+    raw = int(meta.get("raw_size") or 0)
+    staging_parent = os.path.dirname(path)
+    _require_space(staging_parent, raw, "decompressing the backup")
+    if not _same_filesystem(staging_parent, data_dir):
+        _require_space(data_dir, raw * (2 if live["appendonly"] and meta["type"] == "rdb" else 1),
+                       "the restored data")
+    _makedirs(parent)
+    if not _same_filesystem(parent, data_dir):
+        _require_space(parent, sum(item["size"] for item in replace), "the safety copy of the current data")
+    staging = _partial_dir(staging_parent, f"restore-{meta['name']}")
+    try:
+        checked = _unpack(path, meta, staging)
+        _check_unpacked(meta, checked, staging, executable, timeout)
+        if not force:
+            return {
+                "result": None, "changed": False, "backup": meta["name"], "type": meta["type"],
+                "data_dir": data_dir, "would_replace": replace, "would_keep": sorted(kept_names & set(
+                    os.listdir(data_dir))), "would_create": _target_names(meta, live),
+                "comment": f"backup {meta['name']} checked; nothing changed. With force=True, Redis "
+                           f"({_service()}) is stopped and the {len(replace)} entries of {data_dir} listed in "
+                           f"would_replace move to a safety copy in {parent}",
+            }
+        return _restore_forced(meta, live, staging, parent, current, kept_names, uid, gid, bool(start), timeout)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _restore_forced(meta, live, staging, parent, current, kept_names, uid, gid, start, timeout):
+    data_dir, service = live["dir"], _service()
+    event = {"backup": meta["name"], "type": meta["type"], "data_dir": data_dir, "minion": _minion()}
+    _fire("started", event, kind="restore")
+    _service_call("stop", service)
+    if not _wait_down(min(timeout, 120)):
+        error = f"Redis still answers after service.stop {service}: nothing was changed"
+        _fire("failed", dict(event, error=error), kind="restore")
+        raise CommandExecutionError(error)
+    stamp = f"{_now():%Y%m%d_%H%M%S}"
+    safety = os.path.join(parent, f"{os.path.basename(data_dir)}_backup_{stamp}")
+    suffix = 1
+    while os.path.lexists(safety):
+        suffix += 1
+        safety = os.path.join(parent, f"{os.path.basename(data_dir)}_backup_{stamp}_{suffix}")
+    os.mkdir(safety, 0o700)
+    moved, made, started = [], [], False
+    try:
+        for name in sorted(kept_names & set(os.listdir(data_dir))):
+            if name != "lost+found" and os.path.isfile(os.path.join(data_dir, name)):
+                shutil.copy2(os.path.join(data_dir, name), os.path.join(safety, name))  # a copy for reference
+        for name in current:
+            shutil.move(os.path.join(data_dir, name), os.path.join(safety, name))
+            moved.append(name)
+        _fsync_dir(safety)
+        _fsync_dir(data_dir)
+        made = _place(meta, live, staging, data_dir, uid, gid)
+        state, warnings = None, []
+        if start:
+            _service_call("start", service)
+            started = True
+            state = _wait_up(timeout)
+            warnings = _check_restored(meta, live, state)
+            if live["cluster_enabled"] and state["cluster_state"] != "ok":
+                state["cluster_state"] = _wait_cluster_ok(min(timeout, CLUSTER_OK_WAIT))
+                if state["cluster_state"] != "ok":
+                    warnings.append(f"cluster_state is not ok {CLUSTER_OK_WAIT}s after the start: the other nodes "
+                                    "of the set may still be restoring or down (see redis_cluster.status)")
+    except Exception as exc:  # pylint: disable=broad-except
+        reason = str(exc) if isinstance(exc, CommandExecutionError) else f"{type(exc).__name__}: {exc}"
+        outcome = _rollback(data_dir, safety, moved, made, start, started, service, timeout)
+        error = f"restore of {meta['name']} failed: {reason}. {outcome}"
+        _fire("failed", dict(event, error=error, safety_copy=safety), kind="restore")
+        raise CommandExecutionError(error) from None
+    ret = {
+        "result": True, "changed": True, "backup": meta["name"], "type": meta["type"], "data_dir": data_dir,
+        "safety_copy": safety, "restored": [os.path.basename(item) for item in made],
+        "kept": sorted(kept_names & set(os.listdir(data_dir))), "started": started,
+        "keys": state["keys"] if state else None, "backup_keys": meta.get("keys"), "warnings": warnings,
+        "cluster_state": state.get("cluster_state") if state and live["cluster_enabled"] else None,
+        "comment": f"backup {meta['name']} restored into {data_dir}; the previous data is in {safety}"
+                   + ("" if started else "; Redis was not started (start=False)"),
+    }
+    _fire("finished", dict(event, safety_copy=safety, keys=ret["keys"]), kind="restore")
+    return ret
+
+
+def _check_restored(meta, live, state):
+    """Key count and identity after the start: raises when the restore did not take."""
+    expected, with_ttl = meta.get("keys"), int(meta.get("keys_with_ttl") or 0)
+    keys = state["keys"]
+    if expected is not None:
+        if keys > expected:
+            raise CommandExecutionError(f"Redis holds {keys} keys after the start, more than the backup's {expected}")
+        if expected > 0 and keys == 0:
+            raise CommandExecutionError(f"Redis holds no key after the start; the backup has {expected}")
+    if live["cluster_enabled"] and live["node_id"] and state["node_id"] != live["node_id"]:
+        raise CommandExecutionError(f"the node came back as {state['node_id']}, not {live['node_id']}")
+    warnings = []
+    if expected is not None and keys < expected - with_ttl:
+        warnings.append(f"{keys} keys after the start, the backup holds {expected} of which only {with_ttl} have "
+                        "a TTL: others were evicted (maxmemory) or deleted since the start")
+    return warnings
+
+
+def _rollback(data_dir, safety, moved, made, start, started, service, timeout):
+    """Put the previous data back after a failed restore; say what came of it."""
+    try:
+        if started:
+            _service_call("stop", service)
+            _wait_down(min(timeout, 120))
+        for entry in made:
+            _remove(entry)
+        for name in moved:
+            target = os.path.join(data_dir, name)
+            if os.path.lexists(target):
+                _remove(target)
+            shutil.move(os.path.join(safety, name), target)
+        _fsync_dir(data_dir)
+    except Exception as exc:  # pylint: disable=broad-except
+        return (f"Putting the previous data back failed too ({type(exc).__name__}: {exc}): it is in {safety}; "
+                f"Redis is left stopped")
+    if not start:
+        return f"The previous data was put back from {safety}; Redis was not started (start=False)"
+    try:
+        _service_call("start", service)
+        _wait_up(timeout)
+    except CommandExecutionError as exc:
+        return f"The previous data was put back from {safety}, but Redis does not answer after starting it: {exc}"
+    return f"The previous data was put back from {safety} and Redis started again"

@@ -1,0 +1,233 @@
+"""
+What `redis_backup.create type=rdb` costs against doing it by hand, on one throwaway
+redis-server (no password, temp dir) filled with pipelined writes:
+
+  ours:   redis_backup.create(type="rdb", compress=zstd|gzip, verify=False): BGSAVE, streamed
+          copy + compression + two sha256, then the check (decompress + redis-check-rdb)
+  manual: BGSAVE, then `zstd -1 -T0` / `zstd -3 -T0` (our level) / `gzip -6` of the same dump
+  verify: redis_backup.verify (throwaway server loads the backup, counts keys per type), apart
+
+Each of our calls runs in a child process of its own, which reports its peak RSS growth
+during the call (VmHWM, reset just before, minus VmRSS before) and its children's peak
+(RUSAGE_CHILDREN: the compressor, redis-check-rdb, the throwaway server for verify). Ratios are
+printed; nothing is asserted.
+
+Usage: .venv/bin/python bench/backup.py [SIZE_MIB]     (or BENCH_BACKUP_MIB; default 1024)
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SERVER = "/usr/bin/redis-server"
+VALUE_BYTES = 1024
+BATCH = 1000
+
+
+def load_backup_module(pillar):
+    """_modules/redis_backup.py with the dunders Salt would give it (no event bus, no service)."""
+    def load(name, path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    common = load("redis_common", ROOT / "_utils" / "redis_common.py")
+    mod = load("redis_backup", ROOT / "_modules" / "redis_backup.py")
+    mod.__utils__ = {f"redis_common.{name}": getattr(common, name)
+                     for name in ("client", "error_text", "failure", "wait", "connection_refused", "is_auth_failure")}
+    mod.__pillar__ = {"redis": pillar}
+    mod.__grains__ = {"id": "bench"}
+    mod.__opts__ = {"id": "bench"}
+    mod.__salt__ = {"event.send": lambda tag, data: True}
+    return mod
+
+
+def status_kib(field):
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak():
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+
+
+def child(arguments):
+    """Run one of our calls in this process and print what it cost."""
+    job = json.loads(arguments)
+    mod = load_backup_module(job["pillar"])
+    reset_peak()
+    before = status_kib("VmRSS")
+    started = time.monotonic()
+    if job["call"] == "create":
+        result = mod.create(type="rdb", compress=job["compress"], verify=False, prune=False)
+    else:
+        result = mod.verify(job["backup"])
+    seconds = time.monotonic() - started
+    print(json.dumps({
+        "seconds": seconds,
+        "rss_before_kib": before,
+        "rss_growth_kib": status_kib("VmHWM") - before,
+        "children_maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        "result": result,
+    }))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(directory):
+    port = free_port()
+    config = directory / "redis.conf"
+    config.write_text("\n".join([
+        f"port {port}", "bind 127.0.0.1", f"dir {directory}", 'save ""', "appendonly no", "daemonize no",
+        f"logfile {directory / 'redis.log'}", "maxmemory 0",
+    ]) + "\n")
+    proc = subprocess.Popen([SERVER, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_timeout=600)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc, client, port
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                sys.exit("bench: redis-server did not start")
+            time.sleep(0.05)
+
+
+def fill(client, size):
+    """Pipelined SETs of 1 KiB values, half random and half text (compressible like real data)."""
+    pool = os.urandom(64 << 20)
+    text = (b"user:1234 status=active plan=standard region=eu-west " * 20)[: VALUE_BYTES // 2]
+    written, key, started = 0, 0, time.monotonic()
+    while written < size:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(BATCH):
+            offset = (key * 7919) % (len(pool) - VALUE_BYTES)
+            pipe.set(f"key:{key}", pool[offset:offset + VALUE_BYTES // 2] + text)
+            key += 1
+        pipe.execute()
+        written += BATCH * VALUE_BYTES
+    return key, written, time.monotonic() - started
+
+
+def bgsave(client):
+    before = client.info("persistence")["rdb_saves"]
+    started = time.monotonic()
+    client.bgsave()
+    while True:
+        info = client.info("persistence")
+        if not info["rdb_bgsave_in_progress"] and info["rdb_saves"] > before:
+            return time.monotonic() - started
+        time.sleep(0.05)
+
+
+def timed(command, source, destination):
+    started = time.monotonic()
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        subprocess.run(command, stdin=src, stdout=dst, check=True)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return time.monotonic() - started, os.path.getsize(destination)
+
+
+def run_child(job):
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {job['call']} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def mib(size):
+    return f"{size / 2**20:8.1f} MiB"
+
+
+def main(size_mib):
+    size = size_mib << 20
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-backup-"))
+    need = size * 5  # dump + 2 backups + 3 manual copies (compressed) + a decompressed check copy
+    free = shutil.disk_usage(work).free
+    if free < need:
+        shutil.rmtree(work)
+        sys.exit(f"bench: {free >> 20} MiB free in {work.parent}, about {need >> 20} MiB needed")
+    data, backups = work / "data", work / "backups"
+    data.mkdir()
+    proc, client, port = start_server(data)
+    try:
+        keys, written, fill_seconds = fill(client, size)
+        used = client.info("memory")["used_memory_dataset"]
+        print(f"dataset: {keys} keys, {mib(written)} written in {fill_seconds:.1f}s, used_memory_dataset {mib(used)}")
+        pillar = {"role": "master", "mode": "sentinel", "port": port, "backup": {"dir": str(backups)}}
+
+        manual = {"bgsave": bgsave(client)}
+        dump = data / "dump.rdb"
+        rdb_size = dump.stat().st_size
+        for label, command in (("zstd -1 -T0", ["zstd", "-1", "-T0", "-q", "-c"]),
+                               ("zstd -3 -T0", ["zstd", "-3", "-T0", "-q", "-c"]),
+                               ("gzip -6", ["gzip", "-6", "-c", "-n"])):
+            manual[label] = timed(command, dump, work / f"manual.{label.split()[0]}{label.split()[1]}")
+        print(f"dump.rdb: {mib(rdb_size)}; BGSAVE by hand {manual['bgsave']:.2f}s")
+
+        ours = {}
+        for compress in ("zstd", "gzip"):
+            ours[compress] = run_child({"call": "create", "compress": compress, "pillar": pillar})
+        verify = run_child({"call": "verify", "backup": ours["zstd"]["result"]["name"], "pillar": pillar})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    print()
+    print(f"{'':34} {'seconds':>8} {'size':>12} {'ratio':>6}   peak RSS growth (self / children)")
+    for label in ("zstd -1 -T0", "zstd -3 -T0", "gzip -6"):
+        seconds, stored = manual[label]
+        total = manual["bgsave"] + seconds
+        print(f"manual BGSAVE + {label:<18} {total:8.2f} {mib(stored):>12} {stored / rdb_size:6.3f}")
+    for compress, ret in ours.items():
+        meta = ret["result"]
+        copy = meta["snapshot_seconds"] + meta["copy_seconds"]
+        print(f"ours create {compress:<5} (to listed)     {ret['seconds']:8.2f} {mib(meta['size']):>12} "
+              f"{meta['size'] / meta['raw_size']:6.3f}   {ret['rss_growth_kib'] / 1024:.1f} MiB / "
+              f"{ret['children_maxrss_kib'] / 1024:.1f} MiB")
+        print(f"  of which BGSAVE + copy/compress   {copy:8.2f}   check (decompress + redis-check-rdb) "
+              f"{meta['verify_seconds']:.2f}s")
+    print(f"verify (throwaway server load + count) {verify['seconds']:8.2f}s   keys {verify['result']['keys']}   "
+          f"peak RSS growth {verify['rss_growth_kib'] / 1024:.1f} MiB / "
+          f"children {verify['children_maxrss_kib'] / 1024:.1f} MiB")
+    print()
+    for compress, label in (("zstd", "zstd -3 -T0"), ("zstd", "zstd -1 -T0"), ("gzip", "gzip -6")):
+        meta = ours[compress]["result"]
+        by_hand = manual["bgsave"] + manual[label][0]
+        copy = meta["snapshot_seconds"] + meta["copy_seconds"]
+        print(f"ratio ours {compress} / manual {label:<12}: BGSAVE+copy {copy / by_hand:5.2f}x   "
+              f"whole create {ours[compress]['seconds'] / by_hand:5.2f}x   "
+              f"size {meta['size'] / manual[label][1]:5.3f}x")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[2])
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("BENCH_BACKUP_MIB", "1024")))

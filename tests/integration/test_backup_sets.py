@@ -1,0 +1,97 @@
+"""
+Backups of the whole cluster, as an operator runs them: the schedule `state.apply redis`
+installed on every Redis minion, `salt-run redis_backup.run` backing up every node into one
+complete set, FLUSHALL everywhere, `salt-run redis_backup.restore set=ID force=True`, and
+every key back, still there after a node's power cut and boot.
+"""
+
+import time
+
+import pytest
+from conftest import PASSWORD, REDIS_HOSTS, assert_no_password, node_client, wait_for_minions
+from redis.cluster import ClusterNode, RedisCluster
+
+pytestmark = pytest.mark.integration
+
+KEYS = 500
+
+
+def cluster_client():
+    return RedisCluster(startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()],
+                        password=PASSWORD, socket_timeout=5, decode_responses=True)
+
+
+def wait_cluster_ok(timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if all("cluster_state:ok" in node_client(h).execute_command("CLUSTER", "INFO") for h in REDIS_HOSTS):
+                return
+        except Exception:  # noqa: BLE001 - a node still starting
+            pass
+        assert time.monotonic() < deadline, "cluster not ok in time"
+        time.sleep(0.5)
+
+
+def test_every_redis_minion_has_the_original_backup_plan_scheduled(first_apply, salt_cli):
+    assert first_apply.returncode == 0, first_apply.stdout
+    listed = salt_cli.run("schedule.list", "return_yaml=False", minion_tgt="it*")
+    for host in REDIS_HOSTS:
+        jobs = listed.data[host]
+        ours = {name: job for name, job in jobs.items() if name.startswith("redis-backup-")}
+        assert sorted(ours) == ["redis-backup-aof-1", "redis-backup-both-1", "redis-backup-prune-1",
+                                "redis-backup-rdb-1"], jobs
+        assert ours["redis-backup-rdb-1"]["cron"] == "0 3 * * *"
+        assert ours["redis-backup-rdb-1"]["function"] == "redis_backup.create"
+    assert not {n for n in listed.data["it4"] or {} if str(n).startswith("redis-backup-")}
+
+
+def test_a_set_backup_restores_every_key_after_flushall_and_survives_a_power_cut(
+    first_apply, salt_cli, salt_run_cli, lab_hosts
+):
+    wait_cluster_ok()
+    cluster = cluster_client()
+    for number in range(KEYS):
+        cluster.set(f"backup:{number}", number)
+    cluster.hset("backup:hash", mapping={"a": "1", "b": "2"})
+    cluster.close()
+
+    backed_up = salt_run_cli.run("redis_backup.run", "type=rdb", "compress=zstd")
+
+    assert backed_up.returncode == 0, backed_up.stdout
+    assert_no_password(backed_up.stdout, "salt-run redis_backup.run")
+    assert backed_up.data["status"] == "complete", backed_up.data
+    assert sorted(backed_up.data["nodes"]) == sorted(REDIS_HOSTS)
+    set_id = backed_up.data["set_id"]
+    listed = salt_run_cli.run("redis_backup.list")
+    assert listed.data["sets"][0]["set_id"] == set_id
+    node_list = salt_cli.run("redis_backup.list", minion_tgt="it1")
+    assert node_list.data["backups"][0]["type"] == "rdb" and node_list.data["backups"][0]["verified"] is True
+
+    for host in REDIS_HOSTS:
+        node_client(host).flushall()
+    assert sum(node_client(h).dbsize() for h in REDIS_HOSTS) == 0
+    dry = salt_run_cli.run("redis_backup.restore", f"set={set_id}")
+    assert dry.returncode == 0, dry.stdout
+    assert sum(node_client(h).dbsize() for h in REDIS_HOSTS) == 0  # a dry run changes nothing
+
+    restored = salt_run_cli.run("redis_backup.restore", f"set={set_id}", "force=True")
+
+    assert restored.returncode == 0, restored.stdout
+    assert_no_password(restored.stdout, "salt-run redis_backup.restore")
+    wait_cluster_ok()
+    cluster = cluster_client()
+    assert cluster.mget_nonatomic([f"backup:{n}" for n in range(KEYS)]) == [str(n) for n in range(KEYS)]
+    assert cluster.hgetall("backup:hash") == {"a": "1", "b": "2"}
+    cluster.close()
+
+    lab = lab_hosts[0]
+    lab.kill("it2")
+    lab.boot("it2")
+    wait_for_minions(salt_cli, ["it2"])
+    wait_cluster_ok()
+    cluster = cluster_client()
+    assert cluster.mget_nonatomic([f"backup:{n}" for n in range(KEYS)]) == [str(n) for n in range(KEYS)]
+    cluster.close()
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []

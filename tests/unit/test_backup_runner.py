@@ -1,0 +1,702 @@
+"""_runners/redis_backup.py without a master.
+
+The pure parts (slot coverage, set status, snapshot spread, manifest, restore plan and
+order, verification, minion matching, progress lines) take plain dicts. ``run`` and
+``restore`` are driven through their minion layer (``_call_many``/``_call_each``) with a
+fake deployment that records every call and keeps each node's services and files, so the
+order of a restore is checked step by step. The real path (salt-run on the lab master)
+is the integration suite's.
+"""
+
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+
+import pytest
+from salt.exceptions import SaltInvocationError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("redis_backup_runner", ROOT / "_runners" / "redis_backup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rb = load_runner()
+
+THIRDS = {"server1": [[0, 5460]], "server2": [[5461, 10922]], "server3": [[10923, 16383]]}
+
+
+def meta(minion, kind="rdb", slots=None, role="master", timestamp="2025-10-27T12:00:00+00:00", last_save=None,
+         keys=100, with_ttl=0, copied_to=None):
+    name = f"{kind}_backup_{timestamp[:10].replace('-', '')}_120000"
+    data = {
+        "name": name, "type": kind, "timestamp": timestamp, "minion": minion, "compress": "gzip",
+        "path": f"/var/backups/redis/{kind}/{name}", "node_id": f"id-{minion}" if slots is not None else None,
+        "slots": slots, "replication_role": role, "keys": keys, "keys_with_ttl": with_ttl, "size": 2048,
+        "verified": True, "redis_version": "7.0.15",
+        "files": [{"name": "dump.rdb.gz", "source": "dump.rdb", "kind": "rdb", "size": 2048,
+                   "sha256": "ab" * 32, "raw_size": 4096, "raw_sha256": "cd" * 32}],
+    }
+    if last_save:
+        data["last_save"] = last_save
+    if copied_to:
+        data["copied_to"] = copied_to
+    return data
+
+
+def peer(n, role):
+    return {"hostname": f"server{n}", "minion_id": f"server{n}", "ip": f"10.0.0.{n}", "port": 6379, "role": role}
+
+
+def cluster_nodes(failed=(), kinds=("rdb",), seconds=(0, 1, 3)):
+    nodes = {}
+    for n in range(1, 7):
+        minion = f"server{n}"
+        if minion in failed:
+            nodes[minion] = rb._node_entry(peer(n, "cluster-node"), minion, False, "ERROR: BGSAVE failed")
+            continue
+        master = n <= 3
+        ret = {kind: meta(minion, kind, THIRDS.get(minion, []), "master" if master else "slave",
+                          f"2025-10-27T12:00:{seconds[(n - 1) % 3]:02d}+00:00") for kind in kinds}
+        ret = ret[kinds[0]] if len(kinds) == 1 else dict(ret, pruned=[])
+        nodes[minion] = rb._node_entry(peer(n, "cluster-node"), minion, True, ret)
+    return nodes
+
+
+def sentinel_nodes(failed=(), master="server1"):
+    nodes = {}
+    for n in range(1, 4):
+        minion = f"server{n}"
+        if minion in failed:
+            nodes[minion] = rb._node_entry(peer(n, "replica"), minion, False, "ERROR: refused")
+            continue
+        nodes[minion] = rb._node_entry(peer(n, "master" if n == 1 else "replica"), minion, True,
+                                       meta(minion, role="master" if minion == master else "slave"))
+    return nodes
+
+
+def manifest_of(mode, nodes, kinds=("rdb",), copy_to=None):
+    started = datetime.datetime(2025, 10, 27, 12, 0, tzinfo=datetime.timezone.utc)
+    return rb._build_manifest("set_20251027_120000", mode, list(kinds), nodes, started,
+                              started + datetime.timedelta(seconds=30), "/etc/salt/my_multihead_cluster.yaml",
+                              {"copy_to": copy_to})
+
+
+def live_cluster(masters=None, down=()):
+    """redis_cluster.status of a 6-node cluster: server1-3 masters (or ``masters``:
+    {minion: slots}), server4-6 replicas of server1-3 (``master`` set by the test otherwise)."""
+    masters = masters or THIRDS
+    live = {}
+    for n in range(1, 7):
+        minion = f"server{n}"
+        if minion in down:
+            live[minion] = {"ping": False, "error": "connection refused"}
+            continue
+        status = {"ping": True, "cluster_enabled": True, "cluster_state": "ok", "address": f"10.0.0.{n}:6379",
+                  "keys": 100, "node_id": f"id-{minion}"}
+        if minion in masters:
+            status.update(cluster_role="master", slots=masters[minion])
+        else:
+            status.update(cluster_role="replica", slots=[], master=f"10.0.0.{n - 3}:6379" if n > 3 else None)
+        live[minion] = status
+    return live
+
+
+def live_sentinel(master="server1", down=()):
+    live = {}
+    for n in range(1, 4):
+        minion = f"server{n}"
+        if minion in down:
+            live[minion] = {"ping": False, "error": "connection refused"}
+        else:
+            live[minion] = {"ping": True, "cluster_enabled": False, "keys": 100, "address": f"10.0.0.{n}:6379",
+                            "replication_role": "master" if minion == master else "slave"}
+    return live
+
+
+# ---------------------------------------------------------------- slots and times
+
+
+def test_slot_ranges_merge_and_gaps():
+    assert rb._merge_ranges([[10923, 16383], [0, 5460], [5461, 10922]]) == [[0, 16383]]
+    assert rb._merge_ranges([[0, 10], [5, 20], [30, 30]]) == [[0, 20], [30, 30]]
+    assert rb._missing_slots([[0, 5460], [10923, 16383]]) == [[5461, 10922]]
+    assert rb._missing_slots([]) == [[0, 16383]]
+    assert rb._missing_slots([[0, 16383]]) == []
+    assert rb._missing_slots([[1, 16382]]) == [[0, 0], [16383, 16383]]
+    assert rb._format_ranges([[0, 0], [16383, 16383], [5, 9]]) == "0, 5-9, 16383"
+
+
+def test_node_backups_reads_one_type_or_both():
+    one = meta("server1")
+    assert rb._node_backups(one) == {"rdb": one}
+    both = {"rdb": meta("server1"), "aof": meta("server1", "aof"), "pruned": []}
+    assert set(rb._node_backups(both)) == {"rdb", "aof"}
+    assert rb._node_backups("ERROR: Redis does not run") == {}
+    assert rb._node_backups({"unexpected": True}) == {}
+
+
+def test_node_entry_records_identity_files_and_the_snapshot_moment():
+    entry = rb._node_entry(peer(1, "cluster-node"), "server1", True,
+                           meta("server1", slots=[[0, 5460]], last_save="2025-10-27T12:00:07+00:00"))
+    assert entry["status"] == "ok"
+    assert (entry["node_id"], entry["slots"], entry["replication_role"]) == ("id-server1", [[0, 5460]], "master")
+    backup = entry["backups"]["rdb"]
+    assert backup["files"][0]["sha256"] == "ab" * 32 and backup["keys"] == 100
+    assert backup["path"] == "/var/backups/redis/rdb/rdb_backup_20251027_120000"
+    assert backup["snapshot_time"] == "2025-10-27T12:00:07+00:00"  # LASTSAVE, not the start
+    failed = rb._node_entry(peer(2, "cluster-node"), "server2", False, "ERROR: BGSAVE failed")
+    assert failed["status"] == "failed" and failed["error"] == "ERROR: BGSAVE failed" and failed["backups"] == {}
+
+
+# ---------------------------------------------------------------- set status and spread
+
+
+def test_a_cluster_set_is_complete_when_the_masters_cover_every_slot():
+    assert rb._assess("cluster", cluster_nodes(), ["rdb"]) == ("complete", None)
+    # replicas' backups do not cover anything: a failed replica leaves the set complete
+    assert rb._assess("cluster", cluster_nodes(failed=("server5",)), ["rdb"]) == ("complete", None)
+
+
+def test_a_cluster_set_missing_a_master_is_partial_and_says_which_slots():
+    status, reason = rb._assess("cluster", cluster_nodes(failed=("server2",)), ["rdb"])
+    assert status == "partial"
+    assert "rdb: slots 5461-10922 are in no master's backup" in reason
+    assert "server2: ERROR: BGSAVE failed" in reason
+
+
+def test_a_set_of_both_types_needs_both_covered():
+    nodes = cluster_nodes(kinds=("rdb", "aof"))
+    assert rb._assess("cluster", nodes, ["rdb", "aof"]) == ("complete", None)
+    del nodes["server3"]["backups"]["aof"]
+    status, reason = rb._assess("cluster", nodes, ["rdb", "aof"])
+    assert status == "partial" and reason.startswith("aof: slots 10923-16383")
+
+
+def test_a_sentinel_set_is_complete_with_the_masters_backup():
+    assert rb._assess("sentinel", sentinel_nodes(), ["rdb"]) == ("complete", None)
+    assert rb._assess("sentinel", sentinel_nodes(failed=("server3",)), ["rdb"]) == ("complete", None)
+    status, reason = rb._assess("sentinel", sentinel_nodes(failed=("server1",)), ["rdb"])
+    assert status == "partial"
+    assert "no backup of the master" in reason and "server1: ERROR: refused" in reason
+
+
+def test_a_set_where_nothing_worked():
+    status, reason = rb._assess("sentinel", sentinel_nodes(failed=("server1", "server2", "server3")), ["rdb"])
+    assert status == "partial" and reason.startswith("no node's backup succeeded")
+
+
+def test_spread_is_between_the_first_and_the_last_snapshot():
+    timing = rb._spread(cluster_nodes(seconds=(0, 1, 3)), ["rdb"])
+    assert timing["seconds"] == 3.0
+    assert timing["rdb"] == {"first": "2025-10-27T12:00:00+00:00", "last": "2025-10-27T12:00:03+00:00",
+                             "seconds": 3.0}
+    assert rb._spread({}, ["rdb"]) == {"seconds": None}
+
+
+def test_the_manifest_holds_what_a_restore_needs_and_no_secret():
+    manifest = manifest_of("cluster", cluster_nodes())
+    assert manifest["set_id"] == "set_20251027_120000" and manifest["mode"] == "cluster"
+    assert manifest["status"] == "complete" and "reason" not in manifest
+    assert manifest["time"] == "2025-10-27T12:00:00+00:00" and manifest["spread_seconds"] == 3.0
+    node = manifest["nodes"]["server2"]
+    assert node["hostname"] == "server2" and node["node_id"] == "id-server2" and node["slots"] == [[5461, 10922]]
+    assert node["backups"]["rdb"]["files"][0]["sha256"] == "ab" * 32
+    text = json.dumps(manifest)
+    assert "password" not in text.lower()
+    partial = manifest_of("cluster", cluster_nodes(failed=("server1",)))
+    assert partial["status"] == "partial" and "0-5460" in partial["reason"]
+
+
+# ---------------------------------------------------------------- sets on disk
+
+
+def test_set_ids_are_unique_and_listed_newest_first(tmp_path):
+    moment = datetime.datetime(2025, 10, 27, 12, 0, tzinfo=datetime.timezone.utc)
+    first = rb._make_set_dir(str(tmp_path), moment)
+    second = rb._make_set_dir(str(tmp_path), moment)
+    later = rb._make_set_dir(str(tmp_path), moment + datetime.timedelta(hours=1))
+    assert [first[0], second[0], later[0]] == ["set_20251027_120000", "set_20251027_120000_2", "set_20251027_130000"]
+    for set_id, path in (first, second, later):
+        rb._write_manifest(path, {"set_id": set_id, "time": moment.isoformat()
+                                  if set_id != later[0] else (moment + datetime.timedelta(hours=1)).isoformat()})
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "set_20250101_000000").mkdir()
+    (tmp_path / "set_20250101_000000" / "manifest.json").write_text("{not json")
+    assert [m["set_id"] for m in rb._read_sets(str(tmp_path))] == [
+        "set_20251027_130000", "set_20251027_120000_2", "set_20251027_120000"]
+    assert not list(tmp_path.glob("*/*.tmp"))
+    assert rb._read_sets(str(tmp_path / "absent")) == []
+
+
+# ---------------------------------------------------------------- restore plan
+
+
+def test_cluster_restore_plan_restores_the_masters_and_stops_the_replicas():
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes(), copy_to="/mnt/shared"), live_cluster(),
+                            copy_to="/mnt/shared")
+    assert plan["problems"] == [] and plan["warnings"] == []
+    assert [item["minion"] for item in plan["restore"]] == ["server1", "server2", "server3"]
+    item = plan["restore"][1]
+    assert item["from"] == "server2" and item["slots"] == [[5461, 10922]] and item["keys"] == 100
+    assert [c["path"] for c in item["candidates"]] == [
+        "/var/backups/redis/rdb/rdb_backup_20251027_120000",
+        "/mnt/shared/server2/rdb/rdb_backup_20251027_120000"]
+    assert plan["stop"] == ["server4", "server5", "server6"] and plan["sentinels"] == []
+    steps = rb._restore_steps(plan, {})
+    assert steps == [
+        ("stop", "server4", "redis-server"), ("stop", "server5", "redis-server"), ("stop", "server6", "redis-server"),
+        ("restore", "server1", "rdb_backup_20251027_120000"), ("restore", "server2", "rdb_backup_20251027_120000"),
+        ("restore", "server3", "rdb_backup_20251027_120000"),
+        ("start", "server4", "redis-server"), ("start", "server5", "redis-server"),
+        ("start", "server6", "redis-server"),
+    ]
+
+
+def test_cluster_restore_after_a_failover_needs_copy_to():
+    # server5 took over server2's slots; server2 is its replica now
+    masters = {"server1": THIRDS["server1"], "server5": THIRDS["server2"], "server3": THIRDS["server3"]}
+    live = live_cluster(masters)
+    live["server2"].update(cluster_role="replica", slots=[], master="10.0.0.5:6379")
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live)
+    assert len(plan["problems"]) == 1
+    assert "slots 5461-10922 moved from server2 to server5" in plan["problems"][0]
+    assert "CLUSTER FAILOVER" in plan["problems"][0] and "copy_to" in plan["problems"][0]
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live, copy_to="/mnt/shared")
+    assert plan["problems"] == []
+    item = next(i for i in plan["restore"] if i["from"] == "server2")
+    assert item["minion"] == "server5"
+    assert [c["path"] for c in item["candidates"]] == ["/mnt/shared/server2/rdb/rdb_backup_20251027_120000"]
+    assert "server2" in plan["stop"] and "server5" not in plan["stop"]
+    assert any("restores it from copy_to" in w for w in plan["warnings"])
+
+
+def test_a_partial_or_resharded_set_is_refused():
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes(failed=("server3",))), live_cluster())
+    assert any("is partial" in p for p in plan["problems"])
+    resharded = {"server1": [[0, 6000]], "server2": [[6001, 10922]], "server3": THIRDS["server3"]}
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster(resharded))
+    assert any("slots 0-5460 (backed up on server1) are now served by server1 (resharded" in p
+               for p in plan["problems"])
+
+
+def test_a_down_node_is_left_alone_and_said():
+    live = live_cluster(down=("server6",))
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live)
+    assert plan["problems"] == [] and plan["down"] == ["server6"] and plan["stop"] == ["server4", "server5"]
+    assert any(w.startswith("server6 does not answer") for w in plan["warnings"])
+    down_master = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster(down=("server2",)))
+    assert any("served by no running master now" in p for p in down_master["problems"])
+
+
+def test_sentinel_restore_plan_stops_sentinels_then_replicas():
+    plan = rb._restore_plan(manifest_of("sentinel", sentinel_nodes()), live_sentinel(),
+                            ["server1", "server2", "server3", "witness1"])
+    assert plan["problems"] == []
+    assert [(i["minion"], i["from"]) for i in plan["restore"]] == [("server1", "server1")]
+    assert plan["stop"] == ["server2", "server3"]
+    services = {m: {"server": "redis-server", "sentinel": "redis-sentinel"} for m in ("server2", "server3")}
+    steps = rb._restore_steps(plan, services)
+    assert steps[:4] == [("stop", m, "redis-sentinel") for m in ("server1", "server2", "server3", "witness1")]
+    assert steps[4:6] == [("stop", "server2", "redis-server"), ("stop", "server3", "redis-server")]
+    assert steps[6] == ("restore", "server1", "rdb_backup_20251027_120000")
+    assert steps[7:9] == [("start", "server2", "redis-server"), ("start", "server3", "redis-server")]
+    assert steps[9:] == [("start", m, "redis-sentinel") for m in ("server1", "server2", "server3", "witness1")]
+
+
+def test_sentinel_restore_after_a_failover_goes_to_the_current_master():
+    manifest = manifest_of("sentinel", sentinel_nodes())
+    plan = rb._restore_plan(manifest, live_sentinel(master="server2"), ["server1", "server2", "server3"],
+                            copy_to="/mnt/shared")
+    assert plan["problems"] == []
+    item = plan["restore"][0]
+    assert (item["minion"], item["from"]) == ("server2", "server1")
+    assert [c["path"] for c in item["candidates"]] == [
+        "/mnt/shared/server1/rdb/rdb_backup_20251027_120000",          # the master's backup, shared
+        "/var/backups/redis/rdb/rdb_backup_20251027_120000",            # server2's own, taken as a replica
+        "/mnt/shared/server2/rdb/rdb_backup_20251027_120000"]
+    assert plan["stop"] == ["server1", "server3"]
+    without_own = dict(manifest, nodes={m: n for m, n in manifest["nodes"].items() if m != "server2"})
+    plan = rb._restore_plan(without_own, live_sentinel(master="server2"), ["server1"])
+    assert any("fail back to server1" in p for p in plan["problems"])
+
+
+def test_sentinel_restore_needs_one_master():
+    live = live_sentinel()
+    live["server3"]["replication_role"] = "master"
+    plan = rb._restore_plan(manifest_of("sentinel", sentinel_nodes()), live, ["server1"])
+    assert plan["problems"] == ["expected one running master, found 2 (server1, server3): let Sentinel settle first"]
+
+
+def test_restore_type_choice():
+    both = manifest_of("cluster", cluster_nodes(kinds=("rdb", "aof")), kinds=("rdb", "aof"))
+    assert rb._choose_type(both) == "rdb" and rb._choose_type(both, "aof") == "aof"
+    only_rdb = manifest_of("cluster", cluster_nodes())
+    plan = rb._restore_plan(only_rdb, live_cluster(), kind="aof")
+    assert plan["problems"] == ["the set holds no aof backups (it holds rdb)"]
+
+
+# ---------------------------------------------------------------- verification
+
+
+def test_verification_after_a_restore():
+    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster())
+    assert rb._verify_restore("cluster", plan, live_cluster()) == ([], [])
+    live = live_cluster()
+    live["server4"]["keys"] = 7
+    live["server2"]["cluster_state"] = "fail"
+    live["server3"]["keys"] = 101
+    live["server1"]["keys"] = 90
+    problems, warnings = rb._verify_restore("cluster", plan, live)
+    assert "server4: 7 keys, its master server1 has 90 (still syncing?)" in problems
+    assert "server2: cluster_state:fail" in problems
+    assert "server3: 101 keys, more than the backup's 100" in problems
+    assert warnings == ["server1: 90 keys in database 0, the backup holds 100 (0 with a TTL)"]
+    live = live_cluster()
+    live["server5"] = {"ping": False, "error": "connection refused"}
+    assert rb._verify_restore("cluster", plan, live)[0] == ["server5: Redis does not answer (connection refused)"]
+    plan["down"] = ["server5"]
+    assert rb._verify_restore("cluster", plan, live) == ([], [])
+
+
+def test_sentinel_verification_wants_replicas_back():
+    plan = rb._restore_plan(manifest_of("sentinel", sentinel_nodes()), live_sentinel(), ["server1"])
+    live = live_sentinel()
+    assert rb._verify_restore("sentinel", plan, live) == ([], [])
+    live["server3"]["replication_role"] = "master"
+    assert rb._verify_restore("sentinel", plan, live)[0] == ["server3: came back as master, not as a replica"]
+
+
+# ---------------------------------------------------------------- minions and events
+
+
+def test_minion_matching():
+    peers = [{"hostname": "server1", "minion_id": "server1"}, {"hostname": "server2", "minion_id": "server2"},
+             {"hostname": "server3", "minion_id": "server3"}]
+    accepted = ["server1", "server2.example.org", "server3.a.org", "server3.b.org", "server1.example.org"]
+    assert rb._match_minions(peers, accepted) == {"server1": "server1", "server2": "server2.example.org",
+                                                  "server3": None}
+
+
+def test_progress_lines_from_events():
+    wrapped = {"id": "server1", "cmd": "_minion_event", "tag": "redis/backup/server1/finished",
+               "data": meta("server1") | {"duration_seconds": 12.3}}
+    data = rb._event_payload(wrapped)
+    assert data["name"] == "rdb_backup_20251027_120000"
+    assert rb._event_line("redis/backup/server1/finished", data) == (
+        "server1: rdb backup finished: rdb_backup_20251027_120000, 2.0K, 100 keys, 12.3s")
+    assert rb._event_line("redis/backup/server1/started", {"type": "aof", "name": "aof_backup_x"}) == (
+        "server1: aof backup started (aof_backup_x)")
+    assert rb._event_line("redis/backup/server1/failed", {"type": "rdb", "error": "disk full"}) == (
+        "server1: rdb backup FAILED: disk full")
+    assert rb._event_line("redis/restore/server2/finished", {"backup": "b", "keys": 5}) == (
+        "server2: restore of b finished, 5 keys")
+    assert rb._event_line("salt/job/123/ret/server1", {}) is None
+    assert rb._event_payload({"type": "rdb"}) == {"type": "rdb"}
+
+
+# ---------------------------------------------------------------- run and restore, minions faked
+
+
+class Deployment:
+    """The minions as the runner sees them: calls recorded in order, services and files kept."""
+
+    def __init__(self, mode, live, files=(), stop_fails=(), create=None, restore_fails=()):
+        self.mode, self.live, self.files = mode, live, set(files)
+        self.calls, self.running = [], {}
+        self.stop_fails, self.restore_fails, self.create = set(stop_fails), set(restore_fails), create or {}
+
+    def call(self, minion, function, kwarg):
+        kwarg = kwarg or {}
+        self.calls.append((minion, function, dict(kwarg)))
+        if function == "redis_cluster.status":
+            status = self.live.get(minion)
+            return (True, dict(status)) if status else (False, "the minion did not answer")
+        if function == "pillar.get":
+            return True, kwarg["default"]
+        if function == "file.file_exists":
+            return True, f"{minion}:{kwarg['path']}" in self.files
+        if function.startswith("service."):
+            action = function.split(".")[1]
+            if action == "stop" and (minion, kwarg["name"]) in self.stop_fails:
+                return False, "ERROR: could not stop"
+            self.running[(minion, kwarg["name"])] = action == "start"
+            return True, True
+        if function == "redis_backup.restore":
+            if minion in self.restore_fails and kwarg["force"]:
+                return False, "ERROR: restore failed: checksum; the previous data was put back"
+            if not kwarg["force"]:
+                return True, {"result": None, "would_replace": [{"name": "dump.rdb", "size": 1}], "data_dir": "/d"}
+            return True, {"result": True, "backup": os.path.basename(kwarg["backup"]), "keys": 100,
+                          "safety_copy": "/var/lib/redis_backup_x", "warnings": []}
+        if function == "redis_backup.create":
+            return self.create.get(minion, (False, "no answer"))
+        raise AssertionError(f"unexpected call {function}")
+
+    def call_many(self, client, minions, function, timeout, kwarg=None, watch=None):
+        return {minion: self.call(minion, function, kwarg) for minion in minions}
+
+    def call_each(self, client, calls, timeout, watch=None):
+        return {minion: self.call(minion, function, kwarg) for minion, (function, kwarg) in calls.items()}
+
+    def actions(self):
+        """The calls that change something, in order."""
+        return [(minion, function, kwarg.get("name") or os.path.basename(kwarg.get("backup", "")))
+                for minion, function, kwarg in self.calls
+                if function.startswith("service.") or (function == "redis_backup.restore" and kwarg["force"])]
+
+
+class _Client:
+    def destroy(self):
+        pass
+
+
+class _NoFollower:
+    seen = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Progress:
+    def __init__(self):
+        self.lines = []
+
+    def fire_event(self, data, suffix):
+        assert suffix == "progress"
+        self.lines.append(data["message"])
+
+
+def shape(mode, copy_to=None):
+    count = 6 if mode == "cluster" else 3
+    controllers = [{"hostname": f"server{n}", "minion_id": f"server{n}", "ip": f"10.0.0.{n}", "redis": True}
+                   for n in range(1, count + 1)]
+    roles = ({f"server{n}": "cluster-node" for n in range(1, 7)} if mode == "cluster" else
+             {"server1": "master", "server2": "replica", "server3": "replica"})
+    if mode == "sentinel":
+        controllers.append({"hostname": "witness1", "minion_id": "witness1", "ip": "10.0.0.9", "redis": False})
+        roles["witness1"] = "sentinel-only"
+    sentinel = {}
+    if mode == "sentinel":
+        sentinel = {"hosts": [{"hostname": c["hostname"], "ip": c["ip"]} for c in controllers]}
+    return {
+        "path": "/etc/salt/my_multihead_cluster.yaml", "mode": mode, "controllers": controllers, "roles": roles,
+        "settings": {"port": 6379, "backup": {"dir": "/var/backups/redis", "copy_to": copy_to}},
+        "peers": [{"hostname": c["hostname"], "minion_id": c["minion_id"], "ip": c["ip"], "port": 6379}
+                  for c in controllers if c["redis"]],
+        "sentinel": sentinel,
+    }
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    module = load_runner()
+    module.__opts__ = {"cachedir": str(tmp_path / "cache"), "sock_dir": str(tmp_path), "conf_file": "/dev/null",
+                       "timeout": 5}
+    module.__context__ = {}
+    module.__jid_event__ = _Progress()
+    monkeypatch.setattr(module, "_client", _Client)
+    monkeypatch.setattr(module, "_Follower", _NoFollower)
+    monkeypatch.setattr(module, "_accepted", lambda: [f"server{n}" for n in range(1, 7)] + ["witness1"])
+
+    def use(deployment, mode, copy_to=None):
+        module.__salt__ = {"redis_deployment.shape": lambda: shape(mode, copy_to)}
+        monkeypatch.setattr(module, "_call_many", deployment.call_many)
+        monkeypatch.setattr(module, "_call_each", deployment.call_each)
+        return module
+
+    return use
+
+
+def cluster_creates(failed=()):
+    answers = {}
+    for n in range(1, 7):
+        minion = f"server{n}"
+        if minion in failed:
+            answers[minion] = (False, "ERROR: rdb: BGSAVE failed")
+        else:
+            answers[minion] = (True, dict(meta(minion, slots=THIRDS.get(minion, []),
+                                               role="master" if n <= 3 else "slave"), pruned=[]))
+    return answers
+
+
+def test_run_writes_one_manifest_for_the_whole_set(runner, tmp_path):
+    deployment = Deployment("cluster", live_cluster(), create=cluster_creates())
+    module = runner(deployment, "cluster")
+    result = module.run(type="rdb", compress="zstd")
+    assert result["status"] == "complete" and result["retcode"] == 0 and module.__context__["retcode"] == 0
+    creates = [c for c in deployment.calls if c[1] == "redis_backup.create"]
+    assert [c[0] for c in creates] == [f"server{n}" for n in range(1, 7)]
+    assert creates[0][2] == {"type": "rdb", "compress": "zstd", "timeout": 3600}
+    manifest = json.loads(pathlib.Path(result["manifest"]).read_text())
+    assert manifest["set_id"] == result["set_id"] and result["set_id"].startswith("set_")
+    assert pathlib.Path(result["manifest"]).parent.parent == tmp_path / "cache" / "redis_backup_sets"
+    assert manifest["nodes"]["server1"]["slots"] == [[0, 5460]]
+    assert manifest["deployment_file"] == "/etc/salt/my_multihead_cluster.yaml"
+    assert module.__jid_event__.lines[0].startswith("backing up 6 Redis node(s) of the cluster deployment (rdb)")
+    assert module.__jid_event__.lines[-1].startswith(f"set {result['set_id']}: complete; manifest ")
+    listed = module.list_()
+    assert [item["set_id"] for item in listed["sets"]] == [result["set_id"]]
+    assert listed["sets"][0]["nodes"] == 6 and listed["sets"][0]["status"] == "complete"
+
+
+def test_run_with_a_failed_master_is_partial(runner):
+    deployment = Deployment("cluster", live_cluster(), create=cluster_creates(failed=("server3",)))
+    module = runner(deployment, "cluster")
+    result = module.run()
+    assert result["status"] == "partial" and result["retcode"] == 1
+    assert "slots 10923-16383" in result["reason"]
+    assert result["nodes"]["server3"]["status"] == "failed"
+    assert "server3: FAILED: ERROR: rdb: BGSAVE failed" in module.__jid_event__.lines
+
+
+def test_run_refuses_an_unknown_type(runner):
+    module = runner(Deployment("cluster", {}), "cluster")
+    with pytest.raises(SaltInvocationError):
+        module.run(type="full")
+
+
+def _written_set(module, mode, nodes, copy_to=None):
+    root = pathlib.Path(module._sets_dir())
+    set_id, path = module._make_set_dir(str(root), datetime.datetime(2025, 10, 27, 12, tzinfo=datetime.timezone.utc))
+    manifest = manifest_of(mode, nodes, copy_to=copy_to)
+    manifest["set_id"] = set_id
+    module._write_manifest(path, manifest)
+    return set_id
+
+
+LOCAL = "/var/backups/redis/rdb/rdb_backup_20251027_120000/backup_metadata.json"
+
+
+def test_restore_without_force_changes_nothing_and_says_what_it_would_do(runner):
+    deployment = Deployment("sentinel", live_sentinel(), files=[f"server1:{LOCAL}"])
+    module = runner(deployment, "sentinel")
+    set_id = _written_set(module, "sentinel", sentinel_nodes())
+    result = module.restore(set=set_id)
+    assert result["retcode"] == 0, result["comment"]
+    assert deployment.actions() == []
+    assert result["comment"].startswith("nothing changed (force=True restores): server1 <- "
+                                        "/var/backups/redis/rdb/rdb_backup_20251027_120000")
+    assert "stopped meanwhile: server2, server3, server1, server2, server3, witness1" in result["comment"]
+    assert result["steps"][0] == "stop redis-sentinel on server1"
+    dry = [c for c in deployment.calls if c[1] == "redis_backup.restore"]
+    assert dry == [("server1", "redis_backup.restore", {"backup": "/var/backups/redis/rdb/rdb_backup_20251027_120000",
+                                                        "force": False, "part_of_set": True, "timeout": 900})]
+
+
+def test_forced_sentinel_restore_order(runner):
+    deployment = Deployment("sentinel", live_sentinel(), files=[f"server1:{LOCAL}"])
+    module = runner(deployment, "sentinel")
+    set_id = _written_set(module, "sentinel", sentinel_nodes())
+    result = module.restore(set=set_id, force=True)
+    assert result["retcode"] == 0, result
+    sentinels = ["server1", "server2", "server3", "witness1"]
+    assert deployment.actions() == (
+        [(m, "service.stop", "redis-sentinel") for m in sentinels]
+        + [(m, "service.stop", "redis-server") for m in ("server2", "server3")]
+        + [("server1", "redis_backup.restore", "rdb_backup_20251027_120000")]
+        + [(m, "service.start", "redis-server") for m in ("server2", "server3")]
+        + [(m, "service.start", "redis-sentinel") for m in sentinels])
+    forced = [c for c in deployment.calls if c[1] == "redis_backup.restore" and c[2]["force"]]
+    assert forced[0][2]["part_of_set"] is True
+    assert result["verify"]["ok"] is True and "verified" in result["comment"]
+    assert all(deployment.running[key] for key in deployment.running)
+
+
+def test_forced_cluster_restore_takes_a_rebuilt_nodes_backup_from_copy_to(runner):
+    shared = "/mnt/shared/server2/rdb/rdb_backup_20251027_120000/backup_metadata.json"
+    files = [f"server1:{LOCAL}", f"server3:{LOCAL}", f"server2:{shared}"]  # server2 was rebuilt bare
+    deployment = Deployment("cluster", live_cluster(), files=files)
+    module = runner(deployment, "cluster", copy_to="/mnt/shared")
+    set_id = _written_set(module, "cluster", cluster_nodes(), copy_to="/mnt/shared")
+    result = module.restore(set=set_id, force=True)
+    assert result["retcode"] == 0, result
+    forced = {c[0]: c[2]["backup"] for c in deployment.calls if c[1] == "redis_backup.restore" and c[2]["force"]}
+    assert forced == {"server1": "/var/backups/redis/rdb/rdb_backup_20251027_120000",
+                      "server2": "/mnt/shared/server2/rdb/rdb_backup_20251027_120000",
+                      "server3": "/var/backups/redis/rdb/rdb_backup_20251027_120000"}
+    actions = deployment.actions()
+    first_restore = next(i for i, a in enumerate(actions) if a[1] == "redis_backup.restore")
+    assert {a[0] for a in actions[:first_restore]} == {"server4", "server5", "server6"}
+    assert all(a[1] == "service.stop" for a in actions[:first_restore])
+    assert all(a[1] == "service.start" for a in actions[first_restore + 3:])
+
+
+def test_a_missing_backup_without_copy_to_is_refused_before_anything_changes(runner):
+    deployment = Deployment("cluster", live_cluster(), files=[f"server1:{LOCAL}", f"server3:{LOCAL}"])
+    module = runner(deployment, "cluster")
+    set_id = _written_set(module, "cluster", cluster_nodes())
+    result = module.restore(set=set_id, force=True)
+    assert result["retcode"] == 1 and deployment.actions() == []
+    assert result["comment"].startswith("nothing changed: server2: backup rdb_backup_20251027_120000 is not on this "
+                                        "minion (tried /var/backups/redis/rdb/rdb_backup_20251027_120000) and "
+                                        "cache.redis.backup.copy_to is not set")
+
+
+def test_a_replica_that_does_not_stop_aborts_and_everything_is_started_again(runner):
+    deployment = Deployment("sentinel", live_sentinel(), files=[f"server1:{LOCAL}"],
+                            stop_fails=[("server3", "redis-server")])
+    module = runner(deployment, "sentinel")
+    set_id = _written_set(module, "sentinel", sentinel_nodes())
+    result = module.restore(set=set_id, force=True)
+    assert result["retcode"] == 1
+    assert not any(a[1] == "redis_backup.restore" for a in deployment.actions())
+    assert result["comment"] == "nothing restored: a replica could not be stopped (it could be promoted)"
+    started = [a for a in deployment.actions() if a[1] == "service.start"]
+    assert ("server2", "service.start", "redis-server") in started
+    assert ("witness1", "service.start", "redis-sentinel") in started
+
+
+def test_a_sentinel_that_does_not_stop_aborts_before_any_replica_stops(runner):
+    deployment = Deployment("sentinel", live_sentinel(), files=[f"server1:{LOCAL}"],
+                            stop_fails=[("witness1", "redis-sentinel")])
+    module = runner(deployment, "sentinel")
+    result = module.restore(set=_written_set(module, "sentinel", sentinel_nodes()), force=True)
+    assert result["retcode"] == 1
+    assert result["comment"] == "nothing restored: a Sentinel could not be stopped (a failover could happen)"
+    assert not any(a[2] == "redis-server" for a in deployment.actions())
+    assert [a for a in deployment.actions() if a[1] == "service.start"] == [
+        (m, "service.start", "redis-sentinel") for m in ("server1", "server2", "server3", "witness1")]
+
+
+def test_a_failed_restore_still_starts_the_replicas_and_fails(runner):
+    deployment = Deployment("sentinel", live_sentinel(), files=[f"server1:{LOCAL}"], restore_fails=("server1",))
+    module = runner(deployment, "sentinel")
+    set_id = _written_set(module, "sentinel", sentinel_nodes())
+    result = module.restore(set=set_id, force=True)
+    assert result["retcode"] == 1
+    assert "server1: restore failed: ERROR: restore failed: checksum" in result["problems"][0]
+    assert deployment.actions()[-1] == ("witness1", "service.start", "redis-sentinel")
+
+
+def test_restore_arguments(runner):
+    module = runner(Deployment("cluster", {}), "cluster")
+    result = module.restore(set="set_20991231_000000")
+    assert result["retcode"] == 1 and "no backup set set_20991231_000000" in result["comment"]
+    result = module.restore(set="latest")
+    assert result["retcode"] == 1 and "name the set: set=set_YYYYmmdd_HHMMSS" in result["comment"]
+    with pytest.raises(SaltInvocationError, match="unknown argument"):
+        module.restore(sett="set_20991231_000000")
+    # Salt's own keyword arguments are not ours to refuse
+    assert module.restore(set="set_20991231_000000", __pub_user="root")["retcode"] == 1
+
+
+def test_restore_refuses_a_set_of_another_mode(runner):
+    deployment = Deployment("sentinel", live_sentinel())
+    module = runner(deployment, "sentinel")
+    set_id = _written_set(module, "cluster", cluster_nodes())
+    result = module.restore(set=set_id, force=True)
+    assert result["retcode"] == 1 and deployment.calls == []
+    assert "the set was taken in cluster mode; the deployment runs in sentinel mode now" in result["comment"]
