@@ -22,7 +22,7 @@ down: setup
 	$(PY) -m lab down
 
 test: setup
-	$(PY) -m flake8 _pillar _modules _states _runners _utils lab tests bench
+	$(PY) -m flake8 _pillar _modules _states _runners _utils _beacons lab tests bench
 	$(PY) -m pytest tests
 
 unit: setup

@@ -98,8 +98,11 @@ def status():
     if settings.get("error"):
         result["error"] = f"deployment pillar failed: {settings['error']}"
         return result
+    if result["mode"] == "sentinel" and result["role"] in ("master", "replica", "sentinel-only"):
+        result["sentinel"] = _sentinel_status()
     if result["role"] not in ("cluster-node", "master", "replica"):
-        result["comment"] = "this minion runs no Redis server of the deployment"
+        if "sentinel" not in result:
+            result["comment"] = "this minion runs no Redis server of the deployment"
         return result
     result["address"] = f"{settings.get('bind_ip', '127.0.0.1')}:{settings.get('port', 6379)}"
     try:
@@ -147,6 +150,14 @@ def status():
             master = next((n for n in view["nodes"] if n["id"] == view["master"]), {})
             result["master"] = master.get("address", view["master"])
     return result
+
+
+def _sentinel_status():
+    """The Sentinels' view (the live master, agreement, failover outlook and warnings), or why not."""
+    try:
+        return __salt__["redis_sentinel.status"]()
+    except (KeyError, CommandExecutionError) as exc:
+        return {"error": f"no Sentinel view: {exc}"}
 
 
 def config_diff(settings, port=None, timeout=5):

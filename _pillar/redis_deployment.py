@@ -57,7 +57,7 @@ MAXMEMORY_POLICIES = (
 )
 COMPRESSIONS = ("gzip", "zstd", "none")
 # Where a minion's synced modules of each kind live (below its extension_modules) -> our folder.
-EXTENSION_FOLDERS = {"modules": "_modules", "states": "_states", "utils": "_utils"}
+EXTENSION_FOLDERS = {"modules": "_modules", "states": "_states", "utils": "_utils", "beacons": "_beacons"}
 DEFAULTS = {
     "mode": "auto",
     "port": 6379,
@@ -86,6 +86,9 @@ PASSWORD_HIDDEN = "(hidden: only minions receive the password)"
 # What an error message shows where the password would have been.
 PASSWORD_IN_MESSAGE = "(the password)"
 MISSING_CONFIG = "ext_pillar redis_deployment: expected option 'config' with the YAML's path"
+# Roles that run a Sentinel in sentinel mode; how often the minion drains its events.
+SENTINEL_ROLES = ("master", "replica", "sentinel-only")
+SENTINEL_BEACON_INTERVAL_S = 2
 # Roles that run redis-server (and so need maxmemory); sentinel-only runs a Sentinel only.
 SERVER_ROLES = ("cluster-node", "master", "replica")
 # Redis's memory units (memtoll in Redis's util.c), case-insensitive; no unit means bytes.
@@ -679,7 +682,13 @@ def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argume
         log.error("redis_deployment: %s", MISSING_CONFIG)
         return {"redis": error_pillar(MISSING_CONFIG)}
     try:
-        return {"redis": _redis_pillar(minion_id, pillar, config)}
+        computed = _redis_pillar(minion_id, pillar, config)
+        result = {"redis": computed}
+        if computed["mode"] == "sentinel" and computed["role"] in SENTINEL_ROLES:
+            # The minion turns its Sentinel's failovers into events on the master's bus
+            # (_beacons/redis_sentinel.py); Salt merges pillar beacons with its own config.
+            result["beacons"] = {"redis_sentinel": [{"interval": SENTINEL_BEACON_INTERVAL_S}]}
+        return result
     except DeploymentError as exc:
         message = str(exc)
         log.error("redis_deployment: minion %s: %s", minion_id, message)

@@ -10,8 +10,12 @@ include:
   - {{ tplroot }}.service
 {%-   if redis.mode == "cluster" %}
   - {{ tplroot }}.cluster
+{%-   elif redis.mode == "sentinel" %}
+  - {{ tplroot }}.sentinel
 {%-   endif %}
   - {{ tplroot }}.backup
+{%- elif sentinel_node %}
+  - {{ tplroot }}.sentinel
 {%- else %}
   - {{ tplroot }}.inactive
 {%- endif %}

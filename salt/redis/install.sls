@@ -1,12 +1,12 @@
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, modules_need_sync with context %}
-{%- if not redis_node %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, modules_need_sync with context %}
+{%- if not (redis_node or sentinel_node) %}
 include:
   - {{ tplroot }}.inactive
 {%- else %}
 
 {#- `state.apply redis` on a fresh minion, or after our modules changed on the master:
-    bring our custom modules (_utils, _modules, _states) before the states that use them.
+    bring our custom modules (_utils, _modules, _states, _beacons) before the states that use them.
     Skipped when every module is current (map.jinja compares digests: no master round
     trip), and under test=True, where Salt's sync states always answer "would run"; a
     minion that never had a real apply needs `saltutil.sync_all` before a dry run. #}
@@ -25,11 +25,16 @@ redis-salt-states-synced:
   saltutil.sync_states:
     - refresh: False
     - reload_modules: True
+
+redis-salt-beacons-synced:
+  saltutil.sync_beacons:
+    - refresh: False
 {%- endif %}
 
 redis-packages-installed:
   pkg.installed:
-    - pkgs: {{ redis.pkgs | json }}
+    {#- A witness runs a Sentinel only: no redis-server package. #}
+    - pkgs: {{ (redis.pkgs if redis_node else redis.sentinel_pkgs) | json }}
 
 {#- The packages' own helper for config checks: Salt runs it before any new
     configuration reaches the server. #}

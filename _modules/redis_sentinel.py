@@ -1,0 +1,794 @@
+"""
+The Sentinel side of the deployment described in pillar ``redis`` (mode ``sentinel``): which
+Redis server is the live master, this node's replication, and the local Sentinel.
+
+Replication is never written into Salt's configuration files: Salt's settings file is
+included last and would revert a Sentinel failover at the next restart. This module makes
+a node follow the *live* master with ``REPLICAOF`` and lets Redis persist it in its own
+file (``CONFIG REWRITE``), as Sentinel itself does on every failover.
+
+Sentinels authenticate to the Redis servers as the ACL user ``salt-sentinel`` with a
+password derived from the deployment's password (hex: HMAC-SHA256). Redis 7.0's Sentinel
+writes ``sentinel auth-pass`` unquoted into its file, so the deployment's own password
+(which may hold spaces or quotes) would make the Sentinel fail to start after its next
+config rewrite; a hex password survives it. The user may run only what Sentinel sends.
+
+The password comes from pillar ``redis:password`` and is handed to redis-py in memory: it
+never appears on a command line, in a return value or in a log line.
+
+:depends: redis (redis-py)
+"""
+
+import collections
+import hashlib
+import hmac
+import logging
+import time
+
+from salt.exceptions import CommandExecutionError
+
+try:
+    import redis
+
+    HAS_REDIS = True
+except ImportError:
+    HAS_REDIS = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "redis_sentinel"
+
+# The ACL user the Sentinels log in as on every Redis server of the deployment, and what it
+# may run: the commands Sentinel sends (monitoring, hello messages, failover, reconfiguration).
+ACL_USER = "salt-sentinel"
+ACL_COMMANDS = (
+    "+ping", "+info", "+role", "+subscribe", "+publish", "+multi", "+exec", "+slaveof", "+replicaof",
+    "+config|rewrite", "+client|setname", "+client|kill", "+script|kill",
+)
+ACL_CHANNELS = ("&__sentinel__:hello",)
+# SENTINEL MASTER fields Salt manages, with their pillar key (sentinel:...) and default.
+MANAGED = {
+    "down-after-milliseconds": ("down_after_ms", 5000),
+    "failover-timeout": ("failover_timeout_ms", 60000),
+    "parallel-syncs": (None, 1),
+}
+
+
+def __virtual__():
+    if not HAS_REDIS:
+        return (False, "redis_sentinel: the redis Python library (redis-py) is not installed")
+    return __virtualname__
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _settings():
+    return __pillar__.get("redis", {}) or {}
+
+
+def _error(exc):
+    return __utils__["redis_common.error_text"](exc)
+
+
+def _client(port=None, host="127.0.0.1", timeout=5):
+    """A Redis server of the deployment (default: the local one), with the deployment's password."""
+    return __utils__["redis_common.client"](_settings(), port, host=host, timeout=timeout)
+
+
+def _sentinel_client(host="127.0.0.1", port=None, timeout=5):
+    """A Sentinel of the deployment (default: the local one): Sentinels require the same password."""
+    settings = _settings()
+    return __utils__["redis_common.client"](settings, port or settings.get("sentinel_port", 26379),
+                                            host=host, timeout=timeout)
+
+
+def _wait(condition, timeout, interval=0.2):
+    """``redis_common.wait``, run in this module's loader context (see redis_cluster._wait)."""
+    wait = __utils__["redis_common.wait"]
+    return getattr(wait, "func", wait)(condition, timeout, interval)
+
+
+def _master_name(name=None):
+    return name or _settings().get("master_name") or "mymaster"
+
+
+def _peers():
+    """The deployment's Redis servers, file order: [{hostname, ip, port}]."""
+    settings = _settings()
+    port = int(settings.get("port", 6379))
+    return [{"hostname": p["hostname"], "ip": p["ip"], "port": int(p.get("port") or port)}
+            for p in settings.get("peers") or []]
+
+
+def _sentinel_hosts():
+    """Every Sentinel of the deployment: [{hostname, ip, port}] (a host entry may give its own port)."""
+    settings = _settings()
+    port = int(settings.get("sentinel_port", 26379))
+    return [{"hostname": h["hostname"], "ip": h["ip"], "port": int(h.get("port") or port)}
+            for h in (settings.get("sentinel") or {}).get("hosts") or []]
+
+
+def _address(ip, port):
+    return f"{ip}:{int(port)}"
+
+
+def _pairs(flat):
+    """A Redis reply of alternating field names and values as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _sentinel_command(client, *args):
+    """A SENTINEL subcommand's raw answer (redis-py would reshape some of them)."""
+    return client.execute_command("SENTINEL", *args)
+
+
+def _auth_password(user=ACL_USER):
+    """The Sentinels' password for ``user``: hex, derived from the deployment's password."""
+    password = _settings().get("password") or ""
+    return hmac.new(password.encode("utf-8"), f"redis-sentinel:{user}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------- the live master
+
+
+def _role(peer, timeout):
+    """What one Redis server says about its replication, or {"error": ...}."""
+    try:
+        client = _client(peer["port"], host=peer["ip"], timeout=timeout)
+        info = client.info("replication")
+        keys = client.dbsize()
+    except redis.RedisError as exc:
+        return {"error": _error(exc)}
+    view = {"role": "replica" if info.get("role") == "slave" else "master",
+            "connected_replicas": int(info.get("connected_slaves", 0)), "keys": keys}
+    if view["role"] == "replica":
+        view.update(master=_address(info.get("master_host"), info.get("master_port")),
+                    link=info.get("master_link_status"))
+    return view
+
+
+def _sentinel_answers(name, timeout):
+    """{hostname: "ip:port" the Sentinel there gives for ``name``, "does not monitor <name>",
+    or {"error": text}}."""
+    answers = {}
+    for host in _sentinel_hosts():
+        try:
+            reply = _sentinel_command(_sentinel_client(host["ip"], host["port"], timeout),
+                                      "GET-MASTER-ADDR-BY-NAME", name)
+        except redis.RedisError as exc:
+            answers[host["hostname"]] = {"error": _error(exc)}
+            continue
+        answers[host["hostname"]] = _address(*reply) if reply else f"does not monitor {name}"
+    return answers
+
+
+def live_master(name=None, timeout=2):
+    """
+    Find the deployment's live master. The reachable Sentinels of ``sentinel:hosts`` are
+    asked (``SENTINEL get-master-addr-by-name``) and their majority answer wins (a tie goes
+    to the candidate that says it is a master, then to file order). When no Sentinel knows
+    the master yet (bare hosts), the Redis servers' roles decide: a master with connected
+    replicas wins; among masters without replicas, the only one that holds keys wins (two
+    that hold keys: no answer, replicating either would wipe the other), else the pillar's
+    ``initial_master``. Answers that are no peer's address are ignored.
+
+    Returns ``{"master": hostname or None, "address": "ip:port", "ip", "port", "source":
+    "sentinels"|"roles"|"keys"|"initial_master", "sentinels": {hostname: answer}, "roles":
+    {hostname: view} (when asked), "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.live_master
+    """
+    name = _master_name(name)
+    peers = _peers()
+    by_address = {_address(p["ip"], p["port"]): p for p in peers}
+    answers = _sentinel_answers(name, timeout)
+    shown = {host: answer if isinstance(answer, str) else answer["error"] for host, answer in answers.items()}
+    result = {"master": None, "address": None, "ip": None, "port": None, "source": None, "sentinels": shown}
+    votes = collections.Counter(a for a in answers.values() if isinstance(a, str) and a in by_address)
+    strangers = sorted({a for a in answers.values()
+                        if isinstance(a, str) and a not in by_address and not a.startswith("does not monitor")})
+    roles = {}
+
+    def chosen(peer, source, comment):
+        result.update(master=peer["hostname"], address=_address(peer["ip"], peer["port"]), ip=peer["ip"],
+                      port=peer["port"], source=source, comment=comment)
+        if roles:
+            result["roles"] = roles
+        return result
+
+    def role_of(peer):
+        if peer["hostname"] not in roles:
+            roles[peer["hostname"]] = _role(peer, timeout)
+        return roles[peer["hostname"]]
+
+    ignored = f"; ignored answers that are no peer's address: {', '.join(strangers)}" if strangers else ""
+    if votes:
+        top = max(votes.values())
+        tied = [address for address, count in votes.items() if count == top]
+        order = [_address(p["ip"], p["port"]) for p in peers]
+        tied.sort(key=lambda a: (role_of(by_address[a]).get("role") != "master", order.index(a)))
+        answering = sum(votes.values())
+        return chosen(by_address[tied[0]], "sentinels",
+                      f"{top} of {answering} Sentinels that know {name} name {by_address[tied[0]]['hostname']}"
+                      + ignored)
+    for peer in peers:
+        role_of(peer)
+    masters = [p for p in peers if roles[p["hostname"]].get("role") == "master"]
+    with_replicas = sorted((p for p in masters if roles[p["hostname"]]["connected_replicas"]),
+                           key=lambda p: -roles[p["hostname"]]["connected_replicas"])
+    if with_replicas:
+        return chosen(with_replicas[0], "roles", f"no Sentinel knows {name}: {with_replicas[0]['hostname']} is "
+                      "the master with connected replicas" + ignored)
+    with_keys = [p for p in masters if roles[p["hostname"]]["keys"]]
+    if len(with_keys) > 1:
+        result.update(roles=roles, comment=(
+            f"no Sentinel knows {name}, and {', '.join(p['hostname'] for p in with_keys)} are all masters without "
+            "replicas that hold keys: making one replicate another would wipe its keys. Keep one (back up the "
+            "other, FLUSHALL it), then apply again"))
+        return result
+    if with_keys:
+        return chosen(with_keys[0], "keys", f"no Sentinel knows {name}: {with_keys[0]['hostname']} is the only "
+                      "master that holds keys" + ignored)
+    initial = (_settings().get("initial_master") or {}).get("hostname")
+    peer = next((p for p in peers if p["hostname"] == initial), None)
+    if peer is None:
+        result.update(roles=roles, comment=f"no Sentinel knows {name} and the pillar names no initial master")
+        return result
+    answering = [p["hostname"] for p in peers if "error" not in roles[p["hostname"]]]
+    seen = "no server has replicas or keys" if answering else "no server answers"
+    return chosen(peer, "initial_master", f"no Sentinel knows {name} and {seen}: the initial master {initial}"
+                  + ignored)
+
+
+# ---------------------------------------------------------------- this node's replication
+
+
+def local_role(port=None):
+    """
+    This node's Redis server's replication: ``{"reachable", "role": master|replica,
+    "master": "ip:port", "link": up|down, "sync_in_progress", "connected_replicas",
+    "keys"}`` (``error`` when it does not answer with the deployment's password).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.local_role
+    """
+    try:
+        client = _client(port)
+        info = client.info("replication")
+        keys = client.dbsize()
+    except redis.RedisError as exc:
+        return {"reachable": False, "error": _error(exc)}
+    view = {"reachable": True, "role": "replica" if info.get("role") == "slave" else "master",
+            "connected_replicas": int(info.get("connected_slaves", 0)), "keys": keys}
+    if view["role"] == "replica":
+        view.update(master=_address(info.get("master_host"), info.get("master_port")),
+                    link=info.get("master_link_status"),
+                    sync_in_progress=bool(int(info.get("master_sync_in_progress", 0))))
+    return view
+
+
+def replicate(ip, port, timeout=30):
+    """
+    Make the local Redis server a replica of ``ip:port`` (``REPLICAOF``), persist it in
+    Redis's own configuration file (``CONFIG REWRITE``; never in Salt's files) and wait,
+    bounded by ``timeout`` seconds, until the link is up or a sync is in progress. Never
+    restarts anything.
+
+    Returns ``{"link": up|down, "sync_in_progress": bool, "persisted": bool, "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server2 redis_sentinel.replicate 10.0.0.11 6379
+    """
+    client = _client()
+    try:
+        client.execute_command("REPLICAOF", ip, int(port))
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"REPLICAOF {ip} {port} failed: {_error(exc)}") from None
+    persisted, why = True, ""
+    try:
+        client.execute_command("CONFIG", "REWRITE")
+    except redis.RedisError as exc:
+        persisted, why = False, f"; not persisted (CONFIG REWRITE: {_error(exc)})"
+
+    def linked():
+        view = local_role()
+        return view if view.get("link") == "up" else None
+
+    view = _wait(linked, timeout, interval=0.2) or local_role()
+    return {
+        "link": view.get("link", "down"),
+        "sync_in_progress": bool(view.get("sync_in_progress")),
+        "persisted": persisted,
+        "comment": f"replicates {ip}:{port}, link {view.get('link', 'down')}"
+        + (", sync in progress" if view.get("sync_in_progress") else "") + why,
+    }
+
+
+# ---------------------------------------------------------------- the Sentinels' ACL user
+
+
+def _acl_rules(user):
+    digest = hashlib.sha256(_auth_password(user).encode("utf-8")).hexdigest()
+    return ["reset", "on", f"#{digest}", "resetchannels", *ACL_CHANNELS, "-@all", *ACL_COMMANDS]
+
+
+def _acl_differs(client, user):
+    """What differs between the server's ``user`` and the rules Salt wants (empty: nothing)."""
+    reply = client.execute_command("ACL", "GETUSER", user)
+    if not reply:
+        return ["missing"]
+    current = _pairs(reply)
+    wanted = _acl_rules(user)
+    differs = []
+    if "on" not in current.get("flags", []):
+        differs.append("disabled")
+    if list(current.get("passwords", [])) != [wanted[2][1:]]:
+        differs.append("password")
+
+    def words(value):
+        return set(value.split() if isinstance(value, str) else value)
+
+    if words(current.get("commands", "")) != {"-@all", *ACL_COMMANDS}:
+        differs.append("commands")
+    if words(current.get("channels", "")) - {"resetchannels"} != set(ACL_CHANNELS):
+        differs.append("channels")
+    if words(current.get("keys", "")):
+        differs.append("keys")
+    return differs
+
+
+def sentinel_user(user=ACL_USER, dry_run=False, port=None):
+    """
+    Make sure the local Redis server has the ACL user the Sentinels log in as (password
+    derived from the deployment's, only the commands Sentinel sends), and persist it in
+    Redis's own file (``CONFIG REWRITE``, or ``ACL SAVE`` when the server uses an
+    ``aclfile``). ACL users are not replicated: every server needs this.
+
+    Returns ``{"changed": bool, "differs": [...], "persisted": bool, "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.sentinel_user
+    """
+    try:
+        client = _client(port)
+        differs = _acl_differs(client, user)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"the local Redis server cannot be asked about ACL user {user}: "
+                                    f"{_error(exc)}") from None
+    if not differs:
+        return {"changed": False, "differs": [], "persisted": True, "comment": f"ACL user {user} is as wanted"}
+    what = "created" if differs == ["missing"] else "updated (" + ", ".join(differs) + ")"
+    if dry_run:
+        return {"changed": True, "differs": differs, "persisted": False, "comment": f"ACL user {user} would be {what}"}
+    try:
+        client.execute_command("ACL", "SETUSER", user, *_acl_rules(user))
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"ACL SETUSER {user} failed: {_error(exc)}") from None
+    try:
+        uses_aclfile = bool(client.config_get("aclfile").get("aclfile"))
+        client.execute_command(*(("ACL", "SAVE") if uses_aclfile else ("CONFIG", "REWRITE")))
+        persisted, why = True, ""
+    except redis.RedisError as exc:
+        persisted, why = False, f"; not persisted: {_error(exc)}"
+    return {"changed": True, "differs": differs, "persisted": persisted, "comment": f"ACL user {user} {what}{why}"}
+
+
+# ---------------------------------------------------------------- the local Sentinel
+
+
+def _sentinel_view(client, name):
+    masters = {m["name"]: m for m in (_pairs(flat) for flat in _sentinel_command(client, "MASTERS"))}
+    view = {"masters": masters, "run_id": client.info("server").get("run_id")}
+    if name in masters:
+        view["sentinels"] = [
+            {"address": _address(s["ip"], s["port"]), "runid": s.get("runid"), "flags": s.get("flags", "").split(",")}
+            for s in (_pairs(flat) for flat in _sentinel_command(client, "SENTINELS", name))
+        ]
+        view["replicas"] = [
+            {"address": _address(r["ip"], r["port"]), "flags": r.get("flags", "").split(",")}
+            for r in (_pairs(flat) for flat in _sentinel_command(client, "REPLICAS", name))
+        ]
+    return view
+
+
+def sentinel_view(name=None, host="127.0.0.1", port=None, timeout=5):
+    """
+    What a Sentinel (default: the local one) says: ``{"reachable", "failure", "error",
+    "run_id", "masters": {name: SENTINEL MASTER fields}, "sentinels": [{address, runid,
+    flags}], "replicas": [{address, flags}]}`` (the last two for ``name``, when monitored).
+    ``failure`` is ``redis_common.failure``'s word (``refused``, ``auth``...).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.sentinel_view
+    """
+    name = _master_name(name)
+    try:
+        view = _sentinel_view(_sentinel_client(host, port, timeout), name)
+    except redis.RedisError as exc:
+        return {"reachable": False, "failure": __utils__["redis_common.failure"](exc), "error": _error(exc)}
+    return dict(view, reachable=True, failure="", error="")
+
+
+def wait_sentinel(name=None, timeout=30, port=None):
+    """
+    Wait, bounded, until the local Sentinel answers with the deployment's password and
+    monitors ``name``. Returns True when it does.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.wait_sentinel timeout=10
+    """
+    name = _master_name(name)
+
+    def ready():
+        view = sentinel_view(name, port=port, timeout=1)
+        return view["reachable"] and name in view["masters"]
+
+    return bool(_wait(ready, timeout, interval=0.2))
+
+
+def _auth_in_file(config_file, name):
+    """``(auth-user, auth-pass)`` that the Sentinel persisted for ``name`` (it writes both unquoted)."""
+    user = password = None
+    try:
+        with open(config_file, encoding="utf-8", errors="surrogateescape") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 4 and words[0].lower() == "sentinel" and words[2] == name:
+                    if words[1].lower() == "auth-user":
+                        user = words[3]
+                    elif words[1].lower() == "auth-pass":
+                        password = " ".join(words[3:])
+    except OSError:
+        return None
+    return user, password
+
+
+def sentinel_configure(name=None, quorum=None, config_file=None, dry_run=False, port=None):
+    """
+    Bring the local Sentinel's monitoring of ``name`` in line with the pillar, at run time
+    (the Sentinel persists what it is told in its own file): ``SENTINEL SET`` for
+    ``down-after-milliseconds``, ``failover-timeout``, ``parallel-syncs``, ``quorum`` and the
+    login (``auth-user``/``auth-pass``, compared with what the Sentinel wrote to
+    ``config_file``); ``SENTINEL REMOVE`` of the other names and ``SENTINEL MONITOR`` when
+    it does not monitor ``name`` (a renamed master: at the address the old name had, else
+    the live master). The master's address is never changed: Sentinel owns it.
+
+    Returns ``{"changes": {...}, "comment"}``; the password is shown as ``<hidden>``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.sentinel_configure config_file=/etc/redis/sentinel.conf
+    """
+    settings = _settings()
+    name = _master_name(name)
+    sentinel = settings.get("sentinel") or {}
+    quorum = int(quorum or sentinel.get("quorum") or len(_sentinel_hosts()) // 2 + 1)
+    wanted = {directive: str(sentinel.get(key, default) if key else default)
+              for directive, (key, default) in MANAGED.items()}
+    wanted["quorum"] = str(quorum)
+    try:
+        client = _sentinel_client(port=port)
+        view = _sentinel_view(client, name)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"the local Sentinel cannot be asked: {_error(exc)}") from None
+    changes, commands = {}, []
+    current = view["masters"].get(name)
+    if current is None:
+        others = sorted(view["masters"])
+        if len(others) == 1:
+            old = view["masters"][others[0]]
+            ip, master_port, source = old["ip"], int(old["port"]), f"the address {others[0]} had"
+        else:
+            live = live_master(name)
+            if not live["master"]:
+                raise CommandExecutionError(f"the Sentinel does not monitor {name} and no live master is known: "
+                                            + live["comment"])
+            ip, master_port, source = live["ip"], live["port"], f"the live master, per {live['source']}"
+        commands += [("REMOVE", other) for other in others]
+        commands.append(("MONITOR", name, ip, master_port, quorum))
+        changes["monitor"] = {"old": ", ".join(others) or None,
+                              "new": f"{name} at {_address(ip, master_port)} ({source})"}
+        differs = dict(wanted)
+        del differs["quorum"]
+        login = True
+    else:
+        differs = {d: value for d, value in wanted.items() if str(current.get(d)) != value}
+        for directive, value in differs.items():
+            changes[directive] = {"old": current.get(directive), "new": value}
+        # Sentinel never shows the login; it persists it in its file, unquoted.
+        login = bool(config_file) and _auth_in_file(config_file, name) != (ACL_USER, _auth_password())
+    if login:
+        differs.update({"auth-user": ACL_USER, "auth-pass": _auth_password()})
+        changes["auth"] = f"{ACL_USER} / <hidden>"
+    if differs:
+        commands.append(("SET", name, *[word for pair in differs.items() for word in pair]))
+    if not changes:
+        return {"changes": {}, "comment": f"the Sentinel monitors {name} as wanted"}
+    described = ", ".join(k for k in changes)
+    if dry_run:
+        return {"changes": changes, "comment": f"would change the Sentinel's {name}: {described}"}
+    for command in commands:
+        try:
+            _sentinel_command(client, *command)
+        except redis.RedisError as exc:
+            why = _error(exc).replace(_auth_password(), "<hidden>")
+            raise CommandExecutionError(f"SENTINEL {command[0]} {name} failed: {why}") from None
+    return {"changes": changes, "comment": f"changed the Sentinel's {name} at run time: {described}"}
+
+
+def _my_address():
+    me = _settings().get("hostname")
+    return next((_address(h["ip"], h["port"]) for h in _sentinel_hosts() if h["hostname"] == me), None)
+
+
+def _expected_peers(hostname=None):
+    """The other Sentinels of the deployment as seen from ``hostname`` (default: this host):
+    {address: hostname}."""
+    me = hostname or _settings().get("hostname")
+    return {_address(h["ip"], h["port"]): h["hostname"] for h in _sentinel_hosts() if h["hostname"] != me}
+
+
+def _reachable(address, timeout=1):
+    """Something that speaks Redis answers at ``address`` (a password refusal is an answer)."""
+    ip, port = address.rsplit(":", 1)
+    try:
+        __utils__["redis_common.client"]({}, int(port), host=ip, timeout=timeout).ping()
+    except redis.RedisError as exc:
+        return __utils__["redis_common.failure"](exc) == "auth"
+    return True
+
+
+def _monitoring(addresses, name):
+    """Those of ``addresses`` whose Sentinel answers with our password and monitors ``name``."""
+    found = set()
+    for address in addresses:
+        ip, port = address.rsplit(":", 1)
+        view = sentinel_view(name, ip, int(port), timeout=1)
+        if view["reachable"] and name in view["masters"]:
+            found.add(address)
+    return found
+
+
+def _earlier_sentinels_settled(name):
+    """True when no Sentinel listed before this host in ``sentinel:hosts`` still knows a
+    Sentinel outside the deployment, or is still re-discovering after its own reset (it
+    does not know this host's Sentinel yet). Unreachable ones are not waited for."""
+    me, mine = _settings().get("hostname"), _my_address()
+    for host in _sentinel_hosts():
+        if host["hostname"] == me:
+            return True
+        view = sentinel_view(name, host["ip"], host["port"], timeout=1)
+        if not view["reachable"] or name not in view["masters"]:
+            continue
+        known = {s["address"] for s in view["sentinels"]}
+        if known - set(_expected_peers(host["hostname"])) or mine not in known:
+            return False
+    return True
+
+
+def _healthy_replicas(view):
+    return {r["address"] for r in view.get("replicas", []) if not {"s_down", "o_down"} & set(r["flags"])}
+
+
+def sentinel_peers(name=None, timeout=30, reset=True):
+    """
+    Make the local Sentinel know exactly the deployment's other Sentinels
+    (``sentinel:hosts``). Sentinels never forget a peer by themselves, and a stale entry
+    counts in the majority that a failover needs. When the local Sentinel knows a Sentinel
+    outside the deployment that no longer answers, it is reset (``SENTINEL RESET``) once
+    the Sentinels listed before it have settled (so a rolling apply resets one at a time),
+    and this waits, bounded by ``timeout`` seconds, until it re-discovered the other
+    Sentinels and the replicas it knew. A stranger that still answers is reported, never
+    reset (it would be re-discovered at once). Missing peers are waited for (bounded) only
+    when their Sentinel already monitors ``name``: the others are still to be set up.
+
+    Returns ``{"known", "expected", "missing", "stale", "forgot", "alive_strangers":
+    [addresses], "reset": bool, "complete": bool, "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.sentinel_peers reset=False
+    """
+    name = _master_name(name)
+    expected = _expected_peers()
+    deadline = time.monotonic() + float(timeout)
+
+    def own_view():
+        view = sentinel_view(name)
+        if not view["reachable"]:
+            raise CommandExecutionError(f"the local Sentinel cannot be asked: {view['error']}")
+        if name not in view["masters"]:
+            raise CommandExecutionError(f"the local Sentinel does not monitor {name}")
+        return view
+
+    def remaining(at_least=0.0):
+        return max(at_least, deadline - time.monotonic())
+
+    view = own_view()
+    strangers = sorted({s["address"] for s in view["sentinels"]} - set(expected))
+    alive = [a for a in strangers if _reachable(a)]
+    stale = [a for a in strangers if a not in alive]
+    notes, replicas, did_reset = [], set(), False
+    if stale and reset:
+        if not _wait(lambda: _earlier_sentinels_settled(name), remaining(), interval=0.5):
+            notes.append("the Sentinels listed before this one had not settled in time: reset anyway")
+        log.debug("redis_sentinel: resetting %s to forget %s", name, ", ".join(stale))
+        replicas = _healthy_replicas(view)
+        try:
+            _sentinel_command(_sentinel_client(), "RESET", name)
+        except redis.RedisError as exc:
+            raise CommandExecutionError(f"SENTINEL RESET {name} failed: {_error(exc)}") from None
+        did_reset = True
+    awaited = _monitoring(expected, name)
+
+    def settled():
+        fresh = own_view()
+        known = {s["address"] for s in fresh["sentinels"]}
+        if awaited <= known and replicas <= {r["address"] for r in fresh.get("replicas", [])}:
+            return fresh
+        return None
+
+    view = settled() or _wait(settled, remaining(1.0 if did_reset else 0.0), interval=0.3) or own_view()
+    log.debug("redis_sentinel: %s knows Sentinels %s, replicas %s", name,
+              ", ".join(s["address"] for s in view["sentinels"]), ", ".join(r["address"] for r in view["replicas"]))
+    known = sorted(s["address"] for s in view["sentinels"])
+    missing = sorted(set(expected) - set(known))
+    left = sorted(set(known) - set(expected) - set(alive))
+    parts = [f"knows {len(set(known) & set(expected))} of the {len(expected)} other Sentinels"]
+    if did_reset:
+        parts.append(f"reset to forget {', '.join(stale)}")
+    if missing:
+        parts.append("not known yet: " + ", ".join(
+            f"{expected[a]} ({a}{'' if a in awaited else ', not set up yet'})" for a in missing))
+    if alive:
+        parts.append(f"Sentinels outside the deployment still answer and monitor {name}: {', '.join(alive)} "
+                     "(stop them: a reset would not forget them)")
+    if left:
+        parts.append("still knows stale Sentinels: " + ", ".join(left))
+    return {
+        "known": known,
+        "expected": sorted(expected),
+        "missing": missing,
+        "stale": stale if not did_reset else left,
+        "forgot": stale if did_reset else [],
+        "alive_strangers": alive,
+        "reset": did_reset,
+        "complete": not missing and set(known) == set(expected),
+        "comment": "; ".join(parts + notes),
+    }
+
+
+# ---------------------------------------------------------------- status
+
+
+def failover_outlook(hosts=None, quorum=None):
+    """
+    Whether a Redis host's death can still be failed over, from the number of Sentinels
+    (``sentinel:hosts``) and the quorum: a failover needs a majority of all Sentinels to
+    elect a leader, and the dead host takes its Sentinel with it.
+
+    Returns ``{"sentinels": n, "quorum": q, "majority": m, "host_death_fails_over": bool,
+    "warning": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.failover_outlook
+    """
+    settings = _settings()
+    count = int(hosts if hosts is not None else len(_sentinel_hosts()))
+    quorum = int(quorum or (settings.get("sentinel") or {}).get("quorum") or count // 2 + 1)
+    majority = count // 2 + 1
+    survivors = count - 1
+    ok = survivors >= majority and survivors >= quorum
+    warning = ""
+    if not ok:
+        warning = (
+            f"WARNING: {count} Sentinel(s), quorum {quorum}: when a Redis host dies, its Sentinel dies with it and "
+            f"the {survivors} left cannot reach a majority of {majority} (or the quorum): NO automatic failover. "
+            "Add a witness Sentinel (cache.redis.sentinel.witnesses in my_multihead_cluster.yaml)"
+        )
+    return {"sentinels": count, "quorum": quorum, "majority": majority, "host_death_fails_over": ok,
+            "warning": warning}
+
+
+def status(name=None, timeout=2):
+    """
+    The Sentinel view of the deployment: the master's address as each reachable Sentinel of
+    ``sentinel:hosts`` sees it and the majority answer, how many other Sentinels and
+    replicas each knows, the local Sentinel's flags for the master and ``SENTINEL
+    CKQUORUM``, the quorum, whether a host death could fail over, and warnings.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.status
+    """
+    settings = _settings()
+    result = {"mode": settings.get("mode", "none"), "role": settings.get("role", "none")}
+    if settings.get("error"):
+        result["error"] = f"deployment pillar failed: {settings['error']}"
+        return result
+    if result["mode"] != "sentinel":
+        result["comment"] = "not a Sentinel deployment"
+        return result
+    name = _master_name(name)
+    hosts = _sentinel_hosts()
+    outlook = failover_outlook()
+    sentinels, warnings = {}, []
+    for host in hosts:
+        view = sentinel_view(name, host["ip"], host["port"], timeout)
+        entry = {"address": _address(host["ip"], host["port"])}
+        if not view["reachable"]:
+            entry["error"] = view["error"]
+        elif name not in view["masters"]:
+            entry["error"] = f"does not monitor {name}"
+        else:
+            master = view["masters"][name]
+            entry.update(master=_address(master["ip"], master["port"]), flags=master.get("flags", "").split(","),
+                         known_sentinels=len(view["sentinels"]), known_replicas=len(view["replicas"]),
+                         config_epoch=int(master.get("config-epoch", 0)))
+        sentinels[host["hostname"]] = entry
+    votes = collections.Counter(e["master"] for e in sentinels.values() if "master" in e)
+    agreeing = max(votes.values()) if votes else 0
+    majority_answer = votes.most_common(1)[0][0] if votes else None
+    by_address = {_address(p["ip"], p["port"]): p["hostname"] for p in _peers()}
+    result.update(
+        master_name=name,
+        master=majority_answer,
+        master_host=by_address.get(majority_answer),
+        agreeing=agreeing,
+        reachable=sum(1 for e in sentinels.values() if "master" in e),
+        expected=len(hosts),
+        quorum=outlook["quorum"],
+        host_death_fails_over=outlook["host_death_fails_over"],
+        sentinels=sentinels,
+    )
+    if outlook["warning"]:
+        warnings.append(outlook["warning"])
+    if len(votes) > 1:
+        warnings.append("the Sentinels disagree on the master: " + ", ".join(f"{a} ({n})" for a, n in votes.items()))
+    for hostname, entry in sentinels.items():
+        if "error" in entry:
+            warnings.append(f"Sentinel {hostname} ({entry['address']}): {entry['error']}")
+        elif entry["known_sentinels"] != len(hosts) - 1:
+            warnings.append(f"Sentinel {hostname} knows {entry['known_sentinels']} other Sentinels, "
+                            f"expected {len(hosts) - 1}")
+        elif {"s_down", "o_down"} & set(entry["flags"]):
+            warnings.append(f"Sentinel {hostname} sees the master down ({','.join(entry['flags'])})")
+    me = settings.get("hostname")
+    if me in sentinels and "master" in sentinels[me]:
+        result["flags"] = sentinels[me]["flags"]
+        try:
+            result["ckquorum"] = _sentinel_command(_sentinel_client(timeout=timeout), "CKQUORUM", name)
+        except redis.RedisError as exc:
+            result["ckquorum"] = _error(exc)
+            warnings.append(f"local Sentinel: {result['ckquorum']}")
+    result["warnings"] = warnings
+    return result

@@ -1,0 +1,488 @@
+"""
+States for a Redis master/replica pair watched by Sentinels (pillar ``redis:mode`` =
+``sentinel``), that never fight Sentinel over what it decided:
+
+- :func:`sentinel_user`: the ACL user the Sentinels log in as, on each Redis server;
+- :func:`replicating`: this node follows the *live* master (``REPLICAOF`` + ``CONFIG
+  REWRITE``, persisted by Redis in its own file, never in Salt's), so a failover is never
+  reverted;
+- :func:`monitored`: the Sentinel's configuration file, written once and then left to
+  Sentinel; later changes go to the running Sentinel (``SENTINEL SET``), and stale peers
+  are forgotten (``SENTINEL RESET``).
+
+The password (pillar ``redis:password``) never appears in a return, a log line or a
+command line.
+"""
+
+import contextlib
+import errno
+import grp
+import os
+import pwd
+import stat
+import tempfile
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "redis_sentinel"
+
+# A comment line that marks a Sentinel file as ours. Sentinel's own config rewrite keeps
+# comment lines, so the marker survives every failover.
+MARKER = "# Managed by Salt: redis_sentinel.monitored (redis formula)"
+BACKUP_SUFFIX = ".dpkg-salt-orig"
+SERVER_ROLES = ("master", "replica")
+SENTINEL_ROLES = ("master", "replica", "sentinel-only")
+
+
+def __virtual__():
+    if "redis_sentinel.live_master" not in __salt__:
+        return (False, "redis_sentinel state: the redis_sentinel execution module is not available")
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _pillar():
+    return __pillar__.get("redis") or {}
+
+
+def _refused(ret, settings, need_server):
+    """A reason not to act (pillar failed, wrong mode, no Redis server here), or None."""
+    if settings.get("error"):
+        ret.update(result=False, comment=f"the Redis deployment's pillar failed: {settings['error']}; nothing changed")
+        return ret
+    if settings.get("mode") != "sentinel":
+        ret["comment"] = f"not a Sentinel deployment (mode {settings.get('mode', 'none')}): nothing to do"
+        return ret
+    if settings.get("role") not in (SERVER_ROLES if need_server else SENTINEL_ROLES):
+        what = "Redis server" if need_server else "Sentinel"
+        ret["comment"] = f"this minion runs no {what} of the deployment (role {settings.get('role', 'none')})"
+        return ret
+    return None
+
+
+# ---------------------------------------------------------------- sentinel_user
+
+
+def sentinel_user(name="salt-sentinel"):
+    """
+    Make sure the local Redis server has the ACL user the Sentinels log in as: its
+    password is derived from the deployment's (hex, so that Sentinel can persist it: Redis
+    7.0's Sentinel writes ``sentinel auth-pass`` unquoted), it may run only what Sentinel
+    sends, and Redis persists it in its own file (``CONFIG REWRITE``). ACL users are not
+    replicated, so every Redis server of the pair needs this state.
+
+    name
+        The ACL user (keep the default: the Sentinels are configured with it).
+
+    .. code-block:: yaml
+
+        redis-sentinel-acl-user:
+          redis_sentinel.sentinel_user: []
+    """
+    ret = _ret(name)
+    refused = _refused(ret, _pillar(), need_server=True)
+    if refused:
+        return refused
+    try:
+        outcome = __salt__["redis_sentinel.sentinel_user"](user=name, dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret["comment"] = outcome["comment"]
+    if outcome["changed"]:
+        ret["changes"] = {"acl_user": {"user": name, "changed": ", ".join(outcome["differs"])}}
+        if __opts__["test"]:
+            ret["result"] = None
+        elif not outcome["persisted"]:
+            ret["result"] = False
+    return ret
+
+
+# ---------------------------------------------------------------- replicating
+
+
+def _describe(view):
+    if view["role"] == "master":
+        return f"master ({view['connected_replicas']} replicas connected)"
+    return f"replica of {view['master']}"
+
+
+def replicating(name, timeout=30):
+    """
+    Make this node's Redis server follow the deployment's live master, as
+    ``redis_sentinel.live_master`` finds it (the Sentinels' majority; on bare hosts the
+    servers' roles, then the pillar's initial master). Never restarts Redis and never
+    writes Salt's files:
+
+    - this node is the live master: nothing to do;
+    - it replicates the live master already: nothing to do;
+    - otherwise (a bare host, an old master back before its Sentinels converted it, a
+      replica of a stale address): ``REPLICAOF ip port`` then ``CONFIG REWRITE`` (Redis keeps
+      it in its own file), and a bounded wait for the link.
+
+    With test=True it says what it would do and changes nothing.
+
+    name
+        Any label.
+    timeout
+        Seconds to wait for the replication link after a change.
+
+    .. code-block:: yaml
+
+        redis-follows-the-live-master:
+          redis_sentinel.replicating:
+            - name: mymaster
+    """
+    ret = _ret(name)
+    settings = _pillar()
+    refused = _refused(ret, settings, need_server=True)
+    if refused:
+        return refused
+    me = settings.get("hostname")
+    local = __salt__["redis_sentinel.local_role"]()
+    if not local["reachable"]:
+        ret.update(result=False, comment=f"the local Redis server does not answer: {local['error']}")
+        return ret
+    live = __salt__["redis_sentinel.live_master"]()
+    if not live["master"]:
+        ret.update(result=False, comment=f"no live master: {live['comment']}; nothing changed")
+        return ret
+    why = f"({live['comment']})"
+    if live["master"] == me:
+        if local["role"] == "master":
+            ret["comment"] = f"this node is the live master, {_describe(local)} {why}"
+        else:
+            ret["comment"] = (f"the Sentinels name this node the master but it is a {_describe(local)}: a failover "
+                              f"is in progress, left to Sentinel {why}")
+        return ret
+    if local["role"] == "replica" and local["master"] == live["address"]:
+        link = local.get("link")
+        ret["comment"] = f"replicates the live master {live['master']} ({live['address']}), link {link} {why}"
+        return ret
+    ret["changes"] = {"replicaof": {"old": _describe(local), "new": f"replica of {live['master']} ({live['address']})"}}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"would REPLICAOF {live['address']} ({live['master']}) and CONFIG REWRITE "
+                   f"{why}")
+        return ret
+    try:
+        outcome = __salt__["redis_sentinel.replicate"](live["ip"], live["port"], timeout=timeout)
+    except CommandExecutionError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+        return ret
+    ret["comment"] = f"{outcome['comment']} {why}"
+    if not outcome["persisted"] or (outcome["link"] != "up" and not outcome["sync_in_progress"]):
+        ret["result"] = False
+    return ret
+
+
+# ---------------------------------------------------------------- monitored: the file
+
+
+class _Unsafe(Exception):
+    """The Sentinel file is something root must not read or replace through its name."""
+
+
+def _read(path):
+    """``(text, stat)`` of ``path`` opened without following a link, or ``(None, None)``.
+
+    /etc/redis is writable by the redis user: root reads and replaces only a regular file
+    with one link, never what a symlink leads to."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Unsafe(f"{path} is a symbolic link: Salt does not follow links in a directory the redis user "
+                          "can write; replace it with a regular file") from None
+        raise _Unsafe(f"{path} cannot be opened: {exc.strerror}") from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise _Unsafe(f"{path} is not a regular file with a single link; replace it with one")
+        chunks = []
+        while True:
+            chunk = os.read(descriptor, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "surrogateescape"), info
+    finally:
+        os.close(descriptor)
+
+
+def _write(path, text, uid, gid, mode):
+    """Put ``text`` at ``path`` through a new file (mkstemp: O_EXCL, random name) that gets its
+    owner and mode through its descriptor, then rename(2): nothing planted is followed."""
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(text.encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        temporary = None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+
+
+def _restrict_mode(path, mode):
+    """chmod through a descriptor of the regular file itself (never through a link)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.fchmod(descriptor, mode)
+    finally:
+        os.close(descriptor)
+
+
+def _keep_copy(path, text, info, mode):
+    """The package's file, kept once next to it (never overwritten, never through a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags, mode)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(text.encode("utf-8", "surrogateescape"))
+        os.fchown(handle.fileno(), info.st_uid, info.st_gid)
+        os.fchmod(handle.fileno(), mode)
+    return True
+
+
+def _quoted(value):
+    """``value`` as one double-quoted Redis config argument (sdssplitargs reads it back)."""
+    out = []
+    for char in str(value):
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _render(name, live, settings, quorum, paths, backup):
+    """The Sentinel file Salt writes once. The login to the Redis servers (ACL user and
+    derived password) is not in it: ``sentinel_configure`` sets it at run time right after
+    the restart, and Sentinel persists it here itself."""
+    sentinel = settings.get("sentinel") or {}
+    bind_ip = settings.get("bind_ip") or "127.0.0.1"
+    bind = " ".join(dict.fromkeys([bind_ip, "127.0.0.1"]))
+    lines = [
+        MARKER,
+        "# Written once by Salt when it took this file over; from then on Sentinel owns it (it",
+        "# rewrites it on every change and failover) and Salt changes the running Sentinel with",
+        "# SENTINEL SET / RESET, never this file. The package's file was kept as",
+        f"# {backup} (if there was one).",
+        f"port {int(settings.get('sentinel_port', 26379))}",
+        f"bind {bind}",
+        f"daemonize {'yes' if paths['daemonize'] else 'no'}",
+    ]
+    if paths["pidfile"]:
+        lines.append(f"pidfile {_quoted(paths['pidfile'])}")
+    lines += [
+        f"logfile {_quoted(paths['logfile'])}",
+        f"dir {_quoted(paths['dir'])}",
+        # Sentinel requires the deployment's password from clients, and uses it to log in to
+        # the other Sentinels. Sentinel keeps this line as written (quoted).
+        f"requirepass {_quoted(settings.get('password') or '')}",
+        # The other Sentinels know this one by the address in its hello messages: the
+        # deployment's address for this host, not whatever source address the kernel picks.
+        f"sentinel announce-ip {bind_ip}",
+        f"sentinel monitor {name} {live['ip']} {int(live['port'])} {int(quorum)}",
+        f"sentinel down-after-milliseconds {name} {int(sentinel.get('down_after_ms', 5000))}",
+        f"sentinel failover-timeout {name} {int(sentinel.get('failover_timeout_ms', 60000))}",
+        f"sentinel parallel-syncs {name} 1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- monitored
+
+
+def _take_over(ret, name, settings, config_file, content, info, service, owner, wanted_mode, paths, timeout):
+    """Write our file over the package's (or a missing) one and restart the Sentinel.
+    Returns the comment, or None after filling ``ret`` with a failure."""
+    live = __salt__["redis_sentinel.live_master"](name)
+    if not live["master"]:
+        ret.update(result=False, comment=f"no live master to monitor: {live['comment']}; nothing changed")
+        return None
+    quorum = (settings.get("sentinel") or {}).get("quorum") or __salt__["redis_sentinel.failover_outlook"]()["quorum"]
+    backup = config_file + BACKUP_SUFFIX
+    action = "created" if content is None else f"took over the package's file (kept as {backup})"
+    ret["changes"] = {
+        "file": {"path": config_file, "action": action,
+                 "monitor": f"{name} at {live['address']} ({live['master']}, per {live['source']}), quorum {quorum}"},
+        "restarted": service,
+    }
+    if __opts__["test"]:
+        ret["result"] = None
+        return f"would write {config_file} ({action}) monitoring {name} at {live['address']} and restart {service}"
+    text = _render(name, live, settings, quorum, paths, backup)
+    try:
+        if content is not None:
+            _keep_copy(backup, content, info, wanted_mode)
+        else:
+            os.makedirs(os.path.dirname(config_file) or ".", exist_ok=True)
+        _write(config_file, text, owner[0], owner[1], wanted_mode)
+    except OSError as exc:
+        ret.update(result=False, changes={}, comment=f"{config_file} cannot be written: {exc.strerror}")
+        return None
+    why = ""
+    try:
+        restarted = __salt__["service.restart"](service)
+    except CommandExecutionError as exc:
+        restarted, why = False, f": {exc}"
+    if restarted is False:
+        ret.update(result=False, comment=f"wrote {config_file} but {service} could not be restarted{why}")
+        return None
+    if not __salt__["redis_sentinel.wait_sentinel"](name, timeout=timeout):
+        ret.update(result=False, comment=f"{service} restarted but does not answer with the deployment's password "
+                   f"and monitor {name} within {timeout}s")
+        return None
+    return f"{config_file}: {action}; {service} restarted, monitoring {name} at {live['address']}"
+
+
+def monitored(
+    name,
+    config_file="/etc/redis/sentinel.conf",
+    service="redis-sentinel",
+    user="redis",
+    group="redis",
+    mode="0640",
+    logfile="/var/log/redis/redis-sentinel.log",
+    dir="/var/lib/redis",  # pylint: disable=redefined-builtin
+    pidfile="/run/sentinel/redis-sentinel.pid",
+    daemonize=True,
+    timeout=60,
+):
+    """
+    Make the local Sentinel (the package's service, taken over: not a second one) monitor
+    the deployment's master ``name``.
+
+    - A Sentinel file without Salt's marker comment (the package's, or none) is replaced
+      once: the package's file is kept as ``<config_file>.dpkg-salt-orig``, ours is written
+      ``user:group`` with ``mode`` (it holds the password) with ``port`` (pillar
+      ``sentinel_port``), ``bind <bind_ip> 127.0.0.1``, ``requirepass``, ``sentinel
+      announce-ip``, ``sentinel monitor`` of the *live* master with the pillar's quorum,
+      ``down-after-milliseconds``, ``failover-timeout``, ``parallel-syncs 1`` and the
+      package's ``daemonize``/``pidfile``/``logfile``/``dir``; then ``service`` is
+      restarted, the only restart this state ever does.
+    - A file with the marker is never written again: Sentinel owns it. Differences from
+      the pillar (down_after_ms, failover_timeout_ms, quorum, the login to the Redis
+      servers, a renamed master) go to the running Sentinel with ``SENTINEL SET`` (or
+      ``REMOVE`` + ``MONITOR``), which persists them itself.
+    - The Sentinel must know exactly the other Sentinels of ``sentinel:hosts``: a stale
+      entry (a removed or readdressed host) is dropped with ``SENTINEL RESET`` and the
+      state waits, bounded, until the others are re-discovered. Peers not known yet are
+      waited for, then reported (not a failure).
+    - Fewer than 3 Sentinels (no witness): a loud warning in the comment, result True.
+
+    The password never appears in changes or comments (``<hidden>``).
+
+    name
+        The master name Sentinel monitors (pillar ``redis:master_name``).
+    config_file
+        The Sentinel's configuration file, as its service starts it.
+    service
+        The Sentinel's service, restarted once after the takeover.
+    logfile, dir, pidfile, daemonize
+        Written into the file at the takeover, as the distribution's file has them
+        (``daemonize yes`` for sysvinit hosts; systemd's unit overrides it).
+    timeout
+        Seconds to wait for the restarted Sentinel, and for its peers.
+
+    .. code-block:: yaml
+
+        redis-sentinel-monitors-the-master:
+          redis_sentinel.monitored:
+            - name: mymaster
+            - config_file: /etc/redis/sentinel.conf
+            - service: redis-sentinel
+    """
+    ret = _ret(name)
+    settings = _pillar()
+    refused = _refused(ret, settings, need_server=False)
+    if refused:
+        return refused
+    if not settings.get("password"):
+        ret.update(result=False, comment="pillar redis:password is empty: a Sentinel without a password is refused")
+        return ret
+    try:
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError:
+        ret.update(result=False, comment=f"{config_file}: no user {user!r} or no group {group!r} on this minion")
+        return ret
+    wanted_mode = int(str(mode), 8)
+    outlook = __salt__["redis_sentinel.failover_outlook"]()
+    try:
+        content, info = _read(config_file)
+    except _Unsafe as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    comments = []
+    ours = content is not None and MARKER in content.splitlines()
+    if not ours:
+        paths = {"logfile": logfile, "dir": dir, "pidfile": pidfile, "daemonize": daemonize}
+        done = _take_over(ret, name, settings, config_file, content, info, service, (uid, gid), wanted_mode,
+                          paths, timeout)
+        if done is None:
+            return ret
+        comments.append(done)
+        if __opts__["test"]:
+            ret["comment"] = "; ".join(comments + ([outlook["warning"]] if outlook["warning"] else []))
+            return ret
+    elif stat.S_IMODE(info.st_mode) & 0o007:
+        # It holds the password: never readable by everyone.
+        ret["changes"]["mode"] = {"old": f"{stat.S_IMODE(info.st_mode):04o}", "new": f"{wanted_mode:04o}"}
+        if not __opts__["test"]:
+            try:
+                _restrict_mode(config_file, wanted_mode)
+            except OSError as exc:
+                ret.update(result=False, changes={}, comment=f"{config_file}: cannot set mode: {exc.strerror}")
+                return ret
+    try:
+        configured = __salt__["redis_sentinel.sentinel_configure"](name, config_file=config_file,
+                                                                   dry_run=__opts__["test"])
+        comments.append(configured["comment"])
+        ret["changes"].update(configured["changes"])
+        peers = __salt__["redis_sentinel.sentinel_peers"](name, timeout=0 if __opts__["test"] else timeout,
+                                                          reset=not __opts__["test"])
+    except CommandExecutionError as exc:
+        why = str(exc)
+        if "AuthenticationError" in why or "WRONGPASS" in why or "NOAUTH" in why:
+            why += (
+                f". The local Sentinel refuses the deployment's password (was it changed?). Salt never rewrites "
+                f"a Sentinel file it took over: to give the Sentinel the new password, remove {config_file} and "
+                f"apply again (Salt writes it afresh and restarts {service}; it re-discovers its peers)"
+            )
+        ret.update(result=False, comment="; ".join(comments + [why]))
+        return ret
+    if peers["reset"]:
+        ret["changes"]["reset"] = {"forgot": peers["forgot"], "knows": peers["known"]}
+    elif peers["stale"] and __opts__["test"]:
+        ret["changes"]["reset"] = {"would_forget": peers["stale"]}
+    comments.append(peers["comment"])
+    if outlook["warning"]:
+        comments.append(outlook["warning"])
+    ret["comment"] = "; ".join(comments)
+    if __opts__["test"] and ret["changes"]:
+        ret["result"] = None
+    return ret

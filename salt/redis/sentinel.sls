@@ -1,0 +1,57 @@
+{#- Sentinel mode: the Redis pair replicates from the live master (the initial master only
+    on bare hosts; after a failover, whoever the Sentinels chose), and a Sentinel runs on
+    each Redis host and each witness. Sentinel's file is written once; later changes go to
+    the running Sentinels. Salt never moves the master back. #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, supervised_by_systemd,
+                                       custom_states_usable with context %}
+include:
+{%- if redis_node %}
+  - {{ tplroot }}.service
+{%- else %}
+  - {{ tplroot }}.install
+{%- endif %}
+{%- if sentinel_node and custom_states_usable %}
+{%-   if redis_node %}
+
+{#- The ACL user the Sentinels log in as (its hex password survives Sentinel's own file rewrites). #}
+redis-sentinel-login-on-this-server:
+  redis_sentinel.sentinel_user:
+    - name: salt-sentinel
+    - require:
+      - redis_cluster: redis-server-runs-the-managed-settings
+
+redis-replication-follows-the-live-master:
+  redis_sentinel.replicating:
+    - name: {{ redis.master_name }}
+    - require:
+      - redis_sentinel: redis-sentinel-login-on-this-server
+    - require_in:
+      - redis_sentinel: redis-sentinel-monitors-the-master
+{%-   else %}
+
+{#- A witness runs a Sentinel only (a package may have started a server). #}
+redis-server-not-running-on-a-witness:
+  service.dead:
+    - name: {{ redis.service }}
+    - enable: False
+{%-   endif %}
+
+{#- Running first: after the first apply, monitored talks to the running Sentinel (on a
+    bare host this starts the package's Sentinel, which monitored then takes over). #}
+redis-sentinel-running:
+  service.running:
+    - name: {{ redis.sentinel_service }}
+    - enable: True
+    - require:
+      - pkg: redis-packages-installed
+
+redis-sentinel-monitors-the-master:
+  redis_sentinel.monitored:
+    - name: {{ redis.master_name }}
+    - config_file: {{ redis.sentinel_config_file }}
+    - service: {{ redis.sentinel_service }}
+    - daemonize: {{ not supervised_by_systemd }}
+    - require:
+      - service: redis-sentinel-running
+{%- endif %}

@@ -1,0 +1,241 @@
+"""
+Sentinel mode on a lab of its own (two Redis hosts and a witness, its own salt-master):
+one `salt '*' state.apply redis` from bare hosts gives a replicating pair and three
+Sentinels that agree; a changed down_after_ms reaches every Sentinel without a restart;
+a stopped server and a dead host both fail over (the witness makes the majority), one
+`redis/sentinel/switch-master` event reaches the master's bus, the old master comes back as
+a replica, and re-applying changes nothing: Salt never reverts a failover. A partition
+shows what `min_replicas_to_write` decides.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+import yaml
+from conftest import PASSWORD, assert_no_password, minion_settings, read_hosts, wait_for_minions
+from lab.hosts import Lab
+from lab.saltconf import master_settings
+from redis.sentinel import Sentinel
+
+pytestmark = pytest.mark.integration
+
+SUBNET = "10.213.13"
+SERVERS = {"st1": f"{SUBNET}.11", "st2": f"{SUBNET}.12"}
+WITNESS = ("st3", f"{SUBNET}.13")
+ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def deployment(**sentinel):
+    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in SERVERS.items()]
+    controllers.append({"hostname": WITNESS[0], "ip_address": WITNESS[1], "services": {"redis": False}})
+    settings = {"down_after_ms": 2000, "failover_timeout_ms": 10000, "witnesses": [WITNESS[0]], **sentinel}
+    return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "sentinel": settings, "min_replicas_max_lag": 3}},
+            "nodes": {"controllers": controllers}}
+
+
+@pytest.fixture(scope="module")
+def sentinel_lab(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("sentinel-lab")
+    config = state_dir / "my_multihead_cluster.yaml"
+    config.write_text(yaml.safe_dump(deployment()))
+    lab = Lab(state_dir, name="rsent")
+    lab.destroy()
+    _, bridge_ip = lab.ensure_network(read_hosts(config))
+    yield lab, bridge_ip, config
+    lab.destroy()
+
+
+@pytest.fixture(scope="module")
+def sentinel_master(salt_factories, sentinel_lab):
+    lab, bridge_ip, config = sentinel_lab
+    pillar_root = config.parent / "pillar"
+    shutil.copytree(os.path.join(ROOT, "pillar"), pillar_root)
+    factory = salt_factories.salt_master_daemon("st-master", overrides=master_settings(bridge_ip, config, pillar_root))
+    factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
+    with factory.started(start_timeout=120):
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def cli(sentinel_master, sentinel_lab):
+    lab, _, config = sentinel_lab
+    ports = {"master_port": sentinel_master.config["ret_port"], "publish_port": sentinel_master.config["publish_port"]}
+    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+    salt_cli = sentinel_master.salt_cli(timeout=600)
+    wait_for_minions(salt_cli, list(ALL))
+    return salt_cli
+
+
+@pytest.fixture(scope="module")
+def run_cli(sentinel_master):
+    salt_run = sentinel_master.salt_run_cli(timeout=120)
+    salt_run.environ = dict(salt_run.environ, REDIS_PASSWORD=PASSWORD)
+    return salt_run
+
+
+@pytest.fixture(scope="module")
+def first_apply(cli):
+    return cli.run("state.apply", "redis", minion_tgt="*")
+
+
+def server(host):
+    return redis.Redis(host=ALL[host], port=6379, password=PASSWORD, socket_timeout=3, decode_responses=True)
+
+
+def sentinel(host, password=PASSWORD):
+    return redis.Redis(host=ALL[host], port=26379, password=password, socket_timeout=3, decode_responses=True)
+
+
+def sentinel_client():
+    return Sentinel([(ip, 26379) for ip in ALL.values()], socket_timeout=3,
+                    sentinel_kwargs={"password": PASSWORD, "socket_timeout": 3}, password=PASSWORD,
+                    decode_responses=True)
+
+
+def master_seen_by(host):
+    return sentinel(host).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0]
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return time.monotonic()
+        except (redis.RedisError, OSError):
+            pass
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.3)
+
+
+def changed_states(applied):
+    return [(minion, v["__id__"]) for minion, states in applied.data.items() for v in states.values() if v["changes"]]
+
+
+def in_host(lab, host, *argv):
+    return subprocess.run(lab.enter(host, argv), capture_output=True, text=True, check=False,
+                          env=dict(os.environ, REDISCLI_AUTH=PASSWORD))
+
+
+def current_master():
+    return next(h for h in SERVERS if server(h).info("replication")["role"] == "master")
+
+
+def test_bare_hosts_get_a_replicating_pair_and_three_sentinels_that_agree(first_apply, cli, sentinel_lab):
+    assert first_apply.returncode == 0, first_apply.stdout
+    assert_no_password(first_apply.stdout, "the first apply's output")
+    assert server("st1").info("replication")["role"] == "master"
+    wait_until(lambda: server("st2").info("replication")["master_link_status"] == "up", 30, "st2 linked")
+    assert server("st2").info("replication")["master_host"] == SERVERS["st1"]
+    wait_until(lambda: all(master_seen_by(h) == SERVERS["st1"] for h in ALL), 30, "Sentinels agree on st1")
+    wait_until(lambda: all(len(sentinel(h).execute_command("SENTINEL", "SENTINELS", "mymaster")) == 2 for h in ALL),
+               30, "every Sentinel knows the two others")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=ALL["st3"], port=26379, socket_timeout=3).execute_command("SENTINEL", "MASTERS")
+    client = sentinel_client().master_for("mymaster")
+    client.set("pair:hello", "world")
+    assert sentinel_client().slave_for("mymaster").get("pair:hello") in ("world", None)
+    assert client.get("pair:hello") == "world"
+    assert in_host(sentinel_lab[0], "st3", "systemctl", "is-active", "redis-server").stdout.strip() != "active"
+    status = cli.run("redis_cluster.status", minion_tgt="st3")
+    assert status.data["sentinel"]["master"] == f"{SERVERS['st1']}:6379", status.data
+
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert changed_states(again) == []
+
+
+def test_a_changed_down_after_reaches_every_sentinel_without_a_restart(first_apply, cli, sentinel_lab):
+    _, _, config = sentinel_lab
+    sentinel_runs = {h: sentinel(h).info("server")["run_id"] for h in ALL}
+    server_runs = {h: server(h).info("server")["run_id"] for h in SERVERS}
+    config.write_text(yaml.safe_dump(deployment(down_after_ms=3000)))
+
+    applied = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert applied.returncode == 0, applied.stdout
+    for host in ALL:
+        master = dict(zip(*[iter(sentinel(host).execute_command("SENTINEL", "MASTER", "mymaster"))] * 2))
+        assert master["down-after-milliseconds"] == "3000", host
+    assert {h: sentinel(h).info("server")["run_id"] for h in ALL} == sentinel_runs
+    assert {h: server(h).info("server")["run_id"] for h in SERVERS} == server_runs
+    assert changed_states(cli.run("state.apply", "redis", minion_tgt="*")) == []
+    config.write_text(yaml.safe_dump(deployment()))
+    assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
+
+
+def acknowledged_writes(prefix, count=50):
+    client = sentinel_client().master_for("mymaster")
+    for number in range(count):
+        client.set(f"{prefix}:{number}", number)
+    assert client.execute_command("WAIT", 1, 2000) == 1
+    return [f"{prefix}:{n}" for n in range(count)]
+
+
+def test_a_stopped_master_server_fails_over_with_one_event_and_is_never_reverted(
+    first_apply, cli, run_cli, sentinel_lab
+):
+    lab = sentinel_lab[0]
+    old = current_master()
+    new = next(h for h in SERVERS if h != old)
+    keys = acknowledged_writes("stopped")
+    listener = subprocess.Popen(
+        run_cli.cmdline("state.event", "redis/sentinel/switch-master", "count=2", "pretty=False"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=run_cli.environ,
+    )
+    time.sleep(2)
+    stopped = time.monotonic()
+    assert in_host(lab, old, "systemctl", "stop", "redis-server").returncode == 0
+
+    promoted = wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
+    client = sentinel_client().master_for("mymaster")
+    wait_until(lambda: client.set("after:stop", "ok"), 30, "a write through the Sentinel client")
+    assert promoted - stopped < 60
+    assert [client.get(k) for k in keys] == [str(n) for n in range(len(keys))]
+    try:
+        output = listener.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        listener.kill()
+        output = listener.communicate()[0]
+    events = [json.loads(line.split("\t", 1)[1])["data"] for line in output.splitlines() if "\t" in line]
+    assert len(events) == 1, events  # one per failover, not one per Sentinel
+    assert SERVERS[new] in json.dumps(events[0]) and SERVERS[old] in json.dumps(events[0])
+
+    assert in_host(lab, old, "systemctl", "start", "redis-server").returncode == 0
+    wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_link_status"] == "up", 60, f"{old} back as a replica")
+    new_run = server(new).info("server")["run_id"]
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert changed_states(again) == []
+    assert server(new).info("server")["run_id"] == new_run and current_master() == new
+    assert all(master_seen_by(h) == SERVERS[new] for h in ALL)
+
+
+def test_the_master_host_dies_and_the_witness_makes_the_failover_possible(first_apply, cli, sentinel_lab):
+    lab = sentinel_lab[0]
+    old = current_master()
+    new = next(h for h in SERVERS if h != old)
+    keys = acknowledged_writes("hostdeath")
+
+    lab.kill(old)
+    wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
+    client = sentinel_client().master_for("mymaster")
+    wait_until(lambda: client.set("after:kill", "ok"), 30, "a write through the Sentinel client")
+    assert [client.get(k) for k in keys] == [str(n) for n in range(len(keys))]
+
+    lab.boot(old)
+    wait_for_minions(cli, [old])
+    wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_host"] == SERVERS[new], 60, f"{old} back as a replica")
+    new_run = server(new).info("server")["run_id"]
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert changed_states(again) == []
+    assert server(new).info("server")["run_id"] == new_run and current_master() == new
