@@ -555,8 +555,8 @@ def _replicate_as_planned(plan, clients, ids, actions):
 
 def _place_newcomers(plan, clients, ids, actions):
     """A formed cluster met slotless masters: new controllers, or hosts rebuilt bare. Each
-    replicates a master that has fewer replicas than ``replicas_per_master`` (its old shard
-    first), else stays a master for the rebalance. Live roles of the others are kept.
+    replicates a master that has fewer replicas than ``replicas_per_master`` (its planned
+    master first), else stays a master for the rebalance. Live roles of the others are kept.
     Returns ([{host, id, role, master}], [hosts to give slots])."""
     wanted = int(_settings().get("replicas_per_master", 0) or 0)
     current = _view(clients[plan["initial_master"]], peer_count=len(clients))
@@ -570,8 +570,7 @@ def _place_newcomers(plan, clients, ids, actions):
         view = _view(client, peer_count=len(clients))
         if view["role"] != "master" or view["slots"] or view["master"]:
             continue
-        planned = plan["slots"].get(plan["replicas"].get(host, host)) or []
-        home = _slot_owner(current, planned[0][0]) if planned else None
+        home = ids.get(plan["replicas"].get(host))  # the master the plan gives it, if still a master
         short = [node_id for node_id, count in replicas.items() if count < wanted]
         if short:
             master = min(short, key=lambda node_id: (replicas[node_id], node_id != home, node_id))

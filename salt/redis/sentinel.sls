@@ -45,6 +45,10 @@ redis-sentinel-running:
     - enable: True
     - require:
       - pkg: redis-packages-installed
+{%-   if redis_node %}
+      {#- Never on a formed cluster whose YAML now says sentinel: shape_kept refuses that. #}
+      - redis_cluster: redis-deployment-shape-kept
+{%-   endif %}
 
 redis-sentinel-monitors-the-master:
   redis_sentinel.monitored:

@@ -158,7 +158,8 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     assert removed.returncode == 0, removed.stdout
     assert_no_password(removed.stdout, "the runner's output")
     assert removed.data, removed.stdout
-    assert removed.data["keys_before"] == removed.data["keys_after"] == writer.written
+    # (Earlier tests' keys are in the cluster too.)
+    assert removed.data["keys_before"] == removed.data["keys_after"] >= writer.written
     assert "it5: redis-server stopped and disabled" in removed.data["actions"]
     wait_until(lambda: cluster_ok(REDIS_HOSTS), 30, "cluster ok on 3 nodes")
     assert "cluster_known_nodes:3" in client("it1").execute_command("CLUSTER", "INFO")
