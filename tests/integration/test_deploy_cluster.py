@@ -196,3 +196,23 @@ def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
     assert node_client("it3").execute_command("CLUSTER", "COUNTKEYSINSLOT", 12000) == 0
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
     assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+
+
+def test_the_orchestrated_rollout_on_a_healthy_cluster_changes_and_restarts_nothing(first_apply, salt_run_cli):
+    wait_cluster_ok()
+    run_ids = {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS}
+
+    orchestrated = salt_run_cli.run("state.orchestrate", "redis.orchestrate")
+
+    assert orchestrated.returncode == 0, orchestrated.stdout
+    steps = next(iter(orchestrated.data["data"].values()))
+    assert {step["__id__"] for step in steps.values()} == {
+        "redis-nodes-configured", "redis-masters-running-one-at-a-time",
+        "redis-deployment-formed-by-the-initial-master", "redis-every-node-applied", "redis-deployment-verified",
+    }
+    assert all(step["result"] is True for step in steps.values()), steps
+    changed = [(minion, state["__id__"]) for step in steps.values() if step["__id__"] != "redis-deployment-verified"
+               for minion, states in (step["changes"].get("ret") or {}).items() if isinstance(states, dict)
+               for state in states.values() if isinstance(state, dict) and state.get("changes")]
+    assert changed == []
+    assert {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS} == run_ids

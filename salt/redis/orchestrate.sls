@@ -1,0 +1,73 @@
+{#- salt-run state.orchestrate redis.orchestrate
+
+    The whole rollout in a controlled order, from the salt-master: every Redis node
+    configured and running (a setting Redis takes only at start restarts one node at a
+    time, replicas before masters), then the cluster or the Sentinel pair formed from the
+    initial master alone, then `redis` on every node of the deployment (Sentinels,
+    backups, joins), then a check that every node is in the healthy deployment.
+    The nodes come from my_multihead_cluster.yaml (runner redis_deployment.shape). #}
+{%- set shape = salt["saltutil.runner"]("redis_deployment.shape") %}
+{%- set servers = shape.peers | map(attribute="minion_id") | list %}
+{%- set replicas = shape.peers | selectattr("hostname", "in", shape.replica_of) | map(attribute="minion_id") | list %}
+{%- set masters = servers | reject("in", replicas) | list %}
+{%- set sentinels = shape.controllers | selectattr("hostname", "in", shape.sentinel.get("witnesses", []))
+                                      | map(attribute="minion_id") | list %}
+{%- set initial = shape.initial_master.minion_id %}
+
+redis-nodes-configured:
+  salt.state:
+    - tgt: {{ (servers + sentinels) | json }}
+    - tgt_type: list
+    - sls:
+      - redis.install
+      - redis.config
+
+{#- One node at a time: a restart that a setting needs never takes two nodes down at once. #}
+{%- for group, minions in (("replicas", replicas), ("masters", masters)) if minions %}
+
+redis-{{ group }}-running-one-at-a-time:
+  salt.state:
+    - tgt: {{ minions | json }}
+    - tgt_type: list
+    - sls:
+      - redis.service
+    - batch: 1
+    - require:
+      - salt: redis-nodes-configured
+{%-   if group == "masters" and replicas %}
+      - salt: redis-replicas-running-one-at-a-time
+{%-   endif %}
+{%- endfor %}
+
+redis-deployment-formed-by-the-initial-master:
+  salt.state:
+    - tgt: {{ initial }}
+    - sls:
+      - redis
+    - require:
+      - salt: redis-masters-running-one-at-a-time
+
+redis-every-node-applied:
+  salt.state:
+    - tgt: {{ (servers + sentinels) | json }}
+    - tgt_type: list
+    - sls:
+      - redis
+    - require:
+      - salt: redis-deployment-formed-by-the-initial-master
+
+redis-deployment-verified:
+  salt.function:
+{%- if shape.mode == "cluster" %}
+    - name: redis_cluster.wait_cluster_healthy
+    - arg:
+      - 60
+{%- else %}
+    - name: redis_sentinel.wait_replication_healthy
+    - arg:
+      - 60
+{%- endif %}
+    - tgt: {{ servers | json }}
+    - tgt_type: list
+    - require:
+      - salt: redis-every-node-applied
