@@ -31,11 +31,12 @@ ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def deployment(**sentinel):
+def deployment(redis_settings=None, **sentinel):
     controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in SERVERS.items()]
     controllers.append({"hostname": WITNESS[0], "ip_address": WITNESS[1], "services": {"redis": False}})
     settings = {"down_after_ms": 2000, "failover_timeout_ms": 10000, "witnesses": [WITNESS[0]], **sentinel}
-    return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "sentinel": settings, "min_replicas_max_lag": 3}},
+    redis_settings = {"min_replicas_max_lag": 3, **(redis_settings or {})}
+    return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "sentinel": settings, **redis_settings}},
             "nodes": {"controllers": controllers}}
 
 
@@ -239,3 +240,46 @@ def test_the_master_host_dies_and_the_witness_makes_the_failover_possible(first_
     assert again.returncode == 0, again.stdout
     assert changed_states(again) == []
     assert server(new).info("server")["run_id"] == new_run and current_master() == new
+
+
+def write_on_isolated(lab, host, key):
+    """A client on the isolated host itself (the test cannot reach it any more)."""
+    return in_host(lab, host, "redis-cli", "-h", "127.0.0.1", "SET", key, "1").stdout.strip()
+
+
+def partition_until_failover(lab, old, new):
+    lab.set_link(old, up=False)
+    wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
+
+
+def heal_until_replica(lab, old, new):
+    lab.set_link(old, up=True)
+    wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_host"] == SERVERS[new]
+               and server(old).info("replication")["master_link_status"] == "up", 90, f"{old} back as a replica")
+
+
+def test_a_partitioned_master_loses_writes_unless_min_replicas_to_write_refuses_them(first_apply, cli, sentinel_lab):
+    lab, _, config = sentinel_lab
+    # Default (min_replicas_to_write 0): the isolated old master takes a write that is lost when it rejoins.
+    old = current_master()
+    new = next(h for h in SERVERS if h != old)
+    partition_until_failover(lab, old, new)
+    assert write_on_isolated(lab, old, "split:default") == "OK"
+    heal_until_replica(lab, old, new)
+    assert server(new).get("split:default") is None and server(old).get("split:default") is None
+
+    # min_replicas_to_write 1: the isolated master refuses writes once its replica is out of reach.
+    config.write_text(yaml.safe_dump(deployment({"min_replicas_to_write": 1})))
+    assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
+    old, new = new, old
+    partition_until_failover(lab, old, new)
+    wait_until(lambda: "NOREPLICAS" in write_on_isolated(lab, old, "split:refused"), 30,
+               "the isolated master refuses writes")
+    heal_until_replica(lab, old, new)
+    wait_until(lambda: sentinel_client().master_for("mymaster").set("split:after", "ok"), 30,
+               "writes accepted again once the replica is back")
+    assert server(new).get("split:refused") is None
+
+    config.write_text(yaml.safe_dump(deployment()))
+    assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
