@@ -16,7 +16,6 @@ import hashlib
 import os
 import pwd
 import stat
-import tempfile
 
 from salt.exceptions import CommandExecutionError
 
@@ -213,17 +212,10 @@ def _replace(name, text, uid, gid, mode, snapshot):
     """Write ``text`` to a new file next to ``name`` and put it in place, unless the main file
     changed since it was read: returns False then, and the caller reads it again.
 
-    The new file is created with O_EXCL under a random name (mkstemp) and gets its owner and
-    mode through its descriptor, so nothing the redis user planted is written or chowned.
+    The new file is written privately first (``redis_common.write_temporary``).
     """
-    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(name) or ".", prefix=f".{os.path.basename(name)}.")
+    temporary = __utils__["redis_common.write_temporary"](name, text, uid, gid, mode)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(text.encode("utf-8", "surrogateescape"))
-            handle.flush()
-            os.fchown(handle.fileno(), uid, gid)
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
         _before_replace(name)
         if not _unchanged(name, snapshot):
             return False

@@ -20,7 +20,6 @@ import grp
 import os
 import pwd
 import stat
-import tempfile
 
 from salt.exceptions import CommandExecutionError
 
@@ -216,16 +215,10 @@ def _read(path):
 
 
 def _write(path, text, uid, gid, mode):
-    """Put ``text`` at ``path`` through a new file (mkstemp: O_EXCL, random name) that gets its
-    owner and mode through its descriptor, then rename(2): nothing planted is followed."""
-    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
+    """Put ``text`` at ``path`` through a private new file (``redis_common.write_temporary``),
+    then rename(2): nothing planted is followed."""
+    temporary = __utils__["redis_common.write_temporary"](path, text, uid, gid, mode)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(text.encode("utf-8", "surrogateescape"))
-            handle.flush()
-            os.fchown(handle.fileno(), uid, gid)
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
         os.replace(temporary, path)
         temporary = None
     finally:

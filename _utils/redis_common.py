@@ -5,11 +5,15 @@ reach it as ``__utils__["redis_common.<name>"]``):
 - an authenticated redis-py client for a node, its password handed over in memory only;
 - a one-line, password-free description of a redis-py error, and what kind of trouble it
   tells of (so a caller can decide whether a restart may help);
-- polling a condition, bounded.
+- polling a condition, bounded;
+- writing a configuration file's next version privately, before it is renamed into place.
 
 :depends: redis (redis-py)
 """
 
+import contextlib
+import os
+import tempfile
 import time
 
 try:
@@ -98,3 +102,23 @@ def wait(condition, timeout, interval=0.2):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def write_temporary(path, text, uid, gid, mode):
+    """A new file next to ``path`` holding ``text``: created with O_EXCL under a random name
+    (mkstemp), owner and mode set through its descriptor (nothing a service user planted is
+    written or chowned), fsynced. Returns its name; the caller renames or removes it."""
+    directory, base = os.path.split(path)
+    descriptor, temporary = tempfile.mkstemp(dir=directory or ".", prefix=f".{base}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(text.encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return temporary

@@ -98,6 +98,18 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def stop_process(process):
+    """SIGTERM a test's server process (if it runs), SIGKILL it if it lingers, and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class RedisServer:
     """One real redis-server process, its main config file and the Salt-owned salt.conf."""
 
@@ -172,14 +184,7 @@ class RedisServer:
         pytest.fail(f"redis-server on port {self.port} does not answer PING:\n{self._logs()}", pytrace=False)
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def restart(self, service=None):
         """Stand-in for ``service.restart``: same binary, same config files, new process."""

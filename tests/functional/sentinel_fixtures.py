@@ -16,7 +16,7 @@ import time
 
 import pytest
 import redis
-from conftest import PASSWORD, SERVERS, RedisServer, free_port, load_module
+from conftest import PASSWORD, SERVERS, RedisServer, free_port, load_module, stop_process
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -104,14 +104,7 @@ class SentinelProcess:
         wait_for(answers, timeout, message=f"redis-sentinel on port {self.port} answers")
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def restart(self, service=None):
         """Stand-in for ``service.restart``: same binary, same config file, new process."""
