@@ -69,7 +69,7 @@ def manual(controller, nodes):
 
 
 def main(rounds):
-    controller = Controller(REPO / ".lab")
+    controller = Controller(Path(os.environ.get("LAB_STATE_DIR", REPO / ".lab")), os.environ.get("LAB_NAME", "rlab"))
     if not controller.master_running():
         sys.exit("bench: the lab is not up; run `make lab` first")
     nodes = clients(controller)
