@@ -400,8 +400,9 @@ def scheduled(name, schedule=None, compress=None, retention_days=None, prefix=PR
                        comment=f"Backup schedule change failed ({summary}): {'; '.join(failures)}")
             return ret
         ret.update(changes=changes, comment=f"Backup schedule changed ({summary}): {reason}")
-    if jobs and not __opts__.get("test"):
-        _check_scheduler(ret, sorted(jobs), enabled, wait if changes else 0)
+    if jobs and changes and not __opts__.get("test"):
+        # Checked when the jobs change; a converged schedule costs a no-op apply nothing more.
+        _check_scheduler(ret, sorted(jobs), enabled, wait)
     return ret
 
 
