@@ -32,5 +32,8 @@ redis-sentinel-not-running-in-cluster-mode:
   service.dead:
     - name: {{ redis.sentinel_service }}
     - enable: False
+    {#- Not on a Sentinel pair whose YAML now says cluster: shape_kept refuses that switch. #}
+    - require:
+      - redis_cluster: redis-deployment-shape-kept
 {%- endif %}
 {%- endif %}

@@ -283,3 +283,27 @@ def test_a_partitioned_master_loses_writes_unless_min_replicas_to_write_refuses_
 
     config.write_text(yaml.safe_dump(deployment()))
     assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
+
+
+def test_a_pair_whose_yaml_grows_into_a_cluster_is_refused_and_nothing_changes(first_apply, cli, sentinel_lab):
+    _, _, config = sentinel_lab
+    grown = deployment(witnesses=[])
+    grown["nodes"]["controllers"][2]["services"]["redis"] = True  # 2 grew to 3, mode auto: cluster
+    config.write_text(yaml.safe_dump(grown))
+    master = current_master()
+    runs = {h: server(h).info("server")["run_id"] for h in SERVERS}
+    try:
+        refused = cli.run("state.apply", "redis", minion_tgt="st[12]")
+
+        assert refused.returncode != 0
+        for host in SERVERS:
+            kept = [v for v in refused.data[host].values() if v["__id__"] == "redis-deployment-shape-kept"][0]
+            assert kept["result"] is False
+            assert "master/replica pair" in kept["comment"] and "mode: sentinel" in kept["comment"]
+            assert not [v["__id__"] for v in refused.data[host].values() if v["changes"]]
+        assert {h: server(h).info("server")["run_id"] for h in SERVERS} == runs
+        assert current_master() == master and server(master).info("replication")["connected_slaves"] == 1
+        assert server(master).info("cluster")["cluster_enabled"] == 0
+    finally:
+        config.write_text(yaml.safe_dump(deployment()))
+    assert changed_states(cli.run("state.apply", "redis", minion_tgt="*")) == []
