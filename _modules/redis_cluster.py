@@ -10,6 +10,8 @@ servers are asked one name at a time).
 :depends: redis (redis-py)
 """
 
+import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -325,14 +327,45 @@ def _view(client, peer_count=None):
         "keys": client.dbsize(),
     }
     peers = len(_settings().get("peers") or []) if peer_count is None else peer_count
+    view["shape"] = _shape_moves([_shape_node(n) for n in nodes if _live(n)])
     view["healthy"] = (
         view["state"] == "ok"
         and view["slots_assigned"] == view["slots_ok"] == TOTAL_SLOTS
         and not view["open_slots"]
         and not view["failing"]
         and view["known_nodes"] >= peers
+        and not view["shape"]["replicate"]
+        and not view["shape"]["new_masters"]
     )
     return view
+
+
+FAILING_FLAGS = frozenset(("fail", "fail?", "noaddr", "handshake"))
+
+
+def _live(node):
+    return not FAILING_FLAGS & set(node["flags"])
+
+
+def _slot_count(ranges):
+    return sum(last - first + 1 for first, last in ranges)
+
+
+def _shape_node(node):
+    """A CLUSTER NODES entry as the replica planner reads it."""
+    return {"id": node["id"], "address": node["address"], "slots": _slot_count(node["slots"]),
+            "role": "replica" if "slave" in node["flags"] else "master", "master": node["master"]}
+
+
+def _shape_moves(nodes):
+    """What the replica plan (``replicas_per_master``) still asks of these live nodes:
+    ``{"replicate": [{"node", "master", "why"}], "new_masters": [ids]}``
+    (_utils/redis_cluster_shape.py decides; this module only runs its answer)."""
+    settings = _settings()
+    addresses = {peer["hostname"]: f"{peer['ip']}:{peer.get('port', _port())}" for peer in settings.get("peers") or []}
+    planned = {addresses[host]: addresses[master] for host, master in (settings.get("replica_plan") or {}).items()
+               if host in addresses and master in addresses}
+    return __utils__["redis_cluster_shape.moves"](nodes, settings.get("replicas_per_master", 0), planned)
 
 
 def cluster_view(host=None, port=None):
@@ -340,8 +373,11 @@ def cluster_view(host=None, port=None):
     What a node of the deployment (default: this one) says about its Redis Cluster:
     ``state`` (``ok``/``fail``), ``slots_assigned``, ``known_nodes``, its ``id``,
     ``role`` (master/replica) and ``master``, its ``slots``, every node it knows, open
-    (migrating/importing) slots, failing nodes, its number of keys, and ``healthy``
-    (all 16384 slots assigned and ok, none open, every peer of the deployment known).
+    (migrating/importing) slots, failing nodes, its number of keys, ``shape`` (the replica
+    moves and new masters the plan still asks for) and ``healthy``: all 16384 slots
+    assigned and ok, none open, no failing node, every peer of the deployment known, every
+    master with ``replicas_per_master`` replicas where the nodes allow it, no slot-less
+    master left over, and no replica on its master's host address.
 
     CLI Example:
 
@@ -401,6 +437,11 @@ def _views(clients):
     return views
 
 
+def _within_plan(own, planned):
+    """Every range of ``own`` lies inside one of ``planned``."""
+    return all(any(p_first <= first and last <= p_last for p_first, p_last in planned) for first, last in own)
+
+
 def _refusal(plan, views):
     """Why forming must not touch these nodes, or None."""
     ours = set(plan["nodes"].values())
@@ -424,10 +465,19 @@ def _refusal(plan, views):
                 "forming it would lose or strand them; back them up and FLUSHALL that node "
                 "(or restore them after forming), then apply again"
             )
-    if 0 < assigned < TOTAL_SLOTS or any(view["open_slots"] for view in views.values()):
+    if any(view["open_slots"] for view in views.values()) and not _rebalance_record():
         return (
-            f"the cluster has unassigned or open slots ({assigned} of {TOTAL_SLOTS} assigned): repair it with "
+            "the cluster has open (migrating/importing) slots that no rebalance of ours left: repair them with "
             "`redis-cli --cluster fix HOST:PORT` (REDISCLI_AUTH holds the password), then apply again"
+        )
+    # A formation cut short (ours: each node holds only slots the plan gives it, no key
+    # anywhere) is completed; any other partial assignment is not ours to guess about.
+    if 0 < assigned < TOTAL_SLOTS and not all(_within_plan(view["slots"], plan["slots"].get(host) or [])
+                                              for host, view in views.items()):
+        return (
+            f"the cluster has unassigned slots ({assigned} of {TOTAL_SLOTS} assigned) and nodes that hold slots "
+            "the plan does not give them: repair it with `redis-cli --cluster fix HOST:PORT` (REDISCLI_AUTH holds "
+            "the password), then apply again"
         )
     return None
 
@@ -443,16 +493,21 @@ def _assign_slots(client, first, last):
 
 def form_cluster(timeout=120):
     """
-    Form the deployment's Redis Cluster from this node (the initial master): wait,
-    bounded, until every peer answers with the deployment's password; refuse if a
-    peer belongs to another cluster, would lose keys, or the cluster has open or
-    unassigned slots; then CLUSTER MEET every peer, give each master its slots
-    (ADDSLOTSRANGE, ADDSLOTS before Redis 7), CLUSTER REPLICATE the replicas and wait
-    until every node says ``cluster_state:ok``. A cluster that only needs time (every
-    slot assigned, nodes still agreeing) is waited for, not touched.
+    Form the deployment's Redis Cluster from this node (the initial master), or bring a
+    formed one back to the plan's shape: wait, bounded, until every peer answers with the
+    deployment's password; refuse if a peer belongs to another cluster, would lose keys,
+    or the cluster has open slots or a partial slot assignment that are not ours; forget
+    dead predecessors of rebuilt hosts once no data depends on them (their replica takes
+    over first); CLUSTER MEET every peer, give each planned master its slots nobody serves
+    (ADDSLOTSRANGE, ADDSLOTS before Redis 7: a formation cut short is completed), then move
+    replicas and newcomers until every master has ``replicas_per_master`` replicas
+    (CLUSTER REPLICATE, never touching a master that serves slots), rebalance slots onto
+    new masters (its own budget, pillar ``cluster_rebalance_timeout_s``; a rebalance of
+    ours that was cut short is closed with ``redis-cli --cluster fix`` and resumed), and
+    wait until every node says the cluster is healthy.
 
     Returns ``{"formed": bool, "actions": [...], "nodes": {hostname: node id},
-    "slots": {hostname: ranges}, "comment": str}``.
+    "slots": {hostname: ranges}, "added": [...], "rebalanced": {...}, "comment": str}``.
 
     CLI Example:
 
@@ -463,6 +518,9 @@ def form_cluster(timeout=120):
     plan = cluster_plan()
     deadline = time.monotonic() + float(timeout)
     clients = _node_clients(plan["nodes"])
+
+    def remaining():
+        return max(1.0, deadline - time.monotonic())
 
     def everyone_answers():
         views = _views(clients)
@@ -481,107 +539,138 @@ def form_cluster(timeout=120):
     if refusal:
         return {"formed": False, "actions": [], "comment": refusal}
 
-    actions, me = [], clients[plan["initial_master"]]
+    actions, warnings, me = [], [], clients[plan["initial_master"]]
     ids = {host: _cluster_command(client, "MYID") for host, client in clients.items()}
-    warnings = []
-    _forget_dead_predecessors(plan, clients, views, ids, actions)
-    known = {n["address"] for n in _view(me, peer_count=len(clients))["nodes"]}
-    for host, address in plan["nodes"].items():
-        # (A node that met no one lists itself without its address.)
-        if host != plan["initial_master"] and address not in known:
-            ip, port = address.rsplit(":", 1)
-            _cluster_command(me, "MEET", ip, int(port))
-            actions.append(f"{plan['initial_master']} met {host}")
+    result = {"actions": actions, "nodes": ids, "slots": plan["slots"], "warnings": warnings,
+              "added": [], "rebalanced": {}}
+    try:
+        waiting = _hand_over_from_predecessors(plan, clients, views, ids, actions, remaining())
+        if waiting:
+            return dict(result, formed=False, comment=waiting)
+        known = {n["address"] for n in _view(me, peer_count=len(clients))["nodes"]}
+        met = []
+        for host, address in plan["nodes"].items():
+            # (A node that met no one lists itself without its address.)
+            if host != plan["initial_master"] and address not in known:
+                ip, port = address.rsplit(":", 1)
+                _cluster_command(me, "MEET", ip, int(port))
+                actions.append(f"{plan['initial_master']} met {host}")
+                met.append(host)
 
-    def all_met():
-        return all(view["known_nodes"] >= len(clients) for view in _views(clients).values()
-                   if isinstance(view, dict))
+        def all_met():
+            return all(view["known_nodes"] >= len(clients) for view in _views(clients).values()
+                       if isinstance(view, dict))
 
-    if not _wait(all_met, max(1.0, deadline - time.monotonic())):
-        return {"formed": False, "actions": actions, "comment": f"the nodes did not all meet within {timeout}s"}
-    fresh = not any(view["slots_assigned"] for view in views.values())
-    current = _view(me, peer_count=len(clients))
+        if not _wait(all_met, remaining()):
+            return dict(result, formed=False, comment=f"the nodes did not all meet within {timeout}s")
+        forming = max(view["slots_assigned"] for view in views.values()) < TOTAL_SLOTS
+        _assign_unserved_slots(plan, clients, actions, warnings, forming)
+        onto = _resume_interrupted_rebalance(plan, actions)
+        onto += [host for host in _reshape(plan, clients, ids, actions) if host not in onto]
+        result["added"] = [] if forming else [_added(host, ids, clients) for host in met]
+        result["rebalanced"] = _rebalance_onto(onto, plan, actions)
+    except redis.RedisError as exc:
+        return dict(result, formed=False, comment=f"forming stopped: {__utils__['redis_common.error_text'](exc)}")
+    except CommandExecutionError as exc:
+        return dict(result, formed=False, comment=str(exc))
+
+    last = {}
+
+    def healthy():
+        last["views"] = _views(clients)
+        return all(isinstance(v, dict) and v["healthy"] for v in last["views"].values())
+
+    if not _wait(healthy, remaining()):
+        return dict(result, formed=False, comment=f"not every node says the cluster is healthy within {timeout}s: "
+                    + _unhealthy_reasons(last.get("views") or {}, ids))
+    return dict(result, formed=True, comment="cluster ok" + "".join(f"; WARNING: {w}" for w in warnings))
+
+
+def _unhealthy_reasons(views, ids):
+    """Why each node does not call the cluster healthy, in words."""
+    reasons = []
+    for host, view in views.items():
+        if not isinstance(view, dict):
+            reasons.append(f"{host}: {view}")
+        elif not view["healthy"]:
+            why = [f"cluster_state:{view['state']}"] if view["state"] != "ok" else []
+            why += [f"failing {', '.join(view['failing'])}"] if view["failing"] else []
+            why += [f"open slots {', '.join(view['open_slots'])}"] if view["open_slots"] else []
+            why += [f"{_host_of(ids, m['node'])} should replicate {_host_of(ids, m['master'])}"
+                    for m in view["shape"]["replicate"]]
+            why += [f"{_host_of(ids, m)} waits for slots" for m in view["shape"]["new_masters"]]
+            reasons.append(f"{host}: " + (", ".join(why) or f"knows {view['known_nodes']} nodes"))
+    return "; ".join(reasons)
+
+
+def _added(host, ids, clients):
+    """What a node the cluster took in has become (for the node-added event)."""
+    view = _view(clients[host], peer_count=len(clients))
+    entry = {"host": host, "id": ids[host], "role": view["role"]}
+    if view["master"]:
+        entry["master"] = _host_of(ids, view["master"])
+    return entry
+
+
+def _unserved(ranges, views):
+    """The parts of ``ranges`` that no node names as served, in its own view or a peer's."""
+    served = [r for view in views.values() if isinstance(view, dict) for node in view["nodes"] for r in node["slots"]]
+    gaps = []
+    for first, last in ranges:
+        slot = first
+        while slot <= last:
+            covering = [end for start, end in served if start <= slot <= end]
+            if covering:
+                slot = max(covering) + 1
+                continue
+            following = [start for start, _ in served if slot < start <= last]
+            end = min(following) - 1 if following else last
+            gaps.append([slot, end])
+            slot = end + 1
+    return gaps
+
+
+def _assign_unserved_slots(plan, clients, actions, warnings, forming):
+    """Planned slots no node serves go to their planned master: a new cluster's, the rest of
+    a formation cut short, or (said loudly) a dead master's that no replica took over."""
+    views = _views(clients)
     for host, ranges in plan["slots"].items():
-        # Planned slots nobody serves: a new cluster's, or a dead master's forgotten ones.
-        unowned = [[first, last] for first, last in ranges if _slot_owner(current, first) is None]
-        if not unowned or _view(clients[host], peer_count=len(clients))["role"] != "master":
+        view = views.get(host)
+        unowned = _unserved(ranges, views)
+        if not unowned or not isinstance(view, dict) or view["role"] != "master":
             continue
         for first, last in unowned:
             _assign_slots(clients[host], first, last)
         actions.append(f"{host} got slots " + ", ".join(f"{a}-{b}" for a, b in unowned))
-        if not fresh:
+        if not forming:
             warnings.append(f"slots {', '.join(f'{a}-{b}' for a, b in unowned)} on {host} are EMPTY: their keys "
                             "died with the node; restore them from a backup set")
-    if fresh:
-        _replicate_as_planned(plan, clients, ids, actions)
-        added, rebalanced = [], {}
-    else:
-        added, newcomers = _place_newcomers(plan, clients, ids, actions)
-        rebalanced = _rebalance_onto(newcomers, plan, actions, max(1.0, deadline - time.monotonic()))
-
-    def healthy():
-        return all(isinstance(v, dict) and v["healthy"] for v in _views(clients).values())
-
-    result = {"actions": actions, "nodes": ids, "slots": plan["slots"], "warnings": warnings,
-              "added": added, "rebalanced": rebalanced}
-    if not _wait(healthy, max(1.0, deadline - time.monotonic())):
-        return dict(result, formed=False, comment=f"not every node says cluster_state:ok within {timeout}s")
-    return dict(result, formed=True, comment="cluster ok" + "".join(f"; WARNING: {w}" for w in warnings))
-
-
-def _slot_owner(view, slot):
-    """The id of the master serving ``slot`` in one node's view, or None."""
-    for node in view["nodes"]:
-        if any(first <= slot <= last for first, last in node["slots"]):
-            return node["id"]
-    return None
 
 
 def _host_of(ids, node_id):
     return next((host for host, known in ids.items() if known == node_id), node_id)
 
 
-def _replicate_as_planned(plan, clients, ids, actions):
-    """A new cluster: each planned replica replicates the master of its planned slots."""
-    current = _view(clients[plan["initial_master"]], peer_count=len(clients))
-    for host, master in plan["replicas"].items():
-        view = _view(clients[host], peer_count=len(clients))
-        planned = plan["slots"].get(master) or []
-        owner = _slot_owner(current, planned[0][0]) if planned else None
-        if view["role"] == "master" and not view["slots"] and owner and owner != ids[host]:
-            _cluster_command(clients[host], "REPLICATE", owner)
-            actions.append(f"{host} replicates {_host_of(ids, owner)}")
-
-
-def _place_newcomers(plan, clients, ids, actions):
-    """A formed cluster met slotless masters: new controllers, or hosts rebuilt bare. Each
-    replicates a master that has fewer replicas than ``replicas_per_master`` (its planned
-    master first), else stays a master for the rebalance. Live roles of the others are kept.
-    Returns ([{host, id, role, master}], [hosts to give slots])."""
-    wanted = int(_settings().get("replicas_per_master", 0) or 0)
-    current = _view(clients[plan["initial_master"]], peer_count=len(clients))
-    serving = [n for n in current["nodes"] if n["slots"] and "master" in n["flags"]]
-    replicas = {n["id"]: 0 for n in serving}
-    for node in current["nodes"]:
-        if node["master"] in replicas and not {"fail", "fail?", "noaddr"} & set(node["flags"]):
-            replicas[node["master"]] += 1
-    added, newcomers = [], []
-    for host, client in clients.items():
-        view = _view(client, peer_count=len(clients))
-        if view["role"] != "master" or view["slots"] or view["master"]:
-            continue
-        home = ids.get(plan["replicas"].get(host))  # the master the plan gives it, if still a master
-        short = [node_id for node_id, count in replicas.items() if count < wanted]
-        if short:
-            master = min(short, key=lambda node_id: (replicas[node_id], node_id != home, node_id))
-            _cluster_command(client, "REPLICATE", master)
-            replicas[master] += 1
-            actions.append(f"{host} replicates {_host_of(ids, master)}")
-            added.append({"host": host, "id": ids[host], "role": "replica", "master": _host_of(ids, master)})
-        else:
-            newcomers.append(host)
-            added.append({"host": host, "id": ids[host], "role": "master"})
-    return added, newcomers
+def _reshape(plan, clients, ids, actions):
+    """Run what the replica plan asks (CLUSTER REPLICATE), reading each node's own view of
+    itself (a peer's gossip may lag). Returns the hosts that wait for slots."""
+    nodes = []
+    for host, view in _views(clients).items():
+        if not isinstance(view, dict):
+            raise CommandExecutionError(f"{host} does not answer: {view}")
+        nodes.append({"id": view["id"], "address": plan["nodes"][host], "role": view["role"],
+                      "master": view["master"], "slots": _slot_count(view["slots"])})
+    shape = _shape_moves(nodes)
+    why = {"short": "its master lacked a replica", "group": "a new master's replica",
+           "spare": "a spare, waiting for more nodes"}
+    for move in shape["replicate"]:
+        host, master = _host_of(ids, move["node"]), _host_of(ids, move["master"])
+        try:
+            _cluster_command(clients[host], "REPLICATE", move["master"])
+        except redis.ResponseError as exc:
+            raise CommandExecutionError(f"{host} cannot replicate {master}: {exc}") from None
+        actions.append(f"{host} replicates {master} ({why[move['why']]})")
+    return [_host_of(ids, node_id) for node_id in shape["new_masters"]]
 
 
 def _redis_cli_cluster(args, timeout):
@@ -600,12 +689,66 @@ def _redis_cli_cluster(args, timeout):
     return done.returncode, (done.stdout or "") + (done.stderr or "")
 
 
-def _rebalance_onto(newcomers, plan, actions, timeout):
+def _rebalance_record_path():
+    """Where this minion notes a rebalance it started (Salt's cache: root's, not Redis's)."""
+    return os.path.join(__opts__.get("cachedir") or "/var/cache/salt/minion", "redis_cluster", "rebalance.json")
+
+
+def _rebalance_record():
+    """The hosts of a rebalance of ours that did not finish, or []."""
+    try:
+        with open(_rebalance_record_path(), encoding="utf-8") as handle:
+            return list(json.load(handle).get("onto") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _note_rebalance(onto):
+    path = _rebalance_record_path()
+    if onto is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"onto": onto}, handle)
+    os.replace(temporary, path)
+
+
+def _resume_interrupted_rebalance(plan, actions):
+    """A rebalance of ours that was cut short (redis-cli killed mid-slot, a power cut) left
+    its slot open: close it with ``redis-cli --cluster fix`` (it finishes moving that slot's
+    keys) and return the hosts the rebalance was for, so it resumes."""
+    onto = [host for host in _rebalance_record() if host in plan["nodes"]]
+    if not onto:
+        return []
+    entry = plan["nodes"][plan["initial_master"]]
+    host, port = _split_address(entry)
+    if _view(_client(port, host=host))["open_slots"]:
+        code, output = _redis_cli_cluster(["fix", entry], _rebalance_budget())
+        if code != 0 or _view(_client(port, host=host))["open_slots"]:
+            log.error("redis-cli --cluster fix failed: %s", output)
+            raise CommandExecutionError(f"closing the slots an interrupted rebalance left open failed (exit {code}): "
+                                        + " ".join(output.split())[-600:])
+        actions.append("closed the slot an interrupted rebalance left open (redis-cli --cluster fix)")
+    actions.append(f"resumed the rebalance onto {', '.join(onto)}")
+    return onto
+
+
+def _rebalance_budget():
+    return float(_settings().get("cluster_rebalance_timeout_s") or 3600)
+
+
+def _rebalance_onto(newcomers, plan, actions):
     """Move slots (with their keys) onto new masters: ``redis-cli --cluster rebalance
-    --cluster-use-empty-masters``, which clients follow through MOVED/ASK. Returns
-    {hostname: slots it got} or raises CommandExecutionError with redis-cli's words."""
+    --cluster-use-empty-masters``, which clients follow through MOVED/ASK, within its own
+    budget (pillar ``cluster_rebalance_timeout_s``). A note in Salt's cache says a rebalance
+    is under way until it finished, so an interrupted one is resumed. Returns {hostname:
+    slots it serves} or raises CommandExecutionError with redis-cli's words."""
     if not newcomers:
         return {}
+    timeout = _rebalance_budget()
     entry = plan["nodes"][plan["initial_master"]]
     deadline = time.monotonic() + timeout
     clients = _node_clients(plan["nodes"])
@@ -616,6 +759,7 @@ def _rebalance_onto(newcomers, plan, actions, timeout):
         return all(isinstance(view, dict) and view["state"] == "ok" for view in _views(clients).values())
 
     _wait(everyone_ok, timeout, interval=0.2)
+    _note_rebalance(newcomers)
     while True:
         code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-use-empty-masters"],
                                           max(1.0, deadline - time.monotonic()))
@@ -627,14 +771,15 @@ def _rebalance_onto(newcomers, plan, actions, timeout):
         time.sleep(1)
     if code != 0:
         log.error("redis-cli --cluster rebalance failed: %s", output)
-        raise CommandExecutionError(f"rebalancing onto {', '.join(newcomers)} failed (exit {code}): "
-                                    + " ".join(output.split())[-600:])
+        raise CommandExecutionError(f"rebalancing onto {', '.join(newcomers)} failed (exit {code}; the next apply "
+                                    "resumes it): " + " ".join(output.split())[-600:])
+    _note_rebalance(None)
     host, port = _split_address(entry)
     current = _view(_client(port, host=host))
     gained = {}
     for host in newcomers:
         node = next((n for n in current["nodes"] if n["address"] == plan["nodes"][host]), {"slots": []})
-        gained[host] = sum(last - first + 1 for first, last in node["slots"])
+        gained[host] = _slot_count(node["slots"])
     actions.append("rebalanced: " + ", ".join(f"{host} got {count} slots" for host, count in gained.items()))
     return gained
 
@@ -644,31 +789,83 @@ def _split_address(address):
     return host, int(port)
 
 
-def _forget_dead_predecessors(plan, clients, views, ids, actions):
-    """A host rebuilt bare at its old address has a new node id; the cluster still lists
-    the dead one there. Every live node forgets it, so the new node can be met."""
+def _predecessors(plan, views, ids):
+    """Node ids the cluster lists at a planned address (or without one: noaddr) that no
+    node answers to any more: a host rebuilt bare, or whose data dir was lost, has a new
+    id. ``{id: {"host", "slots": bool, "replicas": [hosts replicating it]}}``."""
     live = set(ids.values())
     by_address = {address: host for host, address in plan["nodes"].items()}
-    dead = {}
+    found = {}
     for view in views.values():
         for node in view["nodes"]:
-            # Listed at a host's address with another id, or left without an address
-            # because that address now answers with another id (noaddr).
             if node["id"] not in live and (node["address"] in by_address or "noaddr" in node["flags"]):
-                dead.setdefault(node["id"], by_address.get(node["address"]))
-    for node_id, host in dead.items():
+                entry = found.setdefault(node["id"], {"host": by_address.get(node["address"]), "slots": False})
+                entry["slots"] = entry["slots"] or bool(node["slots"])
+    for node_id, entry in found.items():
+        entry["replicas"] = [host for host, view in views.items() if view["role"] == "replica"
+                             and view["master"] == node_id]
+    return found
+
+
+def _hand_over_from_predecessors(plan, clients, views, ids, actions, timeout):
+    """Before a predecessor is forgotten, the data it served must live on: its replica takes
+    over its slots (Redis fails over on its own once the old node is FAIL; a node whose
+    address now answers with another id is only ``noaddr`` and is never failed over, so
+    then CLUSTER FAILOVER FORCE on its most advanced replica). Only slot-less predecessors,
+    and those whose slots nobody else holds (said loudly when their slots are given out
+    EMPTY), are forgotten. Returns why it must wait, or None."""
+    deadline = time.monotonic() + timeout
+    node_timeout = float(_settings().get("cluster_node_timeout_ms") or 5000) / 1000
+    for node_id, entry in _predecessors(plan, views, ids).items():
+        if not entry["slots"] or not entry["replicas"]:
+            continue
+        name = entry["host"] or node_id[:8]
+
+        def promoted(replicas=entry["replicas"]):
+            return next((host for host in replicas if _view(clients[host], len(clients))["role"] == "master"), None)
+
+        # Redis's own failover first (the old node may just be down): node-timeout and an election.
+        winner = _wait(promoted, min(2 * node_timeout + 2, max(1.0, deadline - time.monotonic())), interval=0.5)
+        how = "Redis failed over"
+        if not winner:
+            best = max(entry["replicas"], key=lambda host: int(
+                clients[host].info("replication").get("slave_repl_offset") or 0))
+            _cluster_command(clients[best], "FAILOVER", "FORCE")
+            how = "CLUSTER FAILOVER FORCE: the old node's address answers with another id"
+            winner = _wait(promoted, max(1.0, deadline - time.monotonic()), interval=0.5)
+        if not winner:
+            return (f"waiting for a replica of {name}'s predecessor {node_id[:8]} ({', '.join(entry['replicas'])}) "
+                    f"to take over its slots within {timeout:.0f}s; its keys live there: apply again")
+        actions.append(f"{winner} took over the slots of {name}'s predecessor {node_id[:8]} ({how})")
+
+    def slots_moved():
+        current = _views(clients)
+        if not all(isinstance(view, dict) for view in current.values()):
+            return None
+        found = _predecessors(plan, current, ids)
+        holding = [i for i, entry in found.items() if entry["slots"] and entry["replicas"]]
+        return None if holding else (current, found)
+
+    settled = _wait(slots_moved, max(1.0, deadline - time.monotonic()), interval=0.5)
+    if not settled:
+        return f"the slots of a predecessor of a rebuilt host did not move to its replica within {timeout:.0f}s"
+    current, found = settled
+    for node_id, entry in found.items():
         for client in clients.values():
             try:
                 _cluster_command(client, "FORGET", node_id)
             except redis.ResponseError:
                 pass  # this node never knew it, or it is that node's own id
-        actions.append(f"forgot the dead node {node_id[:8]}" + (f" ({host}'s predecessor)" if host else ""))
+        whose = f" ({entry['host']}'s predecessor)" if entry["host"] else ""
+        actions.append(f"forgot the dead node {node_id[:8]}{whose}")
+    return None
 
 
 def wait_cluster_healthy(timeout=120):
     """
     Wait, bounded, until this node sees itself in a healthy cluster (all slots assigned
-    and ok, none open, every peer known). Returns ``{"healthy": bool, "comment": str}``.
+    and ok, none open, no failing node, every peer known, and the replica plan's shape:
+    see ``cluster_view``). Returns ``{"healthy": bool, "comment": str}``.
 
     CLI Example:
 
@@ -691,10 +888,13 @@ def wait_cluster_healthy(timeout=120):
     view = last["view"]
     if "error" in view:
         return {"healthy": False, "comment": view["error"]}
+    pending = len(view["shape"]["replicate"]) + len(view["shape"]["new_masters"])
+    shape = (f", {pending} replica moves or rebalances pending (replicas_per_master "
+             f"{_settings().get('replicas_per_master', 0)})") if pending else ""
     return {
         "healthy": False,
         "comment": f"cluster_state:{view['state']}, {view['slots_assigned']} slots assigned, "
-        f"{view['known_nodes']} nodes known",
+        f"{view['known_nodes']} nodes known{shape}",
     }
 
 

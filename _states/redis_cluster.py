@@ -525,14 +525,21 @@ def _ranges(ranges):
 
 def formed(name, timeout=120):
     """
-    Make the deployment's nodes one healthy Redis Cluster, once. The initial master
-    (pillar ``redis:initial_master``) forms it when no slot is assigned yet: it waits,
-    bounded by ``timeout`` seconds, for every peer, meets them, assigns the slot plan
-    and sets up the replicas; every other node waits, bounded, until it is in the
-    healthy cluster. A healthy cluster (all 16384 slots assigned and ok, none open,
-    every peer known) is left alone, whatever roles Redis gave its nodes since (a
-    failover is never reverted). Refuses, changing nothing, a node of another cluster,
-    a slotless node that holds keys, and open or unassigned slots, naming the repair.
+    Make the deployment's nodes one healthy Redis Cluster of the plan's shape. The initial
+    master (pillar ``redis:initial_master``) forms it when no slot is assigned yet (or
+    completes a formation cut short): it waits, bounded by ``timeout`` seconds, for every
+    peer, meets them, assigns the slot plan and makes every planned replica replicate its
+    master; every other node waits, bounded, until it is in the healthy cluster.
+
+    Healthy means: all 16384 slots served, none open, no failing node, every peer known,
+    every master with ``replicas_per_master`` replicas where the nodes allow it, no
+    slot-less master left over and no replica on its master's host. A cluster that is not
+    is repaired by the initial master: spare replicas and newcomers replicate short
+    masters, newcomers in groups of ``replicas_per_master + 1`` become new masters and get
+    slots by a rebalance; no master that serves slots is ever moved or demoted, so roles
+    Redis chose (a failover) stay. Refuses, changing nothing, a node of another cluster,
+    a slot-less node that holds keys, open slots no rebalance of ours left, and slot
+    assignments the plan does not explain, naming the repair.
 
     name
         Any label.
@@ -590,6 +597,14 @@ def formed(name, timeout=120):
                 f"fewer than {wanted} replicas, else becomes a master and the slots are rebalanced onto it"
             )
             ret["changes"] = {"would_add": _newcomers(view, plan)}
+        elif me == initial and (view["shape"]["replicate"] or view["shape"]["new_masters"]):
+            moves = view["shape"]["replicate"]
+            ret["comment"] = (
+                f"{me} would bring the cluster to the plan's shape (replicas_per_master "
+                f"{settings.get('replicas_per_master', 0)}): {len(moves)} replica moves (CLUSTER REPLICATE), "
+                f"{len(view['shape']['new_masters'])} new masters to rebalance onto; no master with slots is touched"
+            )
+            ret["changes"] = {"would_reshape": view["shape"]}
         elif me == initial:
             ret["comment"] = f"the cluster is not ok yet ({view['state']}): {me} would wait for it or repair nothing"
         else:

@@ -15,8 +15,9 @@ def three_nodes(tmp_path_factory, server_build):
         yield servers
 
 
-def node_modules(servers, slots=None, replicas_per_master=0):
-    """The execution and state module as each node's minion loads them, with its pillar."""
+def node_modules(servers, slots=None, replicas_per_master=0, replica_plan=None, **settings):
+    """The execution and state module as each node's minion loads them, with its pillar
+    (``settings``: more pillar keys) and a Salt cache directory of its own."""
     peers = [{"hostname": f"n{i}", "ip": "127.0.0.1", "port": s.port} for i, s in enumerate(servers)]
     slot_plan = slots or {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
     loaded = []
@@ -24,8 +25,10 @@ def node_modules(servers, slots=None, replicas_per_master=0):
         mod = load_module(f"redis_cluster_mod{number}", "_modules/redis_cluster.py")
         mod.__pillar__ = {"redis": {"role": "cluster-node", "mode": "cluster", "hostname": f"n{number}",
                                     "port": server.port, "password": server.password, "peers": peers,
-                                    "initial_master": peers[0], "slot_plan": slot_plan, "replica_plan": {},
-                                    "replicas_per_master": replicas_per_master}}
+                                    "initial_master": peers[0], "slot_plan": slot_plan,
+                                    "replica_plan": dict(replica_plan or {}),
+                                    "replicas_per_master": replicas_per_master, **settings}}
+        mod.__opts__ = {"cachedir": str(server.dir / "minion-cache")}
         state = load_module(f"redis_cluster_state{number}", "_states/redis_cluster.py")
         events = []
         state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name) for name in
@@ -99,14 +102,31 @@ def test_a_node_that_holds_keys_without_slots_is_refused(three_nodes):
     assert node.client().dbsize() == 1
 
 
-def test_unassigned_slots_on_a_formed_cluster_are_refused_with_the_repair(three_nodes):
+def test_slots_assigned_against_the_plan_are_refused_with_the_repair(three_nodes):
     (_, first_state, _), *_ = node_modules(three_nodes)
-    three_nodes[0].client().execute_command("CLUSTER", "ADDSLOTS", 1, 2, 3)
+    # The plan gives slots 1-3 to n0: n1 holding them is not a formation of ours.
+    three_nodes[1].client().execute_command("CLUSTER", "ADDSLOTS", 1, 2, 3)
 
     ret = first_state.formed("cluster", timeout=10)
 
     assert ret["result"] is False
     assert "3 of 16384 assigned" in ret["comment"] and "redis-cli --cluster fix" in ret["comment"]
+    assert all("cluster_known_nodes:1" in cluster_info(server) for server in three_nodes)
+
+
+def test_a_formation_cut_short_is_completed_by_the_next_apply(three_nodes):
+    (_, first_state, _), *_ = node_modules(three_nodes)
+    # As a formation killed after n0's ADDSLOTSRANGE and part of n1's left it.
+    three_nodes[0].client().execute_command("CLUSTER", "ADDSLOTS", *range(0, 5461))
+    three_nodes[1].client().execute_command("CLUSTER", "ADDSLOTS", *range(5461, 6001))
+
+    ret = first_state.formed("cluster", timeout=30)
+
+    assert ret["result"] is True, ret["comment"]
+    assert "n1 got slots 6001-10922" in ret["comment"] and "n2 got slots 10923-16383" in ret["comment"]
+    assert "EMPTY" not in ret["comment"]
+    for server in three_nodes:
+        assert "cluster_state:ok" in cluster_info(server) and "cluster_slots_assigned:16384" in cluster_info(server)
 
 
 def test_a_peer_that_never_answers_is_named(three_nodes):

@@ -1,0 +1,103 @@
+"""
+The replica plan of a Redis Cluster, as pure logic (no Salt, no Redis): which node should
+replicate which master so that every master has ``replicas_per_master`` replicas where
+the nodes allow it, and which slot-less nodes become masters for a rebalance.
+
+One function decides it, :func:`moves`; the execution module runs its answer (CLUSTER
+REPLICATE, then a rebalance onto the new masters) and calls a cluster healthy only when
+it has nothing left to do. So "healthy" and "what a re-apply repairs" can never disagree.
+
+Nodes are dicts ``{"id", "address" ("ip:port"), "role" ("master"|"replica"), "master"
+(its master's id, replicas only), "slots" (how many it serves)}``; only live nodes are
+given (a failing node is Redis's to fail over). ``planned`` maps a node's address to the
+address of the master the deployment's plan gives it, which is preferred among equals.
+
+Rules, in order:
+
+1. A master with fewer than ``wanted`` replicas takes a newcomer (a slot-less master
+   without replicas), its planned master first, else a spare replica (one beyond
+   ``wanted`` on another master, or one on its master's own host address).
+2. Remaining newcomers form new masters in groups of ``wanted + 1``: one newcomer gets
+   slots (a rebalance), the others (newcomers first, then spares) replicate it.
+3. A newcomer left over waits as a spare replica of the master with fewest replicas.
+   Spares left over stay where they are, except one on its master's host, which moves.
+
+Roles Redis chose (a failover) are never undone: only replicas and slot-less nodes move;
+no master with slots is ever touched.
+"""
+
+__virtualname__ = "redis_cluster_shape"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _ip(node):
+    return (node.get("address") or "").rsplit(":", 1)[0]
+
+
+def moves(nodes, wanted, planned=None):
+    """``{"replicate": [{"node", "master", "why"}], "new_masters": [id, ...]}`` for ``nodes``
+    (see the module's docstring); both empty when the shape holds. ``why`` is ``short``
+    (fills a master's missing replica), ``group`` (replicates a new master) or ``spare``
+    (a newcomer left over, or a replica moved off its master's host)."""
+    planned = planned or {}
+    wanted = int(wanted or 0)
+    by_id = {node["id"]: node for node in nodes}
+    replicas = {}
+    for node in nodes:
+        if node["role"] == "replica" and node.get("master") in by_id:
+            replicas.setdefault(node["master"], []).append(node)
+    # Masters: those that serve slots, and slot-less ones that already have replicas (a
+    # group waiting for its rebalance). Newcomers: slot-less masters nobody replicates.
+    masters = [n for n in nodes if n["role"] == "master" and (n["slots"] or n["id"] in replicas)]
+    newcomers = sorted((n for n in nodes if n["role"] == "master" and not n["slots"] and n["id"] not in replicas),
+                       key=lambda n: n["address"] or n["id"])
+    new_masters = [n["id"] for n in masters if not n["slots"]]
+    kept, spares, misplaced = {}, [], set()
+    for master in masters:
+        own = replicas.get(master["id"], [])
+        away = [r for r in own if _ip(r) != _ip(master)]
+        # Keep the plan's replicas of this master first; the rest beyond `wanted` are spare.
+        away.sort(key=lambda r: (planned.get(r["address"]) != master["address"], r["address"] or r["id"]))
+        kept[master["id"]] = away[:wanted]
+        spares += away[wanted:]
+        for replica in own:
+            if _ip(replica) == _ip(master):
+                spares.append(replica)
+                misplaced.add(replica["id"])
+    result = []
+
+    def count(master):
+        return len(kept[master["id"]])
+
+    def best(node, options):
+        return min(options, key=lambda m: (count(m), planned.get(node["address"]) != m["address"],
+                                           m["address"] or m["id"]))
+
+    def assign(node, master, why):
+        result.append({"node": node["id"], "master": master["id"], "why": why})
+        kept[master["id"]].append(node)
+
+    for pool in (newcomers, spares):
+        for node in list(pool):
+            short = [m for m in masters if count(m) < wanted and _ip(m) != _ip(node) and m["id"] != node.get("master")]
+            if short:
+                assign(node, best(node, short), "short")
+                pool.remove(node)
+    while newcomers and len(newcomers) + len(spares) >= wanted + 1:
+        master = newcomers.pop(0)
+        masters.append(master)
+        kept[master["id"]] = []
+        new_masters.append(master["id"])
+        for _ in range(wanted):
+            pool = newcomers if newcomers else spares
+            node = next((n for n in pool if _ip(n) != _ip(master)), pool[0])
+            pool.remove(node)
+            assign(node, master, "group")
+    for node in newcomers + [s for s in spares if s["id"] in misplaced]:
+        options = [m for m in masters if _ip(m) != _ip(node) and m["id"] != node.get("master")]
+        if options:
+            assign(node, best(node, options), "spare")
+    return {"replicate": result, "new_masters": new_masters}
