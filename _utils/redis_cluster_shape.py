@@ -16,11 +16,15 @@ Rules, in order:
 
 1. A master with fewer than ``wanted`` replicas takes a newcomer (a slot-less master
    without replicas), its planned master first, else a spare replica (one beyond
-   ``wanted`` on another master, or one on its master's own host address).
+   ``wanted`` on another master).
 2. Remaining newcomers form new masters in groups of ``wanted + 1``: one newcomer gets
    slots (a rebalance), the others (newcomers first, then spares) replicate it.
 3. A newcomer left over waits as a spare replica of the master with fewest replicas.
-   Spares left over stay where they are, except one on its master's host, which moves.
+   Spares left over stay where they are.
+
+Among equal choices a replica goes to a master on another host address than its own.
+(Every controller of the deployment has an address of its own, so no two copies of a
+shard share a host; the preference matters only where nodes share one, as in tests.)
 
 Roles Redis chose (a failover) are never undone: only replicas and slot-less nodes move;
 no master with slots is ever touched.
@@ -41,7 +45,7 @@ def moves(nodes, wanted, planned=None):
     """``{"replicate": [{"node", "master", "why"}], "new_masters": [id, ...]}`` for ``nodes``
     (see the module's docstring); both empty when the shape holds. ``why`` is ``short``
     (fills a master's missing replica), ``group`` (replicates a new master) or ``spare``
-    (a newcomer left over, or a replica moved off its master's host)."""
+    (a newcomer left over)."""
     planned = planned or {}
     wanted = int(wanted or 0)
     by_id = {node["id"]: node for node in nodes}
@@ -55,25 +59,21 @@ def moves(nodes, wanted, planned=None):
     newcomers = sorted((n for n in nodes if n["role"] == "master" and not n["slots"] and n["id"] not in replicas),
                        key=lambda n: n["address"] or n["id"])
     new_masters = [n["id"] for n in masters if not n["slots"]]
-    kept, spares, misplaced = {}, [], set()
+    kept, spares = {}, []
     for master in masters:
-        own = replicas.get(master["id"], [])
-        away = [r for r in own if _ip(r) != _ip(master)]
+        own = sorted(replicas.get(master["id"], []),
+                     key=lambda r: (planned.get(r["address"]) != master["address"], r["address"] or r["id"]))
         # Keep the plan's replicas of this master first; the rest beyond `wanted` are spare.
-        away.sort(key=lambda r: (planned.get(r["address"]) != master["address"], r["address"] or r["id"]))
-        kept[master["id"]] = away[:wanted]
-        spares += away[wanted:]
-        for replica in own:
-            if _ip(replica) == _ip(master):
-                spares.append(replica)
-                misplaced.add(replica["id"])
+        kept[master["id"]] = own[:wanted]
+        spares += own[wanted:]
     result = []
 
     def count(master):
         return len(kept[master["id"]])
 
     def best(node, options):
-        return min(options, key=lambda m: (count(m), planned.get(node["address"]) != m["address"],
+        # Fewest replicas first; among equals another host than the node's, then the plan's master.
+        return min(options, key=lambda m: (count(m), _ip(m) == _ip(node), planned.get(node["address"]) != m["address"],
                                            m["address"] or m["id"]))
 
     def assign(node, master, why):
@@ -82,7 +82,7 @@ def moves(nodes, wanted, planned=None):
 
     for pool in (newcomers, spares):
         for node in list(pool):
-            short = [m for m in masters if count(m) < wanted and _ip(m) != _ip(node) and m["id"] != node.get("master")]
+            short = [m for m in masters if count(m) < wanted and m["id"] != node.get("master")]
             if short:
                 assign(node, best(node, short), "short")
                 pool.remove(node)
@@ -93,11 +93,9 @@ def moves(nodes, wanted, planned=None):
         new_masters.append(master["id"])
         for _ in range(wanted):
             pool = newcomers if newcomers else spares
-            node = next((n for n in pool if _ip(n) != _ip(master)), pool[0])
+            node = min(pool, key=lambda n: _ip(n) == _ip(master))
             pool.remove(node)
             assign(node, master, "group")
-    for node in newcomers + [s for s in spares if s["id"] in misplaced]:
-        options = [m for m in masters if _ip(m) != _ip(node) and m["id"] != node.get("master")]
-        if options:
-            assign(node, best(node, options), "spare")
+    for node in newcomers if masters else []:
+        assign(node, best(node, masters), "spare")
     return {"replicate": result, "new_masters": new_masters}

@@ -4,7 +4,8 @@ cluster-enabled servers on 127.0.0.1 (each supported server build in turn)."""
 import time
 
 import pytest
-from conftest import cluster_nodes, load_module
+from cluster_support import cluster_info, node_modules
+from conftest import cluster_nodes
 
 pytestmark = pytest.mark.usefixtures("server_build")
 
@@ -13,35 +14,6 @@ pytestmark = pytest.mark.usefixtures("server_build")
 def three_nodes(tmp_path_factory, server_build):
     with cluster_nodes(tmp_path_factory, server_build, 3) as servers:
         yield servers
-
-
-def node_modules(servers, slots=None, replicas_per_master=0, replica_plan=None, **settings):
-    """The execution and state module as each node's minion loads them, with its pillar
-    (``settings``: more pillar keys) and a Salt cache directory of its own."""
-    peers = [{"hostname": f"n{i}", "ip": "127.0.0.1", "port": s.port} for i, s in enumerate(servers)]
-    slot_plan = slots or {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
-    loaded = []
-    for number, server in enumerate(servers):
-        mod = load_module(f"redis_cluster_mod{number}", "_modules/redis_cluster.py")
-        mod.__pillar__ = {"redis": {"role": "cluster-node", "mode": "cluster", "hostname": f"n{number}",
-                                    "port": server.port, "password": server.password, "peers": peers,
-                                    "initial_master": peers[0], "slot_plan": slot_plan,
-                                    "replica_plan": dict(replica_plan or {}),
-                                    "replicas_per_master": replicas_per_master, **settings}}
-        mod.__opts__ = {"cachedir": str(server.dir / "minion-cache")}
-        state = load_module(f"redis_cluster_state{number}", "_states/redis_cluster.py")
-        events = []
-        state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name) for name in
-                          ("cluster_view", "cluster_plan", "form_cluster", "wait_cluster_healthy")}
-        state.__salt__["event.send"] = lambda tag, data, events=events: events.append((tag, data)) or True
-        state.__opts__ = {"test": False}
-        state.__pillar__ = mod.__pillar__
-        loaded.append((mod, state, events))
-    return loaded
-
-
-def cluster_info(server):
-    return server.client().execute_command("CLUSTER", "INFO")
 
 
 def test_the_initial_master_forms_a_healthy_cluster_once(three_nodes):

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 import redis
+from cluster_support import cluster_info, node_modules
 from conftest import SERVERS, cluster_nodes
-from test_cluster_formation import cluster_info, node_modules
 
 SLOTS_FOR_4 = {"n0": [[0, 4095]], "n1": [[4096, 8191]], "n2": [[8192, 12287]], "n3": [[12288, 16383]]}
 SLOTS_FOR_3 = {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}

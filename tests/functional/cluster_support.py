@@ -1,0 +1,71 @@
+"""What the functional cluster tests share: each node's execution and state module as its
+minion would load them, and a node's CLUSTER INFO."""
+
+import threading
+
+import redis
+from conftest import load_module
+
+
+def node_modules(servers, slots=None, replicas_per_master=0, replica_plan=None, **settings):
+    """The execution and state module as each node's minion loads them, with its pillar
+    (``settings``: more pillar keys) and a Salt cache directory of its own."""
+    peers = [{"hostname": f"n{i}", "ip": "127.0.0.1", "port": s.port} for i, s in enumerate(servers)]
+    slot_plan = slots or {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
+    loaded = []
+    for number, server in enumerate(servers):
+        mod = load_module(f"redis_cluster_mod{number}", "_modules/redis_cluster.py")
+        mod.__pillar__ = {"redis": {"role": "cluster-node", "mode": "cluster", "hostname": f"n{number}",
+                                    "port": server.port, "password": server.password, "peers": peers,
+                                    "initial_master": peers[0], "slot_plan": slot_plan,
+                                    "replica_plan": dict(replica_plan or {}),
+                                    "replicas_per_master": replicas_per_master, **settings}}
+        mod.__opts__ = {"cachedir": str(server.dir / "minion-cache")}
+        state = load_module(f"redis_cluster_state{number}", "_states/redis_cluster.py")
+        events = []
+        state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name) for name in
+                          ("cluster_view", "cluster_plan", "form_cluster", "wait_cluster_healthy")}
+        state.__salt__["event.send"] = lambda tag, data, events=events: events.append((tag, data)) or True
+        state.__opts__ = {"test": False}
+        state.__pillar__ = mod.__pillar__
+        loaded.append((mod, state, events))
+    return loaded
+
+
+def cluster_info(server):
+    return server.client().execute_command("CLUSTER", "INFO")
+
+
+class ClusterWriter(threading.Thread):
+    """A cluster client writing keys ``PREFIX:N`` one by one, following MOVED/ASK; any error it
+    could not retry is kept. ``written`` counts the writes Redis acknowledged."""
+
+    def __init__(self, server, prefix="grow"):
+        super().__init__(daemon=True)
+        self.client = redis.RedisCluster(host="127.0.0.1", port=server.port, password=server.password,
+                                         decode_responses=True)
+        self.prefix, self.written, self.errors, self.stop = prefix, 0, [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.client.set(f"{self.prefix}:{self.written}", self.written)
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 - any error the client could not retry is a finding
+                self.errors.append(repr(exc))
+                return
+
+    def finish(self):
+        self.stop.set()
+        self.join(10)
+
+    def missing(self, server):
+        """Acknowledged keys a fresh cluster client cannot read back (with a wrong value or none)."""
+        reader = redis.RedisCluster(host="127.0.0.1", port=server.port, password=server.password,
+                                    decode_responses=True)
+        try:
+            keys = [f"{self.prefix}:{n}" for n in range(self.written)]
+            values = reader.mget_nonatomic(keys)
+            return [key for number, (key, value) in enumerate(zip(keys, values)) if value != str(number)]
+        finally:
+            reader.close()
