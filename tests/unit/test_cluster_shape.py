@@ -99,3 +99,9 @@ def test_a_slotless_master_with_its_replica_waits_for_its_rebalance():
 def test_a_replica_prefers_a_master_on_another_host():
     nodes = [master("n1"), master("n2"), {**bare("n3"), "address": "10.0.0.1:6380"}]
     assert replicates(shape.moves(nodes, 1))["n3"][0] == "n2"
+
+
+def test_the_plans_master_wins_over_address_order():
+    nodes = [master("n1"), master("n2"), master("n3"), bare("n4"), bare("n5"), bare("n6")]
+    result = shape.moves(nodes, 1, planned({"n4": "n3", "n5": "n2", "n6": "n1"}))
+    assert replicates(result) == {"n4": ("n3", "short"), "n5": ("n2", "short"), "n6": ("n1", "short")}
