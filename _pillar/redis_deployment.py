@@ -23,12 +23,15 @@ or whose id's first label does (``server1.example.org`` is ``server1``). The min
 Any mistake (in the YAML, an override, or a minion that does not fit its controller)
 gives that minion the pillar ``redis: {error: <one line>, role: none, mode: none}`` and
 no password: the Redis states fail with that line, other formulas' states still run.
+A key under ``cache.redis`` that the formula does not read is such a mistake too: a typo
+must not run with the default.
 
 The pure functions (:func:`load_deployment`, :func:`node_pillar`) need no Salt and are
 imported directly by the lab and the unit tests.
 """
 
 import copy
+import difflib
 import hashlib
 import ipaddress
 import logging
@@ -68,6 +71,9 @@ DEFAULTS = {
     "replicas_per_master": 0,
     "master_name": "mymaster",
     "cluster_node_timeout_ms": 5000,
+    # The budget of one cluster rebalance (growth: slots and keys moved onto new masters),
+    # separate from formation's: moving the keys takes as long as the data is large.
+    "cluster_rebalance_timeout_s": 3600,
     "cluster_require_full_coverage": True,
     # Sentinel mode: 0 = off. With one replica, 1 stops every write while the replica is down.
     "min_replicas_to_write": 0,
@@ -81,6 +87,37 @@ BACKUP_DEFAULTS = {
     # None (key absent): the original document's cron plan; []: no scheduled backups.
     "schedule": None,
     "copy_to": None,
+}
+# The keys cache.redis may hold. Anything else is an error: a typo must not run with the
+# default (`maxmemroy_percent: 50` would run with 25 %).
+SETTINGS_KEYS = (*DEFAULTS, "password", "sentinel", "backup")
+# Keys of the public interface whose feature this formula does not build yet: refused, so
+# nobody believes that TLS, ACLs or a firewall are on.
+NOT_SUPPORTED_YET = (
+    "tls",
+    "acl",
+    "monitoring",
+    "firewall",
+    "client_networks",
+    "previous_password",
+    "server",
+    "host_baseline",
+)
+# Keys an operator sets under `redis:` in ordinary pillar (pillar.example), never in the YAML.
+PILLAR_ONLY = ("maxmemory", "cluster_form_timeout_s")
+# The keys of one cache.redis.backup.schedule entry, as _states/redis_backup.py reads them
+# (BACKUP_KEYS and PRUNE_KEYS there; a backup entry may say `prune: false`).
+SCHEDULE_BACKUP_KEYS = ("cron", "type", "compress", "retention_days", "prune")
+SCHEDULE_PRUNE_KEYS = ("prune", "cron", "retention_days")
+# Where Redis and Valkey keep their data and configuration (Debian's and RHEL's packages,
+# salt/redis/map.jinja) and this formula its own settings: a backup directory there would
+# have restore and prune work on the live files.
+LIVE_DIRS = {
+    "/var/lib/redis": "Redis's data directory",
+    "/etc/redis": "Redis's configuration directory",
+    "/var/lib/valkey": "Valkey's data directory",
+    "/etc/valkey": "Valkey's configuration directory",
+    "/etc/redis-salt": "this formula's settings directory",
 }
 PASSWORD_HIDDEN = "(hidden: only minions receive the password)"
 # What an error message shows where the password would have been.
@@ -175,6 +212,75 @@ def _choice(settings, name, key, path, choices):
     return value
 
 
+def _refuse_unknown_keys(mapping, valid, key, path, refused=None, kind=""):
+    """The first key of `mapping` (in file order) that is not in `valid` is an error, with the
+    nearest valid key when one is close. `refused` maps known but refused keys to why."""
+    for name in mapping:
+        if name in valid:
+            continue
+        if refused and name in refused:
+            raise DeploymentError(path, f"{key}.{name}", refused[name])
+        nearest = difflib.get_close_matches(str(name), valid, n=1)
+        hint = f"did you mean {nearest[0]}?" if nearest else f"expected one of {', '.join(sorted(valid))}"
+        raise DeploymentError(path, f"{key}.{name}", f"unknown key{kind}; {hint}")
+
+
+def _refuse_unknown_settings(raw, path):
+    """Every key under cache.redis must be one the formula reads (checked before ${VAR}
+    expansion: a mistyped key is the mistake to report, not the variable in its value)."""
+    refused = {name: "not supported yet by this formula; remove it" for name in NOT_SUPPORTED_YET}
+    refused.update(
+        {
+            name: f"is not read from this file: set redis:{name} in ordinary pillar instead (see pillar.example)"
+            for name in PILLAR_ONLY
+        }
+    )
+    _refuse_unknown_keys(raw, SETTINGS_KEYS, "cache.redis", path, refused)
+    # A section of the wrong type is reported by the checks that read it.
+    sentinel, backup = raw.get("sentinel"), raw.get("backup")
+    if isinstance(sentinel, dict):
+        _refuse_unknown_keys(sentinel, tuple(SENTINEL_DEFAULTS), "cache.redis.sentinel", path)
+    if isinstance(backup, dict):
+        _refuse_unknown_keys(backup, tuple(BACKUP_DEFAULTS), "cache.redis.backup", path)
+        if isinstance(backup.get("schedule"), list):
+            _refuse_unknown_schedule_keys(backup["schedule"], path)
+
+
+def _refuse_unknown_schedule_keys(schedule, path):
+    """A schedule entry holds the keys _states/redis_backup.py reads; which ones depends on
+    `prune`. The state checks the rest of an entry (cron, type) when it installs the jobs."""
+    for index, entry in enumerate(schedule):
+        if not isinstance(entry, dict):
+            continue
+        key = f"cache.redis.backup.schedule[{index}]"
+        prune = entry.get("prune", False)
+        if not isinstance(prune, bool):
+            raise DeploymentError(path, f"{key}.prune", f"expected true or false, got {prune!r}")
+        if prune:
+            _refuse_unknown_keys(entry, SCHEDULE_PRUNE_KEYS, key, path, kind=" in a prune entry")
+        else:
+            _refuse_unknown_keys(entry, SCHEDULE_BACKUP_KEYS, key, path)
+
+
+def _backup_dir(backup, path):
+    """backup.dir: absolute, and outside every directory that holds Redis's live files."""
+    directory = backup["dir"]
+    if not isinstance(directory, str) or not os.path.isabs(directory):
+        raise DeploymentError(path, "cache.redis.backup.dir", f"expected an absolute path, got {directory!r}")
+    # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux reads it as "/".
+    normalised = "/" + os.path.normpath(directory).lstrip("/")
+    for live, what in LIVE_DIRS.items():
+        if os.path.commonpath([normalised, live]) == live:
+            relation = "is" if normalised == live else "is inside"
+            raise DeploymentError(
+                path,
+                "cache.redis.backup.dir",
+                f"expected a directory outside Redis's data and configuration directories, got {directory!r}, "
+                f"which {relation} {live} ({what}): restore and prune would work on live data",
+            )
+    return directory
+
+
 def _controllers(document, path, environ):
     nodes = _mapping(document.get("nodes"), "nodes", path)
     controllers = nodes.get("controllers")
@@ -252,6 +358,7 @@ def _password(settings, path):
 def _redis_settings(document, path, environ):
     cache = _mapping(document.get("cache"), "cache", path)
     raw = _mapping(cache.get("redis"), "cache.redis", path)
+    _refuse_unknown_settings(raw, path)
     settings = dict(DEFAULTS)
     settings.update(_expand(raw, "cache.redis", path, environ))
     settings["password"] = _password(settings, path)
@@ -263,6 +370,7 @@ def _redis_settings(document, path, environ):
     _integer(settings, "maxclients", "cache.redis.maxclients", path, 1, 1_000_000)
     _integer(settings, "replicas_per_master", "cache.redis.replicas_per_master", path, 0, 5)
     _integer(settings, "cluster_node_timeout_ms", "cache.redis.cluster_node_timeout_ms", path, 100, 600_000)
+    _integer(settings, "cluster_rebalance_timeout_s", "cache.redis.cluster_rebalance_timeout_s", path, 60, 86_400)
     if not isinstance(settings["cluster_require_full_coverage"], bool):
         raise DeploymentError(
             path,
@@ -294,8 +402,7 @@ def _redis_settings(document, path, environ):
 
     backup = dict(BACKUP_DEFAULTS)
     backup.update(_mapping(settings.get("backup"), "cache.redis.backup", path))
-    if not isinstance(backup["dir"], str) or not os.path.isabs(backup["dir"]):
-        raise DeploymentError(path, "cache.redis.backup.dir", f"expected an absolute path, got {backup['dir']!r}")
+    _backup_dir(backup, path)
     _integer(backup, "retention_days", "cache.redis.backup.retention_days", path, 0, 36500)
     _choice(backup, "compress", "cache.redis.backup.compress", path, COMPRESSIONS)
     if backup["schedule"] is not None and not isinstance(backup["schedule"], list):
@@ -581,6 +688,7 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "master_name": settings["master_name"],
             "replicas_per_master": settings["replicas_per_master"],
             "cluster_node_timeout_ms": settings["cluster_node_timeout_ms"],
+            "cluster_rebalance_timeout_s": settings["cluster_rebalance_timeout_s"],
             "cluster_require_full_coverage": settings["cluster_require_full_coverage"],
             "min_replicas_to_write": settings["min_replicas_to_write"],
             "min_replicas_max_lag": settings["min_replicas_max_lag"],
@@ -601,9 +709,6 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
         pillar["replica_plan"] = dict(deployment["replica_of"])
     if node["hostname"] in deployment["replica_of"]:
         pillar["replica_of"] = deployment["replica_of"][node["hostname"]]
-    for key in ("tls", "acl"):
-        if key in settings:
-            pillar[key] = copy.deepcopy(settings[key])
     return pillar
 
 
@@ -655,7 +760,7 @@ def _redis_pillar(minion_id, pillar, config):
     except DeploymentError as exc:
         raise DeploymentError(exc.path, exc.key, _hide(exc.expected, password)) from None
     result["formula_modules"] = formula_modules()
-    if "password" in result and not _rendered_for_minions():
+    if "password" in result and not _rendered_for_minion(minion_id):
         # Only minions need the password, and they get pillar from the salt-master daemon.
         # Any other process renders pillar for display (salt-run pillar.show_pillar,
         # salt-api) and would print it and publish it in its return event.
@@ -663,11 +768,28 @@ def _redis_pillar(minion_id, pillar, config):
     return result
 
 
-def _rendered_for_minions():
-    """True in the salt-master daemon (``salt-master``, or a test harness's ``cli_salt_master.py``),
-    which serves pillar to minions; fail closed for every other program."""
-    program = os.path.basename(str(__opts__.get("__cli") or "")).replace("_", "-")
-    return program.removesuffix(".py").endswith("salt-master")
+def _rendered_for_minion(minion_id):
+    """True only while a salt-master worker answers minion `minion_id`'s own request for its
+    pillar, whatever program started the daemon; False in every other program: fail closed.
+
+    Salt's options cannot tell the daemon from salt-run or salt-api: all three load the
+    master's configuration (``__role`` is ``master``) and ``__cli`` is merely argv[0]'s
+    name. A master worker, though, handles each minion request inside Salt's request
+    context, which holds that request (``MWorker._handle_aes`` in salt/master.py); a
+    minion asks for its pillar with the ``_pillar`` command and its own id. Both must
+    match: a runner that a minion starts (``publish.runner``, command ``minion_runner``)
+    runs inside that minion's request too, and prints what it renders.
+    """
+    if __opts__.get("__role") != "master":
+        return False
+    try:
+        # Imported here, not at the top: the pure functions need no Salt (the lab imports them).
+        from salt.utils.ctx import get_request_context  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return False
+    context = get_request_context()
+    request = context.get("data") if isinstance(context, dict) else None
+    return isinstance(request, dict) and request.get("cmd") == "_pillar" and request.get("id") == minion_id
 
 
 def ext_pillar(minion_id, pillar, config=None):  # pylint: disable=unused-argument

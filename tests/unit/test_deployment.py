@@ -5,11 +5,14 @@ not a Python package. Every test writes its own YAML under ``tmp_path`` and pass
 explicit ``environ`` so nothing depends on the real environment.
 """
 
+import contextlib
 import importlib.util
 import itertools
 import pathlib
 
 import pytest
+import salt.config
+import salt.utils.ctx
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -62,6 +65,23 @@ def example_path(tmp_path):
 
 def load(tmp_path, document, environ=ENV):
     return rd.load_deployment(write_yaml(tmp_path, document), dict(environ))
+
+
+# __opts__ of every program that loads the master's configuration (salt-master, salt-run,
+# salt-api): ``__role`` is master, ``__cli`` the name of argv[0] (salt/config/__init__.py).
+MASTER_OPTS = {"__role": "master", "__cli": "salt-master"}
+
+
+@contextlib.contextmanager
+def minion_pillar_request(minion_id):
+    """What a salt-master worker runs a minion's request for its pillar in: Salt's request
+    context holding the request (MWorker._handle_aes; test_deployment_password.py drives
+    the real one)."""
+    request = {"cmd": "_pillar", "id": minion_id, "grains": {}}
+    # Salt's logging reads its log_fmt_* options from the context's opts.
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS, **MASTER_OPTS)
+    with salt.utils.ctx.request_context({"data": request, "opts": opts}):
+        yield
 
 
 # ---------------------------------------------------------------- 1. shape of the example
@@ -220,6 +240,14 @@ def test_cluster_node_pillar_has_own_slots_and_full_plan(example_path):
         "server3": [[10923, 16383]],
     }
     assert "replica_of" not in pillar
+
+
+def test_node_pillar_carries_no_setting_that_nothing_reads(tmp_path, base_doc):
+    # tls and acl are refused in the YAML; even a deployment that holds them passes them on no more.
+    dep = load(tmp_path, base_doc)
+    dep["settings"].update(tls={"issue": True}, acl={"users": []})
+    pillar = rd.node_pillar(dep, "server1", 4096)
+    assert "tls" not in pillar and "acl" not in pillar
 
 
 def test_sentinel_replica_pillar_names_its_master(tmp_path):
@@ -418,6 +446,10 @@ def test_set_variable_is_expanded_and_other_sections_ignored(tmp_path, base_doc)
     base_doc["storage"] = {"glusterfs": {"volume": "${UNSET_VOLUME}", "bricks": [1, 2]}}
     base_doc["nodes"]["compute"] = [{"hostname": "node001", "ip_address": "${UNSET_COMPUTE_IP}"}]
     base_doc["cluster"] = "anything"
+    # Only cache.redis is checked key by key: other caches and a controller's other keys are not Redis's.
+    base_doc["cache"]["memcached"] = {"maxmemroy": "${UNSET_MEMCACHED}"}
+    base_doc["nodes"]["controllers"][0].update({"lab": {"os": "debian13"}, "rack": "${UNSET_RACK}"})
+    base_doc["nodes"]["controllers"][0]["services"]["slurm"] = True
     dep = load(tmp_path, base_doc, environ={"REDIS_PASSWORD": "abc"})
     assert dep["settings"]["password"] == "pre-abc-post"
     assert dep["mode"] == "cluster"
@@ -443,24 +475,29 @@ def test_environ_is_not_read_from_process(tmp_path, base_doc, monkeypatch):
 def grains(monkeypatch):
     """The grains of minion server1 of make_doc(): its RAM and its addresses (10.0.0.1)."""
     monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096, "ipv4": ["127.0.0.1", "10.0.0.1"]}, raising=False)
-    monkeypatch.setattr(rd, "__opts__", {"__cli": "salt-master"}, raising=False)
+    monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS), raising=False)
 
 
-def test_ext_pillar_in_the_runner_cli_never_carries_the_password(tmp_path, base_doc, grains, monkeypatch):
+def test_ext_pillar_carries_the_password_only_into_the_minions_own_pillar_request(
+    tmp_path, base_doc, grains, monkeypatch
+):
     base_doc["cache"]["redis"]["password"] = "literal-pw"
     path = write_yaml(tmp_path, base_doc)
-    assert rd.ext_pillar("server1", {}, config=path)["redis"]["password"] == "literal-pw"
+    # The salt-master daemon answering server1, whatever its argv[0] (pytest-salt-factories
+    # starts it as cli_salt_master.py).
+    for program in ("salt-master", "cli_salt_master.py", "python3"):
+        monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS, __cli=program), raising=False)
+        with minion_pillar_request("server1"):
+            assert rd.ext_pillar("server1", {}, config=path)["redis"]["password"] == "literal-pw", program
 
-    monkeypatch.setattr(rd, "__opts__", {"__cli": "cli_salt_master.py"}, raising=False)  # pytest-salt-factories
-    assert rd.ext_pillar("server1", {}, config=path)["redis"]["password"] == "literal-pw"
-
-    # Every program but the master daemon renders pillar for display: hidden (fail closed).
-    for program in ("salt-run", "cli_salt_run.py", "salt-api", "/usr/bin/salt-call", None):
-        monkeypatch.setattr(rd, "__opts__", {"__cli": program}, raising=False)
+    # Every other render is for display: hidden (fail closed), also in a program called
+    # salt-master that is not answering the minion (a runner the master forks for salt-api).
+    for program in ("salt-master", "salt-run", "cli_salt_run.py", "salt-api", "/usr/bin/salt-call", None):
+        monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS, __cli=program), raising=False)
         shown = rd.ext_pillar("server1", {}, config=path)["redis"]
 
         assert "literal-pw" not in repr(shown), program
-        assert shown["password"] == rd.PASSWORD_HIDDEN
+        assert shown["password"] == "(hidden: only minions receive the password)"
         assert shown["role"] == "cluster-node"
 
 
@@ -468,7 +505,8 @@ def test_ext_pillar_overrides_win(tmp_path, base_doc, grains):
     base_doc["cache"]["redis"]["password"] = "literal-pw"  # ext_pillar reads os.environ; avoid it
     path = write_yaml(tmp_path, base_doc)
     overrides = {"redis": {"maxclients": 5, "sentinel": {"down_after_ms": 1234}}}
-    result = rd.ext_pillar("server1", overrides, config=path)
+    with minion_pillar_request("server1"):
+        result = rd.ext_pillar("server1", overrides, config=path)
     assert "_errors" not in result
     redis = result["redis"]
     assert redis["maxclients"] == 5

@@ -8,11 +8,13 @@ _pillar/redis_deployment.py that reads the YAML; the per-minion errors are in
 test_deployment_minions.py.
 """
 
+import importlib.util
 import json
 
 import pytest
+import yaml
 
-from test_deployment import CTRL, ENV, REDIS, _case_doc, rd, write_yaml
+from test_deployment import CTRL, ENV, REDIS, ROOT, _case_doc, make_doc, rd, write_yaml
 
 
 def case(build, key, expectation, case_id):
@@ -327,3 +329,182 @@ def test_a_password_quoted_inside_a_longer_value_is_not_shown(tmp_path):
     assert str(err.value) == (
         f"{path}: nodes.controllers[1].hostname: expected a valid host name, got '\"(the password)'"
     )
+
+
+# ---------------------------------------------------------------- keys the formula does not read
+
+SETTINGS_LISTED = (
+    "backup, cluster_node_timeout_ms, cluster_rebalance_timeout_s, cluster_require_full_coverage, master_name, "
+    "maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, password, "
+    "port, replicas_per_master, sentinel, sentinel_port"
+)
+NOT_SUPPORTED = "not supported yet by this formula; remove it"
+
+
+def backup_entries(*entries):
+    return redis_setting("backup", {"schedule": list(entries)})
+
+
+UNREAD_KEYS = [
+    case(redis_setting("maxmemroy_percent", 50), "cache.redis.maxmemroy_percent",
+         "unknown key; did you mean maxmemory_percent?", "typo"),
+    case(redis_setting("colour", "blue"), "cache.redis.colour",
+         f"unknown key; expected one of {SETTINGS_LISTED}", "nothing-close"),
+    # The mistyped key is the mistake, not the variable in its value nor the missing password.
+    case(redis_setting("maxmemroy_percent", "${UNSET_PERCENT}"), "cache.redis.maxmemroy_percent",
+         "unknown key; did you mean maxmemory_percent?", "typo-with-an-unset-variable"),
+    case(_case_doc([(REDIS, {"pasword": "${REDIS_PASSWORD}"})]), "cache.redis.pasword",
+         "unknown key; did you mean password?", "password-typo"),
+    case(redis_setting("sentinel", {"down_after_msec": 3000}, count=2), "cache.redis.sentinel.down_after_msec",
+         "unknown key; did you mean down_after_ms?", "sentinel-typo"),
+    case(redis_setting("sentinel", {"quorum": 2}, count=2), "cache.redis.sentinel.quorum",
+         "unknown key; expected one of down_after_ms, failover_timeout_ms, witnesses", "sentinel-nothing-close"),
+    case(redis_setting("backup", {"retention": 3}), "cache.redis.backup.retention",
+         "unknown key; did you mean retention_days?", "backup-typo"),
+    case(redis_setting("backup", {"path": "/srv/bk"}), "cache.redis.backup.path",
+         "unknown key; expected one of compress, copy_to, dir, retention_days, schedule", "backup-nothing-close"),
+    case(backup_entries({"cron": "0 3 * * *", "typ": "rdb"}), "cache.redis.backup.schedule[0].typ",
+         "unknown key; did you mean type?", "schedule-entry-typo"),
+    case(backup_entries({"cron": "0 3 * * *", "type": "rdb"}, {"prune": True, "type": "rdb"}),
+         "cache.redis.backup.schedule[1].type",
+         "unknown key in a prune entry; expected one of cron, prune, retention_days", "prune-entry-with-a-type"),
+    case(backup_entries({"prune": "yes"}), "cache.redis.backup.schedule[0].prune",
+         "expected true or false, got 'yes'", "prune-not-a-boolean"),
+    case(redis_setting("maxmemory", "2gb"), "cache.redis.maxmemory",
+         "is not read from this file: set redis:maxmemory in ordinary pillar instead (see pillar.example)",
+         "pillar-only-maxmemory"),
+    case(redis_setting("cluster_form_timeout_s", 300), "cache.redis.cluster_form_timeout_s",
+         "is not read from this file: set redis:cluster_form_timeout_s in ordinary pillar instead "
+         "(see pillar.example)", "pillar-only-form-timeout"),
+    *[
+        case(redis_setting(name, value), f"cache.redis.{name}", NOT_SUPPORTED, f"not-supported-{name}")
+        for name, value in (
+            ("tls", {"cert_file": "/etc/ssl/redis.pem", "key_file": "/etc/ssl/redis.key"}),
+            ("acl", {"users": [{"name": "app", "password": "x", "rules": "+@all"}]}),
+            ("monitoring", {"exporter": True}),
+            ("firewall", True),
+            ("client_networks", ["10.0.0.0/24"]),
+            ("previous_password", "old-pw"),
+            ("server", "valkey"),
+            ("host_baseline", "apply"),
+        )
+    ],
+]
+
+
+@pytest.mark.parametrize("build, key, expected", UNREAD_KEYS)
+def test_a_key_the_formula_does_not_read_is_refused(tmp_path, build, key, expected):
+    path = write_yaml(tmp_path, build())
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(path, dict(ENV))
+    assert str(err.value) == f"{path}: {key}: {expected}"
+
+
+def test_the_first_unread_key_in_file_order_is_reported(tmp_path):
+    path = write_yaml(tmp_path, _case_doc([(REDIS + ("tls",), {"issue": True}), (REDIS + ("maxclient",), 5)])())
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(path, dict(ENV))
+    assert str(err.value) == f"{path}: cache.redis.tls: {NOT_SUPPORTED}"
+
+
+def test_a_valid_backup_schedule_passes(tmp_path):
+    entries = [
+        {"cron": "0 3 * * *", "type": "rdb", "compress": "zstd", "retention_days": 30, "prune": False},
+        {"prune": True, "cron": "30 4 * * *", "retention_days": 7},
+        "not a mapping: _states/redis_backup.py says what an entry looks like",
+    ]
+    path = write_yaml(tmp_path, backup_entries(*entries)())
+    assert rd.load_deployment(path, dict(ENV))["settings"]["backup"]["schedule"] == entries
+
+
+def test_schedule_keys_are_the_ones_the_backup_state_reads():
+    spec = importlib.util.spec_from_file_location("redis_backup_state", ROOT / "_states" / "redis_backup.py")
+    state = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(state)
+    assert set(rd.SCHEDULE_BACKUP_KEYS) == set(state.BACKUP_KEYS) | {"prune"}  # `prune: false` is a backup entry
+    assert set(rd.SCHEDULE_PRUNE_KEYS) == set(state.PRUNE_KEYS)
+
+
+def test_salt_run_redis_deployment_check_reports_the_same_error(tmp_path):
+    spec = importlib.util.spec_from_file_location("redis_deployment_runner", ROOT / "_runners" / "redis_deployment.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    runner.__context__ = {}
+    runner.__opts__ = {"__role": "master", "__cli": "salt-run-in-a-test", "ext_pillar": []}  # no salt-run clean-up
+    path = write_yaml(tmp_path, redis_setting("maxmemroy_percent", 50)())
+    result = runner.check(config=path)
+    message = f"{path}: cache.redis.maxmemroy_percent: unknown key; did you mean maxmemory_percent?"
+    assert result["problems"] == [message]
+    assert result["ok"] is False
+    assert runner.__context__["retcode"] == 1
+
+
+# ---------------------------------------------------------------- backup.dir away from live data
+
+LIVE = "restore and prune would work on live data"
+OUTSIDE = "expected a directory outside Redis's data and configuration directories"
+
+
+@pytest.mark.parametrize(
+    "directory, relation",
+    [
+        ("/var/lib/redis", "is /var/lib/redis (Redis's data directory)"),
+        ("/var/lib/redis/", "is /var/lib/redis (Redis's data directory)"),
+        ("/var/lib/redis/bk", "is inside /var/lib/redis (Redis's data directory)"),
+        ("//var/lib/redis/./bk", "is inside /var/lib/redis (Redis's data directory)"),
+        ("//var/lib/redis", "is /var/lib/redis (Redis's data directory)"),
+        ("/srv/../var/lib/redis/bk", "is inside /var/lib/redis (Redis's data directory)"),
+        ("/etc/redis/backups", "is inside /etc/redis (Redis's configuration directory)"),
+        ("/var/lib/valkey", "is /var/lib/valkey (Valkey's data directory)"),
+        ("/etc/valkey/bk", "is inside /etc/valkey (Valkey's configuration directory)"),
+        ("/etc/redis-salt", "is /etc/redis-salt (this formula's settings directory)"),
+    ],
+)
+def test_a_backup_dir_among_the_live_files_is_refused(tmp_path, directory, relation):
+    path = write_yaml(tmp_path, redis_setting("backup", {"dir": directory})())
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(path, dict(ENV))
+    assert str(err.value) == f"{path}: cache.redis.backup.dir: {OUTSIDE}, got {directory!r}, which {relation}: {LIVE}"
+
+
+@pytest.mark.parametrize(
+    "directory", ["/var/lib/redis/../backups", "/var/lib/redis-backups", "/etc/redis.bak", "/var/backups/redis"]
+)
+def test_a_backup_dir_next_to_the_live_files_is_accepted(tmp_path, directory):
+    path = write_yaml(tmp_path, redis_setting("backup", {"dir": directory})())
+    assert rd.load_deployment(path, dict(ENV))["settings"]["backup"]["dir"] == directory
+
+
+# ---------------------------------------------------------------- cluster_rebalance_timeout_s
+
+
+@pytest.mark.parametrize("value", [59, 86401, "3600", True, 600.5])
+def test_a_rebalance_budget_out_of_range_is_refused(tmp_path, value):
+    path = write_yaml(tmp_path, redis_setting("cluster_rebalance_timeout_s", value)())
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(path, dict(ENV))
+    assert str(err.value) == (
+        f"{path}: cache.redis.cluster_rebalance_timeout_s: expected an integer from 60 to 86400, got {value!r}"
+    )
+
+
+@pytest.mark.parametrize("value, expected", [(None, 3600), (60, 60), (86400, 86400)])
+def test_the_rebalance_budget_reaches_the_node_pillar(tmp_path, value, expected):
+    settings = {} if value is None else {"cluster_rebalance_timeout_s": value}
+    path = write_yaml(tmp_path, make_doc(3, settings))
+    deployment = rd.load_deployment(path, dict(ENV))
+    assert rd.node_pillar(deployment, "server1", 4096)["cluster_rebalance_timeout_s"] == expected
+
+
+def test_pillar_example_documents_every_key_the_yaml_accepts(tmp_path):
+    lines = (ROOT / "pillar.example").read_text().splitlines()
+    start = lines.index("# cache:")
+    block = "\n".join(line[2:] for line in lines[start:lines.index("# nodes:", start)])
+    documented = yaml.safe_load(block)["cache"]["redis"]
+    assert set(documented) == set(rd.SETTINGS_KEYS)
+    assert set(documented["sentinel"]) == set(rd.SENTINEL_DEFAULTS)
+    assert set(documented["backup"]) == set(rd.BACKUP_DEFAULTS)
+    # ... and the documented values are valid ones.
+    doc = make_doc(3)
+    doc["cache"]["redis"] = documented
+    assert rd.load_deployment(write_yaml(tmp_path, doc), dict(ENV))["settings"]["cluster_rebalance_timeout_s"] == 3600

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from test_deployment import CTRL, EXAMPLE_YAML, _case_doc, make_doc, rd, write_yaml
+from test_deployment import CTRL, EXAMPLE_YAML, MASTER_OPTS, _case_doc, make_doc, minion_pillar_request, rd, write_yaml
 
 PASSWORD = "pa ss\"wo'r\\dé"  # reads differently as is, in repr() and in JSON
 SPELLINGS = (PASSWORD, repr(PASSWORD)[1:-1], json.dumps(PASSWORD)[1:-1])
@@ -40,6 +40,7 @@ EXAMPLE_SERVER1 = {
     "master_name": "mymaster",
     "replicas_per_master": 0,
     "cluster_node_timeout_ms": 5000,
+    "cluster_rebalance_timeout_s": 3600,
     "cluster_require_full_coverage": True,
     "min_replicas_to_write": 0,
     "min_replicas_max_lag": 10,
@@ -58,13 +59,19 @@ EXAMPLE_SERVER1 = {
 
 @pytest.fixture
 def render(monkeypatch, module_log):
-    """``render(config, minion_id, grains, pillar=None, cli="salt-master")``: ext_pillar's result."""
+    """``render(config, minion_id, grains, pillar=None, process="salt-master")``: ext_pillar's
+    result, rendered by the salt-master daemon for the minion that asks for its pillar, or
+    by salt-run (``process="salt-run"``: pillar.show_pillar)."""
     monkeypatch.setenv("REDIS_PASSWORD", PASSWORD)
 
-    def run(config, minion_id, grains, pillar=None, cli="salt-master"):
+    def run(config, minion_id, grains, pillar=None, process="salt-master"):
         monkeypatch.setattr(rd, "__grains__", dict(grains), raising=False)
-        monkeypatch.setattr(rd, "__opts__", {"__cli": cli}, raising=False)
-        return rd.ext_pillar(minion_id, pillar if pillar is not None else {}, config=config)
+        monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS, __cli=process), raising=False)
+        pillar = pillar if pillar is not None else {}
+        if process != "salt-master":
+            return rd.ext_pillar(minion_id, pillar, config=config)
+        with minion_pillar_request(minion_id):
+            return rd.ext_pillar(minion_id, pillar, config=config)
 
     return run
 
@@ -302,6 +309,17 @@ def test_the_error_pillar_replaces_the_whole_redis_pillar(render, tmp_path):
     )
 
 
+@pytest.mark.parametrize("process", ["salt-master", "salt-run"])
+def test_an_unknown_key_gives_every_minion_the_error_pillar(render, module_log, tmp_path, process):
+    # `maxmemroy_percent: 50` must not run with 25 %: no Redis role, so every Redis state stops.
+    doc = make_doc(3, {"maxmemroy_percent": 50})
+    path = write_yaml(tmp_path, doc)
+    message = f"{path}: cache.redis.maxmemroy_percent: unknown key; did you mean maxmemory_percent?"
+    for minion_id, grains in (("server1", {"mem_total": 4096, "ipv4": ["10.0.0.1"]}), ("web1", {})):
+        assert render(path, minion_id, grains, process=process) == error_pillar(message)
+    assert_no_password(message, module_log)
+
+
 def test_a_numeric_password_says_expected_a_string(render, tmp_path):
     doc = make_doc(3)
     doc["cache"]["redis"]["password"] = 12345
@@ -345,13 +363,15 @@ def _hostname_is_the_password(doc):
         "password-as-maxmemory",
     ],
 )
-@pytest.mark.parametrize("cli", ["salt-master", "salt-run"])
-def test_no_error_pillar_or_log_line_holds_the_password(render, module_log, tmp_path, change, grains, pillar, key, cli):
+@pytest.mark.parametrize("process", ["salt-master", "salt-run"])
+def test_no_error_pillar_or_log_line_holds_the_password(
+    render, module_log, tmp_path, change, grains, pillar, key, process
+):
     doc = make_doc(3)
     if change:
         change(doc)
     path = write_yaml(tmp_path, doc)
-    result = render(path, "server1.example.org", dict({"mem_total": 4096}, **grains), pillar=pillar, cli=cli)
+    result = render(path, "server1.example.org", dict({"mem_total": 4096}, **grains), pillar=pillar, process=process)
     message = result["redis"]["error"]
     assert f": {key}: " in message
     assert result == error_pillar(message)
@@ -360,7 +380,7 @@ def test_no_error_pillar_or_log_line_holds_the_password(render, module_log, tmp_
 
 
 def test_a_successful_render_in_salt_run_hides_the_password(render, example, module_log):
-    shown = render(example, "server1.example.org", SERVER1, cli="salt-run")["redis"]
+    shown = render(example, "server1.example.org", SERVER1, process="salt-run")["redis"]
     assert shown["password"] == rd.PASSWORD_HIDDEN
     assert without_formula_modules({"redis": shown}) == dict(
         EXAMPLE_SERVER1, deployment_file=example, password=rd.PASSWORD_HIDDEN
@@ -371,7 +391,7 @@ def test_a_successful_render_in_salt_run_hides_the_password(render, example, mod
 def test_an_internal_failure_still_renders_an_error_pillar(monkeypatch, example, module_log):
     monkeypatch.setenv("REDIS_PASSWORD", PASSWORD)
     monkeypatch.setattr(rd, "__grains__", dict(SERVER1), raising=False)
-    monkeypatch.setattr(rd, "__opts__", {"__cli": "salt-master"}, raising=False)
+    monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS), raising=False)
     # Salt always passes the pillar as a dict; None makes our code fail where it reads overrides.
     result = rd.ext_pillar("server1", None, config=example)
     assert result == error_pillar(
