@@ -724,16 +724,32 @@ def _resume_interrupted_rebalance(plan, actions):
     if not onto:
         return []
     entry = plan["nodes"][plan["initial_master"]]
-    host, port = _split_address(entry)
-    if _view(_client(port, host=host))["open_slots"]:
+    clients = _node_clients(plan["nodes"])
+
+    def open_slots():
+        # A node lists only its own migrating/importing slots: ask every one.
+        return any(isinstance(view, dict) and view["open_slots"] for view in _views(clients).values())
+
+    if open_slots():
+        _wait_everyone_ok(clients, _rebalance_budget())
         code, output = _redis_cli_cluster(["fix", entry], _rebalance_budget())
-        if code != 0 or _view(_client(port, host=host))["open_slots"]:
+        if code != 0 or open_slots():
             log.error("redis-cli --cluster fix failed: %s", output)
             raise CommandExecutionError(f"closing the slots an interrupted rebalance left open failed (exit {code}): "
                                         + " ".join(output.split())[-600:])
         actions.append("closed the slot an interrupted rebalance left open (redis-cli --cluster fix)")
     actions.append(f"resumed the rebalance onto {', '.join(onto)}")
     return onto
+
+
+def _wait_everyone_ok(clients, timeout):
+    """Until every node says cluster_state:ok (bounded): a node that just joined answers
+    CLUSTERDOWN until it has learnt every slot's owner, and then refuses the keys MIGRATE
+    brings it (redis-cli stops mid-slot)."""
+    def everyone_ok():
+        return all(isinstance(view, dict) and view["state"] == "ok" for view in _views(clients).values())
+
+    return _wait(everyone_ok, timeout, interval=0.2)
 
 
 def _rebalance_budget():
@@ -753,12 +769,7 @@ def _rebalance_onto(newcomers, plan, actions):
     deadline = time.monotonic() + timeout
     clients = _node_clients(plan["nodes"])
 
-    def everyone_ok():
-        # A node that just joined answers CLUSTERDOWN until it has learnt every slot's
-        # owner, and then refuses the keys MIGRATE brings it.
-        return all(isinstance(view, dict) and view["state"] == "ok" for view in _views(clients).values())
-
-    _wait(everyone_ok, timeout, interval=0.2)
+    _wait_everyone_ok(clients, timeout)
     _note_rebalance(newcomers)
     while True:
         code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-use-empty-masters"],
@@ -808,14 +819,14 @@ def _predecessors(plan, views, ids):
 
 
 def _hand_over_from_predecessors(plan, clients, views, ids, actions, timeout):
-    """Before a predecessor is forgotten, the data it served must live on: its replica takes
-    over its slots (Redis fails over on its own once the old node is FAIL; a node whose
-    address now answers with another id is only ``noaddr`` and is never failed over, so
-    then CLUSTER FAILOVER FORCE on its most advanced replica). Only slot-less predecessors,
-    and those whose slots nobody else holds (said loudly when their slots are given out
-    EMPTY), are forgotten. Returns why it must wait, or None."""
+    """Before a predecessor is forgotten, the data it served must live on. A predecessor's
+    address answers with another id (or none: ``noaddr``), so Redis will never fail it over,
+    and its replica may copy the empty newcomer there any second: CLUSTER FAILOVER FORCE on
+    its most advanced replica, at once. Then only slot-less predecessors, and those whose
+    slots no replica holds (given out EMPTY later, said loudly), are forgotten. Returns why
+    it must wait, or None. (A guard keeps a member that lost its data from starting bare at
+    boot, so Redis has usually failed it over long before: see predecessor_handed_over.)"""
     deadline = time.monotonic() + timeout
-    node_timeout = float(_settings().get("cluster_node_timeout_ms") or 5000) / 1000
     for node_id, entry in _predecessors(plan, views, ids).items():
         if not entry["slots"] or not entry["replicas"]:
             continue
@@ -824,19 +835,15 @@ def _hand_over_from_predecessors(plan, clients, views, ids, actions, timeout):
         def promoted(replicas=entry["replicas"]):
             return next((host for host in replicas if _view(clients[host], len(clients))["role"] == "master"), None)
 
-        # Redis's own failover first (the old node may just be down): node-timeout and an election.
-        winner = _wait(promoted, min(2 * node_timeout + 2, max(1.0, deadline - time.monotonic())), interval=0.5)
-        how = "Redis failed over"
-        if not winner:
-            best = max(entry["replicas"], key=lambda host: int(
-                clients[host].info("replication").get("slave_repl_offset") or 0))
-            _cluster_command(clients[best], "FAILOVER", "FORCE")
-            how = "CLUSTER FAILOVER FORCE: the old node's address answers with another id"
-            winner = _wait(promoted, max(1.0, deadline - time.monotonic()), interval=0.5)
+        best = max(entry["replicas"], key=lambda host: int(
+            clients[host].info("replication").get("slave_repl_offset") or 0))
+        _cluster_command(clients[best], "FAILOVER", "FORCE")
+        winner = _wait(promoted, max(1.0, deadline - time.monotonic()), interval=0.2)
         if not winner:
             return (f"waiting for a replica of {name}'s predecessor {node_id[:8]} ({', '.join(entry['replicas'])}) "
                     f"to take over its slots within {timeout:.0f}s; its keys live there: apply again")
-        actions.append(f"{winner} took over the slots of {name}'s predecessor {node_id[:8]} ({how})")
+        actions.append(f"{winner} took over the slots of {name}'s predecessor {node_id[:8]} (CLUSTER FAILOVER "
+                       "FORCE: its address answers with another id)")
 
     def slots_moved():
         current = _views(clients)
@@ -859,6 +866,62 @@ def _hand_over_from_predecessors(plan, clients, views, ids, actions, timeout):
         whose = f" ({entry['host']}'s predecessor)" if entry["host"] else ""
         actions.append(f"forgot the dead node {node_id[:8]}{whose}")
     return None
+
+
+def predecessor(timeout=5, wait=0):
+    """
+    What the rest of the cluster still says about this node's address, asked of the peers
+    (for a node that lost its data directory and must not start bare while its old self
+    still serves slots: its replica would copy the empty newcomer and lose every key).
+    With ``wait`` (seconds), wait, bounded, until no replica holds keys that depend on it
+    (its replica took its slots over, or it has none) and some peer answers.
+
+    Returns ``{"answered": [hosts], "id": old id or None, "slots": n, "failing": bool,
+    "replicas": [hosts of its live replicas], "served_by": id now serving what it served,
+    "comment": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_cluster.predecessor wait=60
+    """
+    if float(wait) > 0:
+        last = {}
+
+        def released():
+            last["status"] = predecessor(timeout)
+            return last["status"]["answered"] and not (last["status"]["slots"] and last["status"]["replicas"])
+
+        _wait(released, float(wait), interval=1.0)
+        return last["status"]
+    plan = cluster_plan()
+    me = _settings().get("hostname")
+    mine = plan["nodes"].get(me)
+    peers = {host: address for host, address in plan["nodes"].items() if host != me}
+    views = {host: view for host, view in _views(_node_clients(peers, timeout=float(timeout))).items()
+             if isinstance(view, dict)}
+    result = {"answered": sorted(views), "id": None, "slots": 0, "failing": False, "replicas": [],
+              "comment": ""}
+    if not views:
+        result["comment"] = f"no peer answers ({', '.join(peers)}): nobody can say whether {mine} still serves slots"
+        return result
+    listed = [node for view in views.values() for node in view["nodes"] if node["address"] == mine]
+    if not listed:
+        result["comment"] = f"no peer lists {mine}: nothing depends on its old data"
+        return result
+    old = max(listed, key=lambda node: _slot_count(node["slots"]))
+    result.update(id=old["id"], slots=_slot_count(old["slots"]),
+                  failing=any(not _live(node) for node in listed if node["id"] == old["id"]))
+    result["replicas"] = sorted(host for host, view in views.items()
+                                if view["role"] == "replica" and view["master"] == old["id"])
+    if result["slots"]:
+        result["comment"] = (f"{mine}'s old self {old['id'][:8]} still serves {result['slots']} slots"
+                             + (f"; its replicas {', '.join(result['replicas'])} hold its keys" if result["replicas"]
+                                else "; no replica holds its keys"))
+    else:
+        result["comment"] = f"{mine}'s old self {old['id'][:8]} serves no slots: nothing depends on its old data"
+    return result
 
 
 def wait_cluster_healthy(timeout=120):

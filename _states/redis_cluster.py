@@ -203,11 +203,6 @@ def _unchanged(name, snapshot):
         os.close(descriptor)
 
 
-def _before_replace(name):  # pylint: disable=unused-argument
-    """Runs between writing the new file and checking that the main file is unchanged.
-    Nothing by default; the functional tests let Redis rewrite the file here."""
-
-
 def _replace(name, text, uid, gid, mode, snapshot):
     """Write ``text`` to a new file next to ``name`` and put it in place, unless the main file
     changed since it was read: returns False then, and the caller reads it again.
@@ -216,7 +211,6 @@ def _replace(name, text, uid, gid, mode, snapshot):
     """
     temporary = __utils__["redis_common.write_temporary"](name, text, uid, gid, mode)
     try:
-        _before_replace(name)
         if not _unchanged(name, snapshot):
             return False
         if snapshot.content is None:
@@ -523,7 +517,7 @@ def _ranges(ranges):
     return ", ".join(f"{first}-{last}" for first, last in ranges) or "no slots"
 
 
-def formed(name, timeout=120):
+def formed(name, timeout=120, marker=None):
     """
     Make the deployment's nodes one healthy Redis Cluster of the plan's shape. The initial
     master (pillar ``redis:initial_master``) forms it when no slot is assigned yet (or
@@ -545,6 +539,11 @@ def formed(name, timeout=120):
         Any label.
     timeout
         Seconds to wait for the peers, and for the cluster to become healthy.
+    marker
+        A file in a directory only root writes (e.g. ``/etc/redis-salt/cluster-member``)
+        that records, once this node is in the healthy cluster, that it is a member: a
+        member whose ``nodes.conf`` is gone lost its data and must not start bare (see
+        :func:`predecessor_handed_over`).
 
     .. code-block:: yaml
 
@@ -552,6 +551,7 @@ def formed(name, timeout=120):
           redis_cluster.formed:
             - name: cluster
             - timeout: 120
+            - marker: /etc/redis-salt/cluster-member
     """
     ret = _ret(name)
     settings = __pillar__.get("redis") or {}
@@ -582,7 +582,7 @@ def formed(name, timeout=120):
             f"cluster ok: {view['known_nodes']} nodes, all {TOTAL_SLOTS} slots assigned; this node is a "
             f"{view['role']}" + (f" with slots {_ranges(view['slots'])}" if view["slots"] else "")
         )
-        return ret
+        return _membership_noted(ret, marker, view["id"])
     was_member = view["slots_assigned"] > 0 or view["known_nodes"] > 1
     if __opts__["test"]:
         if me == initial and not view["slots_assigned"]:
@@ -625,7 +625,7 @@ def formed(name, timeout=120):
             what = "grew the cluster" if outcome.get("added") and was_member else "formed the cluster"
             ret["comment"] = f"{what} of {', '.join(plan['nodes'])}: " + "; ".join(outcome["actions"])
             ret["comment"] += "".join(f"; WARNING: {warning}" for warning in outcome.get("warnings", []))
-        return ret
+        return _membership_noted(ret, marker, outcome["nodes"].get(me))
     joined = __salt__["redis_cluster.wait_cluster_healthy"](timeout=timeout)
     if not joined["healthy"]:
         ret.update(
@@ -637,6 +637,98 @@ def formed(name, timeout=120):
     ret["comment"] = f"in the cluster formed by {initial}"
     if not was_member:
         ret["changes"] = {"joined": initial}
+    return _membership_noted(ret, marker, view["id"])
+
+
+def _membership_noted(ret, marker, node_id):
+    """Record (once) that this node is a member of the formed cluster."""
+    if not marker or not node_id or __opts__["test"]:
+        return ret
+    try:
+        with open(marker, encoding="utf-8") as handle:
+            if handle.read().strip() == node_id:
+                return ret
+    except OSError:
+        pass
+    try:
+        temporary = __utils__["redis_common.write_temporary"](marker, node_id + "\n", 0, 0, 0o644)
+        os.replace(temporary, marker)
+    except OSError as exc:
+        ret.update(result=False, comment=f"{ret['comment']}; cannot record the membership in {marker}: {exc.strerror}")
+        return ret
+    ret["changes"] = dict(ret["changes"], member=node_id)
+    return ret
+
+
+def predecessor_handed_over(name, marker, nodes_file, timeout=120):
+    """
+    Keep a cluster member that lost its data directory from starting bare while its old
+    self still serves slots. Its replica would copy the empty newcomer at that address
+    and lose every key; and Redis never fails over a node whose address answers with
+    another id. (A systemd drop-in refuses the start at boot under the same condition.)
+
+    When ``marker`` (written by :func:`formed`) says this node was a member and
+    ``nodes_file`` is missing or empty, the peers are asked what they still list at this
+    node's address: when it serves slots and has a live replica, wait, bounded, until the
+    replica has taken them over (nothing answers at this address, so Redis fails it over
+    after cluster-node-timeout); then remove the marker, so the node may start bare and
+    join as a replica. A node whose old self serves nothing, or whose slots no replica
+    holds (then they are given out EMPTY, said loudly, by the initial master), is let go
+    at once. No peer answering fails the state: nobody can tell whether keys depend on it.
+
+    name
+        Any label.
+    marker
+        The membership record, e.g. ``/etc/redis-salt/cluster-member``.
+    nodes_file
+        Redis's cluster configuration file, e.g. ``/var/lib/redis/nodes-6379.conf``.
+    timeout
+        Seconds to wait for the replica to take over.
+
+    .. code-block:: yaml
+
+        redis-cluster-predecessor-handed-over:
+          redis_cluster.predecessor_handed_over:
+            - marker: /etc/redis-salt/cluster-member
+            - nodes_file: /var/lib/redis/nodes-6379.conf
+    """
+    ret = _ret(name)
+    settings = __pillar__.get("redis") or {}
+    if settings.get("error"):
+        return _pillar_failed(ret, settings["error"])
+    if settings.get("mode") != "cluster" or not os.path.exists(marker):
+        ret["comment"] = "no cluster membership recorded on this node: nothing to hand over"
+        return ret
+    try:
+        kept = os.path.getsize(nodes_file) > 0
+    except OSError:
+        kept = False
+    if kept:
+        ret["comment"] = f"{nodes_file} is there: the node starts as itself"
+        return ret
+    status = __salt__["redis_cluster.predecessor"]()
+    if not status["answered"]:
+        ret.update(result=False, comment=(
+            f"this node was a cluster member and lost {nodes_file}; {status['comment']}. Start the other nodes, "
+            f"or if the whole cluster is rebuilt from backups, remove {marker} and apply again"))
+        return ret
+    if status["slots"] and status["replicas"]:
+        if __opts__["test"]:
+            ret.update(result=None, changes={"would_wait": status["comment"]},
+                       comment=f"would wait until a replica takes over: {status['comment']}")
+            return ret
+        status = __salt__["redis_cluster.predecessor"](wait=timeout)
+        if status["slots"] and status["replicas"]:
+            ret.update(result=False, comment=(
+                f"this node lost {nodes_file} and its old self still serves slots after {timeout}s: "
+                f"{status['comment']}; not started bare (that would wipe the replica); apply again"))
+            return ret
+    ret["changes"] = {"bare_start": status["comment"]}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"would let this node start bare: {status['comment']}")
+        return ret
+    os.unlink(marker)
+    ret["comment"] = f"this node lost {nodes_file}; it may start bare and join again: {status['comment']}"
     return ret
 
 

@@ -22,7 +22,8 @@ Rules, in order:
 3. A newcomer left over waits as a spare replica of the master with fewest replicas.
    Spares left over stay where they are.
 
-Among equal choices a replica goes to a master on another host address than its own.
+A replica goes to the plan's master where it can; among other choices to the master with
+fewest replicas, on another host address than its own.
 (Every controller of the deployment has an address of its own, so no two copies of a
 shard share a host; the preference matters only where nodes share one, as in tests.)
 
@@ -72,9 +73,9 @@ def moves(nodes, wanted, planned=None):
         return len(kept[master["id"]])
 
     def best(node, options):
-        # Fewest replicas first; among equals another host than the node's, then the plan's master.
-        return min(options, key=lambda m: (count(m), _ip(m) == _ip(node), planned.get(node["address"]) != m["address"],
-                                           m["address"] or m["id"]))
+        # The plan's master when it is among them; else fewest replicas, on another host.
+        return min(options, key=lambda m: (planned.get(node["address"]) != m["address"], count(m),
+                                           _ip(m) == _ip(node), m["address"] or m["id"]))
 
     def assign(node, master, why):
         result.append({"node": node["id"], "master": master["id"], "why": why})

@@ -11,6 +11,7 @@ redis-cluster-formed:
   redis_cluster.formed:
     - name: {{ redis.get("master_name", "cluster") }}
     - timeout: {{ redis.get("cluster_form_timeout_s", 120) }}
+    - marker: {{ redis.cluster_member_marker }}
     - require:
       - redis_cluster: redis-server-runs-the-managed-settings
 {%- endif %}

@@ -5,6 +5,50 @@ include:
   - {{ tplroot }}.config
 {%- if redis_node and custom_states_usable %}
 
+{%- if redis.mode == "cluster" %}
+{%-   set nodes_file = redis.data_dir ~ "/" ~ redis_settings["cluster-config-file"] %}
+
+{#- A member whose nodes.conf is gone lost its data: never start it bare while its old
+    self still serves slots (its replica would copy the empty node). At boot systemd asks
+    the guard; here Salt waits for the replica to take over, then lets it start. #}
+redis-cluster-guard-installed:
+  file.managed:
+    - name: {{ redis.cluster_guard_cmd }}
+    - source: salt://{{ tplroot }}/files/redis-cluster-guard
+    - mode: "0755"
+    - makedirs: True
+{%-   if supervised_by_systemd %}
+
+redis-server-guarded-at-start:
+  file.managed:
+    - name: /etc/systemd/system/{{ redis.service }}.service.d/salt-cluster-guard.conf
+    - makedirs: True
+    - mode: "0644"
+    - contents: |
+        # Managed by Salt (redis formula): see {{ redis.cluster_guard_cmd }}.
+        # `+`: run as root outside the unit's sandbox (NoExecPaths), reading two paths only.
+        [Service]
+        ExecStartPre=+{{ redis.cluster_guard_cmd }} {{ redis.cluster_member_marker }} {{ nodes_file }}
+    - require:
+      - file: redis-cluster-guard-installed
+
+redis-server-guard-loaded:
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: redis-server-guarded-at-start
+{%-   endif %}
+
+redis-cluster-predecessor-handed-over:
+  redis_cluster.predecessor_handed_over:
+    - name: {{ redis.get("bind_ip", "127.0.0.1") }}:{{ redis.port }}
+    - marker: {{ redis.cluster_member_marker }}
+    - nodes_file: {{ nodes_file }}
+    - timeout: {{ redis.get("cluster_form_timeout_s", 120) }}
+    - require:
+      - redis_cluster: redis-main-config-includes-salt-settings
+{%- endif %}
+
 {#- No `watch` on the config files: a changed setting is applied live where Redis
     allows it and the server is restarted only for the rest (next state). #}
 redis-server-running:
@@ -16,6 +60,12 @@ redis-server-running:
 {%- endif %}
     - require:
       - redis_cluster: redis-main-config-includes-salt-settings
+{%- if redis.mode == "cluster" %}
+      - redis_cluster: redis-cluster-predecessor-handed-over
+{%-   if supervised_by_systemd %}
+      - file: redis-server-guarded-at-start
+{%-   endif %}
+{%- endif %}
 
 redis-server-runs-the-managed-settings:
   redis_cluster.settings_applied:
