@@ -992,14 +992,16 @@ def server_shape(port=None):
     }
 
 
-def remove_member(address, timeout=300):
+def remove_member(address, timeout=300, force=False):
     """
     Take the node at ``address`` (``ip:port``) out of this node's cluster without losing a
     key: move its slots (and their keys) to the other masters (``redis-cli --cluster
     rebalance`` with its weight at 0), then ``redis-cli --cluster del-node``, which makes
     every node forget it, moves its replicas to other masters and resets it. A dead node
     is only forgotten, and only when it serves no slot (else its keys would be lost).
-    Run it on a node that stays; ``salt-run redis_cluster.remove_node`` does.
+    Run it on a node that stays; ``salt-run redis_cluster.remove_node`` does. Removing a
+    master's last live replica leaves that shard without a copy: refused unless ``force``
+    is True, and the comment says which shard loses its copy.
 
     Returns ``{"removed": bool, "actions": [...], "keys_before": n, "keys_after": n,
     "comment": str}``.
@@ -1028,6 +1030,13 @@ def remove_member(address, timeout=300):
         )
     keys_before = _cluster_keys(view)
     actions = []
+    lost = _last_copy_of(view, target)
+    if lost and not force:
+        return {"removed": False, "actions": [], "keys_before": keys_before,
+                "comment": f"{address} is the last replica of {lost}: removing it leaves that shard with no copy "
+                           "(a failure of that master then loses its keys); add a replica first, or pass force=True"}
+    if lost:
+        actions.append(f"forced: {lost} has no replica any more")
     if target["slots"]:
         code, output = _redis_cli_cluster(
             ["rebalance", entry, "--cluster-weight", f"{target['id']}=0"], max(1.0, deadline - time.monotonic())
@@ -1075,6 +1084,19 @@ def remove_member(address, timeout=300):
         "keys_after": keys_after,
         "comment": f"{address} left the cluster; keys before {keys_before}, after {keys_after}",
     }
+
+
+def _last_copy_of(view, target):
+    """``"ip:port (slots a-b)"`` of the master whose only live replica ``target`` is, else None."""
+    if "slave" not in target["flags"] or not _live(target):
+        return None
+    master = next((n for n in view["nodes"] if n["id"] == target["master"]), None)
+    if master is None or not master["slots"]:
+        return None
+    others = [n for n in view["nodes"] if n["master"] == master["id"] and n["id"] != target["id"] and _live(n)]
+    if others:
+        return None
+    return f"{master['address']} (slots {', '.join(f'{a}-{b}' for a, b in master['slots'])})"
 
 
 def _cluster_keys(view):

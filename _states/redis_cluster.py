@@ -660,7 +660,7 @@ def _membership_noted(ret, marker, node_id):
     return ret
 
 
-def predecessor_handed_over(name, marker, nodes_file, timeout=120):
+def predecessor_handed_over(name, marker, nodes_file, timeout=120, service=None):
     """
     Keep a cluster member that lost its data directory from starting bare while its old
     self still serves slots. Its replica would copy the empty newcomer at that address
@@ -684,6 +684,9 @@ def predecessor_handed_over(name, marker, nodes_file, timeout=120):
         Redis's cluster configuration file, e.g. ``/var/lib/redis/nodes-6379.conf``.
     timeout
         Seconds to wait for the replica to take over.
+    service
+        The Redis unit: under systemd its failed starts (the guard refused them at boot)
+        are reset, so the next start is not refused as too frequent.
 
     .. code-block:: yaml
 
@@ -728,6 +731,9 @@ def predecessor_handed_over(name, marker, nodes_file, timeout=120):
         ret.update(result=None, comment=f"would let this node start bare: {status['comment']}")
         return ret
     os.unlink(marker)
+    if service and __grains__.get("init") == "systemd":
+        __salt__["cmd.run_all"](["systemctl", "reset-failed", f"{service}.service"], python_shell=False,
+                                ignore_retcode=True)
     ret["comment"] = f"this node lost {nodes_file}; it may start bare and join again: {status['comment']}"
     return ret
 

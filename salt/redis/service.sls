@@ -45,6 +45,7 @@ redis-cluster-predecessor-handed-over:
     - marker: {{ redis.cluster_member_marker }}
     - nodes_file: {{ nodes_file }}
     - timeout: {{ redis.get("cluster_form_timeout_s", 120) }}
+    - service: {{ redis.service }}
     - require:
       - redis_cluster: redis-main-config-includes-salt-settings
 {%- endif %}

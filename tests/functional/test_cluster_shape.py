@@ -269,3 +269,22 @@ def test_a_rebalance_cut_short_is_closed_and_resumed_by_the_next_apply(tmp_path_
         assert 4096 - 200 <= roles(servers)["n3"][1] <= 4096 + 200
         assert sum(server.client().dbsize() for server in servers) == 60000
         assert first_state.formed("cluster", timeout=30)["changes"] == {}
+
+
+def test_removing_a_masters_last_replica_needs_force_and_says_what_is_lost(tmp_path_factory, redis70):
+    slots, replicas = plan_for(6, 1)
+    with cluster_nodes(tmp_path_factory, redis70, 6) as servers:
+        (first, first_state, _), *_ = node_modules(servers, slots, replicas_per_master=1, replica_plan=replicas)
+        assert first_state.formed("cluster", timeout=60)["result"] is True
+        replica = f"127.0.0.1:{servers[3].port}"
+
+        refused = first.remove_member(replica, timeout=60)
+
+        assert refused["removed"] is False
+        assert f"{replica} is the last replica of 127.0.0.1:{servers[0].port} (slots 0-5460)" in refused["comment"]
+        assert "force=True" in refused["comment"]
+        assert "cluster_known_nodes:6" in cluster_info(servers[0])
+        forced = first.remove_member(replica, timeout=60, force=True)
+        assert forced["removed"] is True, forced
+        assert forced["actions"][0] == f"forced: 127.0.0.1:{servers[0].port} (slots 0-5460) has no replica any more"
+        assert "cluster_known_nodes:5" in cluster_info(servers[0])

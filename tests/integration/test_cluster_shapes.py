@@ -1,0 +1,274 @@
+"""
+Cluster mode with replicas, from bare hosts, on a lab of its own (six Redis hosts, two more
+to grow onto, its own salt-master): one `salt '*' state.apply redis` gives three masters
+each with its planned replica on another host; a second apply changes nothing and restarts
+nothing. From other legal states the next apply converges: a replica reset by hand is taken
+back; a master host whose data directory is lost and that boots within node-timeout never
+starts bare while its old self still serves slots (its replica takes over, no acknowledged
+write is lost, the bare node joins as a replica); growth 6 -> 8 under a writing client gives
+four masters with a replica each, and a rebalance whose redis-cli is killed mid-slot is
+closed and resumed by the next apply, every acknowledged key kept.
+"""
+
+import shutil
+import subprocess
+import threading
+
+import pytest
+import yaml
+from lab.hosts import Lab, read_hosts
+from lab.saltconf import master_settings, minion_settings
+from redis.cluster import ClusterNode, RedisCluster
+from support.lab import PASSWORD, ROOT, assert_no_password, redis_client, wait_for_minions
+from support.states import states_with_changes
+from support.waits import wait_until
+
+pytestmark = pytest.mark.integration
+
+SUBNET = "10.213.15"
+FIRST_SIX = {f"cs{n}": f"{SUBNET}.{10 + n}" for n in range(1, 7)}
+GROWTH = {"cs7": f"{SUBNET}.17", "cs8": f"{SUBNET}.18"}
+ALL = {**FIRST_SIX, **GROWTH}
+PLANNED_REPLICAS = {"cs4": "cs1", "cs5": "cs2", "cs6": "cs3"}
+
+
+def deployment(hosts):
+    return {
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "replicas_per_master": 1,
+                            "cluster_node_timeout_ms": 2000}},
+        "nodes": {"controllers": [{"hostname": h, "ip_address": ALL[h], "services": {"redis": True}}
+                                  for h in hosts]},
+    }
+
+
+@pytest.fixture(scope="module")
+def shape_lab(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("shape-lab")
+    config = state_dir / "my_multihead_cluster.yaml"
+    config.write_text(yaml.safe_dump(deployment(FIRST_SIX)))
+    lab = Lab(state_dir, name="rshape")
+    lab.destroy()
+    _, bridge_ip = lab.ensure_network(read_hosts(config))
+    yield lab, bridge_ip, config
+    lab.destroy()
+
+
+@pytest.fixture(scope="module")
+def shape_master(salt_factories, shape_lab):
+    lab, bridge_ip, config = shape_lab
+    pillar_root = config.parent / "pillar"
+    shutil.copytree(ROOT / "pillar", pillar_root)
+    factory = salt_factories.salt_master_daemon("cs-master", overrides=master_settings(bridge_ip, config, pillar_root))
+    factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
+    with factory.started(start_timeout=120):
+        yield factory
+
+
+def boot_hosts(lab, master, config):
+    ports = {"master_port": master.config["ret_port"], "publish_port": master.config["publish_port"]}
+    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+
+
+@pytest.fixture(scope="module")
+def cli(shape_master, shape_lab):
+    lab, _, config = shape_lab
+    boot_hosts(lab, shape_master, config)
+    salt_cli = shape_master.salt_cli(timeout=600)
+    wait_for_minions(salt_cli, list(FIRST_SIX))
+    return salt_cli
+
+
+@pytest.fixture(scope="module")
+def first_apply(cli):
+    return cli.run("state.apply", "redis", minion_tgt="*")
+
+
+def server(host):
+    return redis_client(ALL[host], timeout=3)
+
+
+def shape(hosts):
+    """{host: ("master", slots) or ("replica", its master's host)}, each node's own word."""
+    ids = {server(h).execute_command("CLUSTER", "MYID"): h for h in hosts}
+    result = {}
+    for host in hosts:
+        fields = next(line for line in server(host).execute_command("CLUSTER", "NODES").splitlines()
+                      if "myself" in line).split()
+        if "slave" in fields[2]:
+            result[host] = ("replica", ids.get(fields[3], fields[3]))
+        else:
+            result[host] = ("master", sum(int(r.partition("-")[2] or r) - int(r.partition("-")[0]) + 1
+                                          for r in fields[8:] if not r.startswith("[")))
+    return result
+
+
+def cluster_check(lab, host):
+    """`redis-cli --cluster check` as an operator runs it on a host: (exit code, output)."""
+    done = subprocess.run(lab.enter(host, ["env", f"REDISCLI_AUTH={PASSWORD}", "redis-cli", "--cluster", "check",
+                                           f"{ALL[host]}:6379"]), capture_output=True, text=True, check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_ids(hosts):
+    return {host: server(host).info("server")["run_id"] for host in hosts}
+
+
+def healthy(hosts):
+    return all("cluster_state:ok" in server(h).execute_command("CLUSTER", "INFO") for h in hosts)
+
+
+def test_six_bare_hosts_form_three_masters_each_with_its_replica_on_another_host(first_apply, cli, shape_lab):
+    lab = shape_lab[0]
+    assert first_apply.returncode == 0, first_apply.stdout
+    assert_no_password(first_apply.stdout, "the apply's output")
+    wait_until(lambda: healthy(FIRST_SIX), 30, "cluster ok on 6 nodes")
+
+    assert shape(FIRST_SIX) == {"cs1": ("master", 5461), "cs2": ("master", 5462), "cs3": ("master", 5461),
+                                **{replica: ("replica", master) for replica, master in PLANNED_REPLICAS.items()}}
+    for replica, master in PLANNED_REPLICAS.items():
+        assert server(replica).info("replication")["master_host"] == ALL[master] != ALL[replica]
+        wait_until(lambda: server(replica).info("replication")["master_link_status"] == "up", 30,
+                   f"{replica}'s link to {master}")
+    code, output = cluster_check(lab, "cs1")
+    assert code == 0 and "[OK] All 16384 slots covered" in output and "[WARNING]" not in output, output
+    before = run_ids(FIRST_SIX)
+
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+    assert run_ids(FIRST_SIX) == before
+
+
+def test_a_replica_reset_by_hand_is_taken_back_by_the_next_apply(first_apply, cli):
+    server("cs5").execute_command("CLUSTER", "RESET", "HARD")
+    wait_until(lambda: not healthy(["cs1"]) or "noaddr" in server("cs1").execute_command("CLUSTER", "NODES"),
+               30, "cs1 notices the reset node")
+
+    repaired = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert repaired.returncode == 0, repaired.stdout
+    formed = [state for state in repaired.data["cs1"].values() if state["__id__"] == "redis-cluster-formed"][0]
+    assert "cs5 replicates cs2" in formed["comment"], formed["comment"]
+    wait_until(lambda: healthy(FIRST_SIX), 30, "cluster ok on 6 nodes")
+    assert shape(FIRST_SIX)["cs5"] == ("replica", "cs2")
+    assert "cluster_known_nodes:6" in server("cs1").execute_command("CLUSTER", "INFO")
+
+
+def test_a_master_that_lost_its_data_dir_never_starts_bare_and_its_replica_keeps_every_key(
+    first_apply, cli, shape_lab
+):
+    lab = shape_lab[0]
+    cluster = RedisCluster(startup_nodes=[ClusterNode(ALL["cs1"], 6379)], password=PASSWORD, socket_timeout=5)
+    acknowledged = []
+    for number in range(600):
+        key = f"order:{number}"
+        cluster.set(key, number)
+        node = cluster.get_node_from_key(key)
+        if node.host == ALL["cs2"]:
+            cluster.get_redis_connection(node).execute_command("WAIT", 1, 2000)  # the replica has it
+            acknowledged.append(key)
+    cluster.close()
+    assert acknowledged
+
+    lab.kill("cs2")
+    data = lab.host_root("cs2") / "upper" / "var" / "lib" / "redis"
+    for entry in data.iterdir():  # the disk with the data directory is gone
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    lab.boot("cs2")
+    wait_for_minions(cli, ["cs2"])
+    # The guard keeps Redis down at boot: nothing at cs2's address for cs5 to copy.
+    unit = subprocess.run(lab.enter("cs2", ["systemctl", "is-active", "redis-server"]), capture_output=True,
+                          text=True, check=False)
+    assert unit.stdout.strip() != "active"
+    wait_until(lambda: server("cs5").info("replication")["role"] == "master", 60, "cs5 took over")
+
+    applied = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert applied.returncode == 0, applied.stdout
+    handed = [s for s in applied.data["cs2"].values() if s["__id__"] == "redis-cluster-predecessor-handed-over"][0]
+    assert "it may start bare" in handed["comment"], handed["comment"]
+    formed = [s for s in applied.data["cs1"].values() if s["__id__"] == "redis-cluster-formed"][0]
+    assert "cs2 replicates cs5" in formed["comment"] and "EMPTY" not in formed["comment"], formed["comment"]
+    wait_until(lambda: healthy(FIRST_SIX), 30, "cluster ok on 6 nodes")
+    assert shape(FIRST_SIX)["cs2"] == ("replica", "cs5")
+    reader = RedisCluster(startup_nodes=[ClusterNode(ALL["cs3"], 6379)], password=PASSWORD, socket_timeout=5,
+                          decode_responses=True)
+    assert [reader.get(key) for key in acknowledged] == [key.split(":")[1] for key in acknowledged]
+    reader.close()
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
+
+
+class Writer(threading.Thread):
+    """A cluster client writing keys one by one (it follows MOVED/ASK); the first error it
+    could not retry ends it. ``written`` counts what the cluster acknowledged."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.cluster = RedisCluster(startup_nodes=[ClusterNode(ALL[h], 6379) for h in FIRST_SIX],
+                                    password=PASSWORD, socket_timeout=5, decode_responses=True)
+        self.written, self.errors, self.stop = 0, [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.cluster.set(f"grow:{self.written}", self.written)
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
+                self.errors.append(repr(exc))
+                return
+
+
+def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converges_with_every_key(
+    first_apply, cli, shape_lab, shape_master
+):
+    lab, _, config = shape_lab
+    bulk = RedisCluster(startup_nodes=[ClusterNode(ALL["cs1"], 6379)], password=PASSWORD, socket_timeout=10)
+    for batch in range(20):  # enough keys that the rebalance takes a while
+        pipe = bulk.pipeline()
+        for number in range(batch * 5000, (batch + 1) * 5000):
+            pipe.set(f"bulk:{number}", "x" * 100)
+        pipe.execute()
+    bulk.close()
+    config.write_text(yaml.safe_dump(deployment(ALL)))
+    boot_hosts(lab, shape_master, config)
+    wait_for_minions(cli, list(GROWTH))
+    writer = Writer()
+    writer.start()
+
+    job = subprocess.Popen(cli.cmdline("state.apply", "redis", minion_tgt="*"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=cli.environ)
+
+    def slot_open():
+        return any("[" in line for h in ALL for line in server(h).execute_command("CLUSTER", "NODES").splitlines()
+                   if "myself" in line)
+
+    wait_until(slot_open, 120, "the rebalance opened a slot")
+    subprocess.run(lab.enter("cs1", ["pkill", "-9", "-x", "redis-cli"]), check=False)  # killed mid-slot
+    job.wait(timeout=600)
+
+    resumed = cli.run("state.apply", "redis", minion_tgt="*")
+    writer.stop.set()
+    writer.join(10)
+
+    assert resumed.returncode == 0, resumed.stdout
+    formed = [s for s in resumed.data["cs1"].values() if s["__id__"] == "redis-cluster-formed"][0]
+    assert "resumed the rebalance onto" in formed["comment"], formed["comment"]
+    wait_until(lambda: healthy(ALL), 60, "cluster ok on 8 nodes")
+    grown = shape(ALL)
+    masters = sorted(h for h, role in grown.items() if role[0] == "master")
+    assert len(masters) == 4 and all(role[1] > 0 for h, role in grown.items() if role[0] == "master"), grown
+    replicas_of = [role[1] for role in grown.values() if role[0] == "replica"]
+    assert sorted(replicas_of) == masters, grown  # one replica each
+    assert writer.errors == [] and writer.written > 100
+    reader = RedisCluster(startup_nodes=[ClusterNode(ALL["cs3"], 6379)], password=PASSWORD,
+                          decode_responses=True)
+    keys = [f"grow:{n}" for n in range(writer.written)]
+    assert reader.mget_nonatomic(keys) == [str(n) for n in range(writer.written)]
+    assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600
+    reader.close()
+    code, output = cluster_check(lab, "cs1")
+    assert code == 0 and "[WARNING]" not in output, output
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
