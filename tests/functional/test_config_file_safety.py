@@ -59,6 +59,24 @@ def outside(tmp_path):
     return state
 
 
+def redis_rewrites_after_salt_wrote(state, rewrite):
+    """``rewrite(path)`` (Redis rewriting its main file ``path``) runs each time, right after
+    ``state`` wrote its new version to a temporary file next to it and before it checks that
+    the main file is unchanged: the state module's ``__utils__`` entry, wrapped."""
+    write_temporary = state.__utils__["redis_common.write_temporary"]
+
+    def write_temporary_then_rewrite(path, *args, **kwargs):
+        temporary = write_temporary(path, *args, **kwargs)
+        try:
+            rewrite(path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        return temporary
+
+    state.__utils__ = {**state.__utils__, "redis_common.write_temporary": write_temporary_then_rewrite}
+
+
 def plant_symlink(link, target, redis_ids):
     """What the redis user can do in its directory: a symlink of its own."""
     os.symlink(target, link)
@@ -189,7 +207,7 @@ def test_a_line_redis_writes_meanwhile_is_kept(fresh_redis_server, redis_cluster
             client.replicaof("127.0.0.1", closed_port)
             client.config_rewrite()
 
-    redis_cluster_state._before_replace = redis_rewrites_meanwhile
+    redis_rewrites_after_salt_wrote(redis_cluster_state, redis_rewrites_meanwhile)
 
     ret = redis_cluster_state.config_included(
         str(server.main_conf), str(server.salt_conf), dict(server.settings), user=user, group=group
@@ -216,7 +234,7 @@ def test_gives_up_when_the_file_keeps_changing(etc_redis, redis_ids, config_stat
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(appended[-1] + "\n")
 
-    config_state._before_replace = redis_writes_every_time
+    redis_rewrites_after_salt_wrote(config_state, redis_writes_every_time)
 
     ret = run(config_state, main)
 

@@ -2,48 +2,33 @@
 The integration lab: real network-namespace hosts (lab/hosts.py, the code behind
 `python -m lab`), a real salt-master and one real salt-minion per host started by
 pytest-salt-factories, configured exactly as lab/saltconf.py configures `make lab`.
+
+Fixtures only: the helpers and constants the tests share are in tests/support/.
 """
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-import redis
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from lab.hosts import Lab, read_hosts  # noqa: E402
-from lab.saltconf import master_settings, minion_settings  # noqa: E402
-
-# Quotes, a backslash, a space and a '#': the password must survive Redis's config syntax.
-PASSWORD = 'it "pass" \\ word #42'
-SUBNET = "10.213.9"
-REDIS_HOSTS = {"it1": f"{SUBNET}.11", "it2": f"{SUBNET}.12", "it3": f"{SUBNET}.13"}
-PLAIN_HOST = ("it4", f"{SUBNET}.14")
-
-
-def deployment(**redis_settings):
-    """The lab's my_multihead_cluster.yaml as a dict; keyword arguments go under cache.redis."""
-    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in REDIS_HOSTS.items()]
-    controllers.append({"hostname": PLAIN_HOST[0], "ip_address": PLAIN_HOST[1], "services": {"redis": False}})
-    return {
-        "cluster": {"name": "integration"},
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", **redis_settings}},
-        "nodes": {"controllers": controllers},
-    }
+from lab.hosts import Lab, read_hosts
+from lab.saltconf import master_settings, minion_settings
+from saltfactories.plugins.event_listener import EventListener
+from support.lab import OTHER_FORMULA_GREETING, PASSWORD, PLAIN_HOST, REDIS_HOSTS, ROOT, deployment, wait_for_minions
 
 
 def _require(condition, what):
     # Under CI=true (and everywhere else) a missing prerequisite is a failure, never a skip.
     if not condition:
         pytest.fail(f"integration prerequisite missing: {what} (run `make setup` as root)")
+
+
+@pytest.fixture(scope="session")
+def event_listener():
+    """saltfactories' event listener (every master it starts forwards its bus there), keeping
+    events 10 minutes instead of 2: a state run can take longer than that after its event."""
+    with EventListener(timeout=600) as listener:
+        yield listener
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +74,6 @@ def pillar_root(lab_hosts):
     return root
 
 
-OTHER_FORMULA_GREETING = "hello from the web formula"
-
-
 @pytest.fixture(scope="session")
 def other_formula_root(lab_hosts):
     """An existing master's own states and pillar: a `web` formula the Redis one must not disturb."""
@@ -117,20 +99,6 @@ def salt_master(salt_factories, lab_hosts, pillar_root, other_formula_root):
     factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
     with factory.started(start_timeout=120):
         yield factory
-
-
-def wait_for_minions(salt_cli, minions, timeout=90):
-    """Until every minion of `minions` answers test.ping."""
-    deadline, missing = time.monotonic() + timeout, set(minions)
-    while missing:
-        answered = salt_cli.run("-L", "test.ping", "--timeout=2", minion_tgt=",".join(sorted(missing)))
-        if isinstance(answered.data, dict):
-            missing -= {minion for minion, ok in answered.data.items() if ok is True}
-        elif answered.data is True and len(missing) == 1:
-            missing.clear()
-        if missing and time.monotonic() > deadline:
-            pytest.fail(f"minions did not answer within {timeout}s: {sorted(missing)}")
-        time.sleep(0.5 if missing else 0)
 
 
 @pytest.fixture(scope="session")
@@ -161,54 +129,3 @@ def salt_run_cli(salt_master):
 def first_apply(salt_cli):
     """`salt '*' state.apply redis` once, as an operator would run it first."""
     return salt_cli.run("state.apply", "redis", minion_tgt="*")
-
-
-def password_forms(password=PASSWORD):
-    """Every way the password could show up in text: as is, JSON-escaped, repr-escaped,
-    and quoted as in a Redis config file."""
-    return {
-        password,
-        json.dumps(password)[1:-1],
-        repr(password)[1:-1],
-        password.replace("\\", "\\\\").replace('"', '\\"'),
-    }
-
-
-def assert_no_password(text, where):
-    for form in password_forms():
-        assert form not in text, f"the password ({'raw' if form == PASSWORD else 'encoded'}) is in {where}"
-
-
-def node_client(host, password=PASSWORD):
-    return redis.Redis(host=REDIS_HOSTS[host], port=6379, password=password, socket_timeout=5, decode_responses=True)
-
-
-def host_file(lab_hosts, host, path):
-    """A file inside a running lab host, as the host's own processes see it."""
-    return lab_hosts[0].path(host, path)
-
-
-def host_processes(lab_hosts, host):
-    lab = lab_hosts[0]
-    commands = []
-    for pid in lab.processes(host):
-        try:
-            commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            pass
-    return commands
-
-
-def main_pid(lab_hosts, host, unit="redis-server"):
-    """systemd's MainPID of `unit` inside `host` (0 when not running)."""
-    result = subprocess.run(
-        lab_hosts[0].enter(host, ["systemctl", "show", "-p", "MainPID", "--value", unit]),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(result.stdout.strip())
-
-
-def ps_output():
-    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout

@@ -5,32 +5,14 @@ complete set, FLUSHALL everywhere, `salt-run redis_backup.restore set=ID force=T
 every key back, still there after a node's power cut and boot.
 """
 
-import time
-
 import pytest
-from conftest import PASSWORD, REDIS_HOSTS, assert_no_password, node_client, wait_for_minions
-from redis.cluster import ClusterNode, RedisCluster
+from support.cluster import cluster_client, wait_cluster_ok
+from support.lab import REDIS_HOSTS, assert_no_password, node_client, wait_for_minions
+from support.states import states_with_changes
 
 pytestmark = pytest.mark.integration
 
 KEYS = 500
-
-
-def cluster_client():
-    return RedisCluster(startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()],
-                        password=PASSWORD, socket_timeout=5, decode_responses=True)
-
-
-def wait_cluster_ok(timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if all("cluster_state:ok" in node_client(h).execute_command("CLUSTER", "INFO") for h in REDIS_HOSTS):
-                return
-        except Exception:  # noqa: BLE001 - a node still starting
-            pass
-        assert time.monotonic() < deadline, "cluster not ok in time"
-        time.sleep(0.5)
 
 
 def test_every_redis_minion_has_the_original_backup_plan_scheduled(first_apply, salt_cli):
@@ -49,7 +31,7 @@ def test_every_redis_minion_has_the_original_backup_plan_scheduled(first_apply, 
 def test_a_set_backup_restores_every_key_after_flushall_and_survives_a_power_cut(
     first_apply, salt_cli, salt_run_cli, lab_hosts
 ):
-    wait_cluster_ok()
+    wait_cluster_ok(timeout=60)
     cluster = cluster_client()
     for number in range(KEYS):
         cluster.set(f"backup:{number}", number)
@@ -79,7 +61,7 @@ def test_a_set_backup_restores_every_key_after_flushall_and_survives_a_power_cut
 
     assert restored.returncode == 0, restored.stdout
     assert_no_password(restored.stdout, "salt-run redis_backup.restore")
-    wait_cluster_ok()
+    wait_cluster_ok(timeout=60)
     cluster = cluster_client()
     assert cluster.mget_nonatomic([f"backup:{n}" for n in range(KEYS)]) == [str(n) for n in range(KEYS)]
     assert cluster.hgetall("backup:hash") == {"a": "1", "b": "2"}
@@ -89,9 +71,9 @@ def test_a_set_backup_restores_every_key_after_flushall_and_survives_a_power_cut
     lab.kill("it2")
     lab.boot("it2")
     wait_for_minions(salt_cli, ["it2"])
-    wait_cluster_ok()
+    wait_cluster_ok(timeout=60)
     cluster = cluster_client()
     assert cluster.mget_nonatomic([f"backup:{n}" for n in range(KEYS)]) == [str(n) for n in range(KEYS)]
     cluster.close()
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
-    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    assert states_with_changes(again) == []

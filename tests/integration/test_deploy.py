@@ -7,33 +7,26 @@ broken my_multihead_cluster.yaml.
 import grp
 import json
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
-from conftest import (
-    assert_no_password,
+from support.lab import (
     PLAIN_HOST,
     REDIS_HOSTS,
+    assert_no_password,
     deployment,
     host_file,
     host_processes,
+    host_run,
     main_pid,
     node_client,
     ps_output,
 )
+from support.states import changed_ids, failed_comments, failed_states, state_by_id
 
 pytestmark = pytest.mark.integration
-
-
-def changed_states(minion_return):
-    return sorted(v["__id__"] for v in minion_return.values() if v["changes"])
-
-
-def failed_states(minion_return):
-    return sorted(f"{v['__id__']}: {v['comment']}" for v in minion_return.values() if v["result"] is False)
 
 
 def run_ids():
@@ -91,12 +84,12 @@ def test_pillar_shows_the_computed_shape(first_apply, salt_run_cli):
 
 def test_non_redis_controller_is_untouched(first_apply, lab_hosts):
     plain = PLAIN_HOST[0]
-    assert changed_states(first_apply.data[plain]) == []
-    assert sorted(p.name for p in host_file(lab_hosts, plain, "/etc/redis").iterdir()) == [
+    assert changed_ids(first_apply.data[plain]) == []
+    assert sorted(p.name for p in host_file(lab_hosts[0], plain, "/etc/redis").iterdir()) == [
         "redis.conf",
         "sentinel.conf",
     ]
-    assert not any("redis" in command for command in host_processes(lab_hosts, plain))
+    assert not any("redis" in command for command in host_processes(lab_hosts[0], plain))
 
 
 def test_password_is_not_in_ps_returns_logs_or_world_readable_files(
@@ -106,43 +99,41 @@ def test_password_is_not_in_ps_returns_logs_or_world_readable_files(
     assert_no_password(first_apply.stdout + first_apply.stderr, "the job's output")
     assert_no_password(json.dumps(first_apply.data), "the job's return")
     logs = [Path(salt_master.config["log_file"])]
-    logs += [host_file(lab_hosts, host, "/var/log/salt/minion") for host in salt_minions]
-    logs += [host_file(lab_hosts, host, "/var/log/redis/redis-server.log") for host in REDIS_HOSTS]
+    logs += [host_file(lab_hosts[0], host, "/var/log/salt/minion") for host in salt_minions]
+    logs += [host_file(lab_hosts[0], host, "/var/log/redis/redis-server.log") for host in REDIS_HOSTS]
     for log in logs:
         assert_no_password(log.read_text(errors="replace"), log)
     for host in salt_minions:
-        journal = subprocess.run(
-            lab_hosts[0].enter(host, ["journalctl", "--no-pager", "-o", "cat"]), capture_output=True, text=True
-        )
+        journal = host_run(lab_hosts[0], host, "journalctl", "--no-pager", "-o", "cat")
         assert journal.returncode == 0 and journal.stdout, journal.stderr
         assert_no_password(journal.stdout, f"{host}'s journal")
     for host in REDIS_HOSTS:
         for path in ("/etc/redis-salt/redis-server.conf", "/etc/redis/redis.conf"):
-            mode = host_file(lab_hosts, host, path).stat().st_mode
+            mode = host_file(lab_hosts[0], host, path).stat().st_mode
             assert not mode & stat.S_IROTH, f"{host}:{path} is world-readable"
 
 
 def test_second_apply_changes_nothing_and_restarts_nothing(first_apply, salt_cli, lab_hosts):
     before = run_ids()
-    pids = {host: main_pid(lab_hosts, host) for host in REDIS_HOSTS}
+    pids = {host: main_pid(lab_hosts[0], host) for host in REDIS_HOSTS}
     second = salt_cli.run("state.apply", "redis", minion_tgt="*")
     assert second.returncode == 0
     for minion, states in second.data.items():
-        assert changed_states(states) == [], minion
+        assert changed_ids(states) == [], minion
     assert run_ids() == before
-    assert {host: main_pid(lab_hosts, host) for host in REDIS_HOSTS} == pids
+    assert {host: main_pid(lab_hosts[0], host) for host in REDIS_HOSTS} == pids
     assert 0 not in pids.values()
 
 
 def test_salt_writes_its_settings_only_where_redis_cannot(first_apply, lab_hosts):
     """/etc/redis is the redis user's (CONFIG REWRITE); Salt's own file is root's, readable by redis."""
     for host in REDIS_HOSTS:
-        directory = host_file(lab_hosts, host, "/etc/redis-salt").stat()
-        settings = host_file(lab_hosts, host, "/etc/redis-salt/redis-server.conf").stat()
+        directory = host_file(lab_hosts[0], host, "/etc/redis-salt").stat()
+        settings = host_file(lab_hosts[0], host, "/etc/redis-salt/redis-server.conf").stat()
         redis_gid = grp.getgrnam("redis").gr_gid
         assert (directory.st_uid, directory.st_gid, stat.S_IMODE(directory.st_mode)) == (0, redis_gid, 0o750)
         assert (settings.st_uid, settings.st_gid, stat.S_IMODE(settings.st_mode)) == (0, redis_gid, 0o640)
-        main = host_file(lab_hosts, host, "/etc/redis/redis.conf").read_text()
+        main = host_file(lab_hosts[0], host, "/etc/redis/redis.conf").read_text()
         assert "include /etc/redis-salt/redis-server.conf" in main
 
 
@@ -152,7 +143,7 @@ def test_sub_states_change_nothing_on_a_minion_without_redis(first_apply, salt_c
         applied = salt_cli.run("state.apply", sls, minion_tgt=plain)
         assert applied.returncode == 0, applied.stdout
         assert [v["__id__"] for v in applied.data.values()] == ["redis-nothing-to-do-on-this-minion"], sls
-    assert not host_file(lab_hosts, plain, "/etc/redis-salt").exists()
+    assert not host_file(lab_hosts[0], plain, "/etc/redis-salt").exists()
 
 
 def test_systemd_runs_redis_as_debian_ships_it(first_apply, lab_hosts):
@@ -161,11 +152,11 @@ def test_systemd_runs_redis_as_debian_ships_it(first_apply, lab_hosts):
         client = node_client(host)
         assert client.config_get("daemonize") == {"daemonize": "no"}
         assert client.config_get("supervised") == {"supervised": "systemd"}
-        run_dir = host_file(lab_hosts, host, "/run/redis").stat()
+        run_dir = host_file(lab_hosts[0], host, "/run/redis").stat()
         assert stat.S_IMODE(run_dir.st_mode) == 0o2755
-        log_dir = host_file(lab_hosts, host, "/var/log/redis").stat()
+        log_dir = host_file(lab_hosts[0], host, "/var/log/redis").stat()
         assert (stat.S_IMODE(log_dir.st_mode), log_dir.st_gid) == (0o2750, grp.getgrnam("adm").gr_gid)
-        settings = host_file(lab_hosts, host, "/etc/redis-salt/redis-server.conf").read_text()
+        settings = host_file(lab_hosts[0], host, "/etc/redis-salt/redis-server.conf").read_text()
         assert "daemonize" not in settings and "pidfile" not in settings
 
 
@@ -181,7 +172,7 @@ def test_test_mode_on_a_converged_deployment_reports_nothing(first_apply, salt_c
 def test_test_mode_reports_a_pillar_change_and_changes_nothing(
     first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
-    settings_file = host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf")
+    settings_file = host_file(lab_hosts[0], "it1", "/etc/redis-salt/redis-server.conf")
     content_before = settings_file.read_text()
     deployment_file.write_text(yaml.safe_dump(deployment(maxclients=12000)))
 
@@ -203,8 +194,8 @@ def test_live_setting_change_is_applied_without_restart(
     applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
 
     assert applied.returncode == 0
-    live = [v for v in applied.data["it1"].values() if v["__id__"] == "redis-server-runs-the-managed-settings"]
-    assert live[0]["changes"] == {"maxclients": {"old": "10000", "new": "12000"}}
+    live = state_by_id(applied, "it1", "redis-server-runs-the-managed-settings")
+    assert live["changes"] == {"maxclients": {"old": "10000", "new": "12000"}}
     assert {h: node_client(h).config_get("maxclients")["maxclients"] for h in REDIS_HOSTS} == dict.fromkeys(
         REDIS_HOSTS, "12000"
     )
@@ -219,7 +210,7 @@ def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
     first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
     before = run_ids()
-    settings_file = host_file(lab_hosts, "it2", "/etc/redis-salt/redis-server.conf")
+    settings_file = host_file(lab_hosts[0], "it2", "/etc/redis-salt/redis-server.conf")
     mtime = settings_file.stat().st_mtime_ns
     broken = deployment()
     broken["nodes"]["controllers"][1]["ip_address"] = REDIS_HOSTS["it1"]
@@ -242,18 +233,18 @@ def test_a_formed_cluster_is_not_switched_to_sentinel_mode(
 ):
     """3 controllers shrank to 2 in spirit (`mode: sentinel`): refused before any file changes."""
     before = run_ids()
-    settings = host_file(lab_hosts, "it2", "/etc/redis-salt/redis-server.conf")
+    settings = host_file(lab_hosts[0], "it2", "/etc/redis-salt/redis-server.conf")
     content = settings.read_text()
     deployment_file.write_text(yaml.safe_dump(deployment(mode="sentinel")))
 
     switched = salt_cli.run("state.apply", "redis", minion_tgt="it*")
 
     assert switched.returncode != 0
-    failed = {v["__id__"]: v["comment"] for v in switched.data["it2"].values() if v["result"] is False}
+    failed = failed_comments(switched.data["it2"])
     assert "redis-deployment-shape-kept" in failed
     assert "formed Redis Cluster" in failed["redis-deployment-shape-kept"]
     assert "`mode: cluster`" in failed["redis-deployment-shape-kept"]
-    assert [i for i, v in switched.data["it2"].items() if v["changes"]] == []
+    assert changed_ids(switched.data["it2"]) == []
     assert settings.read_text() == content
     assert run_ids() == before
     assert node_client("it2").config_get("cluster-enabled") == {"cluster-enabled": "yes"}
@@ -265,10 +256,10 @@ def test_a_formed_clusters_port_is_not_moved(first_apply, salt_cli, pillar_root,
     moved = apply_with_pillar(salt_cli, pillar_root, {"redis": {"port": 6390}})
 
     assert moved.returncode != 0
-    failed = {v["__id__"]: v["comment"] for v in moved.data.values() if v["result"] is False}
+    failed = failed_comments(moved.data)
     assert "the deployment now asks for port 6390" in failed["redis-deployment-shape-kept"]
     assert run_ids() == before
-    assert "port 6379" in host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf").read_text()
+    assert "port 6379" in host_file(lab_hosts[0], "it1", "/etc/redis-salt/redis-server.conf").read_text()
 
 
 def test_ordinary_pillar_overrides_the_computed_pillar(first_apply, salt_cli, pillar_root):
@@ -286,10 +277,10 @@ def test_ordinary_pillar_overrides_the_computed_pillar(first_apply, salt_cli, pi
 def test_config_rewrite_and_restart_change_nothing(first_apply, salt_cli, lab_hosts):
     """CONFIG REWRITE (Sentinel runs it on every failover), then a restart: Redis's own lines
     stay, the schedule is not doubled, and the next apply has nothing to do."""
-    main_file = host_file(lab_hosts, "it3", "/etc/redis/redis.conf")
+    main_file = host_file(lab_hosts[0], "it3", "/etc/redis/redis.conf")
     node_client("it3").config_rewrite()
-    subprocess.run(lab_hosts[0].enter("it3", ["systemctl", "restart", "redis-server"]), check=True)
-    pid = main_pid(lab_hosts, "it3")
+    host_run(lab_hosts[0], "it3", "systemctl", "restart", "redis-server", check=True)
+    pid = main_pid(lab_hosts[0], "it3")
     text = main_file.read_text()
     assert "# Generated by CONFIG REWRITE" in text
     assert node_client("it3").config_get("save") == {"save": "900 1 300 10 60 10000"}
@@ -297,32 +288,32 @@ def test_config_rewrite_and_restart_change_nothing(first_apply, salt_cli, lab_ho
     applied = salt_cli.run("state.apply", "redis", minion_tgt="it3")
 
     assert applied.returncode == 0
-    assert changed_states(applied.data) == []
+    assert changed_ids(applied.data) == []
     assert main_file.read_text() == text
-    assert main_pid(lab_hosts, "it3") == pid
+    assert main_pid(lab_hosts[0], "it3") == pid
     assert not main_file.stat().st_mode & stat.S_IROTH
 
 
 def test_settings_redis_appended_after_the_include_never_win(first_apply, salt_cli, lab_hosts):
     """A managed setting Redis wrote after the include (an old CONFIG REWRITE) would win at the
     next restart: the include goes last again, Redis's line is kept above it."""
-    main_file = host_file(lab_hosts, "it2", "/etc/redis/redis.conf")
+    main_file = host_file(lab_hosts[0], "it2", "/etc/redis/redis.conf")
     main_file.write_text(main_file.read_text() + "maxclients 77\nreplica-priority 42\n")
 
     applied = salt_cli.run("state.apply", "redis", minion_tgt="it2")
 
     assert applied.returncode == 0
-    assert changed_states(applied.data) == ["redis-main-config-includes-salt-settings"]
+    assert changed_ids(applied.data) == ["redis-main-config-includes-salt-settings"]
     directives = [line.split()[0] for line in main_file.read_text().splitlines() if line.strip() and line[0] != "#"]
     assert directives[-1] == "include"
     assert "replica-priority 42" in main_file.read_text()
-    subprocess.run(lab_hosts[0].enter("it2", ["systemctl", "restart", "redis-server"]), check=True)
+    host_run(lab_hosts[0], "it2", "systemctl", "restart", "redis-server", check=True)
     assert node_client("it2").config_get("maxclients") == {"maxclients": "10000"}
     assert node_client("it2").config_get("replica-priority") == {"replica-priority": "42"}
 
 
 def test_a_config_redis_would_refuse_never_replaces_the_running_one(first_apply, salt_cli, pillar_root, lab_hosts):
-    settings_file = host_file(lab_hosts, "it1", "/etc/redis-salt/redis-server.conf")
+    settings_file = host_file(lab_hosts[0], "it1", "/etc/redis-salt/redis-server.conf")
     content = settings_file.read_text()
     run_id = node_client("it1").info("server")["run_id"]
 
@@ -330,7 +321,7 @@ def test_a_config_redis_would_refuse_never_replaces_the_running_one(first_apply,
     applied = apply_with_pillar(salt_cli, pillar_root, {"redis": {"maxmemory_policy": "keep-everything"}})
 
     assert applied.returncode != 0
-    failed = {v["__id__"]: v["comment"] for v in applied.data.values() if v["result"] is False}
+    failed = failed_comments(applied.data)
     assert "keep-everything" in failed["redis-salt-settings-file"]
     assert_no_password(json.dumps(applied.data), "the job's return")
     assert settings_file.read_text() == content

@@ -5,33 +5,23 @@ Cluster (test_deploy.py's first apply), as an operator checks it: CLUSTER INFO, 
 by hand formed again by the next apply (after a dry run that says what it would do).
 """
 
-import json
-import subprocess
 import time
 
 import pytest
 import redis
-from conftest import PASSWORD, REDIS_HOSTS, minion_settings, node_client, wait_for_minions
-from redis.cluster import ClusterNode, RedisCluster
+from lab.saltconf import minion_settings
+from support.cluster import cluster_client, cluster_info, cluster_ok, wait_aof_written, wait_cluster_ok
+from support.events import master_events
+from support.lab import REDIS_HOSTS, host_run, node_client, wait_for_minions
+from support.states import state_by_id, states_with_changes
+from support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def cluster_info(host):
-    return node_client(host).execute_command("CLUSTER", "INFO")
-
-
-def wait_cluster_ok(timeout=30):
-    """Earlier tests restart nodes; a restarted master rejoins its cluster within seconds."""
-    deadline = time.monotonic() + timeout
-    while not all("cluster_state:ok" in cluster_info(host) for host in REDIS_HOSTS):
-        assert time.monotonic() < deadline, {host: cluster_info(host).split()[0] for host in REDIS_HOSTS}
-        time.sleep(0.5)
-
-
 def test_one_apply_forms_a_healthy_cluster(first_apply, lab_hosts):
     assert first_apply.returncode == 0, first_apply.stdout
-    formed = [v for v in first_apply.data["it1"].values() if v["__id__"] == "redis-cluster-formed"][0]
+    formed = state_by_id(first_apply, "it1", "redis-cluster-formed")
     assert formed["changes"]["formed"]["actions"][:2] == ["it1 met it2", "it1 met it3"], formed
     wait_cluster_ok()
     for host in REDIS_HOSTS:
@@ -39,12 +29,7 @@ def test_one_apply_forms_a_healthy_cluster(first_apply, lab_hosts):
         assert "cluster_state:ok" in info
         assert "cluster_slots_assigned:16384" in info and "cluster_slots_ok:16384" in info
         assert "cluster_known_nodes:3" in info
-    check = subprocess.run(
-        lab_hosts[0].enter("it2", ["redis-cli", "--cluster", "check", f"{REDIS_HOSTS['it1']}:6379"]),
-        env={"REDISCLI_AUTH": PASSWORD, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-    )
+    check = host_run(lab_hosts[0], "it2", "redis-cli", "--cluster", "check", f"{REDIS_HOSTS['it1']}:6379", auth=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "[OK] All 16384 slots covered." in check.stdout
     assert "[OK] All nodes agree about slots configuration." in check.stdout
@@ -53,9 +38,7 @@ def test_one_apply_forms_a_healthy_cluster(first_apply, lab_hosts):
 
 
 def test_a_cluster_client_spreads_keys_over_every_master(first_apply):
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()], password=PASSWORD, socket_timeout=5
-    )
+    client = cluster_client(decode_responses=False)
     try:
         for number in range(1000):
             client.set(f"user:{number}", number)
@@ -66,7 +49,7 @@ def test_a_cluster_client_spreads_keys_over_every_master(first_apply):
 
 
 def test_a_cluster_reset_by_hand_is_planned_by_a_dry_run_and_formed_by_the_next_apply(
-    first_apply, salt_cli, salt_run_cli
+    first_apply, salt_cli, salt_master, event_listener
 ):
     for host in REDIS_HOSTS:
         node_client(host).flushall()
@@ -75,8 +58,7 @@ def test_a_cluster_reset_by_hand_is_planned_by_a_dry_run_and_formed_by_the_next_
 
     dry = salt_cli.run("state.apply", "redis", "test=True", minion_tgt="it*")
 
-    formed = {host: [v for v in dry.data[host].values() if v["__id__"] == "redis-cluster-formed"][0]
-              for host in REDIS_HOSTS}
+    formed = {host: state_by_id(dry, host, "redis-cluster-formed") for host in REDIS_HOSTS}
     assert formed["it1"]["result"] is None
     assert "it1 would form the cluster of it1, it2, it3: slots it1 0-5460; it2 5461-10922; it3 10923-16383" in (
         formed["it1"]["comment"]
@@ -84,30 +66,22 @@ def test_a_cluster_reset_by_hand_is_planned_by_a_dry_run_and_formed_by_the_next_
     assert formed["it2"]["comment"] == "it2 would join the cluster that it1 forms"
     assert all("cluster_known_nodes:1" in cluster_info(host) for host in REDIS_HOSTS)
 
-    # The master's event bus, as `salt-run state.event` shows it to an operator.
-    listener = subprocess.Popen(
-        salt_run_cli.cmdline("state.event", "redis/cluster/*", "count=1", "pretty=False"),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=salt_run_cli.environ,
-    )
-    time.sleep(2)  # subscribed before the apply
-    started = time.monotonic()
+    # The master's event bus (what `salt-run state.event` shows an operator).
+    fired_after, started = time.time(), time.monotonic()
     applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
 
     assert applied.returncode == 0, applied.stdout
-    try:
-        output = listener.communicate(timeout=30)[0]
-        tag, payload = next(line for line in output.splitlines() if "\t" in line).split("\t", 1)
-    finally:
-        listener.kill()
-    data = json.loads(payload)["data"]
+    events = master_events(event_listener, salt_master, "redis/cluster/*", fired_after, count=1, timeout=30)
+    assert events, "no redis/cluster/* event on the master's bus"
+    tag, data = events[0]
     assert tag == "redis/cluster/formed"
     assert sorted(data["nodes"]) == sorted(REDIS_HOSTS)
     assert data["slots"]["it1"] == [[0, 5460]]
-    assert "formed" in [v for v in applied.data["it1"].values() if v["__id__"] == "redis-cluster-formed"][0]["changes"]
-    assert all("cluster_state:ok" in cluster_info(host) for host in REDIS_HOSTS)
+    assert "formed" in state_by_id(applied, "it1", "redis-cluster-formed")["changes"]
+    assert cluster_ok()
     assert time.monotonic() - started < 60
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
-    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    assert states_with_changes(again) == []
 
 
 def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, salt_cli, lab_hosts):
@@ -117,20 +91,20 @@ def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, s
         node_client(host).execute_command("CLUSTER", "RESET", "HARD")
     stranger = ["redis-server", "--port", "6390", "--cluster-enabled", "yes", "--cluster-config-file",
                 "/tmp/stranger-nodes.conf", "--save", "", "--appendonly", "no", "--daemonize", "yes"]
-    subprocess.run(lab_hosts[0].enter("it3", stranger), check=True, capture_output=True)
+    host_run(lab_hosts[0], "it3", *stranger, check=True)
     node_client("it3").execute_command("CLUSTER", "MEET", REDIS_HOSTS["it3"], 6390)
     try:
         applied = salt_cli.run("state.apply", "redis", minion_tgt="it1")
-        states = {v["__id__"]: v for v in applied.data.values()}
-        assert states["redis-cluster-formed"]["result"] is False
-        assert "belongs to another cluster" in states["redis-cluster-formed"]["comment"]
-        assert "CLUSTER RESET" in states["redis-cluster-formed"]["comment"]
+        formed = state_by_id(applied, None, "redis-cluster-formed")
+        assert formed["result"] is False
+        assert "belongs to another cluster" in formed["comment"]
+        assert "CLUSTER RESET" in formed["comment"]
         assert all("cluster_slots_assigned:0" in cluster_info(host) for host in REDIS_HOSTS)
     finally:
-        subprocess.run(lab_hosts[0].enter("it3", ["redis-cli", "-p", "6390", "shutdown", "nosave"]))
+        host_run(lab_hosts[0], "it3", "redis-cli", "-p", "6390", "shutdown", "nosave")
         node_client("it3").execute_command("CLUSTER", "RESET", "HARD")
     assert salt_cli.run("state.apply", "redis", minion_tgt="it*").returncode == 0
-    assert all("cluster_state:ok" in cluster_info(host) for host in REDIS_HOSTS)
+    assert cluster_ok()
     with pytest.raises(redis.ResponseError):
         node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
 
@@ -142,31 +116,26 @@ def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_e
     `cluster_state:fail` while a master is down (cluster-require-full-coverage yes, the
     default), `ok` again by itself when it is back, no key lost, nothing for Salt to do."""
     assert node_client("it1").config_get("cluster-require-full-coverage") == {"cluster-require-full-coverage": "yes"}
-    writer = RedisCluster(
-        startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()], password=PASSWORD, socket_timeout=5
-    )
+    writer = cluster_client(decode_responses=False)
     for number in range(300):
         writer.set(f"item:{number}", number)
     writer.close()
     assert node_client("it2").dbsize() > 0
-    time.sleep(1.5)  # appendfsync everysec
+    wait_aof_written()  # appendfsync everysec
 
     lab_hosts[0].kill("it2")
-    deadline = time.monotonic() + 30
-    while "cluster_state:fail" not in cluster_info("it1"):
-        assert time.monotonic() < deadline, "the cluster never noticed it2 was gone"
-        time.sleep(0.5)
+    wait_until(lambda: "cluster_state:fail" in cluster_info("it1"), 30, "the cluster noticing it2 was gone")
     lab_hosts[0].boot("it2")
-    wait_cluster_ok(60)
+    wait_cluster_ok(timeout=60)
 
-    reader = RedisCluster(startup_nodes=[ClusterNode(REDIS_HOSTS["it1"], 6379)], password=PASSWORD, socket_timeout=5)
+    reader = cluster_client(["it1"], decode_responses=False)
     try:
         assert [reader.get(f"item:{n}") for n in range(300)] == [str(n).encode() for n in range(300)]
     finally:
         reader.close()
     wait_for_minions(salt_cli, ["it2"])
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
-    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    assert states_with_changes(again) == []
 
 
 def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
@@ -179,15 +148,13 @@ def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
     salt_master.salt_key_cli().run("-d", "it3", "-y")  # the rebuilt host's minion has a new key
     lab.rebuild("it3", lambda name, bridge: minion_settings(name, bridge, **ports))
     wait_for_minions(salt_cli, ["it3"])
-    deadline = time.monotonic() + 30  # the others notice the dead node (cluster-node-timeout 5 s)
-    while "cluster_state:fail" not in cluster_info("it1"):
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    # The others notice the dead node (cluster-node-timeout 5 s).
+    wait_until(lambda: "cluster_state:fail" in cluster_info("it1"), 30, "the cluster noticing it3's old node was gone")
 
     applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
 
     assert applied.returncode == 0, applied.stdout
-    formed = [v for v in applied.data["it1"].values() if v["__id__"] == "redis-cluster-formed"][0]
+    formed = state_by_id(applied, "it1", "redis-cluster-formed")
     assert formed["changes"]["formed"]["actions"][0].startswith(f"forgot the dead node {dead[:8]}")
     assert "it3 got slots 10923-16383" in formed["changes"]["formed"]["actions"]
     assert "WARNING: slots 10923-16383 on it3 are EMPTY" in formed["comment"]
@@ -195,7 +162,7 @@ def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
     assert dead not in node_client("it1").execute_command("CLUSTER", "NODES")
     assert node_client("it3").execute_command("CLUSTER", "COUNTKEYSINSLOT", 12000) == 0
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
-    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    assert states_with_changes(again) == []
 
 
 def test_the_orchestrated_rollout_on_a_healthy_cluster_changes_and_restarts_nothing(first_apply, salt_run_cli):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import PASSWORD, ROOT
+from support.lab import PASSWORD, ROOT
 
 pytestmark = pytest.mark.integration
 

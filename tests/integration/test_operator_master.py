@@ -4,19 +4,19 @@ and pillar keep working beside ours, a broken YAML stops only the Redis states, 
 first dry run on a minion that never had our modules says what to do.
 """
 
-import subprocess
-
 import pytest
 import yaml
-from conftest import (
+from support.lab import (
     OTHER_FORMULA_GREETING,
     PLAIN_HOST,
     REDIS_HOSTS,
     assert_no_password,
     deployment,
     host_file,
+    host_run,
     node_client,
 )
+from support.states import failed_comments
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def test_the_masters_own_states_and_ours_both_apply(first_apply, salt_cli, lab_h
 
     assert web.returncode == 0, web.stdout
     for host in [*REDIS_HOSTS, PLAIN_HOST[0]]:
-        assert host_file(lab_hosts, host, "/etc/motd-web").read_text().strip() == OTHER_FORMULA_GREETING
+        assert host_file(lab_hosts[0], host, "/etc/motd-web").read_text().strip() == OTHER_FORMULA_GREETING
     assert first_apply.returncode == 0
 
 
@@ -36,14 +36,14 @@ def test_a_broken_yaml_stops_only_the_redis_states(
     broken = deployment()
     broken["nodes"]["controllers"][1]["ip_address"] = REDIS_HOSTS["it1"]
     deployment_file.write_text(yaml.safe_dump(broken))
-    host_file(lab_hosts, "it2", "/etc/motd-web").unlink(missing_ok=True)
+    host_file(lab_hosts[0], "it2", "/etc/motd-web").unlink(missing_ok=True)
     run_id = node_client("it2").info("server")["run_id"]
 
     web = salt_cli.run("state.apply", "web", minion_tgt="it2")
     ours = salt_cli.run("state.apply", "redis", minion_tgt="it2")
 
     assert web.returncode == 0, web.stdout
-    assert host_file(lab_hosts, "it2", "/etc/motd-web").read_text().strip() == OTHER_FORMULA_GREETING
+    assert host_file(lab_hosts[0], "it2", "/etc/motd-web").read_text().strip() == OTHER_FORMULA_GREETING
     assert ours.returncode != 0
     failed = [v for v in ours.data.values() if v["result"] is False]
     assert [v["__id__"] for v in failed] == ["redis-deployment-pillar-is-usable"]
@@ -59,13 +59,13 @@ def test_a_broken_yaml_stops_only_the_redis_states(
 def test_a_first_dry_run_on_a_never_synced_minion_says_what_to_do(first_apply, salt_cli, lab_hosts):
     lab = lab_hosts[0]
     # As on a minion that never had a real apply: none of our modules in its cache.
-    subprocess.run(lab.enter("it1", ["rm", "-rf", "/var/cache/salt/minion/extmods"]), check=True)
+    host_run(lab, "it1", "rm", "-rf", "/var/cache/salt/minion/extmods", check=True)
     salt_cli.run("saltutil.refresh_modules", minion_tgt="it1")
 
     dry = salt_cli.run("state.apply", "redis", "test=True", minion_tgt="it1")
 
     assert dry.returncode != 0
-    failed = {v["__id__"]: v["comment"] for v in dry.data.values() if v["result"] is False}
+    failed = failed_comments(dry.data)
     assert list(failed) == ["redis-salt-modules-present"]
     assert "saltutil.sync_all" in failed["redis-salt-modules-present"]
     assert all(not v["changes"] for v in dry.data.values())

@@ -8,54 +8,31 @@ next apply changes nothing (Salt never moves roles back to the plan). Runs last:
 grows the session's lab to 7 hosts.
 """
 
-import json
-import subprocess
-import threading
 import time
 
 import pytest
-import redis
 import yaml
-from conftest import (
-    PASSWORD,
+from lab.hosts import read_hosts
+from lab.saltconf import minion_settings
+from support.cluster import ClusterWriter, cluster_client, cluster_info, cluster_ok
+from support.events import master_events
+from support.lab import (
     PLAIN_HOST,
     REDIS_HOSTS,
-    SUBNET,
+    SPARE_HOSTS,
     assert_no_password,
-    minion_settings,
-    read_hosts,
+    host_output,
+    node_client,
+    role,
     wait_for_minions,
 )
-from redis.cluster import ClusterNode, RedisCluster
+from support.states import state_by_id, states_with_changes
+from support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
-REPLICAS = {"it5": f"{SUBNET}.15", "it6": f"{SUBNET}.16", "it7": f"{SUBNET}.17"}
+REPLICAS = SPARE_HOSTS
 ALL_REDIS = {**REDIS_HOSTS, **REPLICAS}
-
-
-def client(host):
-    return redis.Redis(host=ALL_REDIS[host], port=6379, password=PASSWORD, socket_timeout=5, decode_responses=True)
-
-
-def role(host):
-    return client(host).info("replication")["role"]
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.5)
-
-
-def cluster_ok(hosts):
-    return all("cluster_state:ok" in client(h).execute_command("CLUSTER", "INFO") for h in hosts)
 
 
 def write_deployment(deployment_file, extra, **redis_settings):
@@ -69,46 +46,8 @@ def write_deployment(deployment_file, extra, **redis_settings):
     }))
 
 
-class Writer(threading.Thread):
-    """A cluster client writing keys one by one (it follows MOVED/ASK); any error it cannot retry is kept."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.cluster = RedisCluster(startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()],
-                                    password=PASSWORD, socket_timeout=5, decode_responses=True)
-        self.written, self.errors, self.stop = 0, [], threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                self.cluster.set(f"grow:{self.written}", self.written)
-                self.written += 1
-            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
-                self.errors.append(repr(exc))
-                return
-
-
-def bus_events(salt_run_cli, pattern, count):
-    """Start `salt-run state.event` (the master's bus as an operator sees it); read it with read_events."""
-    listener = subprocess.Popen(
-        salt_run_cli.cmdline("state.event", pattern, f"count={count}", "pretty=False"),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=salt_run_cli.environ,
-    )
-    time.sleep(2)  # subscribed before anything fires
-    return listener
-
-
-def read_events(listener, timeout=60):
-    try:
-        output = listener.communicate(timeout=timeout)[0]
-    finally:
-        listener.kill()
-    return [(tag, json.loads(payload)["data"]) for tag, payload in
-            (line.split("\t", 1) for line in output.splitlines() if "\t" in line)]
-
-
 def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out(
-    first_apply, salt_master, salt_cli, salt_run_cli, lab_hosts, deployment_file
+    first_apply, salt_master, salt_cli, salt_run_cli, lab_hosts, deployment_file, event_listener
 ):
     lab = lab_hosts[0]
     assert first_apply.returncode == 0
@@ -116,17 +55,15 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
     lab.ensure_hosts(read_hosts(deployment_file), lambda name, bridge: minion_settings(name, bridge, **ports))
     wait_for_minions(salt_cli, ["it5"])
-    listener = bus_events(salt_run_cli, "redis/cluster/*", 2)
-    writer = Writer()
+    fired_after = time.time()
+    writer = ClusterWriter("grow")
     writer.start()
 
     grown = salt_cli.run("state.apply", "redis", minion_tgt="*")
-    writer.stop.set()
-    writer.join(10)
+    writer.finish()
 
     assert grown.returncode == 0, grown.stdout
-    formed = {host: [v for v in grown.data[host].values() if v["__id__"] == "redis-cluster-formed"][0]
-              for host in ("it1", "it5")}
+    formed = {host: state_by_id(grown, host, "redis-cluster-formed") for host in ("it1", "it5")}
     assert formed["it1"]["comment"].startswith("grew the cluster of it1, it2, it3, it5"), formed["it1"]["comment"]
     # it1 reports the change; it5 may find itself met already when its own state runs.
     assert formed["it5"]["result"] is True and "cluster formed by it1" in formed["it5"]["comment"]
@@ -134,24 +71,20 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     assert role("it5") == "master"
     owned = sum(last - first + 1 for first, last in redis_view_slots("it5"))
     assert 4096 - 200 <= owned <= 4096 + 200
-    events = read_events(listener)
+    events = master_events(event_listener, salt_master, "redis/cluster/*", fired_after, count=2, timeout=60)
     assert [tag for tag, _ in events] == ["redis/cluster/node-added", "redis/cluster/rebalanced"]
     assert events[0][1]["host"] == "it5" and events[1][1]["slots_moved_to"] == {"it5": owned}
-    reader = RedisCluster(startup_nodes=[ClusterNode(REDIS_HOSTS["it2"], 6379)], password=PASSWORD,
-                          decode_responses=True)
-    assert reader.mget_nonatomic([f"grow:{n}" for n in range(writer.written)]) == [
-        str(n) for n in range(writer.written)]
-    reader.close()
+    assert writer.read_back("it2") == writer.acknowledged()
 
     # The YAML drops it5: a state run refuses on every staying node and names the runner.
     write_deployment(deployment_file, {"it5": False})
     refused = salt_cli.run("state.apply", "redis", minion_tgt="it[1-3]")
     assert refused.returncode != 0
     for host in REDIS_HOSTS:
-        state = [v for v in refused.data[host].values() if v["__id__"] == "redis-cluster-formed"][0]
+        state = state_by_id(refused, host, "redis-cluster-formed")
         assert state["result"] is False
         assert f"salt-run redis_cluster.remove_node node={REPLICAS['it5']}" in state["comment"]
-    assert "cluster_known_nodes:4" in client("it1").execute_command("CLUSTER", "INFO")
+    assert "cluster_known_nodes:4" in cluster_info("it1")
 
     removed = salt_run_cli.run("redis_cluster.remove_node", "node=it5")
 
@@ -162,18 +95,12 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     assert removed.data["keys_before"] == removed.data["keys_after"] >= writer.written
     assert "it5: redis-server stopped and disabled" in removed.data["actions"]
     wait_until(lambda: cluster_ok(REDIS_HOSTS), 30, "cluster ok on 3 nodes")
-    assert "cluster_known_nodes:3" in client("it1").execute_command("CLUSTER", "INFO")
-    state = subprocess.run(lab.enter("it5", ["systemctl", "is-active", "redis-server"]),
-                           capture_output=True, text=True, check=False)
-    assert state.stdout.strip() == "inactive"
-    reader = RedisCluster(startup_nodes=[ClusterNode(REDIS_HOSTS["it2"], 6379)], password=PASSWORD,
-                          decode_responses=True)
-    assert reader.mget_nonatomic([f"grow:{n}" for n in range(writer.written)]) == [
-        str(n) for n in range(writer.written)]
-    reader.close()
+    assert "cluster_known_nodes:3" in cluster_info("it1")
+    assert host_output(lab, "it5", "systemctl", "is-active", "redis-server") == "inactive"
+    assert writer.read_back("it2") == writer.acknowledged()
     again = salt_cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
-    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    assert states_with_changes(again) == []
     twice = salt_run_cli.run("redis_cluster.remove_node", "node=it5")
     assert twice.returncode == 0 and "nothing to do" in twice.data["comment"]
 
@@ -184,7 +111,7 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
 
 def redis_view_slots(host):
     """The slot ranges ``host`` serves, from its own CLUSTER NODES line."""
-    line = next(line for line in client(host).execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
+    line = next(line for line in node_client(host).execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
     ranges = []
     for item in line.split()[8:]:
         if not item.startswith("["):
@@ -196,14 +123,8 @@ def redis_view_slots(host):
 @pytest.fixture(scope="module")
 def six_node_cluster(first_apply, salt_master, salt_cli, lab_hosts, deployment_file):
     lab, _, _ = lab_hosts
-    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in REDIS_HOSTS.items()]
-    controllers.append({"hostname": PLAIN_HOST[0], "ip_address": PLAIN_HOST[1], "services": {"redis": False}})
-    controllers += [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in REPLICAS.items()]
-    deployment_file.write_text(yaml.safe_dump({
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "replicas_per_master": 1,
-                            "cluster_node_timeout_ms": 2000}},
-        "nodes": {"controllers": controllers},
-    }))
+    write_deployment(deployment_file, dict.fromkeys(REPLICAS, True), replicas_per_master=1,
+                     cluster_node_timeout_ms=2000)
     ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
     lab.ensure_hosts(read_hosts(deployment_file), lambda name, bridge: minion_settings(name, bridge, **ports))
     wait_for_minions(salt_cli, list(REPLICAS))
@@ -215,19 +136,18 @@ def test_bare_hosts_join_the_running_cluster_as_the_plans_replicas(six_node_clus
     assert six_node_cluster.returncode == 0, six_node_cluster.stdout
     wait_until(lambda: cluster_ok(ALL_REDIS), 30, "cluster ok on 6 nodes")
     for replica, master in zip(REPLICAS, REDIS_HOSTS):
-        replication = client(replica).info("replication")
+        replication = node_client(replica).info("replication")
         assert replication["role"] == "slave"
         assert replication["master_host"] == REDIS_HOSTS[master]
         # The first full sync takes a moment after CLUSTER REPLICATE.
-        wait_until(lambda: client(replica).info("replication")["master_link_status"] == "up", 30,
+        wait_until(lambda: node_client(replica).info("replication")["master_link_status"] == "up", 30,
                    f"{replica}'s link to {master} up")
-    assert "cluster_known_nodes:6" in client("it1").execute_command("CLUSTER", "INFO")
+    assert "cluster_known_nodes:6" in cluster_info("it1")
 
 
 def test_a_dead_masters_replica_takes_over_and_nothing_is_reverted(six_node_cluster, lab_hosts, salt_cli):
     lab = lab_hosts[0]
-    writer = RedisCluster(startup_nodes=[ClusterNode(ip, 6379) for ip in REDIS_HOSTS.values()],
-                          password=PASSWORD, socket_timeout=5)
+    writer = cluster_client(decode_responses=False)
     acknowledged = []
     for number in range(300):
         key = f"order:{number}"
@@ -242,20 +162,20 @@ def test_a_dead_masters_replica_takes_over_and_nothing_is_reverted(six_node_clus
     lab.kill("it1")
     wait_until(lambda: role("it5") == "master", 60, "it5 promoted")
     wait_until(lambda: cluster_ok([h for h in ALL_REDIS if h != "it1"]), 60, "cluster ok without it1")
-    reader = RedisCluster(startup_nodes=[ClusterNode(ALL_REDIS["it2"], 6379)], password=PASSWORD, socket_timeout=5)
+    reader = cluster_client(["it2"], decode_responses=False)
     assert [reader.get(key) for key in acknowledged] == [str(k.split(":")[1]).encode() for k in acknowledged]
     reader.close()
 
     lab.boot("it1")
     wait_for_minions(salt_cli, ["it1"])
-    wait_until(lambda: role("it1") == "slave" and client("it1").info("replication")["master_host"]
+    wait_until(lambda: role("it1") == "slave" and node_client("it1").info("replication")["master_host"]
                == ALL_REDIS["it5"], 60, "it1 back as a replica of it5")
     wait_until(lambda: cluster_ok(ALL_REDIS), 30, "cluster ok on 6 nodes")
 
     again = salt_cli.run("state.apply", "redis", minion_tgt="*")
 
     assert again.returncode == 0, again.stdout
-    assert [v["__id__"] for states in again.data.values() for v in states.values() if v["changes"]] == []
+    assert states_with_changes(again) == []
     assert role("it1") == "slave" and role("it5") == "master"
 
 

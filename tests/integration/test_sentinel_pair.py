@@ -9,18 +9,28 @@ shows what `min_replicas_to_write` decides.
 """
 
 import json
-import os
 import shutil
-import subprocess
 import time
 
 import pytest
 import redis
 import yaml
-from conftest import PASSWORD, assert_no_password, minion_settings, read_hosts, wait_for_minions
-from lab.hosts import Lab
-from lab.saltconf import master_settings
+from lab.hosts import Lab, read_hosts
+from lab.saltconf import master_settings, minion_settings
 from redis.sentinel import Sentinel
+from support.events import master_events
+from support.lab import (
+    PASSWORD,
+    ROOT,
+    SENTINEL_PORT,
+    assert_no_password,
+    host_output,
+    host_run,
+    redis_client,
+    wait_for_minions,
+)
+from support.states import changed_ids, state_by_id, states_with_changes
+from support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +38,6 @@ SUBNET = "10.213.13"
 SERVERS = {"st1": f"{SUBNET}.11", "st2": f"{SUBNET}.12"}
 WITNESS = ("st3", f"{SUBNET}.13")
 ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def deployment(redis_settings=None, **sentinel):
@@ -56,7 +65,7 @@ def sentinel_lab(tmp_path_factory):
 def sentinel_master(salt_factories, sentinel_lab):
     lab, bridge_ip, config = sentinel_lab
     pillar_root = config.parent / "pillar"
-    shutil.copytree(os.path.join(ROOT, "pillar"), pillar_root)
+    shutil.copytree(ROOT / "pillar", pillar_root)
     factory = salt_factories.salt_master_daemon("st-master", overrides=master_settings(bridge_ip, config, pillar_root))
     factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
     with factory.started(start_timeout=120):
@@ -74,54 +83,26 @@ def cli(sentinel_master, sentinel_lab):
 
 
 @pytest.fixture(scope="module")
-def run_cli(sentinel_master):
-    salt_run = sentinel_master.salt_run_cli(timeout=120)
-    salt_run.environ = dict(salt_run.environ, REDIS_PASSWORD=PASSWORD)
-    return salt_run
-
-
-@pytest.fixture(scope="module")
 def first_apply(cli):
     return cli.run("state.apply", "redis", minion_tgt="*")
 
 
 def server(host):
-    return redis.Redis(host=ALL[host], port=6379, password=PASSWORD, socket_timeout=3, decode_responses=True)
+    return redis_client(ALL[host], timeout=3)
 
 
 def sentinel(host, password=PASSWORD):
-    return redis.Redis(host=ALL[host], port=26379, password=password, socket_timeout=3, decode_responses=True)
+    return redis_client(ALL[host], SENTINEL_PORT, password=password, timeout=3)
 
 
 def sentinel_client():
-    return Sentinel([(ip, 26379) for ip in ALL.values()], socket_timeout=3,
+    return Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], socket_timeout=3,
                     sentinel_kwargs={"password": PASSWORD, "socket_timeout": 3}, password=PASSWORD,
                     decode_responses=True)
 
 
 def master_seen_by(host):
     return sentinel(host).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0]
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return time.monotonic()
-        except (redis.RedisError, OSError):
-            pass
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.3)
-
-
-def changed_states(applied):
-    return [(minion, v["__id__"]) for minion, states in applied.data.items() for v in states.values() if v["changes"]]
-
-
-def in_host(lab, host, *argv):
-    return subprocess.run(lab.enter(host, argv), capture_output=True, text=True, check=False,
-                          env=dict(os.environ, REDISCLI_AUTH=PASSWORD))
 
 
 def current_master():
@@ -143,13 +124,13 @@ def test_bare_hosts_get_a_replicating_pair_and_three_sentinels_that_agree(first_
     client.set("pair:hello", "world")
     assert sentinel_client().slave_for("mymaster").get("pair:hello") in ("world", None)
     assert client.get("pair:hello") == "world"
-    assert in_host(sentinel_lab[0], "st3", "systemctl", "is-active", "redis-server").stdout.strip() != "active"
+    assert host_output(sentinel_lab[0], "st3", "systemctl", "is-active", "redis-server") != "active"
     status = cli.run("redis_cluster.status", minion_tgt="st3")
     assert status.data["sentinel"]["master"] == f"{SERVERS['st1']}:6379", status.data
 
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
-    assert changed_states(again) == []
+    assert states_with_changes(again) == []
 
 
 def test_a_changed_down_after_reaches_every_sentinel_without_a_restart(first_apply, cli, sentinel_lab):
@@ -166,7 +147,7 @@ def test_a_changed_down_after_reaches_every_sentinel_without_a_restart(first_app
         assert master["down-after-milliseconds"] == "3000", host
     assert {h: sentinel(h).info("server")["run_id"] for h in ALL} == sentinel_runs
     assert {h: server(h).info("server")["run_id"] for h in SERVERS} == server_runs
-    assert changed_states(cli.run("state.apply", "redis", minion_tgt="*")) == []
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
     config.write_text(yaml.safe_dump(deployment()))
     assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
 
@@ -180,41 +161,33 @@ def acknowledged_writes(prefix, count=50):
 
 
 def test_a_stopped_master_server_fails_over_with_one_event_and_is_never_reverted(
-    first_apply, cli, run_cli, sentinel_lab
+    first_apply, cli, sentinel_master, sentinel_lab, event_listener
 ):
     lab = sentinel_lab[0]
     old = current_master()
     new = next(h for h in SERVERS if h != old)
     keys = acknowledged_writes("stopped")
-    listener = subprocess.Popen(
-        run_cli.cmdline("state.event", "redis/sentinel/switch-master", "count=2", "pretty=False"),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=run_cli.environ,
-    )
-    time.sleep(2)
-    stopped = time.monotonic()
-    assert in_host(lab, old, "systemctl", "stop", "redis-server").returncode == 0
+    fired_after, stopped = time.time(), time.monotonic()
+    assert host_run(lab, old, "systemctl", "stop", "redis-server").returncode == 0
 
     promoted = wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
     client = sentinel_client().master_for("mymaster")
     wait_until(lambda: client.set("after:stop", "ok"), 30, "a write through the Sentinel client")
     assert promoted - stopped < 60
     assert [client.get(k) for k in keys] == [str(n) for n in range(len(keys))]
-    try:
-        output = listener.communicate(timeout=20)[0]
-    except subprocess.TimeoutExpired:
-        listener.kill()
-        output = listener.communicate()[0]
-    events = [json.loads(line.split("\t", 1)[1])["data"] for line in output.splitlines() if "\t" in line]
+    # Up to 20 s for a second one, as `salt-run state.event TAG count=2` would wait.
+    events = [data for _, data in master_events(event_listener, sentinel_master, "redis/sentinel/switch-master",
+                                                fired_after, count=2, timeout=20)]
     assert len(events) == 1, events  # one per failover, not one per Sentinel
     assert SERVERS[new] in json.dumps(events[0]) and SERVERS[old] in json.dumps(events[0])
 
-    assert in_host(lab, old, "systemctl", "start", "redis-server").returncode == 0
+    assert host_run(lab, old, "systemctl", "start", "redis-server").returncode == 0
     wait_until(lambda: server(old).info("replication")["role"] == "slave"
                and server(old).info("replication")["master_link_status"] == "up", 60, f"{old} back as a replica")
     new_run = server(new).info("server")["run_id"]
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
-    assert changed_states(again) == []
+    assert states_with_changes(again) == []
     assert server(new).info("server")["run_id"] == new_run and current_master() == new
     assert all(master_seen_by(h) == SERVERS[new] for h in ALL)
 
@@ -238,13 +211,13 @@ def test_the_master_host_dies_and_the_witness_makes_the_failover_possible(first_
     new_run = server(new).info("server")["run_id"]
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
-    assert changed_states(again) == []
+    assert states_with_changes(again) == []
     assert server(new).info("server")["run_id"] == new_run and current_master() == new
 
 
 def write_on_isolated(lab, host, key):
     """A client on the isolated host itself (the test cannot reach it any more)."""
-    return in_host(lab, host, "redis-cli", "-h", "127.0.0.1", "SET", key, "1").stdout.strip()
+    return host_output(lab, host, "redis-cli", "-h", "127.0.0.1", "SET", key, "1", auth=True)
 
 
 def partition_until_failover(lab, old, new):
@@ -297,13 +270,13 @@ def test_a_pair_whose_yaml_grows_into_a_cluster_is_refused_and_nothing_changes(f
 
         assert refused.returncode != 0
         for host in SERVERS:
-            kept = [v for v in refused.data[host].values() if v["__id__"] == "redis-deployment-shape-kept"][0]
+            kept = state_by_id(refused, host, "redis-deployment-shape-kept")
             assert kept["result"] is False
             assert "master/replica pair" in kept["comment"] and "mode: sentinel" in kept["comment"]
-            assert not [v["__id__"] for v in refused.data[host].values() if v["changes"]]
+            assert not changed_ids(refused.data[host])
         assert {h: server(h).info("server")["run_id"] for h in SERVERS} == runs
         assert current_master() == master and server(master).info("replication")["connected_slaves"] == 1
         assert server(master).info("cluster")["cluster_enabled"] == 0
     finally:
         config.write_text(yaml.safe_dump(deployment()))
-    assert changed_states(cli.run("state.apply", "redis", minion_tgt="*")) == []
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []

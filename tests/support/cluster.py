@@ -1,0 +1,107 @@
+"""Redis Cluster helpers: clients, health, a writer thread that keeps what the cluster
+acknowledged, and the AOF having what a node acknowledged."""
+
+import threading
+
+from redis.cluster import ClusterNode, RedisCluster
+
+from support.lab import ADDRESSES, PASSWORD, REDIS_HOSTS, REDIS_PORT, node_client
+from support.waits import wait_until
+
+
+def cluster_client(hosts=REDIS_HOSTS, decode_responses=True, socket_timeout=5, addresses=ADDRESSES):
+    """A cluster client (it follows MOVED/ASK) that starts from the servers of ``hosts``
+    (``addresses``: {host: IP} of a lab of a test's own; the session lab's by default)."""
+    return RedisCluster(
+        startup_nodes=[ClusterNode(addresses[host], REDIS_PORT) for host in hosts],
+        password=PASSWORD,
+        socket_timeout=socket_timeout,
+        decode_responses=decode_responses,
+    )
+
+
+def cluster_info(host):
+    """``CLUSTER INFO`` of ``host``'s server, as text."""
+    return node_client(host).execute_command("CLUSTER", "INFO")
+
+
+def cluster_ok(hosts=REDIS_HOSTS):
+    """Every server of ``hosts`` says ``cluster_state:ok``."""
+    return all("cluster_state:ok" in cluster_info(host) for host in hosts)
+
+
+def cluster_states(hosts=REDIS_HOSTS):
+    """``{host: its cluster_state line, or the error asking for it}``: what a failed wait shows."""
+    states = {}
+    for host in hosts:
+        try:
+            states[host] = cluster_info(host).split()[0]
+        except Exception as exc:  # noqa: BLE001 - shown, not handled
+            states[host] = repr(exc)
+    return states
+
+
+def wait_cluster_ok(hosts=REDIS_HOSTS, timeout=30):
+    """Until every server of ``hosts`` says ``cluster_state:ok`` (earlier tests restart nodes;
+    a restarted master rejoins its cluster within seconds)."""
+    hosts = list(hosts)
+    wait_until(lambda: cluster_ok(hosts), timeout, lambda: f"cluster_state:ok on {hosts}: {cluster_states(hosts)}")
+
+
+def wait_aof_written(hosts=REDIS_HOSTS, timeout=10):
+    """Until every server of ``hosts`` has written what it acknowledged to its append-only file:
+    nothing left in its AOF buffer (``appendfsync everysec`` holds writes back while an fsync
+    runs) and no fsync pending. A lab power cut kills the host's processes, not the machine's
+    page cache: what the server wrote survives it."""
+
+    def written():
+        for host in hosts:
+            persistence = node_client(host).info("persistence")
+            if persistence["aof_buffer_length"] or persistence["aof_pending_bio_fsync"]:
+                return False
+        return True
+
+    wait_until(written, timeout, f"the AOF of {list(hosts)} has every acknowledged write")
+
+
+class ClusterWriter(threading.Thread):
+    """A cluster client writing ``{prefix}:{n}`` = n, one key after the other, until
+    :meth:`finish`. ``written`` counts the writes the cluster acknowledged; the first error the
+    client could not retry ends the thread and is kept in ``errors``. ``hosts`` and
+    ``addresses`` as for :func:`cluster_client`."""
+
+    def __init__(self, prefix, hosts=REDIS_HOSTS, addresses=ADDRESSES):
+        super().__init__(daemon=True)
+        self.prefix, self.addresses = prefix, addresses
+        self.cluster = cluster_client(hosts, addresses=addresses)
+        self.written, self.errors, self._stop_event = 0, [], threading.Event()
+
+    def run(self):
+        while not self._stop_event.is_set():
+            try:
+                self.cluster.set(f"{self.prefix}:{self.written}", self.written)
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
+                self.errors.append(repr(exc))
+                return
+
+    def finish(self, timeout=10):
+        """Stop writing, and wait for the write under way (up to ``timeout`` seconds)."""
+        self._stop_event.set()
+        self.join(timeout)
+        if not self.is_alive():
+            self.cluster.close()
+
+    def acknowledged(self):
+        """``{key: value}`` of every write the cluster acknowledged."""
+        return {f"{self.prefix}:{number}": str(number) for number in range(self.written)}
+
+    def read_back(self, host):
+        """``{key: value}`` of the acknowledged keys as a new client, starting from ``host``'s
+        server, reads them now (None for a key that is gone)."""
+        keys = list(self.acknowledged())
+        reader = cluster_client([host], addresses=self.addresses)
+        try:
+            return dict(zip(keys, reader.mget_nonatomic(keys)))
+        finally:
+            reader.close()
