@@ -17,6 +17,9 @@ redis-cluster-guard-installed:
     - source: salt://{{ tplroot }}/files/redis-cluster-guard
     - mode: "0755"
     - makedirs: True
+    {#- Not on a Sentinel pair whose YAML now says cluster: shape_kept refuses that switch. #}
+    - require:
+      - redis_cluster: redis-deployment-shape-kept
 {%-   if supervised_by_systemd %}
 
 redis-server-guarded-at-start:

@@ -12,15 +12,14 @@ closed and resumed by the next apply, every acknowledged key kept.
 
 import shutil
 import subprocess
-import threading
 
 import pytest
 import yaml
 from lab.hosts import Lab, read_hosts
 from lab.saltconf import master_settings, minion_settings
-from redis.cluster import ClusterNode, RedisCluster
-from support.lab import PASSWORD, ROOT, assert_no_password, redis_client, wait_for_minions
-from support.states import states_with_changes
+from support.cluster import ClusterWriter, cluster_client
+from support.lab import PASSWORD, ROOT, assert_no_password, host_output, host_run, redis_client, wait_for_minions
+from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
 
 pytestmark = pytest.mark.integration
@@ -104,8 +103,7 @@ def shape(hosts):
 
 def cluster_check(lab, host):
     """`redis-cli --cluster check` as an operator runs it on a host: (exit code, output)."""
-    done = subprocess.run(lab.enter(host, ["env", f"REDISCLI_AUTH={PASSWORD}", "redis-cli", "--cluster", "check",
-                                           f"{ALL[host]}:6379"]), capture_output=True, text=True, check=False)
+    done = host_run(lab, host, "redis-cli", "--cluster", "check", f"{ALL[host]}:6379", auth=True)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -148,7 +146,7 @@ def test_a_replica_reset_by_hand_is_taken_back_by_the_next_apply(first_apply, cl
     repaired = cli.run("state.apply", "redis", minion_tgt="*")
 
     assert repaired.returncode == 0, repaired.stdout
-    formed = [state for state in repaired.data["cs1"].values() if state["__id__"] == "redis-cluster-formed"][0]
+    formed = state_by_id(repaired, "cs1", "redis-cluster-formed")
     assert "cs5 replicates cs2" in formed["comment"], formed["comment"]
     wait_until(lambda: healthy(FIRST_SIX), 30, "cluster ok on 6 nodes")
     assert shape(FIRST_SIX)["cs5"] == ("replica", "cs2")
@@ -159,7 +157,7 @@ def test_a_master_that_lost_its_data_dir_never_starts_bare_and_its_replica_keeps
     first_apply, cli, shape_lab
 ):
     lab = shape_lab[0]
-    cluster = RedisCluster(startup_nodes=[ClusterNode(ALL["cs1"], 6379)], password=PASSWORD, socket_timeout=5)
+    cluster = cluster_client(["cs1"], decode_responses=False, addresses=ALL)
     acknowledged = []
     for number in range(600):
         key = f"order:{number}"
@@ -178,53 +176,30 @@ def test_a_master_that_lost_its_data_dir_never_starts_bare_and_its_replica_keeps
     lab.boot("cs2")
     wait_for_minions(cli, ["cs2"])
     # The guard keeps Redis down at boot: nothing at cs2's address for cs5 to copy.
-    unit = subprocess.run(lab.enter("cs2", ["systemctl", "is-active", "redis-server"]), capture_output=True,
-                          text=True, check=False)
-    assert unit.stdout.strip() != "active"
+    assert host_output(lab, "cs2", "systemctl", "is-active", "redis-server") != "active"
     wait_until(lambda: server("cs5").info("replication")["role"] == "master", 60, "cs5 took over")
 
     applied = cli.run("state.apply", "redis", minion_tgt="*")
 
     assert applied.returncode == 0, applied.stdout
-    handed = [s for s in applied.data["cs2"].values() if s["__id__"] == "redis-cluster-predecessor-handed-over"][0]
+    handed = state_by_id(applied, "cs2", "redis-cluster-predecessor-handed-over")
     assert "it may start bare" in handed["comment"], handed["comment"]
-    formed = [s for s in applied.data["cs1"].values() if s["__id__"] == "redis-cluster-formed"][0]
+    formed = state_by_id(applied, "cs1", "redis-cluster-formed")
     assert "cs2 replicates cs5" in formed["comment"] and "EMPTY" not in formed["comment"], formed["comment"]
     wait_until(lambda: healthy(FIRST_SIX), 30, "cluster ok on 6 nodes")
     assert shape(FIRST_SIX)["cs2"] == ("replica", "cs5")
-    reader = RedisCluster(startup_nodes=[ClusterNode(ALL["cs3"], 6379)], password=PASSWORD, socket_timeout=5,
-                          decode_responses=True)
+    reader = cluster_client(["cs3"], addresses=ALL)
     assert [reader.get(key) for key in acknowledged] == [key.split(":")[1] for key in acknowledged]
     reader.close()
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
 
 
-class Writer(threading.Thread):
-    """A cluster client writing keys one by one (it follows MOVED/ASK); the first error it
-    could not retry ends it. ``written`` counts what the cluster acknowledged."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.cluster = RedisCluster(startup_nodes=[ClusterNode(ALL[h], 6379) for h in FIRST_SIX],
-                                    password=PASSWORD, socket_timeout=5, decode_responses=True)
-        self.written, self.errors, self.stop = 0, [], threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                self.cluster.set(f"grow:{self.written}", self.written)
-                self.written += 1
-            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
-                self.errors.append(repr(exc))
-                return
-
-
 def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converges_with_every_key(
     first_apply, cli, shape_lab, shape_master
 ):
     lab, _, config = shape_lab
-    bulk = RedisCluster(startup_nodes=[ClusterNode(ALL["cs1"], 6379)], password=PASSWORD, socket_timeout=10)
+    bulk = cluster_client(["cs1"], socket_timeout=10, addresses=ALL)
     for batch in range(20):  # enough keys that the rebalance takes a while
         pipe = bulk.pipeline()
         for number in range(batch * 5000, (batch + 1) * 5000):
@@ -234,7 +209,7 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
     config.write_text(yaml.safe_dump(deployment(ALL)))
     boot_hosts(lab, shape_master, config)
     wait_for_minions(cli, list(GROWTH))
-    writer = Writer()
+    writer = ClusterWriter("grow", FIRST_SIX, addresses=ALL)
     writer.start()
 
     job = subprocess.Popen(cli.cmdline("state.apply", "redis", minion_tgt="*"), stdout=subprocess.DEVNULL,
@@ -245,15 +220,14 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
                    if "myself" in line)
 
     wait_until(slot_open, 120, "the rebalance opened a slot")
-    subprocess.run(lab.enter("cs1", ["pkill", "-9", "-x", "redis-cli"]), check=False)  # killed mid-slot
+    host_run(lab, "cs1", "pkill", "-9", "-x", "redis-cli")  # killed mid-slot
     job.wait(timeout=600)
 
     resumed = cli.run("state.apply", "redis", minion_tgt="*")
-    writer.stop.set()
-    writer.join(10)
+    writer.finish()
 
     assert resumed.returncode == 0, resumed.stdout
-    formed = [s for s in resumed.data["cs1"].values() if s["__id__"] == "redis-cluster-formed"][0]
+    formed = state_by_id(resumed, "cs1", "redis-cluster-formed")
     assert "resumed the rebalance onto" in formed["comment"], formed["comment"]
     wait_until(lambda: healthy(ALL), 60, "cluster ok on 8 nodes")
     grown = shape(ALL)
@@ -262,12 +236,8 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
     replicas_of = [role[1] for role in grown.values() if role[0] == "replica"]
     assert sorted(replicas_of) == masters, grown  # one replica each
     assert writer.errors == [] and writer.written > 100
-    reader = RedisCluster(startup_nodes=[ClusterNode(ALL["cs3"], 6379)], password=PASSWORD,
-                          decode_responses=True)
-    keys = [f"grow:{n}" for n in range(writer.written)]
-    assert reader.mget_nonatomic(keys) == [str(n) for n in range(writer.written)]
+    assert writer.read_back("cs3") == writer.acknowledged()
     assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600
-    reader.close()
     code, output = cluster_check(lab, "cs1")
     assert code == 0 and "[WARNING]" not in output, output
     again = cli.run("state.apply", "redis", minion_tgt="*")
