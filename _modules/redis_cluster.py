@@ -373,7 +373,8 @@ def cluster_view(host=None, port=None):
     What a node of the deployment (default: this one) says about its Redis Cluster:
     ``state`` (``ok``/``fail``), ``slots_assigned``, ``known_nodes``, its ``id``,
     ``role`` (master/replica) and ``master``, its ``slots``, every node it knows, open
-    (migrating/importing) slots, failing nodes, its number of keys, ``shape`` (the replica
+    (migrating/importing) slots, failing nodes, its number of keys, ``rebalance_pending``
+    (hosts of a rebalance this minion started and did not finish), ``shape`` (the replica
     moves and new masters the plan still asks for) and ``healthy``: all 16384 slots
     assigned and ok, none open, no failing node, every peer of the deployment known, every
     master with ``replicas_per_master`` replicas where the nodes allow it, no slot-less
@@ -386,10 +387,14 @@ def cluster_view(host=None, port=None):
         salt '*' redis_cluster.cluster_view
     """
     try:
-        return _view(_client(port, host=host or "127.0.0.1"))
+        view = _view(_client(port, host=host or "127.0.0.1"))
     except redis.RedisError as exc:
         reason = __utils__["redis_common.error_text"](exc)
         raise CommandExecutionError(f"{host or 'this node'}: cannot read the cluster: {reason}") from None
+    # A rebalance this minion started and did not finish: its open slot shows only on the
+    # two nodes moving it, so the others would call the cluster healthy.
+    view["rebalance_pending"] = _rebalance_record() if not host else []
+    return view
 
 
 def cluster_plan():

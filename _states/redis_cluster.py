@@ -577,7 +577,7 @@ def formed(name, timeout=120, marker=None):
             f"{departed[0].split(' ')[0].rsplit(':', 1)[0]}`",
         )
         return ret
-    if view["healthy"]:
+    if view["healthy"] and not view.get("rebalance_pending"):
         ret["comment"] = (
             f"cluster ok: {view['known_nodes']} nodes, all {TOTAL_SLOTS} slots assigned; this node is a "
             f"{view['role']}" + (f" with slots {_ranges(view['slots'])}" if view["slots"] else "")
@@ -597,6 +597,10 @@ def formed(name, timeout=120, marker=None):
                 f"fewer than {wanted} replicas, else becomes a master and the slots are rebalanced onto it"
             )
             ret["changes"] = {"would_add": _newcomers(view, plan)}
+        elif me == initial and view.get("rebalance_pending"):
+            ret["comment"] = (f"{me} would close the slot an interrupted rebalance left open and resume it onto "
+                              f"{', '.join(view['rebalance_pending'])}")
+            ret["changes"] = {"would_resume_rebalance": view["rebalance_pending"]}
         elif me == initial and (view["shape"]["replicate"] or view["shape"]["new_masters"]):
             moves = view["shape"]["replicate"]
             ret["comment"] = (

@@ -228,6 +228,31 @@ def test_bad_yaml_fails_with_a_readable_error_and_changes_no_host(
     assert run_ids() == before
 
 
+@pytest.mark.parametrize(("redis_settings", "message"), [
+    ({"maxmemroy_percent": 50}, "cache.redis.maxmemroy_percent: unknown key; did you mean maxmemory_percent?"),
+    ({"backup": {"dir": "/var/lib/redis/backups"}},
+     "cache.redis.backup.dir: expected a directory outside Redis's data and configuration directories"),
+], ids=["typo", "backup-dir-in-data-dir"])
+def test_a_mistyped_key_or_a_backup_dir_among_live_files_stops_every_redis_state_first(
+    first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment, redis_settings, message
+):
+    before = run_ids()
+    settings_file = host_file(lab_hosts[0], "it2", "/etc/redis-salt/redis-server.conf")
+    mtime = settings_file.stat().st_mtime_ns
+    deployment_file.write_text(yaml.safe_dump(deployment(**redis_settings)))
+
+    result = salt_cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"{deployment_file}: {message}" in output
+    assert "Traceback" not in output
+    for host in REDIS_HOSTS:
+        assert changed_ids(result.data[host]) == []
+    assert settings_file.stat().st_mtime_ns == mtime
+    assert run_ids() == before
+
+
 def test_a_formed_cluster_is_not_switched_to_sentinel_mode(
     first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment
 ):
