@@ -5,14 +5,29 @@
     time, replicas before masters), then the cluster or the Sentinel pair formed from the
     initial master alone, then `redis` on every node of the deployment (Sentinels,
     backups, joins), then a check that every node is in the healthy deployment.
-    The nodes come from my_multihead_cluster.yaml (runner redis_deployment.shape). #}
+    The nodes come from my_multihead_cluster.yaml (runner redis_deployment.shape), each
+    targeted as its real minion (`minion`: the accepted key that is the controller, e.g.
+    server1.example.org for hostname server1), not as the YAML's `minion_id`. #}
 {%- set shape = salt["saltutil.runner"]("redis_deployment.shape") %}
-{%- set servers = shape.peers | map(attribute="minion_id") | list %}
-{%- set replicas = shape.peers | selectattr("hostname", "in", shape.replica_of) | map(attribute="minion_id") | list %}
+{%- set servers = shape.peers | map(attribute="minion") | list %}
+{%- set replicas = shape.peers | selectattr("hostname", "in", shape.replica_of) | map(attribute="minion") | list %}
 {%- set masters = servers | reject("in", replicas) | list %}
 {%- set sentinels = shape.controllers | selectattr("hostname", "in", shape.sentinel.get("witnesses", []))
-                                      | map(attribute="minion_id") | list %}
-{%- set initial = shape.initial_master.minion_id %}
+                                      | map(attribute="minion") | list %}
+{%- set initial = shape.initial_master.minion %}
+{#- A node without its minion (no accepted key, or an ambiguous one) would silently drop out
+    of every target list: stop before anything changes, saying which and why. #}
+{%- set unresolved = shape.controllers | selectattr("hostname", "in", shape.roles)
+                                       | selectattr("minion_problem") | map(attribute="minion_problem") | list %}
+{%- if unresolved %}
+
+redis-every-node-has-its-minion:
+  test.configurable_test_state:
+    - changes: False
+    - result: False
+    - allow_test_mode_failure: True  # a dry run must fail too
+    - comment: {{ ("nothing changed: " ~ unresolved | join("; ")) | json }}
+{%- else %}
 
 redis-nodes-configured:
   salt.state:
@@ -71,3 +86,4 @@ redis-deployment-verified:
     - tgt_type: list
     - require:
       - salt: redis-every-node-applied
+{%- endif %}
