@@ -12,7 +12,9 @@ salt-master.
 A runner never sees the Redis password (pillar hides it from ``salt-run``): every step
 that talks to Redis runs on the deployment's minions, through the ``redis_backup``,
 ``redis_cluster`` and ``service`` execution modules. The deployment's shape (mode, nodes,
-Sentinel hosts) comes from ``redis_deployment.shape``.
+Sentinel hosts) comes from ``redis_deployment.shape``, and so does each node's minion: the
+accepted minion key the ext_pillar's matcher finds for its controller (``server1`` or
+``server1.example.org``), never a guess from the YAML's ``minion_id``.
 
 A *set* is one backup of every Redis node taken together, described by one manifest on
 the master: ``<redis_backup_sets_dir>/<set_id>/manifest.json`` (master option
@@ -33,7 +35,6 @@ import time
 
 try:
     import salt.client
-    import salt.key
     import salt.utils.event
     from salt.exceptions import SaltInvocationError
 
@@ -440,22 +441,7 @@ def _verify_restore(mode, plan, live):
     return problems, warnings
 
 
-# ---------------------------------------------------------------- pure helpers: minions and sets
-
-
-def _match_minions(peers, accepted):
-    """``{hostname: minion id}``: a controller's minion is the accepted key equal to its
-    ``minion_id``, else the one whose first label is (``server1.example.org``)."""
-    accepted = list(accepted or [])
-    found = {}
-    for peer in peers:
-        wanted = peer.get("minion_id") or peer["hostname"]
-        if wanted in accepted:
-            found[peer["hostname"]] = wanted
-            continue
-        labelled = [m for m in accepted if m.split(".", 1)[0] == wanted]
-        found[peer["hostname"]] = labelled[0] if len(labelled) == 1 else None
-    return found
+# ---------------------------------------------------------------- pure helpers: sets on disk and events
 
 
 def _read_sets(root):
@@ -574,27 +560,26 @@ def _sets_dir():
     return __opts__.get("redis_backup_sets_dir") or os.path.join(__opts__["cachedir"], "redis_backup_sets")
 
 
-def _accepted():
-    try:
-        return salt.key.get_key(__opts__).list_status("accepted").get("minions", [])
-    except Exception as exc:  # pylint: disable=broad-except
-        log.warning("redis_backup: could not list the accepted minion keys: %s", exc)
-        return None
-
-
 def _deployment():
-    """The shape, its Redis peers with their minion ids, and the Sentinel hosts' minions."""
+    """``(shape, peers, sentinels)`` from ``redis_deployment.shape``: its Redis peers (each
+    with its ``role``) and, in Sentinel mode, the controllers of its Sentinel hosts (else
+    none). Each carries ``minion`` and ``minion_problem`` as shape resolved its controller
+    with the ext_pillar's matcher: the accepted minion key that is it (``server1`` or
+    ``server1.example.org``), or None and why."""
     shape = __salt__["redis_deployment.shape"]()
-    accepted = _accepted()
     controllers = {c["hostname"]: c for c in shape["controllers"]}
-    peers = [dict(peer, minion_id=peer.get("minion_id") or peer["hostname"], role=shape["roles"].get(peer["hostname"]))
-             for peer in shape["peers"]]
-    found = _match_minions(peers, accepted) if accepted is not None else {p["hostname"]: p["minion_id"] for p in peers}
-    sentinel_hosts = [controllers[h["hostname"]] for h in (shape.get("sentinel") or {}).get("hosts") or []
-                      if h["hostname"] in controllers] if shape["mode"] == "sentinel" else []
-    sentinels = _match_minions([dict(c) for c in sentinel_hosts], accepted) if accepted is not None else {
-        c["hostname"]: c["minion_id"] for c in sentinel_hosts}
-    return shape, peers, found, sentinels
+
+    def resolved(host):
+        controller = controllers.get(host["hostname"]) or {}
+        minion = controller.get("minion")
+        problem = None if minion else (controller.get("minion_problem")
+                                       or f"{host['hostname']}: redis_deployment.shape gave it no minion")
+        return dict(host, minion=minion, minion_problem=problem)
+
+    peers = [dict(resolved(peer), role=shape["roles"].get(peer["hostname"])) for peer in shape["peers"]]
+    hosts = ((shape.get("sentinel") or {}).get("hosts") or []) if shape["mode"] == "sentinel" else []
+    sentinels = [resolved(controllers[h["hostname"]]) for h in hosts if h["hostname"] in controllers]
+    return shape, peers, sentinels
 
 
 def _answer(data):
@@ -707,6 +692,18 @@ def _client():
     return salt.client.get_local_client(__opts__["conf_file"])
 
 
+def _close_salt_clients_at_exit():
+    """salt-run leaves the Salt clients it runs a runner in open; their finalizers would
+    print "unclosed Runner ...; call destroy()" after our output. The redis_deployment
+    runner keeps and destroys them when salt-run exits (its _close_salt_clients_at_exit,
+    one implementation for our runners, reached through the globals of its loaded shape)."""
+    try:
+        close = __salt__["redis_deployment.shape"].__globals__["_close_salt_clients_at_exit"]
+    except (NameError, KeyError, AttributeError, TypeError):
+        return  # that runner is not loaded: the warnings are Salt's, nothing of ours to tidy
+    close()
+
+
 def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint: disable=redefined-builtin
     """
     Back up every Redis node of the deployment at once (``redis_backup.create`` on each,
@@ -741,22 +738,21 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
         salt-run redis_backup.run
         salt-run redis_backup.run type=both compress=zstd
     """
+    _close_salt_clients_at_exit()
     if type not in ("rdb", "aof", "both"):
         raise SaltInvocationError(f"type must be rdb, aof or both, not {type!r}")
     kinds = ["rdb", "aof"] if type == "both" else [type]
     try:
-        shape, peers, found, _ = _deployment()
+        shape, peers, _ = _deployment()
     except SaltInvocationError as exc:  # the YAML is broken: say it, no usage text
         return _finish({"status": None, "comment": f"no backup taken: {exc}"}, False)
     started = datetime.datetime.now(datetime.timezone.utc)
     nodes, targets = {}, {}
     for peer in peers:
-        minion = found.get(peer["hostname"])
-        if minion is None:
-            why = f"no accepted minion key for {peer['minion_id']}"
-            nodes[peer["minion_id"]] = _node_entry(peer, peer["minion_id"], False, why)
+        if peer["minion"] is None:  # not backed up: the set says why (and is partial if it held slots)
+            nodes[peer["minion_id"]] = _node_entry(peer, peer["minion_id"], False, peer["minion_problem"])
             continue
-        targets[minion] = peer
+        targets[peer["minion"]] = peer
     kwarg = {"type": type, "timeout": int(timeout)}
     if compress is not None:
         kwarg["compress"] = compress
@@ -764,6 +760,9 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
         kwarg["retention_days"] = retention_days
     _progress(f"backing up {len(targets)} Redis node(s) of the {shape['mode']} deployment ({type}): "
               f"{', '.join(sorted(targets)) or 'none'}")
+    for peer in peers:
+        if peer["minion"] is None:
+            _progress(f"{peer['hostname']}: NOT BACKED UP: {peer['minion_problem']}")
     answers, follower = {}, None
     if targets:
         client = _client()
@@ -811,6 +810,7 @@ def list_():
 
         salt-run redis_backup.list
     """
+    _close_salt_clients_at_exit()
     root = _sets_dir()
     sets = []
     for manifest in _read_sets(root):
@@ -897,7 +897,9 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
     ``cache.redis.backup.copy_to`` for a node rebuilt bare), runs
     ``redis_backup.restore`` without force there (checksums and the Redis checker on the
     unpacked data) and says what would be restored where and what would be stopped.
-    Any problem stops it, before anything changes.
+    Any problem stops it, before anything changes; a Redis node or Sentinel host without
+    a minion is one (it could not be stopped; ``salt-run redis_deployment.shape`` gives
+    its ``minion_problem``).
 
     With ``force=True``, in this order, so that no replica resyncs from a master that is
     still empty and no failover promotes one: Sentinel mode: every Sentinel stopped; every
@@ -928,6 +930,7 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
         salt-run redis_backup.restore set=set_20251027_120000
         salt-run redis_backup.restore set=set_20251027_120000 force=True
     """
+    _close_salt_clients_at_exit()
     options = {k: v for k, v in kwargs.items() if not str(k).startswith("__")}
     set_id = set_id or options.pop("set", None)
     kind = options.pop("type", None)
@@ -939,7 +942,7 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
         failed = {"set_id": set_id, "force": bool(force), "problems": [why], "comment": f"nothing changed: {why}"}
         return _finish(failed, False)
     try:
-        shape, peers, found, sentinel_found = _deployment()
+        shape, peers, sentinel_hosts = _deployment()
     except SaltInvocationError as exc:
         return _finish({"set_id": manifest["set_id"], "force": bool(force), "problems": [str(exc)],
                         "comment": f"nothing changed: {exc}"}, False)
@@ -950,12 +953,13 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
                                   f"{shape['mode']} mode now")
         result["comment"] = "nothing changed: " + "; ".join(result["problems"])
         return _finish(result, False)
-    minions = {found.get(p["hostname"]) or p["minion_id"]: p for p in peers}
-    sentinels = [m for m in sentinel_found.values() if m]
-    missing = [h for h, m in sentinel_found.items() if not m]
-    if missing:
-        result["problems"].append(f"Sentinel host(s) {', '.join(missing)} have no accepted minion: their Sentinels "
-                                  "could not be stopped")
+    minions = {p["minion"]: p for p in peers if p["minion"]}
+    sentinels = [h["minion"] for h in sentinel_hosts if h["minion"]]
+    # A node the runner cannot reach could not be checked, nor stopped while the masters restore.
+    result["problems"] += [f"Redis node {p['hostname']} has no minion, it could not be stopped: {p['minion_problem']}"
+                           for p in peers if not p["minion"]]
+    result["problems"] += [f"Sentinel host {h['hostname']} has no minion, its Sentinel could not be stopped: "
+                           f"{h['minion_problem']}" for h in sentinel_hosts if not h["minion"]]
     copy_to = (shape["settings"].get("backup") or {}).get("copy_to") or manifest.get("copy_to")
     client = _client()
     try:

@@ -1,11 +1,13 @@
 """_runners/redis_backup.py without a master.
 
 The pure parts (slot coverage, set status, snapshot spread, manifest, restore plan and
-order, verification, minion matching, progress lines) take plain dicts. ``run`` and
-``restore`` are driven through their minion layer (``_call_many``/``_call_each``) with a
-fake deployment that records every call and keeps each node's services and files, so the
-order of a restore is checked step by step. The real path (salt-run on the lab master)
-is the integration suite's.
+order, verification, progress lines) take plain dicts. ``run`` and ``restore`` are driven
+through their minion layer (``_call_many``/``_call_each``) with a fake deployment that
+records every call and keeps each node's services and files, so the order of a restore
+is checked step by step, and a fake ``redis_deployment.shape`` whose controllers carry
+the ``minion`` (and ``minion_problem``) shape resolves: matching minion ids to
+controllers is that runner's (tests/unit/test_runner_minions.py). The real path
+(salt-run on the lab master) is the integration suite's.
 """
 
 import datetime
@@ -13,6 +15,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import types
 
 import pytest
 from salt.exceptions import SaltInvocationError
@@ -376,14 +379,6 @@ def test_sentinel_verification_wants_replicas_back():
 # ---------------------------------------------------------------- minions and events
 
 
-def test_minion_matching():
-    peers = [{"hostname": "server1", "minion_id": "server1"}, {"hostname": "server2", "minion_id": "server2"},
-             {"hostname": "server3", "minion_id": "server3"}]
-    accepted = ["server1", "server2.example.org", "server3.a.org", "server3.b.org", "server1.example.org"]
-    assert rb._match_minions(peers, accepted) == {"server1": "server1", "server2": "server2.example.org",
-                                                  "server3": None}
-
-
 def test_progress_lines_from_events():
     wrapped = {"id": "server1", "cmd": "_minion_event", "tag": "redis/backup/server1/finished",
                "data": meta("server1") | {"duration_seconds": 12.3}}
@@ -479,24 +474,35 @@ class _Progress:
         self.lines.append(data["message"])
 
 
-def shape(mode, copy_to=None):
+def shape(mode, copy_to=None, minions=None, prefix="server"):
+    """What redis_deployment.shape returns: controllers ``<prefix>1``..., each with the
+    ``minion`` shape resolved for it (its hostname, or ``minions[hostname]``; None: no
+    minion, and ``minion_problem`` says why, in shape's words)."""
+    minions = minions or {}
     count = 6 if mode == "cluster" else 3
-    controllers = [{"hostname": f"server{n}", "minion_id": f"server{n}", "ip": f"10.0.0.{n}", "redis": True}
+    controllers = [{"hostname": f"{prefix}{n}", "minion_id": f"{prefix}{n}", "ip": f"10.0.0.{n}", "redis": True}
                    for n in range(1, count + 1)]
-    roles = ({f"server{n}": "cluster-node" for n in range(1, 7)} if mode == "cluster" else
-             {"server1": "master", "server2": "replica", "server3": "replica"})
+    roles = ({f"{prefix}{n}": "cluster-node" for n in range(1, 7)} if mode == "cluster" else
+             {f"{prefix}1": "master", f"{prefix}2": "replica", f"{prefix}3": "replica"})
     if mode == "sentinel":
         controllers.append({"hostname": "witness1", "minion_id": "witness1", "ip": "10.0.0.9", "redis": False})
         roles["witness1"] = "sentinel-only"
+    for index, controller in enumerate(controllers):
+        controller["index"] = index
+        controller["minion"] = minions.get(controller["hostname"], controller["hostname"])
+        controller["minion_problem"] = None if controller["minion"] else (
+            f"nodes.controllers[{index}] ({controller['hostname']}): no accepted minion key has id "
+            f"{controller['minion_id']} (or {controller['minion_id']}.<domain>): accept the minion's key "
+            "(salt-key -a ID) or set the controller's minion_id")
     sentinel = {}
     if mode == "sentinel":
         sentinel = {"hosts": [{"hostname": c["hostname"], "ip": c["ip"]} for c in controllers]}
+    peers = [{"hostname": c["hostname"], "minion_id": c["minion_id"], "ip": c["ip"], "port": 6379,
+              "minion": c["minion"]} for c in controllers if c["redis"]]
     return {
         "path": "/etc/salt/my_multihead_cluster.yaml", "mode": mode, "controllers": controllers, "roles": roles,
         "settings": {"port": 6379, "backup": {"dir": "/var/backups/redis", "copy_to": copy_to}},
-        "peers": [{"hostname": c["hostname"], "minion_id": c["minion_id"], "ip": c["ip"], "port": 6379}
-                  for c in controllers if c["redis"]],
-        "sentinel": sentinel,
+        "peers": peers, "initial_master": peers[0], "sentinel": sentinel,
     }
 
 
@@ -509,10 +515,9 @@ def runner(tmp_path, monkeypatch):
     module.__jid_event__ = _Progress()
     monkeypatch.setattr(module, "_client", _Client)
     monkeypatch.setattr(module, "_Follower", _NoFollower)
-    monkeypatch.setattr(module, "_accepted", lambda: [f"server{n}" for n in range(1, 7)] + ["witness1"])
 
-    def use(deployment, mode, copy_to=None):
-        module.__salt__ = {"redis_deployment.shape": lambda: shape(mode, copy_to)}
+    def use(deployment, mode, copy_to=None, **resolved):
+        module.__salt__ = {"redis_deployment.shape": lambda: shape(mode, copy_to, **resolved)}
         monkeypatch.setattr(module, "_call_many", deployment.call_many)
         monkeypatch.setattr(module, "_call_each", deployment.call_each)
         return module
@@ -560,6 +565,50 @@ def test_run_with_a_failed_master_is_partial(runner):
     assert "slots 10923-16383" in result["reason"]
     assert result["nodes"]["server3"]["status"] == "failed"
     assert "server3: FAILED: ERROR: rdb: BGSAVE failed" in module.__jid_event__.lines
+
+
+def test_an_fqdn_minion_is_targeted_as_shape_resolved_it(runner):
+    """Controller s1's minion is s1.example.org (the ext_pillar's first-label match, as
+    shape resolves it): the backup and the restore target that id, not the YAML's s1."""
+    minion = {f"s{n}": f"s{n}" for n in range(2, 7)} | {"s1": "s1.example.org"}
+    renamed = {f"server{n}": minion[f"s{n}"] for n in range(1, 7)}
+    creates = {renamed[m]: answer for m, answer in cluster_creates().items()}
+    live = {renamed[m]: status for m, status in live_cluster().items()}
+    files = [f"{renamed[m]}:{LOCAL}" for m in ("server1", "server2", "server3")]
+    deployment = Deployment("cluster", live, files=files, create=creates)
+    module = runner(deployment, "cluster", minions={"s1": "s1.example.org"}, prefix="s")
+    result = module.run()
+    assert result["status"] == "complete" and result["retcode"] == 0, result
+    assert [c[0] for c in deployment.calls if c[1] == "redis_backup.create"] == [
+        "s1.example.org", "s2", "s3", "s4", "s5", "s6"]
+    assert "s1" not in result["nodes"] and result["nodes"]["s1.example.org"]["hostname"] == "s1"
+    restored = module.restore(set=result["set_id"])
+    assert restored["retcode"] == 0, restored["comment"]
+    assert {c[0] for c in deployment.calls if c[1] == "redis_cluster.status"} == set(live)
+    assert [c[0] for c in deployment.calls if c[1] == "redis_backup.restore"] == ["s1.example.org", "s2", "s3"]
+    assert restored["comment"].startswith("nothing changed (force=True restores): s1.example.org <- ")
+    assert restored["plan"]["stop"] == ["s4", "s5", "s6"]
+
+
+def test_a_node_without_a_minion_is_said_with_shapes_reason(runner):
+    """server3 and witness1 have no minion: the backup records shape's minion_problem as
+    server3's failure, and a restore refuses before anything changes (neither could be stopped)."""
+    creates = {f"server{n}": (True, meta(f"server{n}", role="master" if n == 1 else "slave")) for n in (1, 2)}
+    deployment = Deployment("sentinel", live_sentinel(), files=[f"server1:{LOCAL}"], create=creates)
+    module = runner(deployment, "sentinel", minions={"server3": None, "witness1": None})
+    result = module.run()
+    why = ("nodes.controllers[2] (server3): no accepted minion key has id server3 (or server3.<domain>): accept "
+           "the minion's key (salt-key -a ID) or set the controller's minion_id")
+    assert [c[0] for c in deployment.calls if c[1] == "redis_backup.create"] == ["server1", "server2"]
+    assert result["status"] == "complete"  # the master's backup is in it
+    assert result["nodes"]["server3"]["status"] == "failed" and result["nodes"]["server3"]["error"] == why
+    assert f"server3: NOT BACKED UP: {why}" in module.__jid_event__.lines
+    restored = module.restore(set=_written_set(module, "sentinel", sentinel_nodes()), force=True)
+    assert restored["retcode"] == 1 and deployment.actions() == []
+    assert f"Redis node server3 has no minion, it could not be stopped: {why}" in restored["problems"]
+    assert any(p.startswith("Sentinel host witness1 has no minion, its Sentinel could not be stopped: "
+                            "nodes.controllers[3] (witness1): no accepted minion key") for p in restored["problems"])
+    assert restored["comment"].startswith("nothing changed: ")
 
 
 def test_run_refuses_an_unknown_type(runner):
@@ -700,3 +749,22 @@ def test_restore_refuses_a_set_of_another_mode(runner):
     result = module.restore(set=set_id, force=True)
     assert result["retcode"] == 1 and deployment.calls == []
     assert "the set was taken in cluster mode; the deployment runs in sentinel mode now" in result["comment"]
+
+
+def test_every_public_runner_hands_salt_runs_clients_to_the_exit_tidy_up(tmp_path):
+    """salt-run's own clients are destroyed at its exit by redis_deployment's runner (no
+    "unclosed Runner" warning after our output); ours reach it through its loaded shape."""
+    module = load_runner()
+    called = []
+    deployment_runner = {"_close_salt_clients_at_exit": lambda: called.append(True)}
+    shape = types.FunctionType((lambda: None).__code__, deployment_runner)  # globals as the loader's module has
+    module.__salt__ = {"redis_deployment.shape": shape}
+    module.__opts__ = {"cachedir": str(tmp_path)}
+    module.__context__ = {}
+    module.list_()
+    assert module.restore(set="latest")["retcode"] == 1
+    with pytest.raises(SaltInvocationError):
+        module.run(type="full")
+    assert called == [True, True, True]
+    module.__salt__ = {}  # redis_deployment not loaded: nothing to tidy, nothing fails
+    assert module.list_()["sets"] == []
