@@ -2,11 +2,9 @@
 node out by a state run, against four real cluster-enabled servers on 127.0.0.1 (Debian's
 Redis 7.0, whose redis-cli moves the slots)."""
 
-import threading
-
 import pytest
 import redis
-from cluster_support import cluster_info, node_modules
+from cluster_support import ClusterWriter, cluster_info, node_modules
 from conftest import SERVERS, cluster_nodes
 
 SLOTS_FOR_4 = {"n0": [[0, 4095]], "n1": [[4096, 8191]], "n2": [[8192, 12287]], "n3": [[12288, 16383]]}
@@ -21,30 +19,11 @@ def four_nodes(tmp_path_factory):
         yield servers
 
 
-class Writer(threading.Thread):
-    """A cluster client writing keys one by one, following MOVED/ASK; any other error is kept."""
-
-    def __init__(self, server):
-        super().__init__(daemon=True)
-        self.client = redis.RedisCluster(host="127.0.0.1", port=server.port, password=server.password,
-                                         decode_responses=True)
-        self.written, self.errors, self.stop = 0, [], threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                self.client.set(f"grow:{self.written}", self.written)
-                self.written += 1
-            except Exception as exc:  # noqa: BLE001 - any error the client could not retry is a finding
-                self.errors.append(repr(exc))
-                return
-
-
 def test_a_new_node_joins_and_gets_slots_while_a_client_writes(four_nodes):
     first_three = four_nodes[:3]
     (_, former, _), *_ = node_modules(first_three, SLOTS_FOR_3)
     assert former.formed("cluster", timeout=30)["result"] is True
-    writer = Writer(four_nodes[0])
+    writer = ClusterWriter(four_nodes[0])
     writer.start()
 
     nodes = node_modules(four_nodes, SLOTS_FOR_4)
@@ -57,8 +36,7 @@ def test_a_new_node_joins_and_gets_slots_while_a_client_writes(four_nodes):
     first_state.__opts__["test"] = False
     grown = first_state.formed("cluster", timeout=60)
     joined = newcomer_state.formed("cluster", timeout=30)
-    writer.stop.set()
-    writer.join(10)
+    writer.finish()
 
     assert grown["result"] is True, grown["comment"]
     assert grown["comment"].startswith("grew the cluster of n0, n1, n2, n3"), grown["comment"]

@@ -15,10 +15,18 @@ import subprocess
 
 import pytest
 import yaml
-from lab.hosts import Lab, read_hosts
-from lab.saltconf import master_settings, minion_settings
+from lab.hosts import read_hosts
+from lab.saltconf import minion_settings
 from support.cluster import ClusterWriter, cluster_client
-from support.lab import PASSWORD, ROOT, assert_no_password, host_output, host_run, redis_client, wait_for_minions
+from support.lab import (
+    assert_no_password,
+    host_output,
+    host_run,
+    lab_of_its_own,
+    master_of_its_own,
+    redis_client,
+    wait_for_minions,
+)
 from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
 
@@ -42,25 +50,14 @@ def deployment(hosts):
 
 @pytest.fixture(scope="module")
 def shape_lab(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("shape-lab")
-    config = state_dir / "my_multihead_cluster.yaml"
-    config.write_text(yaml.safe_dump(deployment(FIRST_SIX)))
-    lab = Lab(state_dir, name="rshape")
-    lab.destroy()
-    _, bridge_ip = lab.ensure_network(read_hosts(config))
-    yield lab, bridge_ip, config
-    lab.destroy()
+    with lab_of_its_own(tmp_path_factory, "rshape", deployment(FIRST_SIX)) as own_lab:
+        yield own_lab
 
 
 @pytest.fixture(scope="module")
 def shape_master(salt_factories, shape_lab):
-    lab, bridge_ip, config = shape_lab
-    pillar_root = config.parent / "pillar"
-    shutil.copytree(ROOT / "pillar", pillar_root)
-    factory = salt_factories.salt_master_daemon("cs-master", overrides=master_settings(bridge_ip, config, pillar_root))
-    factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
-    with factory.started(start_timeout=120):
-        yield factory
+    with master_of_its_own(salt_factories, shape_lab, "cs-master") as master:
+        yield master
 
 
 def boot_hosts(lab, master, config):

@@ -9,23 +9,23 @@ shows what `min_replicas_to_write` decides.
 """
 
 import json
-import shutil
 import time
 
 import pytest
 import redis
 import yaml
-from lab.hosts import Lab, read_hosts
-from lab.saltconf import master_settings, minion_settings
+from lab.hosts import read_hosts
+from lab.saltconf import minion_settings
 from redis.sentinel import Sentinel
 from support.events import master_events
 from support.lab import (
     PASSWORD,
-    ROOT,
     SENTINEL_PORT,
     assert_no_password,
     host_output,
     host_run,
+    lab_of_its_own,
+    master_of_its_own,
     redis_client,
     wait_for_minions,
 )
@@ -51,25 +51,14 @@ def deployment(redis_settings=None, **sentinel):
 
 @pytest.fixture(scope="module")
 def sentinel_lab(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("sentinel-lab")
-    config = state_dir / "my_multihead_cluster.yaml"
-    config.write_text(yaml.safe_dump(deployment()))
-    lab = Lab(state_dir, name="rsent")
-    lab.destroy()
-    _, bridge_ip = lab.ensure_network(read_hosts(config))
-    yield lab, bridge_ip, config
-    lab.destroy()
+    with lab_of_its_own(tmp_path_factory, "rsent", deployment()) as own_lab:
+        yield own_lab
 
 
 @pytest.fixture(scope="module")
 def sentinel_master(salt_factories, sentinel_lab):
-    lab, bridge_ip, config = sentinel_lab
-    pillar_root = config.parent / "pillar"
-    shutil.copytree(ROOT / "pillar", pillar_root)
-    factory = salt_factories.salt_master_daemon("st-master", overrides=master_settings(bridge_ip, config, pillar_root))
-    factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
-    with factory.started(start_timeout=120):
-        yield factory
+    with master_of_its_own(salt_factories, sentinel_lab, "st-master") as master:
+        yield master
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,19 @@
 """
 The session lab as the integration tests see it (tests/integration/conftest.py builds it):
 host names and addresses, the password, the deployment file's content, Redis clients,
-commands and files inside lab hosts, minions answering, and where the password must not be.
+commands and files inside lab hosts, minions answering, and where the password must not be;
+and labs (with a salt-master) of a test module's own.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import redis
+import yaml
 
 from support.waits import wait_until
 
@@ -136,3 +140,37 @@ def assert_no_password(text, where):
     for form in password_forms():
         if form in text:
             raise AssertionError(f"the password ({'raw' if form == PASSWORD else 'encoded'}) is in {where}")
+
+
+@contextlib.contextmanager
+def lab_of_its_own(tmp_path_factory, name, document):
+    """A lab of a test module's own, named ``name``, whose my_multihead_cluster.yaml is
+    ``document``: its bridge and namespaces (hosts boot once a master is up). Yields
+    ``(lab, bridge_ip, config)``; everything is removed afterwards."""
+    from lab.hosts import Lab, read_hosts  # pylint: disable=import-outside-toplevel
+
+    state_dir = tmp_path_factory.mktemp(f"{name}-lab")
+    config = state_dir / "my_multihead_cluster.yaml"
+    config.write_text(yaml.safe_dump(document))
+    lab = Lab(state_dir, name=name)
+    lab.destroy()
+    _, bridge_ip = lab.ensure_network(read_hosts(config))
+    try:
+        yield lab, bridge_ip, config
+    finally:
+        lab.destroy()
+
+
+@contextlib.contextmanager
+def master_of_its_own(salt_factories, own_lab, master_id):
+    """A running salt-master (saltfactories) for a lab of its own, configured as `make lab`
+    configures its master, with REDIS_PASSWORD in its environment."""
+    from lab.saltconf import master_settings  # pylint: disable=import-outside-toplevel
+
+    _, bridge_ip, config = own_lab
+    pillar_root = config.parent / "pillar"
+    shutil.copytree(ROOT / "pillar", pillar_root)
+    factory = salt_factories.salt_master_daemon(master_id, overrides=master_settings(bridge_ip, config, pillar_root))
+    factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
+    with factory.started(start_timeout=120):
+        yield factory

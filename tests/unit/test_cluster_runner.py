@@ -8,7 +8,6 @@ from a small model of the cluster. The redis_deployment runner (shape, matcher) 
 real one, with faked accepted keys. The real path is tests/integration/test_runner_minion_ids.py.
 """
 
-import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -17,19 +16,9 @@ import salt.config
 import salt.modules.slsutil
 import salt.utils.templates
 import yaml
+from support.loaders import controller, load_runner
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_runner(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_runner_under_test", ROOT / "_runners" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def controller(hostname, ip, redis=True, **extra):
-    return {"hostname": hostname, "ip_address": ip, "services": {"redis": redis}, **extra}
 
 
 FQDN = [f"server{n}.example.org" for n in range(1, 5)]

@@ -9,7 +9,6 @@ orchestrate SLS are the real ones.
 """
 
 import getpass
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,19 +20,9 @@ import salt.minion
 import salt.runner
 import salt.utils.templates
 import yaml
+from support.loaders import controller, load_runner
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_runner(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_runner_under_test", ROOT / "_runners" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def controller(hostname, ip, redis=True, **extra):
-    return {"hostname": hostname, "ip_address": ip, "services": {"redis": redis}, **extra}
 
 
 def write_deployment(tmp_path, controllers, **settings):
