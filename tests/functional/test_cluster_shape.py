@@ -288,3 +288,19 @@ def test_removing_a_masters_last_replica_needs_force_and_says_what_is_lost(tmp_p
         assert forced["removed"] is True, forced
         assert forced["actions"][0] == f"forced: 127.0.0.1:{servers[0].port} (slots 0-5460) has no replica any more"
         assert "cluster_known_nodes:5" in cluster_info(servers[0])
+
+
+def test_an_open_slot_no_rebalance_of_ours_left_is_refused_with_the_repair(tmp_path_factory, redis70):
+    with cluster_nodes(tmp_path_factory, redis70, 3) as servers:
+        slots, _ = plan_for(3, 0)
+        (_, first_state, _), *_ = node_modules(servers, slots)
+        assert first_state.formed("cluster", timeout=60)["result"] is True
+        target = servers[1].client().execute_command("CLUSTER", "MYID")
+        servers[0].client().execute_command("CLUSTER", "SETSLOT", 100, "MIGRATING", target)  # an operator's
+
+        ret = first_state.formed("cluster", timeout=30)
+
+        assert ret["result"] is False and ret["changes"] == {}
+        assert "open (migrating/importing) slots that no rebalance of ours left" in ret["comment"]
+        assert "redis-cli --cluster fix" in ret["comment"]
+        assert "[100->-" in servers[0].client().execute_command("CLUSTER", "NODES")

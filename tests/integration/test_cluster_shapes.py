@@ -135,6 +135,22 @@ def test_six_bare_hosts_form_three_masters_each_with_its_replica_on_another_host
     assert run_ids(FIRST_SIX) == before
 
 
+def test_each_node_announces_the_controllers_address_set_live(first_apply, cli):
+    for host in FIRST_SIX:
+        announced = server(host).config_get("*-announce-ip")
+        assert announced["cluster-announce-ip"] == announced["replica-announce-ip"] == ALL[host]
+    before = run_ids(["cs3"])
+    server("cs3").config_set("replica-announce-ip", "")  # as a hand-edit would leave it
+
+    applied = cli.run("state.apply", "redis", minion_tgt="cs3")
+
+    assert applied.returncode == 0, applied.stdout
+    state = state_by_id(applied, None, "redis-server-runs-the-managed-settings")
+    assert state["comment"] == "applied live: replica-announce-ip", state["comment"]
+    assert server("cs3").config_get("replica-announce-ip")["replica-announce-ip"] == ALL["cs3"]
+    assert run_ids(["cs3"]) == before
+
+
 def test_a_replica_reset_by_hand_is_taken_back_by_the_next_apply(first_apply, cli):
     server("cs5").execute_command("CLUSTER", "RESET", "HARD")
     wait_until(lambda: not healthy(["cs1"]) or "noaddr" in server("cs1").execute_command("CLUSTER", "NODES"),
@@ -235,6 +251,48 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
     assert writer.errors == [] and writer.written > 100
     assert writer.read_back("cs3") == writer.acknowledged()
     assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600
+    code, output = cluster_check(lab, "cs1")
+    assert code == 0 and "[WARNING]" not in output, output
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
+
+
+def test_a_formation_cut_by_a_power_cut_of_the_forming_host_is_completed_by_the_next_apply(
+    first_apply, cli, shape_lab
+):
+    lab = shape_lab[0]
+    for host in ALL:  # every node as bare as a new host's (each keeps its membership record)
+        server(host).flushall()
+        server(host).execute_command("CLUSTER", "RESET", "HARD")
+    job = subprocess.Popen(cli.cmdline("state.apply", "redis", minion_tgt="*"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=cli.environ)
+
+    def slots_being_assigned():
+        return any("cluster_slots_assigned:0" not in server(h).execute_command("CLUSTER", "INFO") for h in ALL)
+
+    wait_until(slots_being_assigned, 120, "the formation assigning slots")
+    lab.kill("cs1")  # the host that forms the cluster, at the worst moment
+    job.kill()
+    job.wait(timeout=30)
+    others = ",".join(sorted(set(ALL) - {"cs1"}))
+    cli.run("-L", "saltutil.kill_all_jobs", minion_tgt=others)  # the others stop waiting for it
+
+    def nothing_running():
+        running = cli.run("-L", "saltutil.running", minion_tgt=others).data
+        return isinstance(running, dict) and len(running) == len(ALL) - 1 and not any(running.values())
+
+    wait_until(nothing_running, 60, "no state run left on the other minions")
+    lab.boot("cs1")
+    wait_for_minions(cli, ["cs1"])
+
+    completed = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert completed.returncode == 0, completed.stdout
+    wait_until(lambda: healthy(ALL), 60, "cluster ok on 8 nodes")
+    formed = shape(ALL)
+    masters = sorted(h for h, role in formed.items() if role[0] == "master")
+    assert masters == ["cs1", "cs2", "cs3", "cs4"] and sum(formed[h][1] for h in masters) == 16384, formed
+    assert sorted(role[1] for role in formed.values() if role[0] == "replica") == masters, formed
     code, output = cluster_check(lab, "cs1")
     assert code == 0 and "[WARNING]" not in output, output
     again = cli.run("state.apply", "redis", minion_tgt="*")
