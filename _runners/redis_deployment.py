@@ -21,12 +21,12 @@ so the other runners and ``redis.orchestrate`` target real minion ids.
 import atexit
 import importlib.util
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 
 try:
+    import salt.cli.run
     import salt.client
     import salt.exceptions
     import salt.key
@@ -145,17 +145,22 @@ def _close_salt_clients_at_exit():
     before the finalizers). A daemon (salt-master's reactor, salt-api) is left to Salt:
     keeping its objects until it exits would keep every job's client.
     """
-    # __cli is argv[0]'s name: salt-run, or a test harness's cli_salt_run.py (saltfactories).
-    program = os.path.basename(str(__opts__.get("__cli") or "")).replace("_", "-").removesuffix(".py")
-    if not HAS_SALT_CLIENT or not program.endswith("salt-run"):
+    if not HAS_SALT_CLIENT:
         return
     kinds = (salt.runner.RunnerClient, salt.minion.MasterMinion)
+    found, in_salt_run = [], False
     frame = sys._getframe(1)  # pylint: disable=protected-access
     while frame is not None:
         for value in list(frame.f_locals.values()):
-            if isinstance(value, kinds) and all(value is not kept for kept in _LEFT_OPEN):
-                _LEFT_OPEN.append(value)
+            # Salt's own salt-run command (salt.cli.run.SaltRun) is up the stack: this process
+            # is salt-run, whatever its argv[0], and ends when the runner has returned.
+            in_salt_run = in_salt_run or isinstance(value, salt.cli.run.SaltRun)
+            if isinstance(value, kinds) and all(value is not kept for kept in _LEFT_OPEN + found):
+                found.append(value)
         frame = frame.f_back
+    if not in_salt_run:
+        return
+    _LEFT_OPEN.extend(found)
     if _LEFT_OPEN and not _LEFT_OPEN_REGISTERED:
         _LEFT_OPEN_REGISTERED.append(True)
         atexit.register(_destroy_left_open)

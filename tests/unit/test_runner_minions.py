@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import salt.cli.run
 import salt.minion
 import salt.runner
 import salt.utils.templates
@@ -186,10 +187,9 @@ def _bare(cls, **attributes):
     return obj
 
 
-@pytest.mark.parametrize("program", ["salt-run", "/usr/bin/salt-run", "/tmp/scripts/cli_salt_run.py"])
-def test_clients_around_our_runner_are_destroyed_at_salt_runs_exit(monkeypatch, program):
+def test_clients_around_our_runner_are_destroyed_at_salt_runs_exit(monkeypatch):
     module = load_runner("redis_deployment")
-    module.__opts__ = {"__cli": program}
+    module.__opts__ = {}
     registered = []
     monkeypatch.setattr(module.atexit, "register", registered.append)
     event = _Event()
@@ -199,8 +199,11 @@ def test_clients_around_our_runner_are_destroyed_at_salt_runs_exit(monkeypatch, 
     def salt_runs_our_runner(self, minion):  # noqa: ARG001 - the locals are what is looked for
         module._close_salt_clients_at_exit()
 
-    salt_runs_our_runner(client, minion)
-    salt_runs_our_runner(client, minion)  # kept once
+    def salt_run_command(self, client, minion):  # noqa: ARG001 - Salt's salt-run (SaltRun) up the stack
+        salt_runs_our_runner(client, minion)
+        salt_runs_our_runner(client, minion)  # kept once
+
+    salt_run_command(_bare(salt.cli.run.SaltRun), client, minion)
     assert registered == [module._destroy_left_open] and module._LEFT_OPEN == [client, minion]
     # Salt's job cache makes the client's MasterMinion after the runner returned.
     job_cache = _bare(salt.minion.MasterMinion, returners={}, functions={}, utils={}, opts={})
@@ -215,8 +218,10 @@ def test_clients_around_our_runner_are_destroyed_at_salt_runs_exit(monkeypatch, 
     assert [str(w.message) for w in caught if "unclosed" in str(w.message)] == []
 
 
-@pytest.mark.parametrize("program", ["salt-master", "/tmp/scripts/cli_salt_master.py", "salt-api", None])
+@pytest.mark.parametrize("program", ["salt-master", "salt-run", "salt-api", None])
 def test_a_daemon_keeps_its_clients(monkeypatch, program):
+    """Without Salt's salt-run command up the stack (a daemon's reactor, salt-api), whatever
+    the process is called."""
     module = load_runner("redis_deployment")
     module.__opts__ = {"__cli": program}
     monkeypatch.setattr(module.atexit, "register", lambda fn: pytest.fail("registered in a daemon"))
