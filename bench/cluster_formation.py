@@ -34,8 +34,12 @@ def clients(controller):
 
 
 def reset(nodes):
-    for client in nodes.values():
-        client.flushall()
+    """Every node bare: replicas reset first (a replica refuses FLUSHALL, a reset replica is
+    emptied), then the masters emptied and reset."""
+    replicas = [c for c in nodes.values() if c.info("replication")["role"] == "slave"]
+    for client in replicas + [c for c in nodes.values() if c not in replicas]:
+        if client not in replicas:
+            client.flushall()
         client.execute_command("CLUSTER", "RESET", "HARD")
 
 
