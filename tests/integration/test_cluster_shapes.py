@@ -1,13 +1,15 @@
 """
 Cluster mode with replicas, from bare hosts, on a lab of its own (six Redis hosts, two more
 to grow onto, its own salt-master): one `salt '*' state.apply redis` gives three masters
-each with its planned replica on another host; a second apply changes nothing and restarts
-nothing. From other legal states the next apply converges: a replica reset by hand is taken
-back; a master host whose data directory is lost and that boots within node-timeout never
-starts bare while its old self still serves slots (its replica takes over, no acknowledged
-write is lost, the bare node joins as a replica); growth 6 -> 8 under a writing client gives
-four masters with a replica each, and a rebalance whose redis-cli is killed mid-slot is
-closed and resumed by the next apply, every acknowledged key kept.
+each with its planned replica on another host, announcing the controllers' addresses; a
+second apply changes nothing and restarts nothing. From other legal states the next apply
+converges: a replica reset by hand is taken back; a master host whose data directory is
+lost and that boots within node-timeout never starts bare while its old self still serves
+slots (its replica takes over, no acknowledged write is lost, the bare node joins as a
+replica); a master's power cut with its disk intact fails over and nothing is reverted;
+growth 6 -> 8 under a writing client gives four masters with a replica each, and a
+rebalance whose redis-cli is killed mid-slot is closed and resumed by the next apply, every
+acknowledged key kept; a formation cut by a power cut of the forming host is completed.
 """
 
 import shutil
@@ -208,6 +210,38 @@ def test_a_master_that_lost_its_data_dir_never_starts_bare_and_its_replica_keeps
     assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
 
 
+def test_a_dead_masters_replica_takes_over_and_nothing_is_reverted(first_apply, cli, shape_lab):
+    """A power cut of a master whose disk survives (cs5, master since the test above)."""
+    lab = shape_lab[0]
+    cluster = cluster_client(["cs1"], decode_responses=False, addresses=ALL)
+    acknowledged = []
+    for number in range(300):
+        key = f"paid:{number}"
+        cluster.set(key, number)
+        node = cluster.get_node_from_key(key)
+        if node.host == ALL["cs5"]:
+            cluster.get_redis_connection(node).execute_command("WAIT", 1, 2000)  # cs2 has it
+            acknowledged.append(key)
+    cluster.close()
+    assert acknowledged
+
+    lab.kill("cs5")
+    wait_until(lambda: server("cs2").info("replication")["role"] == "master", 60, "cs2 promoted")
+    lab.boot("cs5")
+    wait_for_minions(cli, ["cs5"])
+    wait_until(lambda: shape(["cs2", "cs5"])["cs5"] == ("replica", "cs2"), 60, "cs5 back as cs2's replica")
+    wait_until(lambda: healthy(FIRST_SIX), 30, "cluster ok on 6 nodes")
+
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+    assert shape(["cs2", "cs5"]) == {"cs2": ("master", 5462), "cs5": ("replica", "cs2")}
+    reader = cluster_client(["cs3"], addresses=ALL)
+    assert [reader.get(key) for key in acknowledged] == [key.split(":")[1] for key in acknowledged]
+    reader.close()
+
+
 def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converges_with_every_key(
     first_apply, cli, shape_lab, shape_master
 ):
@@ -250,7 +284,7 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
     assert sorted(replicas_of) == masters, grown  # one replica each
     assert writer.errors == [] and writer.written > 100
     assert writer.read_back("cs3") == writer.acknowledged()
-    assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600
+    assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600 + 300
     code, output = cluster_check(lab, "cs1")
     assert code == 0 and "[WARNING]" not in output, output
     again = cli.run("state.apply", "redis", minion_tgt="*")

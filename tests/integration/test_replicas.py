@@ -1,11 +1,7 @@
 """
 Growing and shrinking the running cluster: a fourth host joins and gets slots while a
 client writes, then `salt-run redis_cluster.remove_node` takes it out again, no key lost.
-Then cluster mode with replicas (`replicas_per_master: 1`): three more bare hosts join the
-running cluster as the plan's replicas; a master's host loses power, its replica takes
-over with no acknowledged write lost; the old master comes back as a replica, and the
-next apply changes nothing (Salt never moves roles back to the plan). Runs last: it
-grows the session's lab to 7 hosts.
+(Cluster mode with replicas, from bare hosts, has a lab of its own: test_cluster_shapes.py.)
 """
 
 import time
@@ -14,7 +10,7 @@ import pytest
 import yaml
 from lab.hosts import read_hosts
 from lab.saltconf import minion_settings
-from support.cluster import ClusterWriter, cluster_client, cluster_info, cluster_ok
+from support.cluster import ClusterWriter, cluster_info, cluster_ok
 from support.events import master_events
 from support.lab import (
     PLAIN_HOST,
@@ -104,10 +100,6 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     twice = salt_run_cli.run("redis_cluster.remove_node", "node=it5")
     assert twice.returncode == 0 and "nothing to do" in twice.data["comment"]
 
-    # The replicas stage below starts from bare hosts again.
-    salt_master.salt_key_cli().run("-d", "it5", "-y")
-    lab.rebuild("it5", lambda name, bridge: minion_settings(name, bridge, **ports))
-
 
 def redis_view_slots(host):
     """The slot ranges ``host`` serves, from its own CLUSTER NODES line."""
@@ -118,66 +110,3 @@ def redis_view_slots(host):
             first, _, last = item.partition("-")
             ranges.append((int(first), int(last or first)))
     return ranges
-
-
-@pytest.fixture(scope="module")
-def six_node_cluster(first_apply, salt_master, salt_cli, lab_hosts, deployment_file):
-    lab, _, _ = lab_hosts
-    write_deployment(deployment_file, dict.fromkeys(REPLICAS, True), replicas_per_master=1,
-                     cluster_node_timeout_ms=2000)
-    ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
-    lab.ensure_hosts(read_hosts(deployment_file), lambda name, bridge: minion_settings(name, bridge, **ports))
-    wait_for_minions(salt_cli, list(REPLICAS))
-    applied = salt_cli.run("state.apply", "redis", minion_tgt="*")
-    return applied
-
-
-def test_bare_hosts_join_the_running_cluster_as_the_plans_replicas(six_node_cluster):
-    assert six_node_cluster.returncode == 0, six_node_cluster.stdout
-    wait_until(lambda: cluster_ok(ALL_REDIS), 30, "cluster ok on 6 nodes")
-    for replica, master in zip(REPLICAS, REDIS_HOSTS):
-        replication = node_client(replica).info("replication")
-        assert replication["role"] == "slave"
-        assert replication["master_host"] == REDIS_HOSTS[master]
-        # The first full sync takes a moment after CLUSTER REPLICATE.
-        wait_until(lambda: node_client(replica).info("replication")["master_link_status"] == "up", 30,
-                   f"{replica}'s link to {master} up")
-    assert "cluster_known_nodes:6" in cluster_info("it1")
-
-
-def test_a_dead_masters_replica_takes_over_and_nothing_is_reverted(six_node_cluster, lab_hosts, salt_cli):
-    lab = lab_hosts[0]
-    writer = cluster_client(decode_responses=False)
-    acknowledged = []
-    for number in range(300):
-        key = f"order:{number}"
-        writer.set(key, number)
-        if key_slot_owner(writer, key) == REDIS_HOSTS["it1"]:
-            # WAIT 1: the replica has it before the power cut.
-            writer.get_redis_connection(writer.get_node_from_key(key)).execute_command("WAIT", 1, 2000)
-            acknowledged.append(key)
-    writer.close()
-    assert acknowledged
-
-    lab.kill("it1")
-    wait_until(lambda: role("it5") == "master", 60, "it5 promoted")
-    wait_until(lambda: cluster_ok([h for h in ALL_REDIS if h != "it1"]), 60, "cluster ok without it1")
-    reader = cluster_client(["it2"], decode_responses=False)
-    assert [reader.get(key) for key in acknowledged] == [str(k.split(":")[1]).encode() for k in acknowledged]
-    reader.close()
-
-    lab.boot("it1")
-    wait_for_minions(salt_cli, ["it1"])
-    wait_until(lambda: role("it1") == "slave" and node_client("it1").info("replication")["master_host"]
-               == ALL_REDIS["it5"], 60, "it1 back as a replica of it5")
-    wait_until(lambda: cluster_ok(ALL_REDIS), 30, "cluster ok on 6 nodes")
-
-    again = salt_cli.run("state.apply", "redis", minion_tgt="*")
-
-    assert again.returncode == 0, again.stdout
-    assert states_with_changes(again) == []
-    assert role("it1") == "slave" and role("it5") == "master"
-
-
-def key_slot_owner(cluster, key):
-    return cluster.get_node_from_key(key).host
