@@ -531,7 +531,7 @@ def form_cluster(timeout=120):
         views = _views(clients)
         return views if all(isinstance(view, dict) for view in views.values()) else None
 
-    views = _wait(everyone_answers, timeout, interval=0.5)
+    views = _wait(everyone_answers, timeout, interval=0.2)
     if not views:
         reasons = {h: why for h, why in _views(clients).items() if not isinstance(why, dict)}
         return {
@@ -950,7 +950,7 @@ def wait_cluster_healthy(timeout=120):
             last["view"] = {"healthy": False, "error": __utils__["redis_common.error_text"](exc)}
         return last["view"]["healthy"]
 
-    if _wait(check, timeout, interval=0.5):
+    if _wait(check, timeout, interval=0.2):
         return {"healthy": True, "comment": "cluster ok"}
     __context__["retcode"] = 1  # `salt` and orchestration see the failure (a state run resets it)
     view = last["view"]
