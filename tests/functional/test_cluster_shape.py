@@ -4,12 +4,11 @@ formation with replicas (each supported build), a replica reset or moved by hand
 that respects replicas_per_master under a writing client, a rebuilt master's replica taking
 over before its old id is forgotten, and a rebalance cut short that the next apply resumes."""
 
-import time
-
 import pytest
 import redis
 from cluster_support import ClusterWriter, cluster_info, node_modules
 from conftest import SERVERS, cluster_nodes, load_module
+from support.waits import wait_until
 
 DEPLOYMENT = load_module("deployment_for_shape_tests", "_pillar/redis_deployment.py")
 
@@ -40,13 +39,6 @@ def roles(servers):
                     slots += int(last or first) - int(first) + 1
             shape[f"n{number}"] = ("master", slots)
     return shape
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.2)
 
 
 def synced(replica):
@@ -99,7 +91,7 @@ def test_a_replica_reset_by_hand_is_taken_back_by_the_next_apply(tmp_path_factor
         (first, first_state, _), *_ = node_modules(servers, slots, replicas_per_master=1, replica_plan=replicas)
         assert first_state.formed("cluster", timeout=60)["result"] is True
         servers[4].client().execute_command("CLUSTER", "RESET", "HARD")
-        wait_for(lambda: not first.cluster_view()["healthy"], 30, "n0 notices the reset node")
+        wait_until(lambda: not first.cluster_view()["healthy"], 30, "n0 notices the reset node")
 
         ret = first_state.formed("cluster", timeout=60)
 
@@ -119,7 +111,7 @@ def test_replicas_piled_on_one_master_are_spread_without_moving_a_master(tmp_pat
         masters = {host: role for host, role in roles(servers).items() if role[0] == "master"}
         n0 = servers[0].client().execute_command("CLUSTER", "MYID")
         servers[4].client().execute_command("CLUSTER", "REPLICATE", n0)  # n1 is left without a copy
-        wait_for(lambda: not first.cluster_view()["healthy"], 30, "n0 sees the pile")
+        wait_until(lambda: not first.cluster_view()["healthy"], 30, "n0 sees the pile")
         dry = first_state.__opts__["test"] = True
         planned = first_state.formed("cluster")
         assert planned["result"] is None and "1 replica moves" in planned["comment"], planned
@@ -173,7 +165,7 @@ def test_a_master_that_lost_its_data_hands_its_slots_to_its_replica_before_it_re
         nodes = node_modules(servers, slots, replicas_per_master=1, replica_plan=replicas)
         (_, first_state, _), (n1, n1_state, _), *_ = nodes
         assert first_state.formed("cluster", timeout=60)["result"] is True
-        wait_for(lambda: synced(servers[4]), 30, "n4 in sync with n1")
+        wait_until(lambda: synced(servers[4]), 30, "n4 in sync with n1")
         cluster = redis.RedisCluster(host="127.0.0.1", port=servers[0].port, password=servers[0].password)
         acknowledged = []
         for number in range(400):
@@ -217,7 +209,7 @@ def test_a_bare_node_already_up_at_a_masters_address_does_not_cost_its_replica_t
     with cluster_nodes(tmp_path_factory, redis70, 6) as servers:
         (first, first_state, _), *_ = node_modules(servers, slots, replicas_per_master=1, replica_plan=replicas)
         assert first_state.formed("cluster", timeout=60)["result"] is True
-        wait_for(lambda: synced(servers[4]), 30, "n4 in sync with n1")
+        wait_until(lambda: synced(servers[4]), 30, "n4 in sync with n1")
         cluster = redis.RedisCluster(host="127.0.0.1", port=servers[0].port, password=servers[0].password)
         keys = [f"{{n1}}:{n}" for n in range(300)]
         for key in keys:
@@ -236,7 +228,7 @@ def test_a_bare_node_already_up_at_a_masters_address_does_not_cost_its_replica_t
         for leftover in servers[1].dir.glob("*.rdb"):
             leftover.unlink()
         servers[1].start()
-        wait_for(lambda: not first.cluster_view()["healthy"], 30, "n0 notices the address answers with another id")
+        wait_until(lambda: not first.cluster_view()["healthy"], 30, "n0 notices the address answers with another id")
         ret = first_state.formed("cluster", timeout=60)
         n4.config_set("masterauth", servers[4].password)
 
