@@ -882,7 +882,7 @@ def predecessor(timeout=5, wait=0):
     (its replica took its slots over, or it has none) and some peer answers.
 
     Returns ``{"answered": [hosts], "id": old id or None, "slots": n, "failing": bool,
-    "replicas": [hosts of its live replicas], "served_by": id now serving what it served,
+    "replicas": [hosts of its live replicas], "served_by": [hosts that took its slots over],
     "comment": str}``.
 
     CLI Example:
@@ -920,6 +920,15 @@ def predecessor(timeout=5, wait=0):
                   failing=any(not _live(node) for node in listed if node["id"] == old["id"]))
     result["replicas"] = sorted(host for host, view in views.items()
                                 if view["role"] == "replica" and view["master"] == old["id"])
+    # A peer's gossip may still credit the old node with slots its replica already took
+    # over: a node's word on its own slots is the fresher one.
+    takers = sorted(host for host, view in views.items()
+                    if any(first <= b and a <= last for first, last in view["slots"] for a, b in old["slots"]))
+    if takers:
+        result.update(slots=0, served_by=takers)
+        result["comment"] = (f"{mine}'s old self {old['id'][:8]} serves no slots: {', '.join(takers)} took them "
+                             "over; nothing depends on its old data")
+        return result
     if result["slots"]:
         result["comment"] = (f"{mine}'s old self {old['id'][:8]} still serves {result['slots']} slots"
                              + (f"; its replicas {', '.join(result['replicas'])} hold its keys" if result["replicas"]
