@@ -132,66 +132,128 @@ def _auth_password(user=ACL_USER):
 # ---------------------------------------------------------------- the live master
 
 
-def _role(peer, timeout):
-    """What one Redis server says about its replication, or {"error": ...}."""
-    try:
-        client = _client(peer["port"], host=peer["ip"], timeout=timeout)
-        info = client.info("replication")
-        keys = client.dbsize()
-    except redis.RedisError as exc:
-        return {"error": _error(exc)}
+def _key_count(client):
+    """Keys in every database of a server (``DBSIZE`` counts only the selected one)."""
+    return sum(int(db.get("keys", 0)) for db in client.info("keyspace").values() if isinstance(db, dict))
+
+
+def _replication(client):
+    """What a Redis server says about its replication: ``{"role": master|replica,
+    "connected_replicas", "keys", "offset"}``, and for a replica ``master``, ``link`` and
+    ``sync_in_progress``."""
+    info = client.info("replication")
     view = {"role": "replica" if info.get("role") == "slave" else "master",
-            "connected_replicas": int(info.get("connected_slaves", 0)), "keys": keys}
+            "connected_replicas": int(info.get("connected_slaves", 0)), "keys": _key_count(client),
+            "offset": int(info.get("master_repl_offset", 0))}
     if view["role"] == "replica":
         view.update(master=_address(info.get("master_host"), info.get("master_port")),
-                    link=info.get("master_link_status"))
+                    link=info.get("master_link_status"),
+                    sync_in_progress=bool(int(info.get("master_sync_in_progress", 0))),
+                    replica_offset=int(info.get("slave_repl_offset", 0)))
     return view
 
 
+def _role(peer, timeout):
+    """What one Redis server says about its replication, or {"error": ...}."""
+    try:
+        return _replication(_client(peer["port"], host=peer["ip"], timeout=timeout))
+    except redis.RedisError as exc:
+        return {"error": _error(exc)}
+
+
 def _sentinel_answers(name, timeout):
-    """{hostname: "ip:port" the Sentinel there gives for ``name``, "does not monitor <name>",
-    or {"error": text}}."""
+    """{hostname: what the Sentinel there says of ``name``}: ``{"address", "epoch",
+    "failover"}`` (``SENTINEL MASTER``, one reply: its address and config epoch belong
+    together), ``{"unmonitored": True}`` or ``{"error": text}``."""
     answers = {}
     for host in _sentinel_hosts():
         try:
-            reply = _sentinel_command(_sentinel_client(host["ip"], host["port"], timeout),
-                                      "GET-MASTER-ADDR-BY-NAME", name)
+            reply = _sentinel_command(_sentinel_client(host["ip"], host["port"], timeout), "MASTER", name)
+        except redis.ResponseError as exc:
+            if "No such master" in str(exc):
+                answers[host["hostname"]] = {"unmonitored": True}
+            else:
+                answers[host["hostname"]] = {"error": _error(exc)}
+            continue
         except redis.RedisError as exc:
             answers[host["hostname"]] = {"error": _error(exc)}
             continue
-        answers[host["hostname"]] = _address(*reply) if reply else f"does not monitor {name}"
+        fields = _pairs(reply)
+        flags = fields.get("flags", "").split(",")
+        answers[host["hostname"]] = {"address": _address(fields["ip"], fields["port"]),
+                                     "epoch": int(fields.get("config-epoch", 0)),
+                                     "failover": "failover_in_progress" in flags}
     return answers
 
 
-def live_master(name=None, timeout=2):
+def _shown(answer, name):
+    if "error" in answer:
+        return answer["error"]
+    if answer.get("unmonitored"):
+        return f"does not monitor {name}"
+    busy = ", failover in progress" if answer["failover"] else ""
+    return f"{answer['address']} (config epoch {answer['epoch']}{busy})"
+
+
+def live_master(name=None, timeout=2, settle=0):
     """
-    Find the deployment's live master. The reachable Sentinels of ``sentinel:hosts`` are
-    asked (``SENTINEL get-master-addr-by-name``) and their majority answer wins (a tie goes
-    to the candidate that says it is a master, then to file order). When no Sentinel knows
-    the master yet (bare hosts), the Redis servers' roles decide: a master with connected
-    replicas wins; among masters without replicas, the only one that holds keys wins (two
-    that hold keys: no answer, replicating either would wipe the other), else the pillar's
-    ``initial_master``. Answers that are no peer's address are ignored.
+    Find the deployment's live master: the Sentinels' latest decision, never an old one.
+
+    Every Sentinel of ``sentinel:hosts`` (servers' and witnesses') is asked for ``name``
+    (``SENTINEL MASTER``). The address given with the highest config epoch is the latest
+    decision; it is the live master only when a majority of *all* configured Sentinels
+    answer and name it, and none of them is in the middle of a failover. Otherwise the
+    answer is undecided (``master`` None, ``candidate`` the latest decision) and the
+    caller must change nothing: right after a failover the Sentinels that have not heard
+    the new epoch yet still name the old master, and a stale or unreachable Sentinel is
+    no vote.
+
+    Only when no Sentinel monitors ``name`` at a peer's address (bare hosts) do the Redis
+    servers' roles decide: a master with connected replicas wins; among masters without
+    replicas, the only one that holds keys wins (two that hold keys: no answer, replicating
+    either would wipe the other), else the pillar's ``initial_master``. Answers that are no
+    peer's address (the package's own ``mymaster 127.0.0.1 6379``) are ignored.
+
+    With ``settle`` seconds, an undecided answer is asked again, bounded, while the
+    Sentinels that answer disagree or one is failing over (the new epoch spreads with the
+    Sentinels' hello messages, every 2 s); too few answering is not waited for.
 
     Returns ``{"master": hostname or None, "address": "ip:port", "ip", "port", "source":
-    "sentinels"|"roles"|"keys"|"initial_master", "sentinels": {hostname: answer}, "roles":
-    {hostname: view} (when asked), "comment"}``.
+    "sentinels"|"roles"|"keys"|"initial_master"|None, "monitored": bool (a Sentinel
+    monitors the name at a peer), "candidate" and "candidate_address": the latest decision,
+    "settling": bool (undecided while the answers disagree), "sentinels": {hostname:
+    answer}, "roles": {hostname: view} (when asked), "comment"}``.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' redis_sentinel.live_master
+        salt '*' redis_sentinel.live_master settle=10
     """
-    name = _master_name(name)
+    last = {}
+
+    def decided():
+        last["view"] = _live_master(_master_name(name), timeout)
+        return last["view"]["master"] or not last["view"]["settling"]
+
+    if float(settle) > 0:
+        _wait(decided, settle, interval=0.2)
+    else:
+        decided()
+    return last["view"]
+
+
+def _live_master(name, timeout):
+    """``live_master``, asked once."""
     peers = _peers()
     by_address = {_address(p["ip"], p["port"]): p for p in peers}
     answers = _sentinel_answers(name, timeout)
-    shown = {host: answer if isinstance(answer, str) else answer["error"] for host, answer in answers.items()}
-    result = {"master": None, "address": None, "ip": None, "port": None, "source": None, "sentinels": shown}
-    votes = collections.Counter(a for a in answers.values() if isinstance(a, str) and a in by_address)
-    strangers = sorted({a for a in answers.values()
-                        if isinstance(a, str) and a not in by_address and not a.startswith("does not monitor")})
+    known = {host: a for host, a in answers.items() if a.get("address") in by_address}
+    strangers = sorted({a["address"] for a in answers.values() if a.get("address") and a["address"] not in by_address})
+    result = {"master": None, "address": None, "ip": None, "port": None, "source": None, "monitored": bool(known),
+              "candidate": None, "candidate_address": None, "settling": False,
+              "sentinels": {host: _shown(a, name) for host, a in answers.items()}}
     roles = {}
 
     def chosen(peer, source, comment):
@@ -207,15 +269,29 @@ def live_master(name=None, timeout=2):
         return roles[peer["hostname"]]
 
     ignored = f"; ignored answers that are no peer's address: {', '.join(strangers)}" if strangers else ""
-    if votes:
-        top = max(votes.values())
-        tied = [address for address, count in votes.items() if count == top]
-        order = [_address(p["ip"], p["port"]) for p in peers]
-        tied.sort(key=lambda a: (role_of(by_address[a]).get("role") != "master", order.index(a)))
-        answering = sum(votes.values())
-        return chosen(by_address[tied[0]], "sentinels",
-                      f"{top} of {answering} Sentinels that know {name} name {by_address[tied[0]]['hostname']}"
-                      + ignored)
+    if known:
+        total = len(answers)
+        majority = total // 2 + 1
+        latest = max(known.values(), key=lambda a: a["epoch"])
+        candidate = by_address[latest["address"]]
+        agreeing = sorted(host for host, a in known.items() if a["address"] == latest["address"])
+        busy = sorted(host for host, a in known.items() if a["failover"])
+        unreachable = sorted(host for host, a in answers.items() if "error" in a)
+        result.update(candidate=candidate["hostname"], candidate_address=latest["address"])
+        result["settling"] = bool(busy) or len({a["address"] for a in known.values()}) > 1
+        said = (f"{len(agreeing)} of the {total} Sentinels ({', '.join(agreeing)}) name {candidate['hostname']} "
+                f"(config epoch {latest['epoch']}, the latest)")
+        if not busy and len(agreeing) >= majority:
+            return chosen(candidate, "sentinels", said + ignored)
+        others = sorted(f"{host}: {result['sentinels'][host]}" for host in answers if host not in agreeing)
+        why = [f"a failover is in progress on {', '.join(busy)}"] if busy else []
+        why.append(said + f", a majority is {majority}")
+        if others:
+            why.append("the others say " + "; ".join(others))
+        if unreachable:
+            why.append(f"{', '.join(unreachable)} unreachable")
+        result["comment"] = "the Sentinels have not decided: " + ", ".join(why) + ignored
+        return result
     for peer in peers:
         role_of(peer)
     masters = [p for p in peers if roles[p["hostname"]].get("role") == "master"]
@@ -252,7 +328,8 @@ def local_role(port=None):
     """
     This node's Redis server's replication: ``{"reachable", "role": master|replica,
     "master": "ip:port", "link": up|down, "sync_in_progress", "connected_replicas",
-    "keys"}`` (``error`` when it does not answer with the deployment's password).
+    "keys" (in every database), "offset"}`` (``error`` when it does not answer with the
+    deployment's password).
 
     CLI Example:
 
@@ -261,18 +338,31 @@ def local_role(port=None):
         salt '*' redis_sentinel.local_role
     """
     try:
-        client = _client(port)
-        info = client.info("replication")
-        keys = client.dbsize()
+        return dict(_replication(_client(port)), reachable=True)
     except redis.RedisError as exc:
         return {"reachable": False, "error": _error(exc)}
-    view = {"reachable": True, "role": "replica" if info.get("role") == "slave" else "master",
-            "connected_replicas": int(info.get("connected_slaves", 0)), "keys": keys}
-    if view["role"] == "replica":
-        view.update(master=_address(info.get("master_host"), info.get("master_port")),
-                    link=info.get("master_link_status"),
-                    sync_in_progress=bool(int(info.get("master_sync_in_progress", 0))))
-    return view
+
+
+def wait_replica_of(address, timeout=30, port=None):
+    """
+    Wait, bounded by ``timeout`` seconds, until the local Redis server replicates
+    ``address`` ("ip:port"); for a returning old master, which its Sentinels convert
+    themselves. Returns the last ``local_role``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_sentinel.wait_replica_of 10.0.0.12:6379 timeout=20
+    """
+    last = {}
+
+    def follows():
+        last["view"] = local_role(port)
+        return last["view"].get("role") == "replica" and last["view"].get("master") == address
+
+    _wait(follows, timeout, interval=0.5)
+    return last["view"]
 
 
 def replicate(ip, port, timeout=30):
@@ -720,7 +810,8 @@ def failover_outlook(hosts=None, quorum=None):
 def status(name=None, timeout=2):
     """
     The Sentinel view of the deployment: the master's address as each reachable Sentinel of
-    ``sentinel:hosts`` sees it and the majority answer, how many other Sentinels and
+    ``sentinel:hosts`` sees it and the live master (``live_master``: the latest config
+    epoch, named by a majority of all Sentinels; ``decided`` False otherwise), how many other Sentinels and
     replicas each knows, the local Sentinel's flags for the master and ``SENTINEL
     CKQUORUM``, the quorum, whether a host death could fail over, and warnings.
 
@@ -756,20 +847,24 @@ def status(name=None, timeout=2):
                          config_epoch=int(master.get("config-epoch", 0)))
         sentinels[host["hostname"]] = entry
     votes = collections.Counter(e["master"] for e in sentinels.values() if "master" in e)
-    agreeing = max(votes.values()) if votes else 0
-    majority_answer = votes.most_common(1)[0][0] if votes else None
-    by_address = {_address(p["ip"], p["port"]): p["hostname"] for p in _peers()}
+    # The same decision replication follows: the latest config epoch, named by a majority of all.
+    live = _live_master(name, timeout)
+    latest = live["address"] or live["candidate_address"]
     result.update(
         master_name=name,
-        master=majority_answer,
-        master_host=by_address.get(majority_answer),
-        agreeing=agreeing,
+        master=live["address"],
+        master_host=live["master"],
+        decided=bool(live["master"]),
+        latest=latest,
+        agreeing=votes.get(latest, 0),
         reachable=sum(1 for e in sentinels.values() if "master" in e),
         expected=len(hosts),
         quorum=outlook["quorum"],
         host_death_fails_over=outlook["host_death_fails_over"],
         sentinels=sentinels,
     )
+    if live["monitored"] and not live["master"]:
+        warnings.append(live["comment"])
     if outlook["warning"]:
         warnings.append(outlook["warning"])
     if len(votes) > 1:

@@ -109,25 +109,39 @@ def _describe(view):
     return f"replica of {view['master']}"
 
 
+def _holds_data(view):
+    return bool(view.get("keys") or view.get("connected_replicas"))
+
+
 def replicating(name, timeout=30):
     """
     Make this node's Redis server follow the deployment's live master, as
-    ``redis_sentinel.live_master`` finds it (the Sentinels' majority; on bare hosts the
-    servers' roles, then the pillar's initial master). Never restarts Redis and never
-    writes Salt's files:
+    ``redis_sentinel.live_master`` finds it: the Sentinels' latest decision (highest config
+    epoch) once a majority of all the deployment's Sentinels name it; on bare hosts (no
+    Sentinel monitors the name yet) the servers' roles, then the pillar's initial master.
+    Never restarts Redis, never writes Salt's files, and never undoes a failover:
 
-    - this node is the live master: nothing to do;
-    - it replicates the live master already: nothing to do;
-    - otherwise (a bare host, an old master back before its Sentinels converted it, a
-      replica of a stale address): ``REPLICAOF ip port`` then ``CONFIG REWRITE`` (Redis keeps
-      it in its own file), and a bounded wait for the link.
+    - this node is the live master, or replicates it already: nothing to do;
+    - the Sentinels have not decided (a failover still spreading, a stale or unreachable
+      Sentinel): waits for them, bounded; then a master or replica holding data is left as
+      it is and the state says why (result True when this node is, or replicates, the
+      master their latest decision names); only an empty master (nothing to lose: on the
+      first apply the other Sentinels are not set up yet) follows that latest decision;
+    - this node is a master that holds keys or has replicas while the Sentinels name
+      another: Salt never demotes it (its keys would be replaced by a copy of the other).
+      The Sentinels convert a returning old master themselves; this waits for that,
+      bounded, and fails if it has not happened;
+    - otherwise (a bare host, an empty node, a replica of a stale address): ``REPLICAOF ip
+      port`` then ``CONFIG REWRITE`` (Redis keeps it in its own file), and a bounded wait
+      for the link.
 
     With test=True it says what it would do and changes nothing.
 
     name
         Any label.
     timeout
-        Seconds to wait for the replication link after a change.
+        Seconds to wait for the Sentinels to decide or convert this node, and for the
+        replication link after a change.
 
     .. code-block:: yaml
 
@@ -145,21 +159,40 @@ def replicating(name, timeout=30):
     if not local["reachable"]:
         ret.update(result=False, comment=f"the local Redis server does not answer: {local['error']}")
         return ret
-    live = __salt__["redis_sentinel.live_master"]()
+    live = __salt__["redis_sentinel.live_master"](settle=0 if __opts__["test"] else timeout)
+    decided = bool(live["master"])
+    if not decided and live.get("candidate"):
+        # Undecided: the Sentinels' latest decision is all there is. Only an empty node may
+        # act on it (nothing to lose: on the first apply the other Sentinels are not set up yet).
+        ip, port = live["candidate_address"].rsplit(":", 1)
+        live = dict(live, master=live["candidate"], address=live["candidate_address"], ip=ip, port=int(port))
     if not live["master"]:
         ret.update(result=False, comment=f"no live master: {live['comment']}; nothing changed")
         return ret
     why = f"({live['comment']})"
     if live["master"] == me:
         if local["role"] == "master":
-            ret["comment"] = f"this node is the live master, {_describe(local)} {why}"
+            named = "the live master" if decided else "the master the Sentinels' latest decision names"
+            ret["comment"] = f"this node is {named}, {_describe(local)} {why}"
         else:
             ret["comment"] = (f"the Sentinels name this node the master but it is a {_describe(local)}: a failover "
                               f"is in progress, left to Sentinel {why}")
         return ret
     if local["role"] == "replica" and local["master"] == live["address"]:
         link = local.get("link")
-        ret["comment"] = f"replicates the live master {live['master']} ({live['address']}), link {link} {why}"
+        named = "the live master" if decided else "the master the Sentinels' latest decision names,"
+        ret["comment"] = f"replicates {named} {live['master']} ({live['address']}), link {link} {why}"
+        return ret
+    if local["role"] == "master" and _holds_data(local) and live.get("monitored"):
+        if not decided:
+            ret.update(result=False, comment=(
+                f"this node is a master ({local['keys']} keys, {local['connected_replicas']} replicas connected) "
+                f"and the Sentinels have not decided: nothing changed {why}"))
+            return ret
+        return _left_to_the_sentinels(ret, local, live, timeout, why)
+    if not decided and local["role"] == "replica":
+        ret.update(result=False, comment=f"this node is a {_describe(local)} and the Sentinels have not decided: "
+                   f"nothing changed {why}")
         return ret
     ret["changes"] = {"replicaof": {"old": _describe(local), "new": f"replica of {live['master']} ({live['address']})"}}
     if __opts__["test"]:
@@ -174,6 +207,30 @@ def replicating(name, timeout=30):
     ret["comment"] = f"{outcome['comment']} {why}"
     if not outcome["persisted"] or (outcome["link"] != "up" and not outcome["sync_in_progress"]):
         ret["result"] = False
+    return ret
+
+
+def _left_to_the_sentinels(ret, local, live, timeout, why):
+    """A master holding data that the Sentinels no longer name: wait, bounded, until they
+    convert it into a replica of the live master; never REPLICAOF it."""
+    held = f"{local['keys']} keys, {local['connected_replicas']} replicas connected"
+    if __opts__["test"]:
+        ret.update(result=None, comment=(
+            f"this node is a master ({held}) but the Sentinels name {live['master']} ({live['address']}): Salt "
+            f"would wait for the Sentinels to convert it, never REPLICAOF it {why}"))
+        return ret
+    view = __salt__["redis_sentinel.wait_replica_of"](live["address"], timeout=timeout)
+    if view.get("role") == "replica" and view.get("master") == live["address"]:
+        ret["comment"] = (f"the Sentinels converted this old master ({held}) into a replica of {live['master']} "
+                          f"({live['address']}), link {view.get('link')}: Salt waited, it never demotes a master "
+                          f"that holds data {why}")
+        return ret
+    ret.update(result=False, comment=(
+        f"this node is still a master ({held}) {timeout}s after the Sentinels named {live['master']} "
+        f"({live['address']}); nothing changed: Salt never demotes a master that holds data while Sentinels watch "
+        f"the pair (its keys would be replaced by a copy of {live['master']}'s). The Sentinels convert a returning "
+        f"old master themselves: check that they reach this node (salt-call redis_sentinel.status). If this node's "
+        f"data is not needed, `REPLICAOF {live['ip']} {live['port']}` on it by hand {why}"))
     return ret
 
 
@@ -314,6 +371,12 @@ def _take_over(ret, name, settings, config_file, content, info, service, owner, 
     """Write our file over the package's (or a missing) one and restart the Sentinel.
     Returns the comment, or None after filling ``ret`` with a failure."""
     live = __salt__["redis_sentinel.live_master"](name)
+    if not live["master"] and live.get("candidate"):
+        # A new Sentinel needs a start: the Sentinels' latest decision. It learns any later
+        # one from their hello messages (a higher config epoch wins).
+        ip, port = live["candidate_address"].rsplit(":", 1)
+        live = dict(live, master=live["candidate"], address=live["candidate_address"], ip=ip, port=int(port),
+                    source="the Sentinels' latest decision")
     if not live["master"]:
         ret.update(result=False, comment=f"no live master to monitor: {live['comment']}; nothing changed")
         return None
