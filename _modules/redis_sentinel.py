@@ -887,3 +887,71 @@ def status(name=None, timeout=2):
             warnings.append(f"local Sentinel: {result['ckquorum']}")
     result["warnings"] = warnings
     return result
+
+
+def _replication_health(name, timeout):
+    """``(healthy, what is missing)`` of the pair as every server and Sentinel sees it now."""
+    live = _live_master(name, timeout)
+    if not live["master"]:
+        return False, live["comment"]
+    peers = _peers()
+    master = next(p for p in peers if p["hostname"] == live["master"])
+    master_view = _role(master, timeout)
+    if "error" in master_view:
+        return False, f"the live master {master['hostname']} does not answer: {master_view['error']}"
+    if master_view["role"] != "master":
+        return False, f"the Sentinels name {master['hostname']} but it is a replica of {master_view['master']}"
+    missing = []
+    for peer in peers:
+        if peer is master:
+            continue
+        view = _role(peer, timeout)
+        if "error" in view:
+            missing.append(f"{peer['hostname']} does not answer: {view['error']}")
+        elif view["role"] != "replica" or view["master"] != live["address"]:
+            missing.append(f"{peer['hostname']} does not replicate {master['hostname']}")
+        elif view["link"] != "up":
+            missing.append(f"{peer['hostname']}: master_link_status {view['link']}")
+        elif view["replica_offset"] < master_view["offset"]:
+            missing.append(f"{peer['hostname']} is {master_view['offset'] - view['replica_offset']} bytes behind")
+    hosts = _sentinel_hosts()
+    for host in hosts:
+        view = sentinel_view(name, host["ip"], host["port"], timeout)
+        if not view["reachable"] or name not in view["masters"]:
+            missing.append(f"Sentinel {host['hostname']}: " + (view["error"] or f"does not monitor {name}"))
+        elif len(view["sentinels"]) != len(hosts) - 1:
+            missing.append(f"Sentinel {host['hostname']} knows {len(view['sentinels'])} other Sentinels, "
+                           f"expected {len(hosts) - 1}")
+        elif len(_healthy_replicas(view)) != len(peers) - 1:
+            missing.append(f"Sentinel {host['hostname']} sees {len(_healthy_replicas(view))} healthy replicas, "
+                           f"expected {len(peers) - 1}")
+    return not missing, "; ".join(missing) or f"{master['hostname']} is the live master ({live['comment']})"
+
+
+def wait_replication_healthy(timeout=60, name=None):
+    """
+    Wait, bounded, until the Sentinel pair is healthy: the Sentinels have decided on a live
+    master (``live_master``) and it is a master, every other Redis server replicates it
+    with its link up and its offset caught up, and every Sentinel monitors it, knows the
+    other Sentinels and sees every replica healthy. Sets the job's return code to 1 when
+    it is not (`salt` and orchestration see the failure).
+
+    Returns ``{"healthy": bool, "comment": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.wait_replication_healthy timeout=30
+    """
+    name = _master_name(name)
+    last = {}
+
+    def check():
+        last["healthy"], last["comment"] = _replication_health(name, 2)
+        return last["healthy"]
+
+    if _wait(check, timeout, interval=0.3):
+        return {"healthy": True, "comment": last["comment"]}
+    __context__["retcode"] = 1
+    return {"healthy": False, "comment": last["comment"]}

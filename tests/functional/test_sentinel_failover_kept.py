@@ -7,7 +7,7 @@ Each test starts from the converged deployment and leaves it converged.
 """
 
 import pytest
-from conftest import assert_no_password
+from conftest import assert_no_password, free_port
 
 pytest.register_assert_rewrite("sentinel_fixtures")  # before its import below
 from sentinel_fixtures import MASTER_NAME, all_rets, changes_of, wait_for  # noqa: E402
@@ -129,3 +129,26 @@ def test_with_only_one_sentinel_answering_nothing_changes_and_the_state_says_why
             sentinel.start()
     deployment.wait_converged(timeout=40)
     assert not changes_of(all_rets(deployment.apply_all()))
+
+
+def test_replication_health_is_waited_for_and_a_broken_link_is_named(deployment):
+    """The check `redis.orchestrate` ends with in Sentinel mode."""
+    master, replica = deployment.wait_converged()
+    on_replica = minion_of(deployment, replica)
+    mod = on_replica.mod
+    mod.__context__.clear()
+
+    healthy = mod.wait_replication_healthy(timeout=10)
+    assert healthy["healthy"] is True, healthy["comment"]
+    assert "retcode" not in mod.__context__
+
+    replica.client().execute_command("REPLICAOF", "127.0.0.1", free_port())  # a stray address
+    try:
+        broken = mod.wait_replication_healthy(timeout=1)
+        assert broken["healthy"] is False and mod.__context__["retcode"] == 1
+        assert f"{on_replica.hostname} does not replicate" in broken["comment"], broken["comment"]
+    finally:
+        on_replica.apply()  # Salt points it back at the live master
+    deployment.wait_converged()
+    mod.__context__.clear()
+    assert mod.wait_replication_healthy(timeout=20)["healthy"] is True
