@@ -28,14 +28,9 @@ redis-replication-follows-the-live-master:
       - redis_sentinel: redis-sentinel-login-on-this-server
     - require_in:
       - redis_sentinel: redis-sentinel-monitors-the-master
-{%-   else %}
-
-{#- A witness runs a Sentinel only (a package may have started a server). #}
-redis-server-not-running-on-a-witness:
-  service.dead:
-    - name: {{ redis.service }}
-    - enable: False
 {%-   endif %}
+{#- A witness runs its Sentinel only, and leaves any redis-server on its host alone: that
+    one is not ours (the witness does not even install the server package). #}
 
 {#- Running first: after the first apply, monitored talks to the running Sentinel (on a
     bare host this starts the package's Sentinel, which monitored then takes over). #}

@@ -269,3 +269,61 @@ def test_a_pair_whose_yaml_grows_into_a_cluster_is_refused_and_nothing_changes(f
     finally:
         config.write_text(yaml.safe_dump(deployment()))
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+
+
+def test_an_old_master_host_back_while_the_witness_is_cut_off_never_takes_the_master_role_back(
+    first_apply, cli, sentinel_lab
+):
+    """The master's host dies, the others fail over, a key is written on the new master; the
+    witness is cut off; the old host boots as a master with its keys and its stale Sentinel.
+    An apply on the new master then hears one Sentinel for each server: Salt keeps the new
+    master, and the write made after the failover is still there once everything is back."""
+    lab = sentinel_lab[0]
+    old = current_master()
+    new = next(h for h in SERVERS if h != old)
+    keys = acknowledged_writes("scenario-a")
+
+    lab.kill(old)
+    wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
+    client = sentinel_client().master_for("mymaster")
+    wait_until(lambda: client.set("scenario-a:after-failover", "kept"), 30, "a write on the new master")
+    lab.set_link(WITNESS[0], up=False)
+    try:
+        lab.boot(old)
+        wait_for_minions(cli, [old])
+        applied = cli.run("state.apply", "redis", minion_tgt=new)
+        replication = state_by_id(applied, None, "redis-replication-follows-the-live-master")
+        assert replication["result"] is True and not replication["changes"], replication
+        assert server(new).info("replication")["role"] == "master"
+        assert server(new).get("scenario-a:after-failover") == "kept"
+    finally:
+        lab.set_link(WITNESS[0], up=True)
+    wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_host"] == SERVERS[new]
+               and server(old).info("replication")["master_link_status"] == "up", 90, f"{old} back as a replica")
+    wait_until(lambda: all(master_seen_by(h) == SERVERS[new] for h in ALL), 60, f"every Sentinel names {new}")
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+    assert current_master() == new
+    assert server(old).get("scenario-a:after-failover") == "kept"
+    assert [server(new).get(k) for k in keys] == [str(n) for n in range(len(keys))]
+
+
+def test_a_redis_server_of_someone_else_on_the_witness_host_is_left_running(first_apply, cli, sentinel_lab):
+    lab = sentinel_lab[0]
+    witness = WITNESS[0]
+    assert host_run(lab, witness, "systemctl", "start", "redis-server").returncode == 0
+    try:
+        # The package's own server: no password, 127.0.0.1:6379 inside the host.
+        wait_until(lambda: host_output(lab, witness, "redis-cli", "PING") == "PONG", 30, "the witness's own Redis")
+        run_id = host_output(lab, witness, "sh", "-c", "redis-cli INFO server | grep ^run_id")
+
+        applied = cli.run("state.apply", "redis", minion_tgt=witness)
+
+        assert applied.returncode == 0, applied.stdout
+        assert changed_ids(applied.data) == []
+        assert host_output(lab, witness, "systemctl", "is-active", "redis-server") == "active"
+        assert host_output(lab, witness, "sh", "-c", "redis-cli INFO server | grep ^run_id") == run_id
+    finally:
+        host_run(lab, witness, "systemctl", "stop", "redis-server")
