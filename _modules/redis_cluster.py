@@ -34,6 +34,14 @@ __virtualname__ = "redis_cluster"
 SECRET_DIRECTIVES = frozenset(("requirepass", "masterauth"))
 # Directives holding a path: the running server reports its real path (getcwd).
 PATH_DIRECTIVES = frozenset(("dir",))
+# Where the formula puts its files when pillar `redis` does not say (salt/redis/map.jinja's
+# defaults, which pillar keys of the same name override).
+DEFAULT_PATHS = {
+    "salt_config_file": "/etc/redis-salt/redis-server.conf",
+    "config_file": "/etc/redis/redis.conf",
+    "sentinel_config_file": "/etc/redis/sentinel.conf",
+    "data_dir": "/var/lib/redis",
+}
 
 
 def __virtual__():
@@ -48,6 +56,11 @@ def _settings():
 
 def _port(port=None):
     return int(port or _settings().get("port", 6379))
+
+
+def _path(key):
+    """A file or directory of the formula on this minion: pillar ``redis:<key>``, else map.jinja's default."""
+    return _settings().get(key) or DEFAULT_PATHS[key]
 
 
 def _client(port=None, timeout=5, host="127.0.0.1"):
@@ -88,6 +101,12 @@ def status():
     Report what this node is and how it is doing: role and mode from the deployment,
     then ping, version, memory against maxmemory and number of keys from the live server.
     When the deployment's pillar failed (``redis:error``), says so and why.
+
+    ``restart_pending`` lists the directives of Salt's settings file (pillar
+    ``redis:salt_config_file``, default ``/etc/redis-salt/redis-server.conf``) that Redis
+    reads only at start and whose running value differs: a restart the state left to
+    ``salt-run redis_deployment.rolling_restart`` on a formed deployment (empty when none).
+    It is computed from the running server each time, so any restart clears it.
 
     CLI Example:
 
@@ -131,6 +150,9 @@ def status():
             "keys": keys,
         }
     )
+    result["restart_pending"], error = _restart_pending()
+    if error:
+        result["restart_pending_error"] = error
     if result["cluster_enabled"]:
         try:
             view = _view(client)
@@ -154,6 +176,23 @@ def status():
     return result
 
 
+def _restart_pending():
+    """``(directives, error)``: the start-only directives whose value in Salt's settings file the
+    running server lacks (as config_diff compares), or why that cannot be told."""
+    path = _path("salt_config_file")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return [], ""  # nothing deployed yet: nothing for a restart to pick up
+    except OSError as exc:
+        return [], f"{path}: {exc.strerror}"
+    lines = text.splitlines()
+    start_only = __utils__["redis_config.start_only"](d for _, d, _ in __utils__["redis_config.directives"](lines))
+    diff = config_diff(__utils__["redis_config.values"](text, start_only))
+    return (sorted(diff["differs"]), "") if diff["reachable"] else ([], diff["error"])
+
+
 def _sentinel_status():
     """The Sentinels' view (the live master, agreement, failover outlook and warnings), or why not."""
     try:
@@ -173,7 +212,8 @@ def config_diff(settings, port=None, timeout=5):
     ``timeout`` seconds) or ``error``. ``loading`` is also true when the server answered
     but is still loading its data. ``running`` holds the running values of the differing
     directives, except the password directives: nothing secret leaves the minion. A
-    ``dir`` that leads to the same directory (symlinks) does not differ.
+    ``dir`` that leads to the same directory (symlinks) does not differ, nor does a
+    start-only directive the server does not show (Redis 6.2: ``cluster-config-file``).
 
     CLI Example:
 
@@ -184,7 +224,10 @@ def config_diff(settings, port=None, timeout=5):
     try:
         client = _client(port, timeout=float(timeout))
         running = _config_get(client, list(settings))
-        differs = [d for d, value in settings.items() if not _same(d, running.get(d), value)]
+        # A start-only directive CONFIG GET does not show (Redis 6.2 hides cluster-config-file)
+        # cannot be compared, before or after a restart: it never differs.
+        unseen = __utils__["redis_config.start_only"](d for d in settings if d not in running)
+        differs = [d for d, value in settings.items() if d not in unseen and not _same(d, running.get(d), value)]
         loading = bool(differs) and bool(client.info("persistence").get("loading"))
     except redis.RedisError as exc:
         failure = __utils__["redis_common.failure"](exc)
@@ -975,12 +1018,13 @@ def wait_cluster_healthy(timeout=120):
     }
 
 
-def server_shape(port=None):
+def server_shape(port=None, timeout=5):
     """
     What the running server is, as far as changing the deployment's shape matters: its
-    ``port`` and ``dir``, ``cluster_enabled`` and ``slots_assigned`` (a formed cluster),
-    its replication ``role`` and ``connected_replicas`` (a Sentinel pair). ``reachable``
-    False (with ``error``) when it does not answer with the deployment's password.
+    ``port`` and ``dir``, ``cluster_enabled``, ``slots_assigned`` and ``known_nodes`` (a
+    formed cluster), its replication ``role`` and ``connected_replicas`` (a Sentinel pair),
+    and the process's ``run_id``. ``reachable`` False (with ``error``) when it does not
+    answer with the deployment's password within ``timeout`` seconds.
 
     CLI Example:
 
@@ -989,21 +1033,100 @@ def server_shape(port=None):
         salt '*' redis_cluster.server_shape
     """
     try:
-        client = _client(port)
+        client = _client(port, timeout=float(timeout))
         info = client.info()
         running = _config_get(client, ["port", "dir"])
-        slots = _view(client)["slots_assigned"] if info.get("cluster_enabled") else 0
+        view = _view(client) if info.get("cluster_enabled") else {}
     except redis.RedisError as exc:
         return {"reachable": False, "error": __utils__["redis_common.error_text"](exc)}
     return {
         "reachable": True,
+        "run_id": info.get("run_id"),
         "port": int(running.get("port", 0)),
         "dir": running.get("dir", ""),
         "cluster_enabled": bool(info.get("cluster_enabled")),
-        "slots_assigned": slots,
+        "slots_assigned": view.get("slots_assigned", 0),
+        "known_nodes": view.get("known_nodes", 1),
         "role": info.get("role"),
         "connected_replicas": int(info.get("connected_slaves", 0)),
     }
+
+
+def in_formed_deployment(port=None, nodes_file=None, timeout=5):
+    """
+    Whether this node belongs to a formed deployment, so that restarting it together with
+    the others (a plain ``state.apply``) would take the deployment down. Returns
+    ``{"formed": bool, "why": str, "run_id": the server process's run_id or None}``.
+
+    Judged from the running server when it answers with the deployment's password
+    (``server_shape``): a cluster-enabled server is formed when it knows another node or
+    serves slots (CLUSTER INFO ``cluster_known_nodes`` > 1 or ``cluster_slots_assigned``
+    > 0); any other server when it is a replica or has connected replicas.
+
+    A server that does not answer with the password cannot be asked, so the records the
+    deployment keeps on this host decide (``run_id`` is then None). Cluster mode (pillar
+    ``redis:mode``): Redis's nodes file (``nodes_file``, default
+    ``<data_dir>/nodes-<port>.conf``) lists another node, or slots of this one. Sentinel
+    mode: Redis's main file (``config_file``) has a ``replicaof`` line, or this host's
+    Sentinel file (``sentinel_config_file``) lists a known replica. Redis and Sentinel
+    write these themselves once nodes met or replicated: a server the package started on
+    a fresh host has none of them. (Salt's ``cluster-member`` marker is not needed: the
+    nodes file says it first.) Paths come from pillar ``redis``, else map.jinja's defaults.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_cluster.in_formed_deployment
+    """
+    shape = server_shape(port=port, timeout=timeout)
+    if shape["reachable"]:
+        if shape["cluster_enabled"]:
+            formed = shape["known_nodes"] > 1 or shape["slots_assigned"] > 0
+            why = f"cluster node: {shape['known_nodes']} nodes known, {shape['slots_assigned']} slots assigned"
+        else:
+            formed = shape["role"] in ("slave", "replica") or shape["connected_replicas"] > 0
+            why = f"replication role {shape['role']}, {shape['connected_replicas']} connected replicas"
+        return {"formed": formed, "why": why, "run_id": shape["run_id"]}
+    evidence = _formed_on_disk(_port(port), nodes_file)
+    return {
+        "formed": bool(evidence),
+        "why": evidence or f"no record of a formed deployment on this host ({shape['error']})",
+        "run_id": None,
+    }
+
+
+def _read_text(path):
+    """A file's text, or None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _formed_on_disk(port, nodes_file=None):
+    """What this host's files say about the deployment having formed (see in_formed_deployment),
+    in words, or "" when nothing does."""
+    mode = _settings().get("mode")
+    if mode == "cluster":
+        path = nodes_file or os.path.join(_path("data_dir"), f"nodes-{port}.conf")
+        nodes = _parse_cluster_nodes(_read_text(path) or "")
+        others = [n for n in nodes if "myself" not in n["flags"]]
+        own_slots = sum(_slot_count(n["slots"]) for n in nodes if "myself" in n["flags"])
+        if others or own_slots:
+            return f"{path} lists {len(others)} other nodes and {own_slots} slots of this one"
+    elif mode == "sentinel":
+        config_file = _path("config_file")
+        replicaof = __utils__["redis_config.values"](_read_text(config_file) or "", {"replicaof", "slaveof"})
+        if replicaof:
+            return f"{config_file} makes this server a replica"
+        sentinel_file = _path("sentinel_config_file")
+        lines = (_read_text(sentinel_file) or "").splitlines()
+        for _, directive, argument in __utils__["redis_config.directives"](lines):
+            if directive == "sentinel" and argument.split()[:1] in (["known-replica"], ["known-slave"]):
+                return f"the Sentinel's {sentinel_file} knows a replica"
+    return ""
 
 
 def remove_member(address, timeout=300, force=False):

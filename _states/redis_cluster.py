@@ -6,13 +6,16 @@ Redis rewrites its main configuration file (CONFIG REWRITE, ``replicaof`` after 
 Sentinel failover). Salt therefore owns a separate file that the main file includes as
 its last directive (:func:`config_included`), and brings the running server in line with
 live CONFIG SET where Redis allows it, restarting only for the rest
-(:func:`settings_applied`).
+(:func:`settings_applied`), and never a node of a formed deployment: a plain apply runs on
+every node at once, so that restart is left to ``salt-run redis_deployment.rolling_restart``.
 """
 
 import contextlib
 import errno
 import grp
 import hashlib
+import json
+import logging
 import os
 import pwd
 import stat
@@ -21,10 +24,8 @@ from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "redis_cluster"
 
-# Directives Redis cannot change at run time (or that we refuse to change live).
-RESTART_DIRECTIVES = frozenset(
-    ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind")
-)
+log = logging.getLogger(__name__)
+
 # How often config_included re-reads the main file when Redis rewrote it meanwhile.
 WRITE_ATTEMPTS = 5
 MAIN_FILE_HEADER = (
@@ -44,56 +45,7 @@ def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
 
-# Other names of directives Salt manages, as some servers write them (Valkey's CONFIG
-# REWRITE writes `primaryauth` for masterauth).
-DIRECTIVE_ALIASES = {"primaryauth": "masterauth"}
-
-
-def _directives(lines):
-    """(line index, directive, arguments) for every non-comment line of a Redis config."""
-    for index, line in enumerate(lines):
-        words = line.split(None, 1)
-        if words and not words[0].startswith("#"):
-            directive = words[0].lower()
-            yield index, DIRECTIVE_ALIASES.get(directive, directive), words[1].strip() if len(words) > 1 else ""
-
-
 PASSWORD_DIRECTIVES = ("requirepass", "masterauth")
-
-
-def _is_hex(text):
-    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
-
-
-def _config_args(text):
-    """The arguments of a Redis config line, unquoted as Redis reads them (sdssplitargs)."""
-    args, i = [], 0
-    while i < len(text):
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            break
-        current, quote = "", text[i] if text[i] in "\"'" else None
-        i += 1 if quote else 0
-        while i < len(text):
-            char = text[i]
-            if quote == '"' and text[i : i + 2] == "\\x" and _is_hex(text[i + 2 : i + 4]):
-                current += chr(int(text[i + 2 : i + 4], 16))
-                i += 3
-            elif quote == '"' and char == "\\" and i + 1 < len(text):
-                i += 1
-                current += {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}.get(text[i], text[i])
-            elif quote == "'" and char == "\\" and text[i + 1 : i + 2] == "'":
-                i += 1
-                current += "'"
-            elif char == quote or (not quote and char.isspace()):
-                i += 1
-                break
-            else:
-                current += char
-            i += 1
-        args.append(current)
-    return args
 
 
 def _quoted(value):
@@ -108,7 +60,7 @@ def _stale_password_line(directive, argument, password):
     would beat a new password wherever it stands.
     """
     if directive in PASSWORD_DIRECTIVES:
-        return _config_args(argument) != [password]
+        return __utils__["redis_config.config_args"](argument) != [password]
     if directive == "user" and argument.split(None, 1)[:1] == ["default"]:
         digest = hashlib.sha256((password or "").encode()).hexdigest()
         return not password or f"#{digest}" not in argument.split()
@@ -230,7 +182,7 @@ def _replace(name, text, uid, gid, mode, snapshot):
 
 def _plan(lines, include, managed, password, exists):
     """What config_included has to do to ``lines``: ``(actions, new lines)``."""
-    directives = list(_directives(lines))
+    directives = __utils__["redis_config.directives"](lines)
     ours = [i for i, directive, arg in directives if directive == "include" and arg == include]
     stale = [i for i, directive, arg in directives if _stale_password_line(directive, arg, password)]
     after = [(i, d) for i, d, _ in directives if ours and i > ours[-1]]
@@ -397,6 +349,61 @@ def _changes(diff, settings):
     return changes
 
 
+# What a pending restart's comment tells the operator to run.
+ROLLING_RESTART = "a formed deployment is restarted one node at a time: salt-run redis_deployment.rolling_restart"
+
+
+def _nodes_file(settings):
+    """Redis Cluster's nodes file where ``settings`` put it (None: the module's default)."""
+    if not settings.get("dir"):
+        return None
+    return os.path.join(str(settings["dir"]), str(settings.get("cluster-config-file") or "nodes.conf"))
+
+
+def _pending_record_path(port):
+    """Where this minion notes the restart it last reported pending (Salt's cache: root's, not Redis's)."""
+    cachedir = __opts__.get("cachedir") or "/var/cache/salt/minion"
+    return os.path.join(cachedir, "redis_cluster", f"restart-pending-{port}.json")
+
+
+def _pending_record(port, run_id):
+    """``{directive: wanted}`` this minion last reported pending for the server process ``run_id``."""
+    try:
+        with open(_pending_record_path(port), encoding="utf-8") as handle:
+            record = json.load(handle)
+        return dict(record["pending"]) if run_id and record.get("run_id") == run_id else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _note_pending(port, run_id, wanted):
+    """Record what was reported pending, so the next run reports it as no change. Only a note:
+    a record that cannot be written makes the next run report the same pending restart again."""
+    path = _pending_record_path(port)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        text = json.dumps({"run_id": run_id, "pending": wanted})
+        os.replace(__utils__["redis_common.write_temporary"](path, text, os.getuid(), os.getgid(), 0o600), path)
+    except OSError as exc:
+        log.warning("cannot note the pending restart in %s: %s", path, exc.strerror)
+
+
+def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
+    """The server refuses the deployment's password and belongs to a formed deployment."""
+    sentinels = " and the Sentinels' login" if (__pillar__.get("redis") or {}).get("mode") == "sentinel" else ""
+    ret.update(
+        result=False,
+        changes={},
+        comment=(
+            f"{_reason('auth', diff, port, socket_timeout)}: the deployment's password differs from the running "
+            f"server's, and this node belongs to a formed deployment ({member['why']}). A plain apply restarts "
+            f"every node at once, which would cut off every client{sentinels}: {service} not restarted. Change "
+            "the password through a rolling restart: salt-run redis_deployment.rolling_restart"
+        ),
+    )
+    return ret
+
+
 def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     """
     Bring the running Redis server in line with ``settings`` (directive -> value): live
@@ -405,13 +412,37 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     or when the server does not accept the deployment's password. The password (pillar
     ``redis:password``) is checked too; its value never appears in the state's return.
 
+    A plain ``state.apply`` runs on every node at once, so on a node that belongs to a
+    formed deployment (``redis_cluster.in_formed_deployment``: a cluster member that knows
+    other nodes or serves slots, or one side of a replicating pair) it never restarts:
+
+    - a differing start-only directive is left pending: the live-settable ones are
+      applied, the state succeeds and its comment says which restart is pending and that
+      ``salt-run redis_deployment.rolling_restart`` runs it (``redis_cluster.status``
+      shows it as ``restart_pending`` until then). Changes list
+      ``"restart_pending": [directives]`` only when something became pending that this
+      minion had not reported yet for the same server process (noted in Salt's cache
+      directory), so a second apply reports no changes, and the same warning;
+    - a server that refuses the deployment's password fails the state: restarting every
+      node at once with a new password would cut off every client (and the Sentinels).
+      Which deployment such a server belongs to cannot be asked (no login), so its own
+      records decide: in cluster mode Redis's nodes file (``dir``/``cluster-config-file``
+      of ``settings``) listing another node or slots; in Sentinel mode a ``replicaof``
+      line in Redis's main file, or a replica its Sentinel's file knows (see
+      ``in_formed_deployment``). A server the package started without a password has
+      none of these: it is restarted, as on a first apply.
+
+    A server that is down, that belongs to no formed deployment, or whose differences are
+    all live-settable is handled as before: started/restarted, or set live.
+
     A server that answers too slowly, is busy (a long script), has no free client slot
     (maxclients) or is still loading its data after ``timeout`` seconds is never
     restarted: the state fails, says why, and changes nothing.
 
     Changes: ``{directive: {"old": running, "new": wanted}}`` per differing directive
     (``requirepass``/``masterauth``: ``"set (value not shown)"``), plus
-    ``"restarted": service`` and ``"reason"`` when the service was restarted.
+    ``"restarted": service`` and ``"reason"`` when the service was restarted, or
+    ``"restart_pending"`` (above).
 
     name
         Any label, e.g. the server's address.
@@ -437,6 +468,7 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         return _pillar_failed(ret, redis_pillar["error"])
     port = settings.get("port") or redis_pillar.get("port", 6379)
     password = redis_pillar.get("password")
+    nodes_file = _nodes_file(settings)
     if password:
         # Compared and set like the rest, but taken from pillar, never from arguments.
         settings = dict(settings, requirepass=password, masterauth=password)
@@ -464,15 +496,37 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         ret.update(result=False, comment=f"{why}{waited}: nothing applied, {service} not restarted")
         return ret
 
-    restart_for = sorted(set(diff["differs"]) & RESTART_DIRECTIVES) if diff["reachable"] else []
+    restart_for = __utils__["redis_config.start_only"](diff["differs"]) if diff["reachable"] else []
     restart = not diff["reachable"] or bool(restart_for)
+    pending, run_id = [], None
+    if restart and failure != "refused":
+        # A down server is started whatever it belongs to; a running one of a formed
+        # deployment is restarted one node at a time, never by a plain apply.
+        member = __salt__["redis_cluster.in_formed_deployment"](
+            port=port, nodes_file=nodes_file, timeout=socket_timeout
+        )
+        if member["formed"] and failure == "auth":
+            return _password_not_rotated(ret, diff, member, port, socket_timeout, service)
+        if member["formed"]:
+            pending, run_id, restart = restart_for, member.get("run_id"), False
+    live = [d for d in diff["differs"] if d not in pending] if diff["reachable"] else []
     reason = _reason(failure, diff, port, socket_timeout) if failure else "changed: " + ", ".join(restart_for)
     changes = _changes(diff, settings) if diff["reachable"] else {}
-    ret["changes"] = dict({"restarted": service, "reason": reason}, **changes) if restart else changes
+    wanted = {d: str(settings[d]) for d in pending}
+    reported = _pending_record(port, run_id) if pending else {}
+    note = f"restart pending for {', '.join(pending)} ({ROLLING_RESTART})" if pending else ""
+    if restart:
+        ret["changes"] = dict({"restarted": service, "reason": reason}, **changes)
+    else:
+        ret["changes"] = {d: changes[d] for d in live}
+        if set(wanted.items()) - set(reported.items()):
+            ret["changes"]["restart_pending"] = pending
     if __opts__["test"]:
-        ret["result"] = None
+        ret["result"] = None if ret["changes"] else True
         ret["comment"] = (
-            f"{service} would be restarted ({reason})" if restart else "would apply live: " + ", ".join(diff["differs"])
+            f"{service} would be restarted ({reason})"
+            if restart
+            else "; ".join(filter(None, [live and "would apply live: " + ", ".join(live), note]))
         )
         return ret
 
@@ -487,9 +541,9 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         if not __salt__["redis_cluster.wait_ready"](timeout=timeout, port=port):
             ret.update(result=False, comment=f"{service} restarted but does not answer within {timeout}s")
             return ret
-    else:
+    elif live:
         try:
-            outcome = __salt__["redis_cluster.config_set"]({d: settings[d] for d in diff["differs"]}, port=port)
+            outcome = __salt__["redis_cluster.config_set"]({d: settings[d] for d in live}, port=port)
         except CommandExecutionError as exc:
             ret.update(result=False, changes={}, comment=str(exc))
             return ret
@@ -500,13 +554,21 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
             return ret
 
     still = compare()
-    if not still["reachable"] or still["differs"]:
+    if not still["reachable"] or set(still["differs"]) - set(pending):
         ret["result"] = False
         ret["comment"] = "the running server still differs on: " + ", ".join(
-            still["differs"] if still["reachable"] else [_reason(still["failure"], still, port, socket_timeout)]
+            [d for d in still["differs"] if d not in pending]
+            if still["reachable"]
+            else [_reason(still["failure"], still, port, socket_timeout)]
         )
         return ret
-    ret["comment"] = f"{service} restarted ({reason})" if restart else "applied live: " + ", ".join(diff["differs"])
+    if pending and run_id and wanted != reported:
+        _note_pending(port, run_id, wanted)
+    ret["comment"] = (
+        f"{service} restarted ({reason})"
+        if restart
+        else "; ".join(filter(None, [live and "applied live: " + ", ".join(live), note]))
+    )
     return ret
 
 
@@ -771,7 +833,7 @@ def _deployed_port(settings_file):
     """The port in Salt's settings file as last deployed (the server may still run there)."""
     try:
         with open(settings_file, encoding="utf-8") as handle:
-            for _, directive, argument in _directives(handle.read().splitlines()):
+            for _, directive, argument in __utils__["redis_config.directives"](handle.read().splitlines()):
                 if directive == "port" and argument.isdigit():
                     return int(argument)
     except OSError:

@@ -315,6 +315,7 @@ def load_state_module(port, restart):
         "redis_cluster.config_diff": mod.config_diff,
         "redis_cluster.config_set": mod.config_set,
         "redis_cluster.wait_ready": mod.wait_ready,
+        "redis_cluster.in_formed_deployment": mod.in_formed_deployment,
         "service.restart": restart,
     }
     state.__opts__ = {"test": False}

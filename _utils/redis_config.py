@@ -1,0 +1,86 @@
+"""
+Redis configuration files as Redis reads them, in one place for the states and the execution
+module (Salt's ``_utils``; modules reach it as ``__utils__["redis_config.<name>"]``; a state
+module's own functions are out of an execution module's reach):
+
+- the directives of a config file's lines, and a line's arguments unquoted as Redis does;
+- which directives Redis reads only at start (a change needs a restart);
+- the values a config file gives to some directives.
+"""
+
+__virtualname__ = "redis_config"
+
+# Directives Redis cannot change at run time (or that we refuse to change live).
+RESTART_DIRECTIVES = frozenset(
+    ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind")
+)
+# Other names of directives Salt manages, as some servers write them (Valkey's CONFIG
+# REWRITE writes `primaryauth` for masterauth).
+DIRECTIVE_ALIASES = {"primaryauth": "masterauth"}
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def start_only(directives):
+    """The directives among ``directives`` that Redis reads only at start, sorted."""
+    return sorted(set(directives) & RESTART_DIRECTIVES)
+
+
+def directives(lines):
+    """``[(line index, directive, arguments)]`` for every non-comment line of a Redis config."""
+    found = []
+    for index, line in enumerate(lines):
+        words = line.split(None, 1)
+        if words and not words[0].startswith("#"):
+            directive = words[0].lower()
+            argument = words[1].strip() if len(words) > 1 else ""
+            found.append((index, DIRECTIVE_ALIASES.get(directive, directive), argument))
+    return found
+
+
+def _is_hex(text):
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def config_args(text):
+    """The arguments of a Redis config line, unquoted as Redis reads them (sdssplitargs)."""
+    args, i = [], 0
+    while i < len(text):
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            break
+        current, quote = "", text[i] if text[i] in "\"'" else None
+        i += 1 if quote else 0
+        while i < len(text):
+            char = text[i]
+            if quote == '"' and text[i : i + 2] == "\\x" and _is_hex(text[i + 2 : i + 4]):
+                current += chr(int(text[i + 2 : i + 4], 16))
+                i += 3
+            elif quote == '"' and char == "\\" and i + 1 < len(text):
+                i += 1
+                current += {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}.get(text[i], text[i])
+            elif quote == "'" and char == "\\" and text[i + 1 : i + 2] == "'":
+                i += 1
+                current += "'"
+            elif char == quote or (not quote and char.isspace()):
+                i += 1
+                break
+            else:
+                current += char
+            i += 1
+        args.append(current)
+    return args
+
+
+def values(text, wanted):
+    """``{directive: value}`` for the directives of ``wanted`` that the config ``text`` sets
+    (the last line wins, as in Redis; arguments joined by one space, as CONFIG GET shows a
+    ``bind`` list). Includes are not followed; only ``wanted`` lines are parsed."""
+    found = {}
+    for _, directive, argument in directives(text.splitlines()):
+        if directive in wanted:
+            found[directive] = " ".join(config_args(argument))
+    return found
