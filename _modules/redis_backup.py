@@ -34,7 +34,6 @@ import logging
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -498,10 +497,8 @@ def _manifest_entries(text):
     """The base and incr files a Redis 7 AOF manifest names, in order, with their lines."""
     entries = []
     for line in text.splitlines():
-        try:
-            fields = shlex.split(line)
-        except ValueError:
-            fields = line.split()
+        # Redis quotes a manifest's file names as it quotes config arguments (sdssplitargs).
+        fields = __utils__["redis_config.config_args"](line)
         pairs = dict(zip(fields[0::2], fields[1::2]))
         if "file" not in pairs or pairs.get("type") not in ("b", "i"):
             continue  # history files (type h) are deleted by Redis: not part of the data
@@ -1406,10 +1403,7 @@ def _config_file_settings(path):
             head = line.strip().split(None, 1)
             if not head or head[0].lower() not in wanted | {"include"}:
                 continue
-            try:
-                args = shlex.split(head[1]) if len(head) > 1 else []
-            except ValueError:
-                continue
+            args = __utils__["redis_config.config_args"](head[1]) if len(head) > 1 else []
             if head[0].lower() == "include":
                 for pattern in args:
                     for included in sorted(glob.glob(pattern)):

@@ -541,15 +541,16 @@ def _auth_in_file(config_file, name):
     user = password = None
     try:
         with open(config_file, encoding="utf-8", errors="surrogateescape") as handle:
-            for line in handle:
-                words = line.split()
-                if len(words) >= 4 and words[0].lower() == "sentinel" and words[2] == name:
-                    if words[1].lower() == "auth-user":
-                        user = words[3]
-                    elif words[1].lower() == "auth-pass":
-                        password = " ".join(words[3:])
+            lines = handle.read().splitlines()
     except OSError:
         return None
+    for _, directive, argument in __utils__["redis_config.directives"](lines):
+        words = __utils__["redis_config.config_args"](argument) if directive == "sentinel" else []
+        if len(words) >= 3 and words[1] == name:
+            if words[0].lower() == "auth-user":
+                user = words[2]
+            elif words[0].lower() == "auth-pass":
+                password = " ".join(words[2:])
     return user, password
 
 
