@@ -16,6 +16,15 @@ type), the metadata written last, and only then renamed to its final name: a bac
 off half-way is never listed. Files are streamed in 1 MiB chunks through the ``gzip`` /
 ``zstd`` CLIs: memory does not grow with the dataset.
 
+A forced restore is crash-safe: before anything stops it writes a restore journal (root's
+``<salt_config_dir>/restore-journal.json``) naming the staged entries (checked, on the data
+directory's filesystem), what they replace and the safety copy; Redis is kept from starting
+(a runtime systemd mask) while the entries are swapped, one rename each, the one Redis loads
+last. Whatever kills it, ``restore_recovered`` (the state of the same name runs it on every
+``state.apply redis``, before Redis starts) completes it or puts the previous data back. The
+check after the start compares what the server's loader read (every database) with the backup,
+never what clients write once it answers. ``_utils/redis_backup_swap.py`` holds the file work.
+
 The password comes from pillar and reaches Redis through redis-py only: never a command
 line, a return value, an event or a log line. Backups hold no password and the metadata
 no key names.
@@ -25,6 +34,7 @@ no key names.
 
 import datetime
 import errno
+import fcntl
 import glob
 import grp
 import io
@@ -74,6 +84,10 @@ STALE_PARTIAL_SECONDS = 86400
 CLUSTER_OK_WAIT = 15
 AOF_FLUSH_WAIT = 5
 SERVER_ROLES = ("cluster-node", "master", "replica")
+DEFAULT_SALT_CONFIG_DIR = "/etc/redis-salt"
+JOURNAL = "restore-journal.json"
+LOCK = "restore.lock"
+WORK_PREFIX = ".salt-restore-"
 # Counts the keys of the selected database per type, inside the throwaway server (nobody
 # else talks to it, so one blocking script is the cheapest way).
 COUNT_SCRIPT = """
@@ -171,11 +185,7 @@ def _fire(tag_end, data, kind="backup"):
 
 
 def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    __utils__["redis_backup_swap.fsync_dir"](path)
 
 
 def _fsync_file(path):
@@ -423,16 +433,14 @@ def _wait_idle(client, flags, timeout, what):
 
 
 def _bgsave(client, timeout):
-    """A fresh BGSAVE, waited for by INFO persistence (never a fixed sleep)."""
+    """A fresh BGSAVE, waited for by INFO persistence (never a fixed sleep); a failed one is
+    reported as soon as Redis records it."""
     deadline = time.monotonic() + timeout
     _wait_idle(client, ("rdb_bgsave_in_progress",), timeout, "BGSAVE")
-    before = _persistence(client)
-    saves_before = before.get("rdb_saves")  # Redis >= 7: counts every BGSAVE started
-    last_before = int(before.get("rdb_last_save_time", 0))
+    saves_before = _persistence(client).get("rdb_saves")  # Redis >= 7: counts every BGSAVE started
     if saves_before is None:
-        # LASTSAVE counts in seconds: let the clock pass it so that our save moves it.
-        _wait(lambda: time.time() >= last_before + 1, 2, 0.05)
-    while True:
+        _bgsave_started_now(client, deadline, timeout)
+    while saves_before is not None:
         try:
             client.execute_command("BGSAVE", "SCHEDULE")  # scheduled after an AOF rewrite
             break
@@ -445,11 +453,9 @@ def _bgsave(client, timeout):
         now = _persistence(client)
         if int(now.get("rdb_bgsave_in_progress", 0)):
             return None
-        if saves_before is not None:
-            advanced = int(now.get("rdb_saves", 0)) > int(saves_before)
-        else:
-            advanced = int(now.get("rdb_last_save_time", 0)) > last_before
-        return now.get("rdb_last_bgsave_status", "ok") if advanced else None
+        if saves_before is not None and int(now.get("rdb_saves", 0)) <= int(saves_before):
+            return None  # scheduled behind an AOF rewrite: not started yet
+        return now.get("rdb_last_bgsave_status", "ok")
 
     status = _wait(ended, max(1, deadline - time.monotonic()), 0.1)
     if status is None:
@@ -457,6 +463,23 @@ def _bgsave(client, timeout):
     if status != "ok":
         raise CommandExecutionError(f"BGSAVE failed (rdb_last_bgsave_status:{status}); see the Redis log")
     return int(_persistence(client).get("rdb_last_save_time", 0))
+
+
+def _bgsave_started_now(client, deadline, timeout):
+    """Redis 6.2 counts no BGSAVE (no ``rdb_saves``) and a failed one leaves LASTSAVE as it
+    was: start one that forks at once (no SCHEDULE: no fork running), so that the next time
+    ``rdb_bgsave_in_progress`` reads 0 it has ended and ``rdb_last_bgsave_status`` is its own."""
+    flags = ("rdb_bgsave_in_progress", "aof_rewrite_in_progress")
+    while True:
+        _wait_idle(client, flags, max(1, deadline - time.monotonic()), "BGSAVE or AOF rewrite")
+        try:
+            client.execute_command("BGSAVE")
+            return
+        except redis.ResponseError as exc:
+            busy = "in progress" in str(exc).lower() or "child process is active" in str(exc).lower()
+            if not busy or time.monotonic() > deadline:
+                raise CommandExecutionError(f"BGSAVE refused: {exc}") from None
+            # a save point's BGSAVE or an AOF rewrite started in between: wait for it
 
 
 def _bgrewriteaof(client, timeout):
@@ -1379,6 +1402,41 @@ def verify(backup, backup_dir=None, timeout=3600):
     }
 
 
+def keyspace():
+    """
+    What the set restore's verification reads from a node: its keys over every database
+    (``keys``; ``databases``: ``{db: keys}``), what its loader read at its last start
+    (``loaded_keys``, ``expired_at_load``; None on Redis 6.2, which does not say), its
+    replication role and, on a replica, whether its link to the master is up and in sync
+    (``master_link_status``, ``master_sync_in_progress``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_backup.keyspace
+    """
+    _require_redis_role()
+    client = _client()
+    try:
+        info = client.info()
+    except redis.RedisError as exc:
+        raise CommandExecutionError(_problem(exc, "read the keyspace")) from None
+    finally:
+        client.close()
+    databases = {int(name[2:]): int(stats.get("keys", 0)) for name, stats in info.items()
+                 if re.match(r"^db\d+$", str(name)) and isinstance(stats, dict)}
+    ret = {"keys": sum(databases.values()), "databases": databases, "replication_role": info.get("role"),
+           "loaded_keys": None, "expired_at_load": None}
+    if "rdb_last_load_keys_loaded" in info:
+        ret.update(loaded_keys=int(info["rdb_last_load_keys_loaded"]),
+                   expired_at_load=int(info.get("rdb_last_load_keys_expired") or 0))
+    if info.get("role") == "slave":
+        ret.update(master_link_status=info.get("master_link_status"),
+                   master_sync_in_progress=bool(int(info.get("master_sync_in_progress") or 0)))
+    return ret
+
+
 # ---------------------------------------------------------------- restore
 
 
@@ -1509,36 +1567,46 @@ def _target_names(meta, live):
     return names
 
 
-def _place(meta, live, staging, data_dir, uid, gid):
-    """Put the checked backup where this server loads it from; return the entries made.
-    An RDB restored onto ``appendonly yes`` also becomes the AOF's base (Redis loads the AOF
-    and ignores dump.rdb when appendonly is on; with no AOF at all, Redis 7.0 starts empty)."""
-    made = []
+def _loading_entry(live):
+    """The data directory's entry this server loads at its start: the AOF (directory on
+    Redis >= 7, file before) with ``appendonly yes``, else the RDB file."""
+    if live["appendonly"]:
+        return live["appenddirname"] or live["appendfilename"]
+    return live["dbfilename"]
+
+
+def _prepare(meta, live, new_dir, uid, gid):
+    """Shape the unpacked, checked backup in ``new_dir`` (the work area, on the data
+    directory's filesystem) into the entries this server loads from, owned by ``uid``:``gid``
+    and fsynced; return their names. An RDB restored onto ``appendonly yes`` also becomes the
+    AOF's base (Redis loads the AOF and ignores dump.rdb when appendonly is on; with no AOF
+    at all, Redis 7.0 starts empty)."""
     if meta["type"] == "aof":
-        source_dir = os.path.join(staging, meta.get("appenddirname") or "appendonlydir")
-        target = os.path.join(data_dir, live["appenddirname"])
-        shutil.move(source_dir, target)
-        made.append(target)
+        source = meta.get("appenddirname") or "appendonlydir"
+        if source != live["appenddirname"]:
+            os.rename(os.path.join(new_dir, source), os.path.join(new_dir, live["appenddirname"]))
+        entries = [live["appenddirname"]]
     else:
-        target = os.path.join(data_dir, live["dbfilename"])
-        shutil.move(os.path.join(staging, meta["files"][0]["source"]), target)
-        made.append(target)
+        target = os.path.join(new_dir, live["dbfilename"])
+        if meta["files"][0]["source"] != live["dbfilename"]:
+            os.rename(os.path.join(new_dir, meta["files"][0]["source"]), target)
+        entries = [live["dbfilename"]]
         if live["appendonly"] and live["appenddirname"]:
-            aof_dir = os.path.join(data_dir, live["appenddirname"])
+            aof_dir = os.path.join(new_dir, live["appenddirname"])
             os.mkdir(aof_dir, 0o750)
-            made.append(aof_dir)
             base = f"{live['appendfilename']}.1.base.rdb"
             os.link(target, os.path.join(aof_dir, base))  # Redis replaces both by rename, never in place
             with open(os.path.join(aof_dir, f"{live['appendfilename']}.manifest"), "w", encoding="utf-8") as handle:
                 handle.write(f"file {base} seq 1 type b\n")
+            entries.append(live["appenddirname"])
         elif live["appendonly"]:
-            aof = os.path.join(data_dir, live["appendfilename"])  # Redis < 7: an AOF with an RDB preamble
+            aof = os.path.join(new_dir, live["appendfilename"])  # Redis < 7: an AOF with an RDB preamble
             shutil.copyfile(target, aof)
-            made.append(aof)
-    for entry in made:
-        _own(entry, uid, gid)
-    _fsync_dir(data_dir)
-    return made
+            entries.append(live["appendfilename"])
+    for name in entries:
+        _own(os.path.join(new_dir, name), uid, gid)
+    _fsync_dir(new_dir)
+    return entries
 
 
 def _own(path, uid, gid):
@@ -1552,33 +1620,54 @@ def _own(path, uid, gid):
     _fsync_dir(path)
 
 
-def _wait_down(timeout):
-    def down():
-        client = _client(timeout=2)
-        try:
-            client.ping()
-            return False
-        except (redis.AuthenticationError, redis.BusyLoadingError):
-            return False
-        except redis.ResponseError as exc:
-            return not str(exc).startswith(("NOAUTH", "WRONGPASS"))
-        except redis.RedisError:
-            return True
-        finally:
-            client.close()
+def _down():
+    """True when no server answers on the deployment's port (one that refuses the password
+    or is loading is up)."""
+    client = _client(timeout=2)
+    try:
+        client.ping()
+        return False
+    except (redis.AuthenticationError, redis.BusyLoadingError):
+        return False
+    except redis.ResponseError as exc:
+        return not str(exc).startswith(("NOAUTH", "WRONGPASS"))
+    except redis.RedisError:
+        return True
+    finally:
+        client.close()
 
-    return _wait(down, timeout, 0.1)
+
+def _wait_down(timeout):
+    return _wait(_down, timeout, 0.1)
+
+
+def _total_keys(client):
+    """Keys over every database (INFO keyspace), not DBSIZE's database 0 alone."""
+    return sum(int(stats.get("keys", 0)) for stats in client.info("keyspace").values())
+
+
+def _loaded(client):
+    """What the server loaded at its start, from its own loader's counters (INFO persistence,
+    Redis >= 7.0, Valkey): ``{"keys", "expired"}`` over every database, or None (Redis 6.2)
+    when the server does not say. Client writes after the load do not move these counters."""
+    persistence = client.info("persistence")
+    if "rdb_last_load_keys_loaded" not in persistence:
+        return None
+    return {"keys": int(persistence["rdb_last_load_keys_loaded"]),
+            "expired": int(persistence.get("rdb_last_load_keys_expired") or 0)}
 
 
 def _wait_up(timeout):
-    """Wait until the server answers PING (loading is not yet up); return its key count."""
+    """Wait until the server answers PING (loading is not yet up); return what it loaded at
+    its start and its key count over every database."""
     last = []
 
     def up():
         client = _client(timeout=5)
         try:
             client.ping()
-            return {"keys": client.dbsize(), "node_id": _node_id(client), "cluster_state": _cluster_state(client)}
+            return {"loaded": _loaded(client), "keys": _total_keys(client), "node_id": _node_id(client),
+                    "cluster_state": _cluster_state(client)}
         except redis.RedisError as exc:
             last[:] = [exc]
             return None
@@ -1629,36 +1718,320 @@ def _service_call(name, service):
         raise CommandExecutionError(f"service.{name} {service} failed")
 
 
+def _journal_dir(journal_dir=None, create=True):
+    """Where the restore journal lives: root's directory of Salt's Redis files (pillar
+    ``redis:salt_config_dir``, default /etc/redis-salt), which the ``redis`` account cannot
+    write; created root-only when missing (``create``)."""
+    directory = os.path.abspath(journal_dir or _settings().get("salt_config_dir") or DEFAULT_SALT_CONFIG_DIR)
+    if create:
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+    return directory
+
+
+class _Journal:
+    """The restore journal: what is being replaced, where the backup's entries are staged and
+    where the previous ones go; rewritten atomically (fsynced) at each step."""
+
+    def __init__(self, directory, data=None):
+        self.path = os.path.join(directory, JOURNAL)
+        self.data = data
+
+    def load(self):
+        try:
+            self.data = __utils__["redis_backup_swap.read_journal"](self.path)
+        except (OSError, ValueError) as exc:
+            raise CommandExecutionError(f"the restore journal {self.path} cannot be used: {exc}") from None
+        return self.data
+
+    def save(self, **changes):
+        self.data.update(changes)
+        __utils__["redis_backup_swap.write_journal"](self.path, self.data)
+
+    def remove(self):
+        __utils__["redis_backup_swap.remove_journal"](self.path)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+
+class _Lock:
+    """One restore (or recovery) at a time on a node: an flock the kernel drops when the
+    process dies, however it dies."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, LOCK)
+        self.fd = None
+
+    def __enter__(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _Busy(self.path) from None
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc_info):
+        os.close(self.fd)
+
+
+class _Busy(CommandExecutionError):
+    def __init__(self, path):
+        super().__init__(f"another restore is running on this node (it holds {path}): nothing was changed")
+
+
+def _data_entries(data_dir, kept_names):
+    """The data directory's entries that a restore replaces (not the kept ones, nor a restore's
+    own work area)."""
+    return sorted(name for name in os.listdir(data_dir)
+                  if name not in kept_names and not name.startswith(WORK_PREFIX))
+
+
+def _work_area(data_dir):
+    """A root-only directory on the data directory's filesystem (its parent, or the data
+    directory itself when that is a mount point), with ``new/`` for the staged entries: placing
+    them is then a rename."""
+    base = os.path.dirname(data_dir)
+    if not _same_filesystem(base, data_dir):
+        base = data_dir
+    work = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.path.basename(data_dir)}-", dir=base)
+    os.mkdir(os.path.join(work, "new"), 0o700)
+    return work
+
+
+def _remove_stale_work_areas(data_dir, keep=None):
+    """Work areas of restores killed before they wrote their journal (while staging): no journal
+    points at them (the caller holds the restore lock, ``keep`` is a pending journal's)."""
+    for base in {os.path.dirname(data_dir), data_dir}:
+        prefix = f"{WORK_PREFIX}{os.path.basename(data_dir)}-"
+        for name in os.listdir(base):
+            path = os.path.join(base, name)
+            if name.startswith(prefix) and path != keep and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _mask(service):
+    """Keep systemd from starting Redis while its data directory changes (its ``Restart=``, a
+    unit that wants it, an operator): a runtime mask, gone at reboot. True when masked here;
+    False where Salt's service module has no mask (no systemd: nothing restarts Redis by
+    itself there) or where the unit was already masked by someone else (left as it is)."""
+    if "service.mask" not in __salt__:
+        return False
+    try:
+        if "service.masked" in __salt__ and __salt__["service.masked"](service, runtime=True):
+            return False
+        result = __salt__["service.mask"](service, runtime=True)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise CommandExecutionError(f"could not keep Redis from starting during the restore (service.mask "
+                                    f"{service} runtime=True): {exc}") from None
+    if result is False:
+        raise CommandExecutionError(f"could not keep Redis from starting during the restore (service.mask {service} "
+                                    "runtime=True failed)")
+    return True
+
+
+def _unmask(journal):
+    if journal.get("masked"):
+        __salt__["service.unmask"](journal["service"], runtime=True)
+        journal.save(masked=False)
+
+
+def _swap(journal, forward, replace_foreign=False):
+    """Every entry of the journal to the data directory (``forward``) or back out of it:
+    entries only the data directory has first, the one Redis loads last (and first back), so
+    that a start at any moment loads either the previous data or the backup's. Back, with
+    ``replace_foreign``, the previous entries return whatever the data directory holds (what
+    a Redis started on the restored data wrote); without it, only the backup's entries leave.
+    Returns ``{name: what was done}``."""
+    settle = __utils__["redis_backup_swap.settle"]
+    data_dir, new_dir, old_dir = journal["data_dir"], journal["new_dir"], journal["old_dir"]
+    os.makedirs(old_dir, mode=0o700, exist_ok=True)
+    entries = journal["entries"]
+    aside = journal.get("aside")
+    if aside is None:  # cut short between the stop and its record: Redis is down, list now
+        names = {entry["name"] for entry in entries}
+        aside = [name for name in _data_entries(data_dir, set(journal["kept"])) if name not in names]
+        journal.save(aside=aside)
+    steps = [(name, None) for name in aside]
+    steps += [(entry["name"], entry["new"]) for entry in entries if not entry["loading"]]
+    steps += [(entry["name"], entry["new"]) for entry in entries if entry["loading"]]
+    if not forward:
+        steps.reverse()
+    done = {}
+    for name, ident in steps:
+        done[name] = settle(data_dir, new_dir, old_dir, name, ident, forward, replace_foreign)
+        for directory in (data_dir, new_dir, old_dir):
+            _fsync_dir(directory)
+    return done
+
+
+def _placed(journal):
+    """Whether the entry Redis loads is the backup's."""
+    loading = next(entry for entry in journal["entries"] if entry["loading"])
+    found = __utils__["redis_backup_swap.identity"](os.path.join(journal["data_dir"], loading["name"]))
+    return found == list(loading["new"])
+
+
+def _finish(journal):
+    """A restore done: the previous entries end up in the safety copy (copied when the safety
+    copy lives on another filesystem), the work area and the journal go."""
+    old_dir, safety = journal["old_dir"], journal["safety_copy"]
+    if old_dir != safety and os.path.isdir(old_dir):
+        parent = os.path.dirname(safety)
+        partial = _partial_dir(parent, os.path.basename(safety))
+        shutil.copytree(old_dir, partial, symlinks=True, dirs_exist_ok=True)
+        for top, _, files in os.walk(partial):
+            for name in files:
+                if not os.path.islink(os.path.join(top, name)):
+                    _fsync_file(os.path.join(top, name))
+            _fsync_dir(top)
+        os.chmod(partial, 0o700)
+        os.rename(partial, safety)
+        _fsync_dir(parent)
+    shutil.rmtree(journal["work_dir"], ignore_errors=True)
+    journal.remove()
+
+
+def _abandon(journal):
+    """A restore undone (every entry back): the staged entries go, and the journal. The safety
+    copy goes when it holds nothing but copies of the kept files; else (a previous entry that
+    could not go back because Redis made a new one meanwhile) it stays and its path is
+    returned."""
+    old_dir, kept = journal["old_dir"], set(journal["kept"])
+    left = [name for name in (os.listdir(old_dir) if os.path.isdir(old_dir) else []) if name not in kept]
+    if left and not old_dir.startswith(journal["work_dir"] + os.sep):
+        shutil.rmtree(journal["work_dir"], ignore_errors=True)
+        journal.remove()
+        return old_dir
+    if left:  # inside the work area (a safety copy on another filesystem): keep it beside
+        keep = _free_safety_path(os.path.dirname(journal["safety_copy"]), journal["data_dir"])
+        shutil.move(old_dir, keep)
+        old_dir = keep
+    shutil.rmtree(journal["work_dir"], ignore_errors=True)
+    if not left and os.path.isdir(old_dir):
+        shutil.rmtree(old_dir, ignore_errors=True)
+    journal.remove()
+    return old_dir if left else None
+
+
+def _undo(journal, timeout):
+    """Put the previous data back (Redis stopped first, whatever a failed start left running,
+    and kept from starting meanwhile); start it again unless the restore was asked not to.
+    Returns what came of it. When that fails too, the journal stays for
+    ``redis_backup.restore_recovered``."""
+    service, old_dir = journal["service"], journal["old_dir"]
+    try:
+        if not journal.get("masked"):
+            journal.save(masked=_mask(service))
+    except CommandExecutionError as exc:
+        log.warning("redis_backup: %s", exc)
+    problem = _ensure_down(service, timeout)
+    if problem:
+        return (f"The previous data was not put back, Redis does not stop ({problem}): it is in {old_dir}, the "
+                f"restored data is in place; the restore journal {journal.path} stays for "
+                "redis_backup.restore_recovered")
+    try:
+        journal.save(phase="rolling back")
+        _swap(journal, forward=False, replace_foreign=True)  # Redis ran on the restored data: its files go
+        _unmask(journal)
+    except Exception as exc:  # pylint: disable=broad-except
+        return (f"Putting the previous data back failed too ({type(exc).__name__}: {exc}): it is in {old_dir}; Redis "
+                f"is left stopped; the restore journal {journal.path} stays for redis_backup.restore_recovered")
+    left = _abandon(journal)
+    if left:
+        old_dir = f"{old_dir} (previous entries that could not go back stay in {left})"
+    if not journal["start"]:
+        return f"The previous data was put back from {old_dir}; Redis was not started (start=False)"
+    try:
+        _service_call("start", service)
+        _wait_up(timeout)
+    except CommandExecutionError as exc:
+        return f"The previous data was put back from {old_dir}, but Redis does not answer after starting it: {exc}"
+    return f"The previous data was put back from {old_dir} and Redis started again"
+
+
+def _swap_in_and_start(journal, meta, timeout):
+    """Put the staged backup in place (each step journaled), let systemd start Redis again,
+    start it and check what it loaded: ``(state, warnings)``."""
+    journal.save(phase="swapping")
+    _swap(journal, forward=True)
+    journal.save(phase="swapped")
+    _unmask(journal)
+    return _start_and_check(journal, meta, timeout)
+
+
+def _start_and_check(journal, meta_counts, timeout):
+    """Start Redis on the restored data (unless start=False) and check what it loaded; returns
+    ``(state, warnings)``; raises when the restore did not take."""
+    if not journal["start"]:
+        return None, []
+    _service_call("start", journal["service"])
+    state = _wait_up(timeout)
+    live = {"cluster_enabled": journal["cluster_enabled"], "node_id": journal["node_id"]}
+    warnings = _check_restored(meta_counts, live, state, journal["expected"])
+    if journal["cluster_enabled"] and state["cluster_state"] != "ok":
+        state["cluster_state"] = _wait_cluster_ok(min(timeout, CLUSTER_OK_WAIT))
+        if state["cluster_state"] != "ok":
+            warnings.append(f"cluster_state is not ok {CLUSTER_OK_WAIT}s after the start: the other nodes "
+                            "of the set may still be restoring or down (see redis_cluster.status)")
+    return state, warnings
+
+
+def _free_safety_path(parent, data_dir):
+    stamp = f"{_now():%Y%m%d_%H%M%S}"
+    safety = os.path.join(parent, f"{os.path.basename(data_dir)}_backup_{stamp}")
+    suffix = 1
+    while os.path.lexists(safety):
+        suffix += 1
+        safety = os.path.join(parent, f"{os.path.basename(data_dir)}_backup_{stamp}_{suffix}")
+    return safety
+
+
 def restore(backup, force=False, part_of_set=False, start=True, user="redis", group="redis", safety_dir=None,
-            backup_dir=None, timeout=600, config_file=None):
+            backup_dir=None, timeout=600, config_file=None, journal_dir=None):
     """
     Restore a backup (name or path, see ``redis_backup.list``) onto this node.
 
     First, without changing anything: the backup's files, checksums and the build's
-    ``redis-check-rdb``/``redis-check-aof`` on the decompressed data; refusals (an AOF onto a
-    server with appendonly no or older than Redis 7; in cluster mode a backup whose slots
-    are not this node's; a replica, or a master with replicas, unless ``part_of_set=True``
-    because the whole set is being restored). Without ``force=True`` it stops there and
-    reports what would be replaced.
+    ``redis-check-rdb``/``redis-check-aof`` on the decompressed data, staged in a root-only
+    work area on the data directory's filesystem; refusals (an AOF onto a server with
+    appendonly no or older than Redis 7; in cluster mode a backup whose slots are not this
+    node's; a replica, or a master with replicas, unless ``part_of_set=True`` because the
+    whole set is being restored). Without ``force=True`` it stops there and reports what
+    would be replaced.
 
-    With ``force=True``: stops Redis (``service.stop``, service from pillar ``redis:service``,
-    default redis-server), moves the contents of the data directory (not the directory: it
-    may be a mount point) to a safety copy ``<datadir>_backup_YYYYmmdd_HHMMSS`` (in
-    ``safety_dir`` when given, else next to the data directory), keeping in place the
-    node's cluster identity (nodes.conf) and any configuration or log living there; puts
-    the backup in place (an RDB restored onto ``appendonly yes`` also becomes the AOF's base,
-    so that Redis loads it and keeps it), owned by ``user``:``group``; starts Redis
-    (unless ``start=False``) and checks PING and the key count (at most the backup's, and
-    not zero when the backup had keys). When any step after the stop fails, the safety
-    copy is put back, Redis started again, and the error says so. Works with Redis down
+    With ``force=True``, crash-safe: a restore journal (``restore-journal.json`` in pillar
+    ``redis:salt_config_dir``, default /etc/redis-salt, root's) records, before anything
+    stops, what is replaced, where the backup's entries are staged and where the safety copy
+    goes; Redis is kept from starting (``service.mask runtime=True`` where systemd runs it,
+    undone at the end) and stopped (``service.stop``, service from pillar ``redis:service``);
+    the data directory is listed once Redis is down (its shutdown SAVE included); its entries
+    (not the directory: it may be a mount point) are swapped one rename each with the staged
+    ones, the one Redis loads last, so a start at any moment loads either the previous data
+    or the backup's; the previous entries form the safety copy
+    ``<datadir>_backup_YYYYmmdd_HHMMSS`` (in ``safety_dir`` when given, else next to the data
+    directory), which also gets a copy of what stays in place (the node's cluster identity
+    nodes.conf, configuration or logs living there). Then Redis is started (unless
+    ``start=False``) and what its loader read at the start is compared with the backup
+    (every database; Redis 6.2, which does not say, must hold a key when the backup does),
+    never the keys clients write once it answers. When any step after the stop fails, Redis
+    is stopped again, the previous entries are put back and Redis started again, and the
+    error says so. Whatever kills the restore, the next ``redis_backup.restore_recovered``
+    (or restore) completes it or puts the previous data back. Works with Redis down
     (settings then come from its configuration file, ``config_file``).
 
     Returns ``{"result": None, "changed": False, "backup", "type", "data_dir",
     "would_replace": [{"name", "size"}], "would_keep": [...], "would_create": [...], "comment"}``
-    without force; ``{"result": True, "changed": True, "backup", "type", "data_dir",
-    "safety_copy", "restored": [...], "kept": [...], "keys", "backup_keys", "started",
-    "cluster_state", "warnings", "comment"}`` after a restore (cluster mode: it waits up to 15 s
-    for ``cluster_state:ok`` and warns when the rest of the set is not back yet).
+    without force (and ``pending_recovery`` when a restore was cut short); ``{"result": True,
+    "changed": True, "backup", "type", "data_dir", "safety_copy", "restored": [...], "kept":
+    [...], "keys" (every database), "loaded_keys" (what the loader read; None on Redis 6.2),
+    "backup_keys", "started", "cluster_state", "warnings", "comment"}`` after a restore
+    (cluster mode: it waits up to 15 s for ``cluster_state:ok`` and warns when the rest of the
+    set is not back yet), with ``recovered`` when a restore cut short was dealt with first.
 
     CLI Example:
 
@@ -1674,6 +2047,30 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
     except KeyError:
         raise CommandExecutionError(f"user {user} or group {group} does not exist on this minion") from None
     timeout = float(timeout)
+    directory = _journal_dir(journal_dir)
+    with _Lock(directory):
+        pending = _Journal(directory)
+        recovered = None
+        if os.path.lexists(pending.path):
+            pending.load()
+            if force:
+                recovered = _recover(pending, timeout)
+                if not recovered["result"]:
+                    raise CommandExecutionError(f"a restore cut short could not be dealt with first: "
+                                                f"{recovered['comment']}")
+        ret = _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir, timeout, config_file,
+                              directory, None if recovered else pending.get("work_dir") if pending.data else None)
+    if recovered:
+        ret["recovered"] = recovered
+    elif pending.data:
+        ret["pending_recovery"] = _journal_summary(pending)
+        ret["comment"] += (f"; a restore of {pending['backup']} was cut short on this node: force=True (or "
+                           "redis_backup.restore_recovered) completes it or puts its previous data back first")
+    return ret
+
+
+def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir, timeout, config_file, directory,
+                    pending_work=None):
     client = _client()
     try:
         live = _live(client)
@@ -1692,24 +2089,24 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
         raise CommandExecutionError(f"restore of {meta['name']} refused: {'; '.join(reasons)}")
     executable = _executable(live["executable"] if live["running"] else meta.get("server_executable"))
     kept_names = _kept_entries(live)
-    current = sorted(name for name in os.listdir(data_dir) if name not in kept_names)
+    current = _data_entries(data_dir, kept_names)
     replace = [{"name": name, "size": _entry_size(os.path.join(data_dir, name))} for name in current]
     parent = os.path.abspath(safety_dir) if safety_dir else os.path.dirname(data_dir)
     if os.path.realpath(parent).startswith(data_dir + os.sep) or os.path.realpath(parent) == data_dir:
         raise CommandExecutionError(f"the safety copy cannot live inside the data directory {data_dir}")
     raw = int(meta.get("raw_size") or 0)
-    staging_parent = os.path.dirname(path)
-    _require_space(staging_parent, raw, "decompressing the backup")
-    if not _same_filesystem(staging_parent, data_dir):
-        _require_space(data_dir, raw * (2 if live["appendonly"] and meta["type"] == "rdb" else 1),
-                       "the restored data")
+    copies = 2 if live["appendonly"] and meta["type"] == "rdb" and not live["appenddirname"] else 1
+    _require_space(data_dir, raw * copies, "the backup staged on the data directory's filesystem")
     _makedirs(parent)
     if not _same_filesystem(parent, data_dir):
         _require_space(parent, sum(item["size"] for item in replace), "the safety copy of the current data")
-    staging = _partial_dir(staging_parent, f"restore-{meta['name']}")
+    _remove_stale_work_areas(data_dir, pending_work)
+    work = _work_area(data_dir)
+    handed_over = False
     try:
-        checked = _unpack(path, meta, staging)
-        _check_unpacked(meta, checked, staging, executable, timeout)
+        new_dir = os.path.join(work, "new")
+        checked = _unpack(path, meta, new_dir)
+        facts = _check_unpacked(meta, checked, work, executable, timeout)
         if not force:
             return {
                 "result": None, "changed": False, "backup": meta["name"], "type": meta["type"],
@@ -1719,60 +2116,80 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
                            f"({_service()}) is stopped and the {len(replace)} entries of {data_dir} listed in "
                            f"would_replace move to a safety copy in {parent}",
             }
-        return _restore_forced(meta, live, staging, parent, current, kept_names, uid, gid, bool(start), timeout)
+        expected = _expected_load(meta, facts, new_dir, work, executable, timeout)
+        shutil.rmtree(os.path.join(work, ".bin"), ignore_errors=True)
+        entries = _prepare(meta, live, new_dir, uid, gid)
+        handed_over = True  # from here on the journal says what becomes of the work area
+        return _restore_forced(meta, path, live, work, entries, parent, kept_names, bool(start), timeout, expected,
+                               directory)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not handed_over:
+            shutil.rmtree(work, ignore_errors=True)
 
 
-def _restore_forced(meta, live, staging, parent, current, kept_names, uid, gid, start, timeout):
+def _restore_forced(meta, path, live, work, entries, parent, kept_names, start, timeout, expected, directory):
     data_dir, service = live["dir"], _service()
+    new_dir = os.path.join(work, "new")
+    safety = _free_safety_path(parent, data_dir)
+    old_dir = safety if _same_filesystem(parent, data_dir) else os.path.join(work, "old")
+    identity = __utils__["redis_backup_swap.identity"]
+    loading = _loading_entry(live)
+    journal = _Journal(directory, {
+        "pid": os.getpid(), "started_at": _iso(_now()), "minion": _minion(), "backup": meta["name"],
+        "backup_path": path, "type": meta["type"], "data_dir": data_dir, "work_dir": work, "new_dir": new_dir,
+        "old_dir": old_dir, "safety_copy": safety, "service": service, "start": start,
+        "was_running": live["running"], "masked": False, "kept": sorted(kept_names), "aside": None,
+        "entries": [{"name": name, "new": identity(os.path.join(new_dir, name)), "loading": name == loading}
+                    for name in entries],
+        "expected": expected, "backup_keys": meta.get("keys"), "keys_with_ttl": meta.get("keys_with_ttl"),
+        "cluster_enabled": live["cluster_enabled"], "node_id": live["node_id"], "phase": "staged",
+    })
+    if not any(entry["loading"] for entry in journal["entries"]):
+        journal.data["entries"][-1]["loading"] = True  # cannot happen: _prepare makes what the server loads
+    journal.save()
     event = {"backup": meta["name"], "type": meta["type"], "data_dir": data_dir, "minion": _minion()}
     _fire("started", event, kind="restore")
-    _service_call("stop", service)
-    if not _wait_down(min(timeout, 120)):
-        error = f"Redis still answers after service.stop {service}: nothing was changed"
-        _fire("failed", dict(event, error=error), kind="restore")
-        raise CommandExecutionError(error)
-    stamp = f"{_now():%Y%m%d_%H%M%S}"
-    safety = os.path.join(parent, f"{os.path.basename(data_dir)}_backup_{stamp}")
-    suffix = 1
-    while os.path.lexists(safety):
-        suffix += 1
-        safety = os.path.join(parent, f"{os.path.basename(data_dir)}_backup_{stamp}_{suffix}")
-    os.mkdir(safety, 0o700)
-    moved, made, started = [], [], False
     try:
+        journal.save(masked=_mask(service))
+        problem = _ensure_down(service, timeout)
+        if problem:
+            raise CommandExecutionError(problem)
+    except CommandExecutionError as exc:
+        try:
+            _unmask(journal)
+        finally:
+            _abandon(journal)
+        error = f"{exc}: nothing was changed"
+        _fire("failed", dict(event, error=error), kind="restore")
+        raise CommandExecutionError(error) from None
+    state, warnings = None, []
+    try:
+        # Listed now that Redis is down: with appendonly no its shutdown SAVE may just have
+        # written the dbfilename (every acknowledged write), which the safety copy must hold.
+        names = {entry["name"] for entry in journal["entries"]}
+        current = _data_entries(data_dir, kept_names)
+        journal.save(phase="stopped", aside=[name for name in current if name not in names],
+                     replaced=[{"name": name, "size": _entry_size(os.path.join(data_dir, name))} for name in current])
+        os.makedirs(old_dir, mode=0o700, exist_ok=True)
         for name in sorted(kept_names & set(os.listdir(data_dir))):
             if name != "lost+found" and os.path.isfile(os.path.join(data_dir, name)):
-                shutil.copy2(os.path.join(data_dir, name), os.path.join(safety, name))  # a copy for reference
-        for name in current:
-            shutil.move(os.path.join(data_dir, name), os.path.join(safety, name))
-            moved.append(name)
-        _fsync_dir(safety)
-        _fsync_dir(data_dir)
-        made = _place(meta, live, staging, data_dir, uid, gid)
-        state, warnings = None, []
-        if start:
-            _service_call("start", service)
-            started = True
-            state = _wait_up(timeout)
-            warnings = _check_restored(meta, live, state)
-            if live["cluster_enabled"] and state["cluster_state"] != "ok":
-                state["cluster_state"] = _wait_cluster_ok(min(timeout, CLUSTER_OK_WAIT))
-                if state["cluster_state"] != "ok":
-                    warnings.append(f"cluster_state is not ok {CLUSTER_OK_WAIT}s after the start: the other nodes "
-                                    "of the set may still be restoring or down (see redis_cluster.status)")
+                shutil.copy2(os.path.join(data_dir, name), os.path.join(old_dir, name))  # a copy for reference
+        state, warnings = _swap_in_and_start(journal, meta, timeout)
     except Exception as exc:  # pylint: disable=broad-except
         reason = str(exc) if isinstance(exc, CommandExecutionError) else f"{type(exc).__name__}: {exc}"
-        outcome = _rollback(data_dir, safety, moved, made, start, started, service, timeout)
+        outcome = _undo(journal, timeout)
         error = f"restore of {meta['name']} failed: {reason}. {outcome}"
         _fire("failed", dict(event, error=error, safety_copy=safety), kind="restore")
         raise CommandExecutionError(error) from None
+    _finish(journal)
+    started = state is not None
     ret = {
         "result": True, "changed": True, "backup": meta["name"], "type": meta["type"], "data_dir": data_dir,
-        "safety_copy": safety, "restored": [os.path.basename(item) for item in made],
+        "safety_copy": safety, "restored": list(entries),
         "kept": sorted(kept_names & set(os.listdir(data_dir))), "started": started,
         "keys": state["keys"] if state else None, "backup_keys": meta.get("keys"), "warnings": warnings,
+        "loaded_keys": state["loaded"]["keys"] if state and state["loaded"] else None,
+        "expected_load": expected,
         "cluster_state": state.get("cluster_state") if state and live["cluster_enabled"] else None,
         "comment": f"backup {meta['name']} restored into {data_dir}; the previous data is in {safety}"
                    + ("" if started else "; Redis was not started (start=False)"),
@@ -1781,46 +2198,196 @@ def _restore_forced(meta, live, staging, parent, current, kept_names, uid, gid, 
     return ret
 
 
-def _check_restored(meta, live, state):
-    """Key count and identity after the start: raises when the restore did not take."""
-    expected, with_ttl = meta.get("keys"), int(meta.get("keys_with_ttl") or 0)
-    keys = state["keys"]
-    if expected is not None:
-        if keys > expected:
-            raise CommandExecutionError(f"Redis holds {keys} keys after the start, more than the backup's {expected}")
-        if expected > 0 and keys == 0:
-            raise CommandExecutionError(f"Redis holds no key after the start; the backup has {expected}")
+def _journal_summary(journal):
+    return {key: journal.get(key) for key in ("backup", "backup_path", "data_dir", "safety_copy", "started_at",
+                                              "phase", "pid")}
+
+
+def _recover(journal, timeout):
+    """Complete a restore cut short, or put its previous data back; say which. Redis running
+    means something started it since (a boot: the runtime mask is gone then): the data it
+    loaded stays (the backup's when the entry Redis loads had been swapped, else the previous
+    data), so that no write it acknowledged is thrown away. Redis down: the restore is
+    completed (the staged entries were checked before anything stopped) and Redis started as
+    the restore would have; if it does not take, the previous data goes back."""
+    summary = _journal_summary(journal)
+    event = dict(summary, minion=_minion())
+    meta_counts = {"keys": journal.get("backup_keys"), "keys_with_ttl": journal.get("keys_with_ttl")}
+    warnings, state = [], None
+    if not _down():
+        if _placed(journal):
+            _swap(journal, forward=True)
+            _unmask(journal)
+            state = _wait_up(timeout)
+            live = {"cluster_enabled": journal["cluster_enabled"], "node_id": journal["node_id"]}
+            try:
+                warnings = _check_restored(meta_counts, live, state, journal["expected"])
+            except CommandExecutionError as exc:
+                warnings = [f"{exc} (Redis was started by something else since; it is left serving)"]
+            _finish(journal)
+            outcome = "completed"
+            comment = (f"the restore of {journal['backup']} had been cut short after its data was in place and Redis "
+                       f"was started since: completed; the previous data is in {journal['safety_copy']}")
+        else:
+            _swap(journal, forward=False)
+            _unmask(journal)
+            left = _abandon(journal)
+            outcome = "rolled back"
+            comment = (f"the restore of {journal['backup']} had been cut short ({journal['phase']}) before its data "
+                       "was in place, and Redis runs on the previous data: that stays, the restore was not done"
+                       + (f"; previous entries Redis has replaced since are in {left}" if left else ""))
+    elif journal["phase"] == "rolling back":  # a failed restore's rollback was cut short: finish it
+        undone = _undo(journal, timeout)
+        put_back = not os.path.lexists(journal.path)
+        result = {"result": put_back, "changed": True, "outcome": "rolled back" if put_back else "failed",
+                  "comment": f"the restore of {journal['backup']} had failed and its rollback was cut short. {undone}",
+                  **summary}
+        _fire("recovered", dict(event, outcome=result["outcome"]), kind="restore")
+        return result
+    else:
+        try:
+            if not journal.get("masked"):
+                journal.save(masked=_mask(journal["service"]))
+            state, warnings = _swap_in_and_start(journal, meta_counts, timeout)
+        except Exception as exc:  # pylint: disable=broad-except
+            reason = str(exc) if isinstance(exc, CommandExecutionError) else f"{type(exc).__name__}: {exc}"
+            undone = _undo(journal, timeout)
+            put_back = not os.path.lexists(journal.path)
+            result = {"result": put_back, "changed": True, "outcome": "rolled back" if put_back else "failed",
+                      "comment": f"the restore of {journal['backup']} had been cut short; completing it failed "
+                                 f"({reason}). {undone}", **summary}
+            _fire("recovered", dict(event, outcome=result["outcome"], error=result["comment"]), kind="restore")
+            return result
+        _finish(journal)
+        outcome = "completed"
+        comment = (f"the restore of {journal['backup']} had been cut short ({summary['phase']}) with Redis down: "
+                   f"completed; the previous data is in {journal['safety_copy']}"
+                   + ("" if state else "; Redis was not started (start=False)"))
+    result = {"result": True, "changed": True, "outcome": outcome, "comment": comment, "warnings": warnings,
+              "keys": state["keys"] if state else None,
+              "loaded_keys": state["loaded"]["keys"] if state and state["loaded"] else None, **summary}
+    _fire("recovered", dict(event, outcome=outcome), kind="restore")
+    return result
+
+
+def restore_recovered(journal_dir=None, timeout=600):
+    """
+    Finish what a restore cut short left (``salt-run``'s job killed, a SIGTERM, a power cut):
+    when this node has a restore journal (``restore-journal.json`` in pillar
+    ``redis:salt_config_dir``, default /etc/redis-salt) and no restore is running, either
+    complete that restore or put the previous data back, and say which (``outcome``:
+    ``completed`` or ``rolled back``; ``none`` when there was nothing to do, ``in progress``
+    when a restore is running now, ``failed`` when neither worked: the journal then stays).
+
+    Redis down: the restore is completed (its staged data was checked before anything
+    stopped) and Redis started and checked as the restore would have; if that fails, the
+    previous data goes back. Redis running (started by something else meanwhile, e.g. at
+    boot): what it serves stays. The state ``redis_backup.restore_recovered`` calls this on
+    every ``state.apply redis`` before Redis is started.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_backup.restore_recovered
+    """
+    directory = _journal_dir(journal_dir)
+    journal = _Journal(directory)
+    try:
+        with _Lock(directory):
+            if not os.path.lexists(journal.path):
+                return {"result": True, "changed": False, "outcome": "none",
+                        "comment": "no restore was cut short on this node"}
+            journal.load()
+            return _recover(journal, float(timeout))
+    except _Busy:
+        return {"result": False, "changed": False, "outcome": "in progress",
+                "comment": "a restore is running on this node: nothing done (Redis must not be started meanwhile)"}
+
+
+def restore_pending(journal_dir=None):
+    """
+    What ``redis_backup.restore_recovered`` would deal with, changing nothing: ``{"pending":
+    bool (a restore journal is there), "running": bool (a restore runs now), ...the journal's
+    backup, data_dir, safety_copy, phase}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_backup.restore_pending
+    """
+    directory = _journal_dir(journal_dir, create=False)
+    journal = _Journal(directory)
+    running = False
+    if os.path.lexists(os.path.join(directory, LOCK)):  # a running restore has made it: never made here
+        try:
+            with _Lock(directory):
+                pass
+        except _Busy:
+            running = True
+    if not os.path.lexists(journal.path):
+        return {"pending": False, "running": running}
+    journal.load()
+    return dict(_journal_summary(journal), pending=True, running=running)
+
+
+def _expected_load(meta, facts, staging, workdir, executable, timeout):
+    """How many keys the server's loader must count at the start (loaded + expired at load,
+    every database) for this backup: an RDB's every key (redis-check-rdb on the staged file);
+    an AOF's base keys when the base is an RDB (Redis counts no command of the incr files).
+    ``{"keys", "what"}``, or None when that cannot be told."""
+    if meta["type"] == "rdb":
+        return {"keys": facts.get("keys"), "what": "the RDB file"} if facts.get("keys") is not None else None
+    base = next((item for item in meta["files"] if item["kind"] == "base"), None)
+    if base is None:
+        return None
+    path = os.path.join(staging, meta.get("appenddirname") or "appendonlydir", base["source"])
+    with open(path, "rb") as handle:
+        if handle.read(5) != b"REDIS":
+            return None  # a base in AOF format (aof-use-rdb-preamble no): no loader counter covers it
+    return {"keys": _check_rdb(executable, path, workdir, timeout)["keys"], "what": "the AOF's base file"}
+
+
+def _check_restored(meta, live, state, expected=None):
+    """What the server loaded at its start, and its identity: raises when the restore did not take.
+
+    Redis >= 7.0 and Valkey count what their loader read (``rdb_last_load_keys_loaded`` and
+    ``_expired``, every database): that must be the backup's count exactly, whatever clients
+    write once the server answers. Redis 6.2 has no such counter: there the server must hold
+    at least one key (over every database) when the backup has live ones, and more keys than
+    the backup is not an error (clients may have written them)."""
+    with_ttl = int(meta.get("keys_with_ttl") or 0)
+    keys, loaded, warnings = state["keys"], state.get("loaded"), []
+    if loaded is not None and expected and expected.get("keys") is not None:
+        counted = loaded["keys"] + loaded["expired"]
+        if counted != expected["keys"]:
+            raise CommandExecutionError(
+                f"Redis loaded {loaded['keys']} keys at its start ({loaded['expired']} more already expired), "
+                f"{expected['what']} of the backup holds {expected['keys']}: it did not load the restored data")
+    elif meta.get("keys") is not None:
+        expected_keys = int(meta["keys"])
+        if expected_keys > with_ttl and keys == 0:
+            raise CommandExecutionError(f"Redis holds no key after the start (every database); the backup has "
+                                        f"{expected_keys}")
+        if keys < expected_keys - with_ttl:
+            warnings.append(f"{keys} keys (every database) after the start, the backup holds {expected_keys} of "
+                            f"which only {with_ttl} have a TTL: others were evicted (maxmemory) or deleted since "
+                            "the start")
     if live["cluster_enabled"] and live["node_id"] and state["node_id"] != live["node_id"]:
         raise CommandExecutionError(f"the node came back as {state['node_id']}, not {live['node_id']}")
-    warnings = []
-    if expected is not None and keys < expected - with_ttl:
-        warnings.append(f"{keys} keys after the start, the backup holds {expected} of which only {with_ttl} have "
-                        "a TTL: others were evicted (maxmemory) or deleted since the start")
     return warnings
 
 
-def _rollback(data_dir, safety, moved, made, start, started, service, timeout):
-    """Put the previous data back after a failed restore; say what came of it."""
+def _ensure_down(service, timeout):
+    """Stop Redis and wait until it no longer answers, whatever the start before said: a start
+    reported failed may still have left it running (systemd's Restart= brings it back). None
+    when it is down, else why not."""
+    problem = None
     try:
-        if started:
-            _service_call("stop", service)
-            _wait_down(min(timeout, 120))
-        for entry in made:
-            _remove(entry)
-        for name in moved:
-            target = os.path.join(data_dir, name)
-            if os.path.lexists(target):
-                _remove(target)
-            shutil.move(os.path.join(safety, name), target)
-        _fsync_dir(data_dir)
-    except Exception as exc:  # pylint: disable=broad-except
-        return (f"Putting the previous data back failed too ({type(exc).__name__}: {exc}): it is in {safety}; "
-                f"Redis is left stopped")
-    if not start:
-        return f"The previous data was put back from {safety}; Redis was not started (start=False)"
-    try:
-        _service_call("start", service)
-        _wait_up(timeout)
+        _service_call("stop", service)
     except CommandExecutionError as exc:
-        return f"The previous data was put back from {safety}, but Redis does not answer after starting it: {exc}"
-    return f"The previous data was put back from {safety} and Redis started again"
+        problem = str(exc)
+    if _wait_down(min(timeout, 120)):
+        return None
+    return problem or f"Redis still answers after service.stop {service}"

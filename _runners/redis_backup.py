@@ -395,13 +395,20 @@ def _restore_steps(plan, services):
     return steps
 
 
-def _verify_restore(mode, plan, live):
+def _verify_restore(mode, plan, live, reports=None):
     """``(problems, warnings)`` after a restore, from ``redis_cluster.status`` of every node
-    (those that were down before it began are left out): every node answers, the cluster is
-    ok, every replica is back as a replica with its master's key count, no restored master
-    holds more keys than its backup, or none of them when it had some. Fewer keys than the
-    backup, beyond those with a TTL, is a warning: DBSIZE counts database 0 only."""
+    (those that were down before it began are left out), merged with ``redis_backup.keyspace``
+    where a node answered it (``keys`` then counts every database, and a replica says whether
+    its link is up and in sync): every node answers, the cluster is ok, every restored master
+    is still a master, every replica is back as a replica and in sync with its master.
+
+    Key counts are not compared with the backup's: clients write as soon as a node answers,
+    and each node's ``redis_backup.restore`` already compared what its server loaded at the
+    start with the backup (``reports``: its returns). A restored master that holds no key at
+    all when its backup held some is a problem (writes only add keys); fewer keys than the
+    backup beyond those with a TTL is a warning."""
     problems, warnings = [], []
+    reports = reports or {}
     down = set(plan.get("down") or [])
     for minion, status in sorted(live.items()):
         if minion in down:
@@ -416,15 +423,15 @@ def _verify_restore(mode, plan, live):
         keys, expected = status.get("keys"), item.get("keys")
         if status.get("ping") and _live_role(status) != "master":
             problems.append(f"{minion}: restored but now {_live_role(status)}, not master")
-        if keys is None or expected is None:
-            continue
-        if keys > expected:
-            problems.append(f"{minion}: {keys} keys, more than the backup's {expected}")
-        elif expected and not keys:
-            problems.append(f"{minion}: no key, the backup holds {expected}")
-        elif keys < expected - int(item.get("keys_with_ttl") or 0):
-            warnings.append(f"{minion}: {keys} keys in database 0, the backup holds {expected} "
-                            f"({item.get('keys_with_ttl') or 0} with a TTL)")
+        loaded = (reports.get(minion) or {}).get("loaded_keys")
+        if keys is None or expected is None or not status.get("every_database"):
+            continue  # redis_cluster.status counts database 0 only: nothing to tell from it
+        with_ttl = int(item.get("keys_with_ttl") or 0)
+        if expected > with_ttl and not keys:
+            problems.append(f"{minion}: no key in any database, the backup holds {expected}")
+        elif keys < expected - with_ttl:
+            warnings.append(f"{minion}: {keys} keys (every database), the backup holds {expected} ({with_ttl} with a "
+                            f"TTL){'' if loaded is None else f'; its server loaded {loaded} at the start'}")
     addresses = {status.get("address"): minion for minion, status in live.items() if isinstance(status, dict)}
     for minion in plan["stop"]:
         status = live.get(minion) or {}
@@ -434,6 +441,12 @@ def _verify_restore(mode, plan, live):
             problems.append(f"{minion}: came back as {_live_role(status)}, not as a replica")
             continue
         master = addresses.get(status.get("master")) if mode == "cluster" else next(iter(sorted(restored)), None)
+        if "master_link_status" in status:  # from redis_backup.keyspace: what replication itself says
+            if status["master_link_status"] != "up" or status.get("master_sync_in_progress"):
+                problems.append(f"{minion}: not in sync with its master {master} yet (link "
+                                f"{status['master_link_status']}"
+                                f"{', full sync running' if status.get('master_sync_in_progress') else ''})")
+            continue
         master_keys = (live.get(master) or {}).get("keys") if master else None
         if master_keys is not None and status.get("keys") != master_keys:
             problems.append(f"{minion}: {status.get('keys')} keys, its master {master} has {master_keys} "
@@ -904,11 +917,13 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
     With ``force=True``, in this order, so that no replica resyncs from a master that is
     still empty and no failover promotes one: Sentinel mode: every Sentinel stopped; every
     replica's redis-server stopped; the masters restored in parallel
-    (``redis_backup.restore force=True part_of_set=True``: safety copy of the current
-    data, restore, start, key count); the replicas started (they resync from the
-    restored masters); the Sentinels started; then verified (cluster ok, every replica
-    with its master's key count). What was stopped is started again even when a restore
-    fails.
+    (``redis_backup.restore force=True part_of_set=True``: crash-safe, safety copy of the
+    current data, restore, start, what the server loaded compared with the backup); the
+    replicas started (they resync from the restored masters); the Sentinels started; then
+    verified (cluster ok, every restored master still a master and not empty over every
+    database, every replica in sync with its master as replication reports it; key counts
+    are not compared, clients may write). What was stopped is started again even when a
+    restore fails.
 
     set
         The set's id.
@@ -1062,9 +1077,11 @@ def _forced(client, plan, services, timeout, result):
             node = result["nodes"].setdefault(minion, {})
             if done:
                 result["restored"].append(minion)
-                node.update({k: ret.get(k) for k in ("keys", "backup_keys", "safety_copy", "warnings", "restored")})
-                result["actions"].append(f"{minion}: restored {ret.get('backup')}, {ret.get('keys')} keys; previous "
-                                         f"data in {ret.get('safety_copy')}")
+                node.update({k: ret.get(k) for k in ("keys", "backup_keys", "loaded_keys", "safety_copy", "warnings",
+                                                     "restored")})
+                loaded = "" if ret.get("loaded_keys") is None else f" (its server loaded {ret['loaded_keys']})"
+                result["actions"].append(f"{minion}: restored {ret.get('backup')}, {ret.get('keys')} keys{loaded}; "
+                                         f"previous data in {ret.get('safety_copy')}")
             else:
                 ok = False
                 node["error"] = str(ret)
@@ -1079,13 +1096,28 @@ def _forced(client, plan, services, timeout, result):
             _service_step(client, "start", stopped_sentinels, services, "sentinel", result)
 
 
+def _merge_keyspace(live, answers):
+    """Every database's keys and the replication link, from ``redis_backup.keyspace``, into the
+    nodes' ``redis_cluster.status`` (whose ``keys`` is DBSIZE: database 0 only)."""
+    for minion, (ok, ret) in answers.items():
+        status = live.get(minion)
+        if not ok or not isinstance(ret, dict) or not isinstance(status, dict) or not status.get("ping"):
+            continue
+        status.update(keys=ret.get("keys"), every_database=True)
+        for key in ("master_link_status", "master_sync_in_progress"):
+            if key in ret:
+                status[key] = ret[key]
+
+
 def _verify(client, mode, plan, minions, timeout, result):
     """Poll every node's status until the restored deployment is whole, at most ``timeout``."""
     deadline = time.monotonic() + min(float(timeout), 600)
+    reports = {minion: node for minion, node in result["nodes"].items() if minion in result.get("restored", [])}
     while True:
         live = {m: (ret if ok else {"ping": False, "error": str(ret)}) for m, (ok, ret) in
                 _call_many(client, minions, "redis_cluster.status", 60).items()}
-        problems, warnings = _verify_restore(mode, plan, live)
+        _merge_keyspace(live, _call_many(client, minions, "redis_backup.keyspace", 60))
+        problems, warnings = _verify_restore(mode, plan, live, reports)
         if not problems or time.monotonic() >= deadline:
             break
         time.sleep(2)

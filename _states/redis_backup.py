@@ -448,3 +448,57 @@ def _check_scheduler(ret, names, enabled, wait):
     elif pending and wait:
         ret["comment"] += (f"; the salt-minion's scheduler had not computed the next run of {', '.join(pending)} "
                            f"within {wait}s")
+
+
+# ---------------------------------------------------------------- a restore cut short
+
+
+def restore_recovered(name, journal_dir=None, timeout=600):
+    """
+    Finish what a restore cut short left on this node (its job killed, a SIGTERM, a power
+    cut), before anything starts Redis: when ``redis_backup.restore`` left its journal,
+    ``redis_backup.restore_recovered`` completes that restore or puts the previous data back,
+    and the state says which (changes: ``{"restore": {backup, outcome, safety_copy, ...}}``).
+    No journal: nothing to do, no change. A restore running now: the state fails, so that
+    what requires it (the service's start) waits. ``test=True`` says what it would do.
+
+    .. code-block:: yaml
+
+        redis-restore-recovered:
+          redis_backup.restore_recovered:
+            - name: /var/lib/redis
+            - require_in:
+              - service: redis-server-running
+
+    name
+        Any text (the data directory reads well).
+    journal_dir
+        Where the journal lives (default: pillar ``redis:salt_config_dir``, else /etc/redis-salt).
+    timeout
+        Seconds for Redis to come back and for the check after a completed restore.
+    """
+    ret = _ret(name)
+    try:
+        if __opts__.get("test"):
+            pending = __salt__["redis_backup.restore_pending"](journal_dir=journal_dir)
+        else:
+            done = __salt__["redis_backup.restore_recovered"](journal_dir=journal_dir, timeout=timeout)
+    except Exception as exc:  # pylint: disable=broad-except - CommandExecutionError, from the execution module
+        ret.update(result=False, comment=f"a restore cut short cannot be dealt with: {exc}")
+        return ret
+    if __opts__.get("test"):
+        if pending["running"]:
+            ret.update(result=False, comment="a restore is running on this node")
+        elif not pending["pending"]:
+            ret["comment"] = "no restore was cut short on this node"
+        else:
+            ret.update(result=None, changes={"restore": {key: pending.get(key) for key in (
+                "backup", "data_dir", "phase", "safety_copy")}},
+                comment=f"a restore of {pending.get('backup')} was cut short ({pending.get('phase')}): it would be "
+                        "completed, or its previous data put back")
+        return ret
+    ret["result"], ret["comment"] = bool(done["result"]), done["comment"]
+    if done["outcome"] not in ("none", "in progress"):
+        ret["changes"] = {"restore": {key: done.get(key) for key in (
+            "backup", "outcome", "data_dir", "safety_copy", "keys", "loaded_keys", "warnings")}}
+    return ret

@@ -53,6 +53,21 @@ redis-cluster-predecessor-handed-over:
       - redis_cluster: redis-main-config-includes-salt-settings
 {%- endif %}
 
+{#- A restore cut short (killed job, power cut) left a journal: finish it or put the old
+    data back before Redis may start, so a node never starts empty. #}
+redis-restore-recovered:
+  redis_backup.restore_recovered:
+    - name: {{ redis.data_dir }}
+    - journal_dir: {{ redis.salt_config_dir }}
+    - require:
+      - redis_cluster: redis-deployment-shape-kept
+      - file: redis-salt-settings-directory
+    - require_in:
+      - service: redis-server-running
+{%- if redis.mode == "cluster" %}
+      - redis_cluster: redis-cluster-predecessor-handed-over
+{%- endif %}
+
 {#- No `watch` on the config files: a changed setting is applied live where Redis
     allows it and the server is restarted only for the rest (next state). #}
 redis-server-running:

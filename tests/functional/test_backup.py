@@ -51,11 +51,12 @@ class Node:
         self.server.write_salt_conf()
         self.server.start()
         self.backups = tmp_path / "backups"
+        self.journal_dir = home / "redis-salt"  # the restore journal's root-only directory (/etc/redis-salt)
         self.events, self.calls, self.start_results = [], [], []
         self.mod = load_module("redis_backup_mod", "_modules/redis_backup.py")
         self.pillar = {
             "role": role, "mode": "cluster" if cluster else "sentinel", "port": self.server.port,
-            "password": PASSWORD, "hostname": MINION,
+            "password": PASSWORD, "hostname": MINION, "salt_config_dir": str(self.journal_dir),
             "backup": {"dir": str(self.backups), "retention_days": 7, "compress": "gzip"},
         }
         self.mod.__pillar__ = {"redis": self.pillar}
@@ -530,7 +531,8 @@ def test_failed_start_puts_the_previous_data_back(node):
     assert "previous data was put back from" in message and "Redis started again" in message
     assert snapshot(node) == before
     assert node.tags()[-1] == f"redis/restore/{MINION}/failed"
-    assert [call for call, _ in node.calls] == ["stop", "start", "start"]
+    # the rollback stops Redis whatever the failed start left running, then starts it again
+    assert [call for call, _ in node.calls] == ["stop", "start", "stop", "start"]
 
 
 def test_restore_with_redis_down(node):
