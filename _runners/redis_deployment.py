@@ -5,8 +5,9 @@ my_multihead_cluster.yaml, checked before anything changes.
 .. code-block:: bash
 
     salt-run redis_deployment.check
+    salt-run redis_deployment.rolling_restart
 
-It needs neither the password (``${VAR}`` references are reported, not expanded) nor a
+``check`` needs neither the password (``${VAR}`` references are reported, not expanded) nor a
 running Redis: it reads the YAML the ``redis_deployment`` ext_pillar reads, validates it
 with the same code, and asks the connected minions for their ``mem_total`` and address
 grains, as pillar rendering would.
@@ -16,6 +17,11 @@ ext_pillar): the minion whose id is the controller's ``minion_id`` (default: its
 hostname) or whose id's first label is (``server1.example.org`` is ``server1``).
 ``shape`` resolves every controller to that minion among the master's accepted keys,
 so the other runners and ``redis.orchestrate`` target real minion ids.
+
+``rolling_restart`` restarts the deployment's Redis servers one at a time without losing a
+write: replicas first, then each master after its role went to a replica. Like the other
+runners it never sees the password: each step runs on a node's own minion
+(``redis_node`` execution functions).
 """
 
 import atexit
@@ -23,9 +29,11 @@ import importlib.util
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 try:
+    import salt.cache
     import salt.cli.run
     import salt.client
     import salt.exceptions
@@ -351,5 +359,391 @@ def shape(config=None):
 def _finish(result):
     # salt-run exits with the returned "retcode"; the job's success flag follows __context__.
     result["retcode"] = 1 if result["problems"] else 0
+    __context__["retcode"] = result["retcode"]
+    return result
+
+
+# ---------------------------------------------------------------- rolling restart
+
+# Where the roll keeps the run_ids it saw at its start (Salt's cache on the master, bank/key).
+ROLL_BANK, ROLL_KEY = "redis_deployment", "rolling_restart"
+
+
+def _ranges(slots):
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in slots or [])
+
+
+def _in_sync_replica(view):
+    return view.get("reachable") and view.get("role") == "replica" and view.get("link") == "up" \
+        and not view.get("sync_in_progress") and not view.get("loading")
+
+
+def _roll_plan(servers, views, selected=None, allow_downtime=False, mode="cluster"):
+    """
+    Which server is restarted when, from the live roles: the pure part of rolling_restart.
+
+    ``servers``: every Redis server of the deployment, file order, ``[{"hostname", "minion",
+    "address"}]``; ``views``: ``{minion: redis_node.replication}``; ``selected``: the minions
+    to restart (None: all). Returns ``{"steps": [...], "refused": [why, ...]}``; a refusal
+    means nothing is to be restarted. Each step is ``{"minion", "hostname", "address",
+    "role" (the role it is restarted in), "failover_to" (for a master: the server that takes
+    over first, else None), "downtime" (a master without a replica in sync), "slots"}``:
+
+    - every server must answer and have loaded its data (cluster: say ``cluster_state:ok``);
+    - replicas first, one at a time, in file order;
+    - then each master in file order: one with a replica in sync (link up, no full sync) is
+      failed over to its first such replica (file order), then restarted as a replica;
+    - a master without one is a step with ``downtime`` only when ``allow_downtime``, else a
+      refusal saying which slots (cluster) or data set (Sentinel) would be unavailable. A
+      cluster master that serves no slots is no downtime.
+    """
+    by_minion = {s["minion"]: s for s in servers}
+    chosen = [s["minion"] for s in servers] if selected is None else [m for m in by_minion if m in set(selected)]
+    refused = []
+    for server in servers:
+        view = views.get(server["minion"]) or {}
+        if not view.get("reachable"):
+            refused.append(f"{server['hostname']} ({server['address']}, minion {server['minion']}) does not answer: "
+                           f"{view.get('error', 'no answer')}")
+        elif view.get("loading"):
+            refused.append(f"{server['hostname']} ({server['address']}) is still loading its data")
+        elif mode == "cluster" and view.get("cluster_state") != "ok":
+            refused.append(f"{server['hostname']} ({server['address']}) says cluster_state:{view.get('cluster_state')}")
+    if refused:
+        return {"steps": [], "refused": refused}
+    replicas_of = {}
+    for server in servers:
+        view = views[server["minion"]]
+        if _in_sync_replica(view):
+            replicas_of.setdefault(view["master"], []).append(server)
+
+    def step(server, role, failover_to=None, downtime=False):
+        return {"minion": server["minion"], "hostname": server["hostname"], "address": server["address"],
+                "role": role, "failover_to": failover_to, "downtime": downtime,
+                "slots": views[server["minion"]].get("slots") or []}
+
+    steps = [step(by_minion[m], "replica") for m in chosen if views[m]["role"] == "replica"]
+    for minion in chosen:
+        view, server = views[minion], by_minion[minion]
+        if view["role"] != "master":
+            continue
+        takers = replicas_of.get(server["address"]) or []
+        if takers:
+            taker = takers[0]
+            steps.append(step(server, "replica", failover_to={k: taker[k] for k in ("minion", "hostname", "address")}))
+        elif mode == "cluster" and not view.get("slots"):
+            steps.append(step(server, "master"))  # serves nothing: nobody waits for it
+        elif allow_downtime:
+            steps.append(step(server, "master", downtime=True))
+        else:
+            what = f"slots {_ranges(view.get('slots'))}" if mode == "cluster" else "the whole data set"
+            refused.append(f"{server['hostname']} ({server['address']}) is a master without a replica in sync: "
+                           f"restarting it makes {what} unavailable until it is back; pass allow_downtime=True, or "
+                           "leave it out with nodes=")
+    return {"steps": steps if not refused else [], "refused": refused}
+
+
+def _pending_minions(record, views, statuses=None):
+    """The minions a resumed roll (``only_pending=True``) restarts: those of the interrupted
+    roll's ``record`` whose server still has the run_id it had when that roll started, and
+    those whose ``redis_cluster.status`` (``statuses``: {minion: status}) lists settings that
+    wait for a restart (``restart_pending``)."""
+    pending = {minion for minion, run_id in ((record or {}).get("run_ids") or {}).items()
+               if (views.get(minion) or {}).get("run_id") == run_id}
+    pending |= {minion for minion, status in (statuses or {}).items()
+                if isinstance(status, dict) and status.get("restart_pending")}
+    return pending
+
+
+def _select_nodes(module, deployment, servers, nodes):
+    """(minions, None) of the servers ``nodes`` names (a list or a comma-separated string of
+    hostnames, minion ids as the ext_pillar matches them, or addresses), or (None, why)."""
+    if nodes is None:
+        return [s["minion"] for s in servers], None
+    names = [n.strip() for n in (nodes.split(",") if isinstance(nodes, str) else nodes) if str(n).strip()]
+    chosen, unknown = [], []
+    for name in map(str, names):
+        matched = {c["hostname"] for c in module._matching_controllers(deployment, name)}
+        found = [s for s in servers if s["hostname"] in matched or name.lower() == s["hostname"].lower()
+                 or name == s["minion"] or name in (s["address"], s["address"].rsplit(":", 1)[0])]
+        if not found:
+            unknown.append(name)
+        chosen += [s["minion"] for s in found if s["minion"] not in chosen]
+    if unknown:
+        known = ", ".join(s["hostname"] for s in servers)
+        return None, f"nodes: {', '.join(unknown)} names no Redis server of the deployment (expected one of {known})"
+    return chosen, None
+
+
+def _roll_cache():
+    return salt.cache.factory(__opts__)
+
+
+def _roll_record():
+    try:
+        return _roll_cache().fetch(ROLL_BANK, ROLL_KEY) or None
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("redis_deployment: cannot read the rolling restart's record: %s", exc)
+        return None
+
+
+def _store_roll_record(record):
+    if record and record.get("run_ids"):
+        _roll_cache().store(ROLL_BANK, ROLL_KEY, record)
+    else:
+        _roll_cache().flush(ROLL_BANK, ROLL_KEY)
+
+
+def _progress(result, line):
+    """One progress line: printed by salt-run as the roll goes, kept in the return, logged."""
+    result["progress"].append(line)
+    log.info("redis_deployment.rolling_restart: %s", line)
+    event = globals().get("__jid_event__")
+    if event is not None:
+        try:
+            event.fire_event({"message": line}, "progress")
+        except Exception:  # pylint: disable=broad-except
+            log.debug("redis_deployment: progress event not sent", exc_info=True)
+
+
+def _fire(tag, data):
+    try:
+        __salt__["event.send"](tag, data)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.warning("redis_deployment: event %s not sent: %s", tag, exc)
+
+
+def _unavailable_hint(minion, text):
+    """A minion's error, with what to do when it lacks our modules."""
+    if "is not available" in text:
+        text += f" (sync the formula's modules to it: salt {minion} saltutil.sync_modules, or state.apply redis)"
+    return text
+
+
+def _minion_call(client, minion, function, wait, **kwargs):
+    """One execution function on one minion; (True, return) or (False, why)."""
+    answers = client.cmd([minion], function, kwarg=kwargs, timeout=wait, tgt_type="list", full_return=True) or {}
+    answer = answers.get(minion)
+    if answer is None:
+        return False, f"minion {minion} did not answer {function} within {wait}s"
+    ret = answer.get("ret")
+    if answer.get("retcode", 0) != 0:
+        return False, _unavailable_hint(minion, str(ret))
+    return True, ret
+
+
+def _minions_call(client, minions, function, wait, **kwargs):
+    """One execution function on several minions at once: {minion: (ok, return or why)}."""
+    answers = client.cmd(list(minions), function, kwarg=kwargs, timeout=wait, tgt_type="list",
+                         full_return=True) or {}
+    found = {}
+    for minion in minions:
+        answer = answers.get(minion)
+        if answer is None:
+            found[minion] = (False, f"minion {minion} did not answer {function} within {wait}s")
+        elif answer.get("retcode", 0) != 0:
+            text = str(answer.get("ret"))
+            found[minion] = (False, _unavailable_hint(minion, text))
+        else:
+            found[minion] = (True, answer.get("ret"))
+    return found
+
+
+def _sentinel_refusal(client, servers, views):
+    """Why the Sentinels' decision and the servers' roles do not allow a roll, or None."""
+    masters = [s for s in servers if views[s["minion"]].get("role") == "master"]
+    ok, live = _minion_call(client, servers[0]["minion"], "redis_sentinel.live_master", 60)
+    if not ok:
+        return f"cannot ask the Sentinels for the live master: {live}"
+    if not live.get("master"):
+        return f"the Sentinels have not decided on the master: {live.get('comment')}"
+    if [s["address"] for s in masters] != [live["address"]]:
+        return (f"the Sentinels name {live['master']} ({live['address']}) but the servers that say they are masters "
+                f"are {', '.join(s['hostname'] for s in masters) or 'none'}: wait until they agree")
+    return None
+
+
+def rolling_restart(nodes=None, allow_downtime=False, only_pending=False, timeout=300, config=None):
+    """
+    Restart the deployment's Redis servers one at a time, in both modes, from their live
+    roles: first every replica, each waited for until it is in sync again
+    (``master_link_status:up``, its offset caught up with its master's and, in cluster mode,
+    every server saying ``cluster_state:ok``); then each master that has a replica in sync
+    hands its role over first (``CLUSTER FAILOVER`` on the replica, waited for until the two
+    swapped; ``SENTINEL FAILOVER`` in Sentinel mode, waited for until the Sentinels agree),
+    and is restarted and waited for in sync as a replica. Each restart goes through Salt's
+    ``service.restart`` on the server's own minion (the service salt://redis/map.jinja names
+    there). Nothing is restarted when a server does not answer, in cluster mode does not
+    say ``cluster_state:ok``, or (Sentinel mode) the Sentinels have not decided.
+
+    Each restarted server fires ``redis/rolling/<minion>/restarted`` (its node, address,
+    roles and run_ids before and after, the server that took over, seconds) and prints a
+    progress line. A failed step stops the roll: the return (exit status 1) and the event
+    ``redis/rolling/<minion>/failed`` name the server and the reason; no other server is
+    touched after it.
+
+    nodes
+        Only these servers (a list, or comma-separated: hostnames, minion ids, addresses);
+        default all. The roles of all of them still decide the order, and a master of the
+        list is still failed over to its replica, listed or not.
+    allow_downtime
+        Also restart a master that has no replica in sync (cluster: its slots, Sentinel
+        mode: the data set are unavailable until it is back; the roll says which and, after,
+        for how long; with ``cluster_require_full_coverage``, the default, a restart that
+        outlasts ``cluster_node_timeout_ms`` makes every slot refuse until it is back).
+        Without it such a master refuses the whole roll before anything is restarted;
+        leave it out with ``nodes=`` instead.
+    only_pending
+        Restart only what is pending: the servers of an interrupted roll that still have the
+        run_id they had when it started (the roll keeps those run_ids in the master's cache,
+        Salt's ``salt.cache`` bank ``redis_deployment``, until a roll completes), and the
+        servers whose ``redis_cluster.status`` lists settings waiting for a restart
+        (``restart_pending``). Nothing pending: nothing is restarted.
+    timeout
+        Seconds for each step (a failover; a restart until in sync).
+
+    Returns ``{"ok", "mode", "plan": [lines], "restarted": [{node, minion, ...}],
+    "progress": [lines], "comment", "retcode"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run redis_deployment.rolling_restart
+        salt-run redis_deployment.rolling_restart nodes=server4,server5
+        salt-run redis_deployment.rolling_restart allow_downtime=True
+        salt-run redis_deployment.rolling_restart only_pending=True
+    """
+    _close_salt_clients_at_exit()
+    deployment = shape(config)
+    mode = deployment["mode"]
+    result = {"ok": False, "mode": mode, "plan": [], "restarted": [], "progress": [], "comment": ""}
+    port = deployment["settings"].get("port", 6379)
+    servers = [{"hostname": p["hostname"], "minion": p.get("minion"), "address": f"{p['ip']}:{p.get('port') or port}"}
+               for p in deployment["peers"]]
+    lost = [c["minion_problem"] for c in deployment["controllers"]
+            if c["hostname"] in {s["hostname"] for s in servers} and not c.get("minion")]
+    if lost or not servers:
+        result["comment"] = "nothing restarted: " + ("; ".join(lost) or "the deployment has no Redis server")
+        return _finish_roll(result)
+    selected, why = _select_nodes(_deployment_module(), deployment, servers, nodes)
+    if selected is None:
+        result["comment"] = f"nothing restarted: {why}"
+        return _finish_roll(result)
+    timeout = float(timeout)
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        return _roll(client, result, deployment, servers, selected, bool(allow_downtime), bool(only_pending), timeout)
+    finally:
+        client.destroy()
+
+
+def _roll(client, result, deployment, servers, selected, allow_downtime, only_pending, timeout):
+    mode, minions = deployment["mode"], [s["minion"] for s in servers]
+    views = {minion: ret if ok and isinstance(ret, dict) else {"reachable": False, "error": ret}
+             for minion, (ok, ret) in _minions_call(client, minions, "redis_node.replication", 60).items()}
+    record = _roll_record()
+    if only_pending:
+        statuses = {minion: ret for minion, (ok, ret) in
+                    _minions_call(client, minions, "redis_cluster.status", 60).items() if ok}
+        pending = _pending_minions(record, views, statuses)
+        selected = [minion for minion in selected if minion in pending]
+        if not selected:
+            done = "every server of the interrupted roll was restarted since it began" if record \
+                else "no interrupted roll is recorded"
+            result.update(ok=True, comment=f"nothing pending: {done}, and no server waits for a restart")
+            if record:
+                _store_roll_record(None)
+            return _finish_roll(result)
+    plan = _roll_plan(servers, views, selected, allow_downtime, mode)
+    if not plan["refused"] and mode == "sentinel":
+        refusal = _sentinel_refusal(client, servers, views)
+        plan["refused"] += [refusal] if refusal else []
+    if plan["refused"]:
+        result["comment"] = "nothing restarted: " + "; ".join(plan["refused"])
+        return _finish_roll(result)
+    steps = plan["steps"]
+    for number, step in enumerate(steps, 1):
+        line = f"{number}. {step['hostname']} ({step['address']}, {views[step['minion']]['role']})"
+        if step["failover_to"]:
+            line += f": fail over to {step['failover_to']['hostname']}, then restart as a replica"
+        elif step["downtime"]:
+            what = f"slots {_ranges(step['slots'])}" if mode == "cluster" else "the data set"
+            line += f": restart WITHOUT a replica, {what} unavailable until it is back"
+        else:
+            line += ": restart"
+        result["plan"].append(line)
+    if not (only_pending and record):
+        record = {"started": time.time(), "run_ids": {}}
+    record["run_ids"].update({m: views[m]["run_id"] for m in selected if m not in record["run_ids"]})
+    _store_roll_record(record)
+    started = time.monotonic()
+    _progress(result, f"rolling restart of {len(steps)} Redis servers ({mode} mode)")
+    for number, step in enumerate(steps, 1):
+        done, why = _roll_step(client, result, step, number, len(steps), mode, timeout)
+        if not done:
+            result["comment"] = (f"stopped at {step['hostname']} (minion {step['minion']}, step {number} of "
+                                 f"{len(steps)}): {why}; the servers after it were not touched. Run again with "
+                                 "only_pending=True to resume")
+            _progress(result, f"[{number}/{len(steps)}] {step['hostname']}: FAILED: {why}")
+            _fire(f"redis/rolling/{step['minion']}/failed", {"node": step["hostname"], "address": step["address"],
+                                                             "step": number, "of": len(steps), "reason": why})
+            return _finish_roll(result)
+    # Done: what stays recorded is only what an earlier, interrupted roll still has pending.
+    record["run_ids"] = {m: run_id for m, run_id in record["run_ids"].items()
+                         if m not in selected and (views.get(m) or {}).get("run_id") == run_id}
+    _store_roll_record(record)
+    seconds = round(time.monotonic() - started, 1)
+    result.update(ok=True, comment=f"restarted {len(steps)} Redis servers one at a time in {seconds}s")
+    _progress(result, result["comment"])
+    return _finish_roll(result)
+
+
+def _roll_step(client, result, step, number, total, mode, timeout):
+    """Fail over (when the step says so) and restart one server: (True, None) or (False, why)."""
+    head = f"[{number}/{total}] {step['hostname']}"
+    started = time.monotonic()
+    failed_over = None
+    if step["failover_to"]:
+        taker = step["failover_to"]
+        _progress(result, f"{head}: master; handing its role to {taker['hostname']} first")
+        function = "redis_node.cluster_failover" if mode == "cluster" else "redis_node.sentinel_failover"
+        ok, answer = _minion_call(client, taker["minion"], function, timeout + 30, timeout=timeout)
+        if not ok:
+            return False, f"failing over to {taker['hostname']}: {answer}"
+        failed_over = taker["hostname"]
+        _progress(result, f"{head}: {taker['hostname']} took over in {answer.get('seconds')}s")
+    if step["downtime"]:
+        earlier = [r["seconds"] for r in result["restarted"]]
+        guess = f"about {max(earlier):.0f}s, as the longest restart so far" if earlier else "the restart's duration"
+        what = f"slots {_ranges(step['slots'])}" if mode == "cluster" else "the data set"
+        _progress(result, f"{head}: master without a replica: {what} unavailable for {guess}")
+    _progress(result, f"{head}: restarting")
+    ok, answer = _minion_call(client, step["minion"], "redis_node.restart", timeout + 30, role=step["role"],
+                              timeout=timeout)
+    if not ok:
+        return False, f"restarting it: {answer}"
+    entry = {"node": step["hostname"], "minion": step["minion"], "address": step["address"],
+             "role_before": "master" if step["failover_to"] or step["downtime"] else step["role"],
+             "role_after": answer.get("role_after"), "run_id_before": answer.get("run_id_before"),
+             "run_id_after": answer.get("run_id_after"), "failed_over_to": failed_over,
+             "downtime": step["downtime"], "seconds_down": answer.get("seconds_down"),
+             "seconds": round(time.monotonic() - started, 2), "step": number, "of": total}
+    if step["downtime"]:
+        entry["unavailable"] = {"slots": step["slots"], "seconds": answer.get("seconds")} if mode == "cluster" \
+            else {"data_set": True, "seconds": answer.get("seconds")}
+    result["restarted"].append(entry)
+    _fire(f"redis/rolling/{step['minion']}/restarted", entry)
+    line = (f"{head}: back in sync as a {entry['role_after']} after {entry['seconds']}s "
+            f"(run_id {str(entry['run_id_before'])[:8]} -> {str(entry['run_id_after'])[:8]})")
+    if step["downtime"]:
+        what = f"slots {_ranges(step['slots'])} were" if mode == "cluster" else "the data set was"
+        line += f"; {what} unavailable for {answer.get('seconds')}s"
+    _progress(result, line)
+    return True, None
+
+
+def _finish_roll(result):
+    result["retcode"] = 0 if result["ok"] else 1
     __context__["retcode"] = result["retcode"]
     return result

@@ -1,10 +1,12 @@
 {#- salt-run state.orchestrate redis.orchestrate
 
     The whole rollout in a controlled order, from the salt-master: every Redis node
-    configured and running (a setting Redis takes only at start restarts one node at a
-    time, replicas before masters), then the cluster or the Sentinel pair formed from the
-    initial master alone, then `redis` on every node of the deployment (Sentinels,
-    backups, joins), then a check that every node is in the healthy deployment.
+    configured and running (on bare hosts one node at a time, replicas before masters),
+    then the cluster or the Sentinel pair formed from the initial master alone, then
+    `redis` on every node of the deployment (Sentinels, backups, joins), then the restarts
+    a start-only setting left pending on a formed deployment, rolled one node at a time
+    from the live roles with a failover before each master (redis_deployment.rolling_restart
+    only_pending=True), then a check that every node is in the healthy deployment.
     The nodes come from my_multihead_cluster.yaml (runner redis_deployment.shape), each
     targeted as its real minion (`minion`: the accepted key that is the controller, e.g.
     server1.example.org for hostname server1), not as the YAML's `minion_id`. #}
@@ -37,7 +39,9 @@ redis-nodes-configured:
       - redis.install
       - redis.config
 
-{#- One node at a time: a restart that a setting needs never takes two nodes down at once. #}
+{#- One node at a time: on bare hosts a start never takes two nodes down at once. On a formed
+    deployment these steps restart nothing (settings_applied leaves a start-only change
+    pending): the rolling restart below does that, from live roles. #}
 {%- for group, minions in (("replicas", replicas), ("masters", masters)) if minions %}
 
 redis-{{ group }}-running-one-at-a-time:
@@ -71,6 +75,16 @@ redis-every-node-applied:
     - require:
       - salt: redis-deployment-formed-by-the-initial-master
 
+{#- A master without a replica is restarted only when the operator accepts its downtime:
+    salt-run state.orchestrate redis.orchestrate pillar='{"allow_downtime": true}' #}
+redis-pending-restarts-rolled:
+  salt.runner:
+    - name: redis_deployment.rolling_restart
+    - only_pending: True
+    - allow_downtime: {{ salt["pillar.get"]("allow_downtime", False) | json }}
+    - require:
+      - salt: redis-every-node-applied
+
 redis-deployment-verified:
   salt.function:
 {%- if shape.mode == "cluster" %}
@@ -85,5 +99,5 @@ redis-deployment-verified:
     - tgt: {{ servers | json }}
     - tgt_type: list
     - require:
-      - salt: redis-every-node-applied
+      - salt: redis-pending-restarts-rolled
 {%- endif %}

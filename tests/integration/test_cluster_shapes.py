@@ -10,10 +10,13 @@ replica); a master's power cut with its disk intact fails over and nothing is re
 growth 6 -> 8 under a writing client gives four masters with a replica each, and a
 rebalance whose redis-cli is killed mid-slot is closed and resumed by the next apply, every
 acknowledged key kept; a formation cut by a power cut of the forming host is completed.
+`salt-run redis_deployment.rolling_restart` under a writing client restarts each of the
+eight servers once, each master after CLUSTER FAILOVER to its replica, losing no write.
 """
 
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -29,6 +32,7 @@ from support.lab import (
     redis_client,
     wait_for_minions,
 )
+from support.rolling import RoleWatcher, runner_events
 from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
 
@@ -335,3 +339,34 @@ def test_a_formation_cut_by_a_power_cut_of_the_forming_host_is_completed_by_the_
     assert code == 0 and "[WARNING]" not in output, output
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
+
+
+def test_a_rolling_restart_under_a_writing_client_restarts_each_server_once_and_each_master_after_its_failover(
+    first_apply, cli, shape_lab, shape_master, event_listener
+):
+    lab = shape_lab[0]
+    wait_until(lambda: healthy(ALL), 60, "cluster ok on 8 nodes")
+    masters = {h for h in ALL if server(h).info("replication")["role"] == "master"}
+    watcher = RoleWatcher({h: server(h) for h in ALL})
+    watcher.start()
+    writer = ClusterWriter("roll", list(ALL), addresses=ALL)
+    writer.start()
+    wait_until(lambda: writer.written > 100, 30, "the writer writes")
+    fired_after = time.time()
+
+    rolled = shape_master.salt_run_cli(timeout=900).run("redis_deployment.rolling_restart")
+
+    writer.finish()
+    watcher.finish()
+    assert rolled.returncode == 0, rolled.stdout
+    assert_no_password(rolled.stdout, "the roll's output")
+    assert len(masters) == 4 and watcher.problems(masters) == [], watcher.seen
+    assert writer.errors == [] and writer.written > 100
+    assert writer.read_back("cs3") == writer.acknowledged()
+    wait_until(lambda: healthy(ALL), 30, "cluster ok on 8 nodes")
+    code, output = cluster_check(lab, "cs1")
+    assert code == 0 and "[WARNING]" not in output, output
+    events = runner_events(event_listener, shape_master, "redis/rolling/*/restarted", fired_after, count=8,
+                           timeout=30)
+    assert sorted(tag for tag, _ in events) == sorted(f"redis/rolling/{h}/restarted" for h in ALL)
+    assert {data["node"] for _, data in events if data["failed_over_to"]} == masters

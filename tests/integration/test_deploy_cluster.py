@@ -175,7 +175,8 @@ def test_the_orchestrated_rollout_on_a_healthy_cluster_changes_and_restarts_noth
     steps = next(iter(orchestrated.data["data"].values()))
     assert {step["__id__"] for step in steps.values()} == {
         "redis-nodes-configured", "redis-masters-running-one-at-a-time",
-        "redis-deployment-formed-by-the-initial-master", "redis-every-node-applied", "redis-deployment-verified",
+        "redis-deployment-formed-by-the-initial-master", "redis-every-node-applied", "redis-pending-restarts-rolled",
+        "redis-deployment-verified",
     }
     assert all(step["result"] is True for step in steps.values()), steps
     changed = [(minion, state["__id__"]) for step in steps.values() if step["__id__"] != "redis-deployment-verified"

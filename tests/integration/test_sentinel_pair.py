@@ -5,7 +5,9 @@ Sentinels that agree; a changed down_after_ms reaches every Sentinel without a r
 a stopped server and a dead host both fail over (the witness makes the majority), one
 `redis/sentinel/switch-master` event reaches the master's bus, the old master comes back as
 a replica, and re-applying changes nothing: Salt never reverts a failover. A partition
-shows what `min_replicas_to_write` decides.
+shows what `min_replicas_to_write` decides. `salt-run redis_deployment.rolling_restart`
+under a client writing with WAIT 1 restarts each server once, the master after SENTINEL
+FAILOVER, and loses no acknowledged write.
 """
 
 import json
@@ -29,6 +31,8 @@ from support.lab import (
     redis_client,
     wait_for_minions,
 )
+from support.rolling import RoleWatcher, runner_events
+from support.sentinel import WaitWriter
 from support.states import changed_ids, state_by_id, states_with_changes
 from support.waits import wait_until
 
@@ -327,3 +331,32 @@ def test_a_redis_server_of_someone_else_on_the_witness_host_is_left_running(firs
         assert host_output(lab, witness, "sh", "-c", "redis-cli INFO server | grep ^run_id") == run_id
     finally:
         host_run(lab, witness, "systemctl", "stop", "redis-server")
+
+
+def test_a_rolling_restart_under_a_client_writing_with_wait_1_loses_nothing_and_fails_the_master_over_first(
+    first_apply, cli, sentinel_master, event_listener
+):
+    old = current_master()
+    watcher = RoleWatcher({h: server(h) for h in SERVERS})
+    watcher.start()
+    writer = WaitWriter([(ip, SENTINEL_PORT) for ip in ALL.values()], PASSWORD, "rolling")
+    writer.start()
+    wait_until(lambda: len(writer.acknowledged) > 50, 30, "the writer writes")
+    fired_after = time.time()
+
+    rolled = sentinel_master.salt_run_cli(timeout=600).run("redis_deployment.rolling_restart")
+
+    count = len(writer.acknowledged)
+    wait_until(lambda: len(writer.acknowledged) > count + 20, 30, lambda: f"the writer writes on: {writer.errors}")
+    writer.finish()
+    watcher.finish()
+    assert rolled.returncode == 0, rolled.stdout
+    assert_no_password(rolled.stdout, "the roll's output")
+    new = current_master()
+    assert new != old and watcher.problems({old}) == [], watcher.seen
+    assert writer.errors == [] and writer.missing(server(new)) == []
+    wait_until(lambda: all(master_seen_by(h) == SERVERS[new] for h in ALL), 30, f"the Sentinels agree on {new}")
+    events = runner_events(event_listener, sentinel_master, "redis/rolling/*/restarted", fired_after, count=2,
+                           timeout=30)
+    assert [tag for tag, _ in events] == [f"redis/rolling/{new}/restarted", f"redis/rolling/{old}/restarted"]
+    assert events[1][1]["failed_over_to"] == new and events[1][1]["role_after"] == "replica"

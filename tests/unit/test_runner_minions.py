@@ -135,13 +135,15 @@ def test_shape_never_holds_the_password(deployment_runner, monkeypatch):
 # ---------------------------------------------------------------- redis.orchestrate's targets
 
 
-def render_orchestrate(shape, tmp_path):
-    """salt/redis/orchestrate.sls as state.orchestrate renders it, with ``shape`` from the runner."""
+def render_orchestrate(shape, tmp_path, pillar=None):
+    """salt/redis/orchestrate.sls as state.orchestrate renders it, with ``shape`` from the runner
+    and ``pillar`` as `salt-run state.orchestrate ... pillar=` gives it."""
     text = (ROOT / "salt" / "redis" / "orchestrate.sls").read_text()
     runners = {"redis_deployment.shape": shape}
     opts = {"cachedir": str(tmp_path / "cache"), "file_client": "local", "file_roots": {"base": [str(ROOT / "salt")]}}
-    rendered = salt.utils.templates.render_jinja_tmpl(
-        text, {"opts": opts, "saltenv": "base", "salt": {"saltutil.runner": lambda name: runners[name]}})
+    functions = {"saltutil.runner": lambda name: runners[name],
+                 "pillar.get": lambda key, default=None: (pillar or {}).get(key, default)}
+    rendered = salt.utils.templates.render_jinja_tmpl(text, {"opts": opts, "saltenv": "base", "salt": functions})
     return yaml.safe_load(rendered)
 
 
@@ -158,6 +160,16 @@ def test_orchestrate_targets_the_resolved_minions(deployment_runner, tmp_path):
     assert arguments(states, "redis-deployment-formed-by-the-initial-master", "salt.state")["tgt"] == servers[0]
     assert arguments(states, "redis-every-node-applied", "salt.state")["tgt"] == servers
     assert arguments(states, "redis-deployment-verified", "salt.function")["tgt"] == servers
+    rolled = arguments(states, "redis-pending-restarts-rolled", "salt.runner")
+    assert rolled == {"name": "redis_deployment.rolling_restart", "only_pending": True, "allow_downtime": False,
+                      "require": [{"salt": "redis-every-node-applied"}]}
+
+
+def test_orchestrate_rolls_masters_without_replicas_only_when_the_operator_allows_downtime(deployment_runner,
+                                                                                           tmp_path):
+    states = render_orchestrate(deployment_runner(accepted=["server1", "server2", "server3"]).shape(), tmp_path,
+                                pillar={"allow_downtime": True})
+    assert arguments(states, "redis-pending-restarts-rolled", "salt.runner")["allow_downtime"] is True
 
 
 def test_orchestrate_with_a_node_without_its_minion_fails_before_anything_runs(deployment_runner, tmp_path):

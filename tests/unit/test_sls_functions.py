@@ -33,6 +33,8 @@ def named_functions(path):
         name = NAME_ARG.match(line)
         if name and current == "salt.function":
             found.append(("execution", *name.groups(), number))
+        if name and current == "salt.runner":
+            found.append(("runner", *name.groups(), number))
         argument = MODULE_RUN_ARG.match(line)
         if argument and current == "module.run":
             found.append(("execution", *argument.groups(), number))

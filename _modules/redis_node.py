@@ -1,0 +1,658 @@
+"""
+The node-level steps of a rolling restart of the deployment's Redis servers, in both modes
+(Redis Cluster, and a master/replica pair watched by Sentinels), run on the node's own
+minion: what this node's server is now (``replication``), waiting until it is in sync
+again (``wait_in_sync``), restarting it through Salt's service module (``restart``), and
+handing a master's role to its replica first (``cluster_failover`` on the replica,
+``sentinel_failover`` through a Sentinel). ``salt-run redis_deployment.rolling_restart``
+runs them one node at a time.
+
+The password comes from pillar ``redis:password`` and is handed to redis-py in memory: it
+never appears on a command line, in a return value or in a log line.
+
+:depends: redis (redis-py)
+"""
+
+import logging
+import re
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import redis
+
+    HAS_REDIS = True
+except ImportError:
+    HAS_REDIS = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "redis_node"
+
+# What this node's minion renders to learn its Redis service's name: the formula's
+# map.jinja (OS family table merged with pillar), as every state and runner reads it.
+SERVICE_TEMPLATE = '{%- from "redis/map.jinja" import redis with context %}{{ redis.service }}'
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9@._-]+$")
+# CLUSTER NODES flags of a node the cluster does not count as working.
+FAILING_FLAGS = frozenset(("fail", "fail?", "noaddr", "handshake"))
+
+
+def __virtual__():
+    if not HAS_REDIS:
+        return (False, "redis_node: the redis Python library (redis-py) is not installed")
+    return __virtualname__
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _settings():
+    return __pillar__.get("redis", {}) or {}
+
+
+def _port(port=None):
+    return int(port or _settings().get("port", 6379))
+
+
+def _client(port=None, host="127.0.0.1", timeout=5):
+    """A Redis server of the deployment (default: the local one), with the deployment's password."""
+    return __utils__["redis_common.client"](_settings(), port, host=host, timeout=timeout)
+
+
+def _sentinel_client(host="127.0.0.1", port=None, timeout=5):
+    """A Sentinel of the deployment (default: the local one): Sentinels require the same password."""
+    settings = _settings()
+    return __utils__["redis_common.client"](settings, port or settings.get("sentinel_port", 26379),
+                                            host=host, timeout=timeout)
+
+
+def _error(exc):
+    return __utils__["redis_common.error_text"](exc)
+
+
+def _wait(condition, timeout, interval=0.2):
+    """``redis_common.wait``, run in this module's loader context: called through ``__utils__``,
+    Salt would run it (and so ``condition``) in the utils loader's, where ``__utils__`` and
+    ``__pillar__`` do not resolve."""
+    wait = __utils__["redis_common.wait"]
+    return getattr(wait, "func", wait)(condition, timeout, interval)
+
+
+def _address(ip, port):
+    return f"{ip}:{int(port)}"
+
+
+def _split(address):
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+def _my_address(port=None):
+    """This node's address as its peers and clients know it (the controller's ip_address)."""
+    return _address(_settings().get("bind_ip") or "127.0.0.1", _port(port))
+
+
+def _master_name(name=None):
+    return name or _settings().get("master_name") or "mymaster"
+
+
+def _peer_addresses():
+    """``{address: hostname}`` of the deployment's Redis servers (pillar ``peers``)."""
+    port = _port()
+    return {_address(p["ip"], p.get("port") or port): p["hostname"] for p in _settings().get("peers") or []}
+
+
+def _cluster_nodes(client):
+    """CLUSTER NODES as ``[{id, address, flags, master, slots}]``."""
+    nodes = []
+    for line in client.execute_command("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        slots = []
+        for item in fields[8:]:
+            if not item.startswith("["):
+                first, _, last = item.partition("-")
+                slots.append([int(first), int(last or first)])
+        nodes.append({"id": fields[0], "address": fields[1].split("@")[0], "flags": fields[2].split(","),
+                      "master": None if fields[3] == "-" else fields[3], "slots": slots})
+    return nodes
+
+
+def _myself(client):
+    """This server's own CLUSTER NODES entry, with ``role``."""
+    me = next(n for n in _cluster_nodes(client) if "myself" in n["flags"])
+    return dict(me, role="replica" if "slave" in me["flags"] else "master")
+
+
+def _cluster_state(client):
+    info = client.execute_command("CLUSTER", "INFO")
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cluster_state:")),
+                None)
+
+
+def _view(client, port=None):
+    """What a server says about itself (see ``replication``)."""
+    info = client.info()
+    view = {
+        "reachable": True,
+        "address": _my_address(port),
+        "hostname": _settings().get("hostname"),
+        "run_id": info.get("run_id"),
+        "uptime_seconds": int(info.get("uptime_in_seconds", 0)),
+        "loading": bool(int(info.get("loading", 0))),
+        "role": "replica" if info.get("role") == "slave" else "master",
+        "offset": int(info.get("master_repl_offset", 0)),
+        "replicas": [],
+        "cluster_enabled": bool(int(info.get("cluster_enabled", 0))),
+    }
+    for key in sorted(k for k in info if re.match(r"^slave\d+$", k)):
+        entry = info[key]
+        if isinstance(entry, dict):
+            view["replicas"].append({"address": _address(entry.get("ip"), entry.get("port")),
+                                     "state": entry.get("state"), "offset": int(entry.get("offset", 0)),
+                                     "lag": int(entry.get("lag", 0))})
+    if view["role"] == "replica":
+        view.update(master=_address(info.get("master_host"), info.get("master_port")),
+                    link=info.get("master_link_status"),
+                    sync_in_progress=bool(int(info.get("master_sync_in_progress", 0))),
+                    replica_offset=int(info.get("slave_repl_offset", 0)))
+    if view["cluster_enabled"] and not view["loading"]:
+        me = _myself(client)
+        view.update(node_id=me["id"], master_id=me["master"], slots=me["slots"], cluster_state=_cluster_state(client))
+    return view
+
+
+# ---------------------------------------------------------------- what the node is
+
+
+def replication(port=None):
+    """
+    What this node's Redis server is now, as a rolling restart plans from it:
+    ``{"reachable", "address" (the controller's ip:port), "hostname", "run_id",
+    "uptime_seconds", "loading", "role": master|replica, "offset" (master_repl_offset),
+    "replicas": [{address, state, offset, lag}] (a master's connected replicas),
+    "cluster_enabled"}``; a replica adds ``master`` (ip:port), ``link`` (up|down),
+    ``sync_in_progress`` and ``replica_offset``; a cluster node adds ``node_id``,
+    ``master_id``, ``slots`` (its ranges) and ``cluster_state``. When the server does not
+    answer with the deployment's password: ``{"reachable": False, "address", "failure",
+    "error"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.replication
+    """
+    try:
+        return _view(_client(port), port)
+    except redis.RedisError as exc:
+        return {"reachable": False, "address": _my_address(port),
+                "failure": __utils__["redis_common.failure"](exc), "error": _error(exc)}
+
+
+class _Peers:
+    """Clients of the deployment's other servers, made once per wait."""
+
+    def __init__(self, timeout=2):
+        self.timeout, self.clients = timeout, {}
+
+    def get(self, address):
+        if address not in self.clients:
+            host, port = _split(address)
+            self.clients[address] = _client(port, host=host, timeout=self.timeout)
+        return self.clients[address]
+
+
+def _not_in_sync(port, role, state, peers):
+    """Why this node is not in sync yet, or None. ``state`` keeps the offset to reach across
+    polls: the master's offset when the replica's link was first seen up."""
+    try:
+        view = _view(_client(port, timeout=2), port)
+    except redis.RedisError as exc:
+        return f"does not answer ({_error(exc)})"
+    state["view"] = view
+    if view["loading"]:
+        return "is loading its data"
+    if role and view["role"] != role:
+        return f"is a {view['role']}, expected a {role}"
+    if view["role"] == "replica":
+        if view["link"] != "up":
+            return f"its link to its master {view['master']} is {view['link']}"
+        if view["sync_in_progress"]:
+            return f"a full sync from {view['master']} is in progress"
+        if state.get("master") != view["master"]:
+            try:
+                state["target"] = int(peers.get(view["master"]).info("replication").get("master_repl_offset", 0))
+            except redis.RedisError as exc:
+                return f"its master {view['master']} does not answer ({_error(exc)})"
+            state["master"] = view["master"]
+        if view["replica_offset"] < state["target"]:
+            return f"offset {view['replica_offset']} behind its master's {state['target']}"
+    if view["cluster_enabled"]:
+        if view["cluster_state"] != "ok":
+            return f"says cluster_state:{view['cluster_state']}"
+        for address in sorted(_peer_addresses()):
+            if address == view["address"]:
+                continue
+            try:
+                client = peers.get(address)
+                cluster_state = _cluster_state(client)
+                seen = next((n for n in _cluster_nodes(client) if n["id"] == view["node_id"]), None)
+            except redis.RedisError as exc:
+                return f"{address} does not answer ({_error(exc)})"
+            if cluster_state != "ok":
+                return f"{address} says cluster_state:{cluster_state}"
+            if seen is None:
+                return f"{address} does not know this node yet"
+            if FAILING_FLAGS & set(seen["flags"]):
+                return f"{address} still flags this node {','.join(sorted(FAILING_FLAGS & set(seen['flags'])))}"
+    return None
+
+
+def wait_in_sync(timeout=120, role=None, port=None):
+    """
+    Wait, bounded by ``timeout`` seconds, until this node's server is in sync: it answers
+    with the deployment's password and has loaded its data; a replica's link to its master
+    is up, no full sync is running and its offset reached its master's offset as it was
+    when the link was seen up (a client may go on writing); in cluster mode every server
+    of the deployment also says ``cluster_state:ok`` and none flags this node as failing.
+    ``role`` (``master`` or ``replica``): also wait until the server has that role.
+
+    Returns ``{"in_sync": bool, "seconds", "role", "comment"}``; not in sync within
+    ``timeout`` also sets the job's return code to 1.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server2 redis_node.wait_in_sync timeout=60
+        salt server2 redis_node.wait_in_sync role=replica
+    """
+    if role not in (None, "master", "replica"):
+        raise SaltInvocationError(f"role: expected master or replica, got {role!r}")
+    started, state, peers, last = time.monotonic(), {}, _Peers(), {}
+
+    def in_sync():
+        last["why"] = _not_in_sync(port, role, state, peers)
+        return last["why"] is None
+
+    done = bool(_wait(in_sync, float(timeout), interval=0.2))
+    seconds = round(time.monotonic() - started, 2)
+    view = state.get("view") or {}
+    if not done:
+        __context__["retcode"] = 1
+        return {"in_sync": False, "seconds": seconds, "role": view.get("role"),
+                "comment": f"{_my_address(port)} not in sync within {timeout}s: {last['why']}"}
+    return {"in_sync": True, "seconds": seconds, "role": view.get("role"),
+            "comment": f"{_my_address(port)} in sync as a {view.get('role')}"}
+
+
+# ---------------------------------------------------------------- restart
+
+
+def _service_name():
+    """The Redis server's service on this minion as salt://redis/map.jinja names it
+    (``redis-server`` on Debian, ``redis`` on RHEL, or pillar ``redis:service``)."""
+    try:
+        name = __salt__["slsutil.renderer"](string=SERVICE_TEMPLATE, default_renderer="jinja")
+    except Exception as exc:  # pylint: disable=broad-except
+        raise CommandExecutionError(f"could not learn the Redis service's name from salt://redis/map.jinja: {exc}; "
+                                    "pass service=NAME") from None
+    name = name.strip() if isinstance(name, str) else ""
+    if not _SERVICE_NAME.match(name):
+        raise CommandExecutionError(f"salt://redis/map.jinja gave {name!r} as redis.service; pass service=NAME")
+    return name
+
+
+def restart(service=None, role=None, timeout=120, port=None):
+    """
+    Restart this node's Redis server through Salt's ``service.restart`` (the service that
+    ``salt://redis/map.jinja`` names on this minion unless ``service`` is given), then wait,
+    bounded by ``timeout`` seconds, until it answers with a new ``run_id``, has loaded its
+    data and is in sync (``wait_in_sync``: a replica caught up with its master; in cluster
+    mode every server says ``cluster_state:ok``). A replica's full resync after its restart
+    starts at once: its master's ``repl-diskless-sync-delay`` is 0 while it restarts, and set
+    back after.
+
+    role
+        ``replica`` or ``master``: the role this server must have now. Anything else (a
+        failover happened since the caller looked) restarts nothing and raises. The server
+        is also waited for in that role after the restart.
+
+    Returns ``{"restarted": True, "service", "address", "role_before", "role_after",
+    "run_id_before", "run_id_after", "seconds_down" (until it answered again), "seconds"
+    (until in sync), "comment"}``; raises CommandExecutionError when the node cannot be
+    restarted or is not back in sync in time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server2 redis_node.restart role=replica
+        salt server2 redis_node.restart service=redis-server timeout=300
+    """
+    if role not in (None, "master", "replica"):
+        raise SaltInvocationError(f"role: expected master or replica, got {role!r}")
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    address = _my_address(port)
+    try:
+        before = _view(_client(port), port)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"{address} does not answer ({_error(exc)}): nothing restarted") from None
+    if role and before["role"] != role:
+        raise CommandExecutionError(f"{address} is a {before['role']} now, expected a {role}: nothing restarted")
+    name = service or _service_name()
+    delay = _sync_at_once(before)
+    try:
+        return _restart(name, before, role, port, started, deadline, address, timeout)
+    finally:
+        if delay is not None:
+            _restore_sync_delay(before, delay)
+
+
+def _sync_at_once(view):
+    """A replica about to restart comes back without a replication offset its master can
+    continue from (it loads its append-only file): it needs a full sync, which its master
+    holds back ``repl-diskless-sync-delay`` seconds (default 5) in case more replicas ask.
+    Make its master start at once: returns the delay to restore afterwards, or None."""
+    if view.get("role") != "replica" or not view.get("master"):
+        return None
+    host, port = _split(view["master"])
+    try:
+        client = _client(port, host=host, timeout=2)
+        delay = client.config_get("repl-diskless-sync-delay").get("repl-diskless-sync-delay")
+        if delay in (None, "0"):
+            return None
+        client.config_set("repl-diskless-sync-delay", 0)
+    except redis.RedisError as exc:
+        log.debug("redis_node: repl-diskless-sync-delay on %s left alone: %s", view["master"], _error(exc))
+        return None
+    return delay
+
+
+def _restore_sync_delay(view, delay):
+    host, port = _split(view["master"])
+    try:
+        _client(port, host=host, timeout=2).config_set("repl-diskless-sync-delay", delay)
+    except redis.RedisError as exc:
+        log.warning("redis_node: repl-diskless-sync-delay %s not restored on %s: %s", delay, view["master"],
+                    _error(exc))
+
+
+def _restart(name, before, role, port, started, deadline, address, timeout):
+    try:
+        restarted = __salt__["service.restart"](name)
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"service.restart {name} failed: {exc}") from None
+    if restarted is False:
+        raise CommandExecutionError(f"service.restart {name} failed")
+
+    def back():
+        try:
+            view = _view(_client(port, timeout=2), port)
+        except redis.RedisError:
+            return None
+        return view if view["run_id"] != before["run_id"] and not view["loading"] else None
+
+    after = _wait(back, max(0.5, deadline - time.monotonic()), interval=0.1)
+    if not after:
+        raise CommandExecutionError(f"{name} restarted, but {address} did not answer with a new run_id within "
+                                    f"{timeout}s")
+    seconds_down = round(time.monotonic() - started, 2)
+    synced = wait_in_sync(max(0.5, deadline - time.monotonic()), role=role, port=port)
+    if not synced["in_sync"]:
+        raise CommandExecutionError(f"{name} restarted (run_id {before['run_id'][:8]} -> {after['run_id'][:8]}), "
+                                    f"but {synced['comment']}")
+    seconds = round(time.monotonic() - started, 2)
+    return {
+        "restarted": True,
+        "service": name,
+        "address": address,
+        "role_before": before["role"],
+        "role_after": synced["role"],
+        "run_id_before": before["run_id"],
+        "run_id_after": after["run_id"],
+        "seconds_down": seconds_down,
+        "seconds": seconds,
+        "comment": f"{name} restarted; {address} answered after {seconds_down}s and was in sync as a "
+                   f"{synced['role']} after {seconds}s",
+    }
+
+
+# ---------------------------------------------------------------- failover, cluster mode
+
+
+def cluster_failover(timeout=60, port=None):
+    """
+    Make this cluster replica its master's master: ``CLUSTER FAILOVER`` (the master stops
+    its clients until this replica has every write, then the two swap: no acknowledged
+    write is lost), then wait, bounded by ``timeout`` seconds, until this node says it is a
+    master and the old master says it is this node's replica. The master must list this node
+    as its replica, online, first (right after a swap its view may lag behind). A swap that
+    has not happened within 7 s is asked for again (Redis gives a manual failover 5 s).
+
+    Returns ``{"failed_over": True, "new_master" (this node), "old_master", "node_id",
+    "seconds", "comment"}``; raises CommandExecutionError when this node is not a replica
+    in sync, or the swap does not happen in time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server4 redis_node.cluster_failover timeout=30
+    """
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    address = _my_address(port)
+    client = _client(port)
+    try:
+        view = _view(client, port)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"{address} does not answer ({_error(exc)})") from None
+    if not view["cluster_enabled"]:
+        raise CommandExecutionError(f"{address} is not a cluster node: use redis_node.sentinel_failover")
+    if view["role"] != "replica":
+        raise CommandExecutionError(f"{address} is a master: CLUSTER FAILOVER runs on one of its replicas")
+    if view["link"] != "up" or view["sync_in_progress"]:
+        raise CommandExecutionError(f"{address}'s link to its master {view['master']} is {view['link']}"
+                                    + (" (full sync in progress)" if view["sync_in_progress"] else "")
+                                    + ": it cannot take over without losing writes")
+    old_address, my_id = view["master"], view["node_id"]
+    host, old_port = _split(old_address)
+    old = _client(old_port, host=host, timeout=2)
+
+    def known_to_master():
+        # Its master takes CLUSTER FAILOVER's request only from a node it knows as its replica
+        # (right after a swap its view may lag) and with the replication link online.
+        try:
+            mine = next((n for n in _cluster_nodes(old) if n["id"] == my_id), None)
+            linked = any(r["state"] == "online" for r in _view(old)["replicas"])
+        except redis.RedisError:
+            return False
+        return mine is not None and "slave" in mine["flags"] and mine["master"] == view["master_id"] and linked
+
+    if not _wait(known_to_master, max(0.5, min(15.0, deadline - time.monotonic())), interval=0.1):
+        raise CommandExecutionError(f"{old_address} does not list {address} as its replica online: nothing failed "
+                                    "over")
+
+    def swapped():
+        try:
+            if _myself(client)["role"] != "master":
+                return False
+            theirs = _myself(old)
+        except redis.RedisError:
+            return False
+        return theirs["role"] == "replica" and theirs["master"] == my_id
+
+    asked = 0
+    while time.monotonic() < deadline:
+        try:
+            client.execute_command("CLUSTER", "FAILOVER")
+        except redis.RedisError as exc:
+            raise CommandExecutionError(f"CLUSTER FAILOVER on {address} failed: {_error(exc)}") from None
+        asked += 1
+        if _wait(swapped, max(0.5, min(7.0, deadline - time.monotonic())), interval=0.1):
+            seconds = round(time.monotonic() - started, 2)
+            return {"failed_over": True, "new_master": address, "old_master": old_address, "node_id": my_id,
+                    "seconds": seconds,
+                    "comment": f"{address} took over from {old_address} in {seconds}s (CLUSTER FAILOVER"
+                               + (f", asked {asked} times)" if asked > 1 else ")")}
+    raise CommandExecutionError(f"{address} did not take over from {old_address} within {timeout}s "
+                                f"(CLUSTER FAILOVER asked {asked} times)")
+
+
+# ---------------------------------------------------------------- failover, Sentinel mode
+
+
+def _sentinel_hosts():
+    settings = _settings()
+    port = int(settings.get("sentinel_port", 26379))
+    return [{"hostname": h["hostname"], "ip": h["ip"], "port": int(h.get("port") or port)}
+            for h in (settings.get("sentinel") or {}).get("hosts") or []]
+
+
+def _sentinels_say(name):
+    """``{hostname: "ip:port" the Sentinel there names for name, or None}`` of the
+    Sentinels that answer (``SENTINEL GET-MASTER-ADDR-BY-NAME``)."""
+    said = {}
+    for host in _sentinel_hosts():
+        try:
+            reply = _sentinel_client(host["ip"], host["port"], timeout=1).execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+        except redis.RedisError:
+            continue
+        said[host["hostname"]] = _address(*reply) if reply else None
+    return said
+
+
+def _live_master(name):
+    return __salt__["redis_sentinel.live_master"](name)
+
+
+def _ask_failover(name):
+    """SENTINEL FAILOVER, to the local Sentinel first, then the others; the one that took it."""
+    local = {"hostname": "local", "ip": "127.0.0.1", "port": int(_settings().get("sentinel_port", 26379))}
+    reasons = []
+    for host in [local] + _sentinel_hosts():
+        try:
+            _sentinel_client(host["ip"], host["port"], timeout=2).execute_command("SENTINEL", "FAILOVER", name)
+            return host["hostname"]
+        except redis.ResponseError as exc:
+            raise CommandExecutionError(f"SENTINEL FAILOVER {name} refused: {_error(exc)}") from None
+        except redis.RedisError as exc:
+            reasons.append(f"{host['hostname']}: {_error(exc)}")
+    raise CommandExecutionError(f"no Sentinel takes SENTINEL FAILOVER {name}: " + "; ".join(reasons))
+
+
+def sentinel_failover(name=None, timeout=60, pause_writes=True):
+    """
+    Hand the live master's role to its replica through the Sentinels: ``SENTINEL FAILOVER``
+    (to this host's Sentinel, else another of ``sentinel:hosts``), then wait, bounded by
+    ``timeout`` seconds, until the Sentinels agree on the new master
+    (``redis_sentinel.live_master`` names it, every Sentinel that answers names its
+    address) and it says it is a master. The old master is then made its replica at once
+    (``REPLICAOF``, persisted with ``CONFIG REWRITE``, its clients disconnected), as the
+    Sentinels would some seconds later.
+
+    pause_writes
+        Hold the old master's writes (``CLIENT PAUSE ... WRITE``) from before the failover
+        until it is a replica, after waiting for its replica to have every write: a
+        client's write then waits a moment and goes to the new master, instead of
+        landing on the old master after its replica was promoted (where it is lost).
+
+    Returns ``{"failed_over": True, "old_master", "new_master" (hostnames),
+    "old_address", "new_address", "sentinel" (the one that ran it), "seconds",
+    "comment"}``; raises CommandExecutionError when the Sentinels have not decided on a
+    master, it has no replica in sync, or they do not agree on a new one in time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server2 redis_node.sentinel_failover
+        salt server2 redis_node.sentinel_failover timeout=30 pause_writes=False
+    """
+    name = _master_name(name)
+    started = time.monotonic()
+    deadline = started + float(timeout)
+
+    def remaining(at_most=None):
+        left = max(0.5, deadline - time.monotonic())
+        return min(left, at_most) if at_most else left
+
+    last = {}
+
+    def decided():
+        last["live"] = _live_master(name)
+        return last["live"].get("master") is not None
+
+    if not _wait(decided, remaining(15.0), interval=0.2):
+        raise CommandExecutionError(f"the Sentinels have not decided on the master of {name}: "
+                                    f"{last['live'].get('comment')}")
+    live = last["live"]
+    old_host, old_address = live["master"], live["address"]
+    peers = _peer_addresses()
+    old = _client(live["port"], host=live["ip"], timeout=2)
+    try:
+        info = _view(old)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"the master {old_host} ({old_address}) does not answer: {_error(exc)}") from None
+    online = [r for r in info["replicas"] if r["state"] == "online" and r["address"] in peers]
+    if info["role"] != "master" or not online:
+        raise CommandExecutionError(f"{old_host} ({old_address}) has no replica of the deployment online: a failover "
+                                    "would lose its data set")
+    paused, took, new_host, new_address = False, None, None, None
+    try:
+        if pause_writes:
+            old.execute_command("CLIENT", "PAUSE", int(remaining() * 1000), "WRITE")
+            paused = True
+
+            def replicas_have_everything():
+                view = _view(old)
+                return any(r["offset"] >= view["offset"] for r in view["replicas"] if r["address"] in peers)
+
+            if not _wait(replicas_have_everything, remaining(10.0), interval=0.05):
+                raise CommandExecutionError(f"no replica of {old_host} caught up with its offset within 10s: "
+                                            "nothing failed over")
+        took = _ask_failover(name)
+
+        def agreed():
+            live_now = _live_master(name)
+            if live_now.get("master") in (None, old_host):
+                return None
+            said = _sentinels_say(name)
+            if not said or any(address != live_now["address"] for address in said.values()):
+                return None
+            try:
+                if _client(live_now["port"], host=live_now["ip"], timeout=2).info("replication")["role"] != "master":
+                    return None
+            except redis.RedisError:
+                return None
+            return live_now
+
+        live_now = _wait(agreed, remaining(), interval=0.2)
+        if not live_now:
+            raise CommandExecutionError(f"the Sentinels did not agree on a new master of {name} within {timeout}s "
+                                        f"(SENTINEL FAILOVER via {took}): {_live_master(name).get('comment')}")
+        new_host, new_address = live_now["master"], live_now["address"]
+        try:
+            old.execute_command("REPLICAOF", live_now["ip"], int(live_now["port"]))
+            old.execute_command("CONFIG", "REWRITE")
+            old.execute_command("CLIENT", "KILL", "TYPE", "normal")
+        except redis.RedisError as exc:
+            log.warning("redis_node: making %s a replica of %s: %s (the Sentinels will)", old_host, new_host,
+                        _error(exc))
+    finally:
+        if paused:
+            try:
+                old.execute_command("CLIENT", "UNPAUSE")
+            except redis.RedisError as exc:
+                log.warning("redis_node: CLIENT UNPAUSE on %s: %s", old_address, _error(exc))
+    seconds = round(time.monotonic() - started, 2)
+    return {"failed_over": True, "old_master": old_host, "new_master": new_host, "old_address": old_address,
+            "new_address": new_address, "sentinel": took, "seconds": seconds,
+            "comment": f"{new_host} ({new_address}) took over from {old_host} ({old_address}) in {seconds}s "
+                       f"(SENTINEL FAILOVER via {took}); the Sentinels agree"}

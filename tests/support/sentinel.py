@@ -1,0 +1,74 @@
+"""A Sentinel client as an application would run it through a failover: a redis-py
+``Sentinel`` master client with retries, writing ``{prefix}:{n}`` one key after the other
+with ``WAIT 1`` after each write, so that a write counts as acknowledged only once the
+replica has it."""
+
+import threading
+import time
+
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
+
+
+class RediscoveringConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the Sentinels for the master on every
+    reconnect. redis-py 7.0's retries reconnect a dropped connection to the address it had
+    (``connect_check_health``, not the Sentinel-aware ``connect``: redis/redis-py#3874), so
+    a write retried after a failover would go to the old master again, now a replica."""
+
+    def connect_check_health(self, check_health=True, retry_socket_connect=True):
+        if self._sock is None and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
+
+
+def sentinel_master(addresses, password, master_name="mymaster", socket_timeout=2):
+    """The master client of ``master_name`` through the Sentinels at ``addresses``
+    ([(ip, port)]), with retries (a Sentinel-managed connection has none by default)."""
+    sentinel = Sentinel(addresses, socket_timeout=socket_timeout, password=password,
+                        sentinel_kwargs={"password": password, "socket_timeout": socket_timeout})
+    return sentinel.master_for(master_name, decode_responses=True, connection_class=RediscoveringConnection,
+                               retry=Retry(ExponentialBackoff(cap=1, base=0.05), 6),
+                               retry_on_error=[RedisConnectionError])
+
+
+class WaitWriter(threading.Thread):
+    """Writes ``{prefix}:{n}`` = n until :meth:`finish`, each followed by ``WAIT 1 1000``; a
+    write the replica did not confirm is written again. ``acknowledged`` lists the numbers
+    confirmed, ``stamps`` when (monotonic); the first error the client could not retry ends
+    the thread and is kept in ``errors``."""
+
+    def __init__(self, addresses, password, prefix, master_name="mymaster"):
+        super().__init__(daemon=True)
+        self.client = sentinel_master(addresses, password, master_name)
+        self.prefix, self.acknowledged, self.stamps, self.errors = prefix, [], [], []
+        self._stop_event = threading.Event()
+
+    def run(self):
+        number = 0
+        while not self._stop_event.is_set():
+            try:
+                self.client.set(f"{self.prefix}:{number}", number)
+                if self.client.execute_command("WAIT", 1, 1000) >= 1:
+                    self.acknowledged.append(number)
+                    self.stamps.append(time.monotonic())
+                    number += 1
+            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
+                self.errors.append(repr(exc))
+                return
+
+    def finish(self, timeout=10):
+        self._stop_event.set()
+        self.join(timeout)
+
+    def longest_stall(self):
+        """The longest time between two acknowledged writes, in seconds."""
+        return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
+
+    def missing(self, client):
+        """The acknowledged numbers whose key ``client`` (a server's client) does not hold as written."""
+        keys = [f"{self.prefix}:{n}" for n in self.acknowledged]
+        values = client.mget(keys) if keys else []
+        return [n for n, value in zip(self.acknowledged, values) if value not in (str(n), str(n).encode())]
