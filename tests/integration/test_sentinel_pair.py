@@ -94,6 +94,16 @@ def sentinel_client():
                     decode_responses=True)
 
 
+def sentinel_answer(host):
+    """What the Sentinel on ``host`` says of the master, or why it does not answer."""
+    try:
+        fields = sentinel(host).execute_command("SENTINEL", "MASTER", "mymaster")
+    except redis.RedisError as exc:
+        return repr(exc)
+    fields = dict(zip(fields[::2], fields[1::2]))
+    return f"{fields['ip']} epoch {fields['config-epoch']} {fields['flags']}"
+
+
 def master_seen_by(host):
     return sentinel(host).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0]
 
@@ -302,9 +312,13 @@ def test_an_old_master_host_back_while_the_witness_is_cut_off_never_takes_the_ma
         assert server(new).get("scenario-a:after-failover") == "kept"
     finally:
         lab.set_link(WITNESS[0], up=True)
+    # The Sentinels convert the old master themselves (Salt never demotes a master holding keys).
     wait_until(lambda: server(old).info("replication")["role"] == "slave"
                and server(old).info("replication")["master_host"] == SERVERS[new]
-               and server(old).info("replication")["master_link_status"] == "up", 90, f"{old} back as a replica")
+               and server(old).info("replication")["master_link_status"] == "up", 120,
+               lambda: f"{old} back as a replica of {new}: {old} says {server(old).info('replication')}, "
+                       f"{new} says {server(new).info('replication')['role']}, the Sentinels say "
+                       f"{ {h: sentinel_answer(h) for h in ALL} }")
     wait_until(lambda: all(master_seen_by(h) == SERVERS[new] for h in ALL), 60, f"every Sentinel names {new}")
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
@@ -360,3 +374,38 @@ def test_a_rolling_restart_under_a_client_writing_with_wait_1_loses_nothing_and_
                            timeout=30)
     assert [tag for tag, _ in events] == [f"redis/rolling/{new}/restarted", f"redis/rolling/{old}/restarted"]
     assert events[1][1]["failed_over_to"] == new and events[1][1]["role_after"] == "replica"
+
+
+def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_orchestration(
+    first_apply, cli, sentinel_master, sentinel_lab
+):
+    """Last in this module: the servers keep the changed log file."""
+    _, _, config = sentinel_lab
+    logfile = "/var/log/redis/redis-server-rolled.log"
+    (config.parent / "pillar" / "redis.sls").write_text(yaml.safe_dump({"redis": {"logfile": logfile}}))
+    runs = {h: server(h).info("server")["run_id"] for h in SERVERS}
+
+    applied = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert applied.returncode == 0, applied.stdout
+    for host in SERVERS:
+        settings = state_by_id(applied, host, "redis-server-runs-the-managed-settings")
+        assert settings["result"] is True and "restart pending for logfile" in settings["comment"], settings
+        assert "salt-run redis_deployment.rolling_restart" in settings["comment"]
+        assert cli.run("redis_cluster.status", minion_tgt=host).data["restart_pending"] == ["logfile"]
+    assert {h: server(h).info("server")["run_id"] for h in SERVERS} == runs  # no restart at all
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+
+    orchestrated = sentinel_master.salt_run_cli(timeout=900).run("state.orchestrate", "redis.orchestrate")
+
+    assert orchestrated.returncode == 0, orchestrated.stdout
+    steps = next(iter(orchestrated.data["data"].values()))
+    rolled = next(step for step in steps.values() if step["__id__"] == "redis-pending-restarts-rolled")
+    assert rolled["result"] is True and len(rolled["changes"]["return"]["restarted"]) == 2, rolled
+    for host in SERVERS:
+        assert server(host).info("server")["run_id"] != runs[host]
+        assert server(host).config_get("logfile") == {"logfile": logfile}
+        assert cli.run("redis_cluster.status", minion_tgt=host).data["restart_pending"] == []
+    master = current_master()
+    wait_until(lambda: all(master_seen_by(h) == SERVERS[master] for h in ALL), 30, f"the Sentinels agree on {master}")
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
