@@ -1,7 +1,8 @@
 """
 Back up, list, verify, prune and restore the local Redis node of the deployment described
 in pillar ``redis`` (backup settings under ``redis:backup``: ``dir``, ``retention_days``,
-``compress``, ``copy_to``; ``redis:service`` names the service restore stops and starts).
+``compress``, ``copy_to``, ``keep_min``, ``safety_copy_days``; ``redis:service`` names the
+service restore stops and starts). Retention's rules are ``_utils/redis_backup_retention.py``'s.
 
 Layout (the original ``redis_backup.sh``'s)::
 
@@ -72,8 +73,10 @@ TYPES = ("rdb", "aof")
 EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 COMPRESS_COMMANDS = {"gzip": ["gzip", "-6", "-c", "-n"], "zstd": ["zstd", "-3", "-T0", "-q", "-c"]}
 DECOMPRESS_COMMANDS = {"gzip": ["gzip", "-d", "-c"], "zstd": ["zstd", "-d", "-q", "-c"]}
-DEFAULTS = {"dir": "/var/backups/redis", "retention_days": 7, "compress": "gzip"}
+DEFAULTS = {"dir": "/var/backups/redis", "retention_days": 7, "compress": "gzip", "keep_min": 2,
+            "safety_copy_days": 7}
 METADATA = "backup_metadata.json"
+SETS_FILE = ".backup_sets.json"  # the newest complete set the master told this node of
 METADATA_FORMAT = 1
 PARTIAL = ".partial-"
 NAME_RE = re.compile(r"^(rdb|aof)_backup_(\d{8}_\d{6})(?:_(\d+))?$")
@@ -108,6 +111,12 @@ for kind, n in pairs(counts) do
 end
 return flat
 """
+
+
+class _Damage(CommandExecutionError):
+    """What a backup's checks found wrong with its data (a sha256 that differs, a file missing,
+    the build's checker refusing it): unlike a check that could not finish, it makes the backup
+    not-good for retention."""
 
 
 def __virtual__():
@@ -715,7 +724,7 @@ def _run_check(executable, name, target, workdir, timeout):
         raise CommandExecutionError(f"{name} did not finish within {timeout}s") from None
     output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
-        raise CommandExecutionError(f"{name} finds the backup damaged (exit {proc.returncode}): {_sanitized(output)}")
+        raise _Damage(f"{name} finds the backup damaged (exit {proc.returncode}): {_sanitized(output)}")
     return output
 
 
@@ -727,7 +736,7 @@ def _check_rdb(executable, path, workdir, timeout):
         return int(found.group(1)) if found else None
 
     if "RDB looks OK" not in output or count("keys read") is None:
-        raise CommandExecutionError(f"redis-check-rdb does not confirm the backup: {_sanitized(output)}")
+        raise _Damage(f"redis-check-rdb does not confirm the backup: {_sanitized(output)}")
     return {"keys": count("keys read"), "keys_with_ttl": count("expires") or 0,
             "already_expired": count("already expired") or 0}
 
@@ -735,7 +744,7 @@ def _check_rdb(executable, path, workdir, timeout):
 def _check_aof(executable, manifest_path, workdir, timeout):
     output = _run_check(executable, "redis-check-aof", manifest_path, workdir, timeout)
     if "valid" not in output or "not valid" in output:
-        raise CommandExecutionError(f"redis-check-aof does not confirm the backup: {_sanitized(output)}")
+        raise _Damage(f"redis-check-aof does not confirm the backup: {_sanitized(output)}")
     return {}
 
 
@@ -753,7 +762,7 @@ def _check_stored(path, meta):
     if not meta.get("files"):
         problems.append("the metadata lists no files")
     if problems:
-        raise CommandExecutionError(f"backup {meta.get('name')} is not usable: {'; '.join(problems)}")
+        raise _Damage(f"backup {meta.get('name')} is not usable: {'; '.join(problems)}")
 
 
 def _unpack(path, meta, target_dir, link_rdb=False):
@@ -771,24 +780,24 @@ def _unpack(path, meta, target_dir, link_rdb=False):
         destination = os.path.join(target_dir, item["source"])
         if link_rdb and command is None:
             if not os.path.isfile(stored) or _sha256_file(stored) != (item["size"], item["sha256"]):
-                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']} is missing or damaged "
-                                            "(size or sha256 differs from the metadata)")
+                raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing or damaged "
+                              "(size or sha256 differs from the metadata)")
             os.link(stored, destination)  # read-only use (a throwaway server with save "")
         else:
             if not os.path.isfile(stored):
-                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']} is missing")
+                raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing")
             try:
                 with open(stored, "rb", buffering=0) as handle:
                     sums = _pipe(handle, os.fstat(handle.fileno()).st_size, destination, command)
             except CommandExecutionError as exc:
                 if _sha256_file(stored) != (item["size"], item["sha256"]):
-                    raise CommandExecutionError(
+                    raise _Damage(
                         f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)") from None
                 raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']}: {exc}") from None
             if (sums["in_size"], sums["in_sha256"]) != (item["size"], item["sha256"]):
-                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)")
+                raise _Damage(f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)")
             if (sums["out_size"], sums["out_sha256"]) != (item["raw_size"], item["raw_sha256"]):
-                raise CommandExecutionError(
+                raise _Damage(
                     f"backup {meta.get('name')}: {item['name']} decompresses to other data than was backed up")
         if item["kind"] in ("rdb", "manifest"):
             checked = destination
@@ -1006,6 +1015,8 @@ def _create_one(kind, client, live, options):
         "format": METADATA_FORMAT, "name": base, "type": kind, "timestamp": _iso(started_at),
         "minion": _minion(), "compress": compress, "retention_days": retention,
     }
+    if options.get("set_id"):
+        meta["set_id"] = options["set_id"]
     _fire("started", dict(meta))
     started = time.monotonic()
     partial = workdir = None
@@ -1127,7 +1138,7 @@ def _copy_to(final, meta, destination_root):
 
 
 def create(type="both", compress=None, retention_days=None, backup_dir=None, verify=True, timeout=3600,
-           prune=True):  # pylint: disable=redefined-builtin
+           prune=True, set_id=None, complete_set=None):  # pylint: disable=redefined-builtin
     """
     Hot backup of this node's Redis: RDB (a fresh BGSAVE), AOF (a fresh BGREWRITEAOF; Redis 7
     AOF directory) or both. Defaults from pillar ``redis:backup`` (``compress``: gzip, zstd or
@@ -1137,9 +1148,12 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
     listed: checksums re-read, ``redis-check-rdb``/``redis-check-aof`` on the decompressed
     data and, with ``verify=True`` (the default), loaded into a throwaway redis-server that
     counts its keys per type (that needs as much memory again as the dataset, for a
-    moment). Then retention is applied (``prune=True``), each backup by its own
-    ``retention_days``; ``copy_to`` in pillar copies each new backup to
-    ``COPY_TO/<minion>/<type>/<name>``.
+    moment). ``copy_to`` in pillar copies each new backup to ``COPY_TO/<minion>/<type>/<name>``.
+    Then retention is applied (``prune=True``) here and to this node's copies in ``copy_to``,
+    each backup by its own ``retention_days``, by ``prune``'s rules; the backups just made
+    are never deleted. ``set_id`` (given by ``salt-run redis_backup.run``) is recorded in the
+    metadata; ``complete_set``: the newest complete set the master knows, whose members
+    retention keeps.
 
     Returns the backup's metadata plus ``path``, ``pruned`` (names deleted by retention)
     and ``copied_to``/``copy_error`` when ``copy_to`` is set; for ``type=both``,
@@ -1164,7 +1178,11 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
     retention = _days(DEFAULTS["retention_days"] if retention_days is None else retention_days)
     _require_redis_role()
     options = {"compress": compress, "retention_days": retention, "root": _backup_root(backup_dir),
-               "timeout": float(timeout), "verify": bool(verify)}
+               "timeout": float(timeout), "verify": bool(verify), "set_id": set_id}
+    keep_min = _keep_min()
+    for given, what in ((set_id, "set_id"), (complete_set, "complete_set")):
+        if given is not None and not __utils__["redis_backup_retention.set_key"](given):
+            raise CommandExecutionError(f"{what} must be a set id (set_YYYYmmdd_HHMMSS), not {given!r}")
     client = _client()
     try:
         live = _live(client)
@@ -1193,16 +1211,32 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
             except (OSError, shutil.Error) as exc:
                 meta["copy_error"] = f"could not copy to {copy_to}: {exc}"
                 log.error("redis_backup: %s", meta["copy_error"])
-    pruned, prune_error = [], None
-    if prune:
+    pruned, pruned_copies, prune_error = [], [], None
+    made = [meta["name"] for meta in results.values()]
+    if complete_set:
         try:
-            pruned = [item["name"] for item in _prune(options["root"], None)["deleted"]]
+            _record_complete_set(options["root"], complete_set)
+        except OSError as exc:
+            prune_error = f"the newest complete set not recorded: {exc}"
+    if prune and not prune_error:
+        try:
+            pruned = [item["name"] for item in _prune(options["root"], None, made, keep_min)["deleted"]]
         except (OSError, CommandExecutionError) as exc:
             prune_error = f"retention not applied: {exc}"
+        if copy_to and not prune_error and any(meta.get("copied_to") for meta in results.values()):
+            copies = os.path.join(copy_to, _minion())
+            try:
+                if complete_set:
+                    _record_complete_set(copies, complete_set)
+                pruned_copies = [item["name"] for item in _prune(copies, None, made, keep_min)["deleted"]]
+            except (OSError, CommandExecutionError) as exc:
+                prune_error = f"retention not applied to the copies in {copy_to}: {exc}"
     if len(kinds) == 1:
         ret = dict(results[kinds[0]], pruned=pruned)
     else:
         ret = dict(results, pruned=pruned)
+    if pruned_copies:
+        ret["pruned_copies"] = pruned_copies
     if prune_error:
         ret["prune_error"] = prune_error
     return ret
@@ -1239,7 +1273,7 @@ def _summary(path, meta):
     return {
         "name": os.path.basename(path), "path": path, "type": meta.get("type"),
         "timestamp": meta.get("timestamp"), "size": meta.get("size"), "verified": bool(meta.get("verified")),
-        "compress": meta.get("compress"), "keys": meta.get("keys"),
+        "damaged": bool(meta.get("damaged")), "compress": meta.get("compress"), "keys": meta.get("keys"),
     }
 
 
@@ -1271,32 +1305,67 @@ def list_(backup_dir=None):
     return {"backup_dir": root, "backups": backups, "table": table}
 
 
-def _prune(root, retention_days):
+def _keep_min(value=None):
+    """The minimum count of good backups kept per type (pillar ``backup.keep_min``, default 2)."""
+    if value is None:
+        value = _backup_settings().get("keep_min")
+    if value is None:
+        value = DEFAULTS["keep_min"]
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0 or str(count) != str(value).strip():
+        raise CommandExecutionError(f"keep_min must be a whole number (0 or more), not {value!r}")
+    return count
+
+
+def _sets_file(root):
+    return os.path.join(root, SETS_FILE)
+
+
+def _newest_complete_set(root):
+    """The newest complete set the master told this node of (``create``'s ``complete_set``)."""
+    try:
+        with open(_sets_file(root), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data.get("newest_complete") if isinstance(data, dict) else None
+
+
+def _record_complete_set(root, set_id):
+    newest = __utils__["redis_backup_retention.newer_set"](_newest_complete_set(root), set_id)
+    if newest and newest != _newest_complete_set(root):
+        _write_json(_sets_file(root), {"newest_complete": newest})
+
+
+def _prune(root, retention_days, keep_names=(), keep_min=None):
+    """Retention of the backups under ``root`` (``BACKUP_DIR``, or ``COPY_TO/<minion>``): the
+    rules are ``redis_backup_retention.decide``'s; ``keep_names``: the backups just made."""
     now = _now()
+    keep_min = _keep_min(keep_min)
     default_days = _backup_settings().get("retention_days", DEFAULTS["retention_days"])
-    entries = _scan(root)
-    protected = {}
-    for path, meta in entries:  # newest first: the first verified one of each type
-        if meta.get("verified") and meta["type"] not in protected:
-            protected[meta["type"]] = path
-    deleted, kept = [], []
-    for path, meta in entries:
+    entries = []
+    for path, meta in _scan(root):
         days = _days(retention_days if retention_days is not None else meta.get("retention_days", default_days))
-        moment = _parse_time(meta.get("timestamp"))
-        item = _summary(path, meta)
-        item["retention_days"] = days
-        if moment is None:
-            kept.append(dict(item, reason="no readable timestamp in its metadata"))
-            continue
-        age = (now - moment).total_seconds() / 86400
-        item["age_days"] = round(age, 2)
-        if age <= days:
-            kept.append(dict(item, reason=f"within its retention ({days} days)"))
-        elif protected.get(meta["type"]) == path:
-            kept.append(dict(item, reason=f"newest verified {meta['type']} backup (kept past its {days} days)"))
+        entries.append({"name": os.path.basename(path), "type": meta["type"], "days": days, "path": path,
+                        "time": _parse_time(meta.get("timestamp")), "set_id": meta.get("set_id"),
+                        "good": __utils__["redis_backup_retention.is_good"](meta), "meta": meta})
+    keep_sets = __utils__["redis_backup_retention.protected_sets"](
+        [entry["set_id"] for entry in entries if entry["set_id"]], _newest_complete_set(root))
+    deleted, kept = [], []
+    for entry, keep, reason in __utils__["redis_backup_retention.decide"](entries, now, keep_min, keep_names,
+                                                                          keep_sets):
+        item = _summary(entry["path"], entry["meta"])
+        item.update(retention_days=entry["days"], good=entry["good"])
+        if entry["time"] is not None:
+            item["age_days"] = round((now - entry["time"]).total_seconds() / 86400, 2)
+        if keep:
+            kept.append(dict(item, reason=reason))
         else:
-            shutil.rmtree(path)
-            deleted.append(dict(item, reason=f"older than its retention ({days} days)"))
+            shutil.rmtree(entry["path"])
+            deleted.append(dict(item, reason=reason))
     for directory in [root] + [os.path.join(root, kind) for kind in TYPES]:
         try:
             names = os.listdir(directory)
@@ -1314,12 +1383,65 @@ def _prune(root, retention_days):
     return {"backup_dir": root, "deleted": deleted, "kept": kept}
 
 
-def prune(retention_days=None, backup_dir=None):
+def _prune_safety_copies(days, config_file=None, journal_dir=None):
+    """Retention of the restores' safety copies next to the data directory (restore's default
+    place, ``<datadir>_backup_YYYYmmdd_HHMMSS``): older than ``days`` go, never the newest,
+    and none while a restore runs or its journal is pending (the journal names one)."""
+    config_file = config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE
+    config = _config_file_settings(config_file)
+    if not config.get("dir"):
+        return {"data_dir": None, "deleted": [], "kept": [],
+                "skipped": f"no data directory in {config_file}: safety copies left alone"}
+    data_dir = os.path.realpath(config["dir"])
+    parent, base = os.path.dirname(data_dir), os.path.basename(data_dir)
+    pattern = re.compile(re.escape(base) + r"_backup_(\d{8}_\d{6})(?:_(\d+))?$")
+    directory = _journal_dir(journal_dir, create=False)
+    result = {"data_dir": data_dir, "deleted": [], "kept": []}
+    try:
+        lock = _Lock(directory) if os.path.isdir(directory) else None
+        if lock is not None:
+            lock.__enter__()
+    except _Busy:
+        return dict(result, skipped="a restore is running: safety copies left alone")
+    try:
+        if os.path.lexists(os.path.join(directory, JOURNAL)):
+            return dict(result, skipped="a restore journal is pending: safety copies left alone")
+        entries = []
+        for name in os.listdir(parent) if os.path.isdir(parent) else []:
+            found = pattern.match(name)
+            path = os.path.join(parent, name)
+            if not found or os.path.islink(path) or not os.path.isdir(path):
+                continue
+            moment = datetime.datetime.strptime(found.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=datetime.timezone.utc)
+            entries.append({"name": name, "type": "safety copy", "time": moment, "days": days, "good": True,
+                            "path": path})
+        for entry, keep, reason in __utils__["redis_backup_retention.decide"](entries, _now(), 1):
+            item = {"name": entry["name"], "path": entry["path"], "reason": reason}
+            if keep:
+                result["kept"].append(item)
+            else:
+                shutil.rmtree(entry["path"])
+                result["deleted"].append(item)
+        return result
+    finally:
+        if lock is not None:
+            lock.__exit__()
+
+
+def prune(retention_days=None, backup_dir=None, keep_min=None, safety_copy_days=None, config_file=None,
+          journal_dir=None):
     """
     Apply retention: delete this node's backups older than the retention each was taken
-    with (or ``retention_days`` when given), never the newest verified backup of each type,
-    and unfinished ``.partial-*`` directories older than a day. Only our own directories
-    (``rdb/rdb_backup_*``, ``aof/aof_backup_*`` holding our metadata) are touched.
+    with (or ``retention_days`` when given), and unfinished ``.partial-*`` directories older
+    than a day. Whatever the clock says, never the newest good backup of each type (good:
+    not found damaged; a verification that could not finish does not count), nor the
+    ``keep_min`` newest good ones of each type (pillar ``backup.keep_min``, default 2), nor
+    a member of the newest complete set (``salt-run redis_backup.run``) or of this node's
+    newest set. Only our own directories (``rdb/rdb_backup_*``, ``aof/aof_backup_*``
+    holding our metadata) are touched. The restores' safety copies next to the data
+    directory (``<datadir>_backup_YYYYmmdd_HHMMSS``) older than ``safety_copy_days`` (pillar
+    ``backup.safety_copy_days``, default 7) go too, never the newest one, and none while a
+    restore runs or its journal is pending (``safety_copies`` in the return).
 
     Returns ``{"backup_dir", "deleted": [...], "kept": [...]}``, each entry with its name,
     path, age and the reason.
@@ -1333,7 +1455,16 @@ def prune(retention_days=None, backup_dir=None):
     """
     if retention_days is not None:
         _days(retention_days)
-    return _prune(_backup_root(backup_dir), retention_days)
+    if safety_copy_days is None:
+        safety_copy_days = _backup_settings().get("safety_copy_days")
+    safety_days = _days(DEFAULTS["safety_copy_days"] if safety_copy_days is None else safety_copy_days,
+                        "safety_copy_days")
+    ret = _prune(_backup_root(backup_dir), retention_days, keep_min=_keep_min(keep_min))
+    try:
+        ret["safety_copies"] = _prune_safety_copies(safety_days, config_file, journal_dir)
+    except OSError as exc:
+        ret["safety_copies"] = {"deleted": [], "kept": [], "skipped": f"safety copies not pruned: {exc}"}
+    return ret
 
 
 def _resolve(backup, backup_dir=None):
@@ -1376,23 +1507,30 @@ def verify(backup, backup_dir=None, timeout=3600):
     """
     path, meta = _resolve(backup, backup_dir)
     workdir = _partial_dir(os.path.dirname(path), f"verify-{meta['name']}")
+    damage = transient = None
     try:
         facts = _inspect(path, meta, workdir, float(timeout), load=True)
         problems = _compare(meta, facts)
-    except CommandExecutionError as exc:
-        problems = [str(exc)]
+        damage = "; ".join(problems) or None  # the data is not what was backed up
+    except _Damage as exc:
+        damage = str(exc)
+    except CommandExecutionError as exc:  # the check could not finish: says nothing of the data
+        transient = str(exc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if problems:
-        meta.update({"verified": False, "verify_error": "; ".join(problems), "verified_at": _iso(_now())})
+    if damage or transient:
+        meta.update(__utils__["redis_backup_retention.verification"](_iso(_now()), damage, transient))
         _write_json(os.path.join(path, METADATA), meta)
-        raise CommandExecutionError(f"backup {meta['name']} fails verification: {'; '.join(problems)}")
+        what = "damaged" if damage else "the check did not finish; the backup is not marked damaged"
+        raise CommandExecutionError(f"backup {meta['name']} fails verification ({what}): {damage or transient}")
     if meta.get("keys") is None:  # an AOF backup taken with verify=False: counted now
         _record_counts(meta, facts)
     if not meta.get("key_types"):
         meta["key_types"] = facts["key_types"]
     meta.pop("verify_error", None)
-    meta.update({"verified": True, "verified_at": _iso(_now()), "verify_seconds": facts["seconds"]})
+    meta.update(__utils__["redis_backup_retention.verification"](_iso(_now())))
+    meta.pop("verify_error", None)
+    meta["verify_seconds"] = facts["seconds"]
     _write_json(os.path.join(path, METADATA), meta)
     return {
         "result": True, "backup": meta["name"], "path": path, "type": meta["type"],

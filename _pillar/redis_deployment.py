@@ -87,6 +87,11 @@ BACKUP_DEFAULTS = {
     # None (key absent): the original document's cron plan; []: no scheduled backups.
     "schedule": None,
     "copy_to": None,
+    # Retention keeps, whatever the clock says, at least this many good backups per type
+    # (and set manifests, and copies in copy_to), besides those within retention_days.
+    "keep_min": 2,
+    # Days the previous data's safety copies of restores are kept (always the newest one).
+    "safety_copy_days": 7,
 }
 # The keys cache.redis may hold. Anything else is an error: a typo must not run with the
 # default (`maxmemroy_percent: 50` would run with 25 %).
@@ -404,6 +409,8 @@ def _redis_settings(document, path, environ):
     backup.update(_mapping(settings.get("backup"), "cache.redis.backup", path))
     _backup_dir(backup, path)
     _integer(backup, "retention_days", "cache.redis.backup.retention_days", path, 0, 36500)
+    _integer(backup, "keep_min", "cache.redis.backup.keep_min", path, 1, 1000)
+    _integer(backup, "safety_copy_days", "cache.redis.backup.safety_copy_days", path, 0, 36500)
     _choice(backup, "compress", "cache.redis.backup.compress", path, COMPRESSIONS)
     if backup["schedule"] is not None and not isinstance(backup["schedule"], list):
         raise DeploymentError(

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 
 try:
@@ -498,6 +499,39 @@ def _make_set_dir(root, now):
             suffix += 1
 
 
+def _prune_sets(root, now, keep_min, just_made=None, default_days=7):
+    """Retention of the set manifests on the master (``redis_backup_retention.decide``): a set
+    goes when older than the retention it was taken with, unless it is the newest complete
+    set, among the ``keep_min`` newest complete ones, or ``just_made``. A set directory
+    without a manifest (a run that died) goes after a day. Returns the ids deleted."""
+    entries = []
+    for manifest in _read_sets(root):
+        try:
+            days = float(manifest.get("retention_days", default_days))
+        except (TypeError, ValueError):
+            days = default_days
+        entries.append({"name": manifest["set_id"], "type": "set", "time": _parse_time(manifest.get("time")),
+                        "days": days, "good": manifest.get("status") == "complete"})
+    keep = [just_made] if just_made else []
+    decide = globals().get("__utils__", {}).get("redis_backup_retention.decide")
+    if decide is None:
+        raise LookupError("the master lacks _utils/redis_backup_retention.py (salt-run saltutil.sync_utils)")
+    deleted = []
+    for entry, kept, _ in decide(entries, now, keep_min, keep):
+        if not kept:
+            shutil.rmtree(os.path.join(root, entry["name"]))
+            deleted.append(entry["name"])
+    listed = {entry["name"] for entry in entries}
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        path = os.path.join(root, name)
+        if (SET_RE.match(name) and name not in listed and name != just_made and not os.path.islink(path)
+                and os.path.isdir(path) and not os.path.lexists(os.path.join(path, MANIFEST))
+                and time.time() - os.lstat(path).st_mtime > 86400):
+            shutil.rmtree(path)
+            deleted.append(name)
+    return deleted
+
+
 def _write_manifest(path, manifest):
     target = os.path.join(path, MANIFEST)
     tmp = target + ".tmp"
@@ -741,6 +775,12 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
     With ``cache.redis.backup.copy_to`` set, each node also copies its backup to
     ``COPY_TO/<minion>/<type>/<name>`` (``redis_backup.create`` does it).
 
+    Each node's backup records the set id, and the nodes are told the newest complete set
+    so far: their retention keeps its members until a newer complete set exists. After the
+    manifest is written, the set manifests get retention (``_prune_sets``): past the
+    retention they were taken with they go, except the one just written and the
+    ``cache.redis.backup.keep_min`` newest complete sets (``pruned_sets`` in the return).
+
     Returns ``{"set_id", "status", "reason" (partial only), "nodes": {minion: {...}},
     "spread_seconds", "manifest": path, "retcode"}``; exits non-zero unless complete.
 
@@ -766,7 +806,11 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
             nodes[peer["minion_id"]] = _node_entry(peer, peer["minion_id"], False, peer["minion_problem"])
             continue
         targets[peer["minion"]] = peer
-    kwarg = {"type": type, "timeout": int(timeout)}
+    set_id, path = _make_set_dir(_sets_dir(), started)  # no manifest yet: listed by nobody
+    kwarg = {"type": type, "timeout": int(timeout), "set_id": set_id}
+    newest_complete = next((m["set_id"] for m in _read_sets(_sets_dir()) if m.get("status") == "complete"), None)
+    if newest_complete:
+        kwarg["complete_set"] = newest_complete  # the nodes' retention keeps its members
     if compress is not None:
         kwarg["compress"] = compress
     if retention_days is not None:
@@ -793,11 +837,19 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
         if not ok and f"redis/backup/{minion}/failed" not in (follower.seen if follower else []):
             _progress(f"{minion}: FAILED: {ret}")
     finished = datetime.datetime.now(datetime.timezone.utc)
-    set_id, path = _make_set_dir(_sets_dir(), started)
-    copy_to = (shape["settings"].get("backup") or {}).get("copy_to")
+    backup_settings = shape["settings"].get("backup") or {}
+    copy_to = backup_settings.get("copy_to")
+    days = retention_days if retention_days is not None else backup_settings.get("retention_days", 7)
     manifest = _build_manifest(set_id, shape["mode"], kinds, nodes, started, finished, shape.get("path"),
-                               {"copy_to": copy_to, "compress": compress, "requested_type": type})
+                               {"copy_to": copy_to, "compress": compress, "requested_type": type,
+                                "retention_days": days})
     manifest_path = _write_manifest(path, manifest)
+    pruned_sets, prune_problem = [], None
+    try:
+        pruned_sets = _prune_sets(_sets_dir(), finished, backup_settings.get("keep_min", 2), set_id)
+    except (OSError, LookupError, TypeError, ValueError) as exc:
+        prune_problem = f"set manifests not pruned: {exc}"
+        log.error("redis_backup: %s", prune_problem)
     _progress(f"set {set_id}: {manifest['status']}" + (f" ({manifest['reason']})" if manifest.get("reason") else "")
               + f"; manifest {manifest_path}")
     result = {"set_id": set_id, "status": manifest["status"], "mode": shape["mode"], "nodes": nodes,
@@ -806,8 +858,12 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
         result["reason"] = manifest["reason"]
     copy_errors = [f"{m}: {b['copy_error']}" for m, n in nodes.items() for b in n.get("backups", {}).values()
                    if b.get("copy_error")]
+    if prune_problem:
+        copy_errors.append(prune_problem)
     if copy_errors:
         result["warnings"] = copy_errors
+    if pruned_sets:
+        result["pruned_sets"] = pruned_sets
     return _finish(result, manifest["status"] == "complete")
 
 

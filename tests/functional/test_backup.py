@@ -236,7 +236,8 @@ def test_both_uncompressed_with_copy_to(node, tmp_path):
     listed = node.mod.list_()
     newest_first = sorted([ret["rdb"], ret["aof"]], key=lambda meta: (meta["timestamp"], meta["name"]), reverse=True)
     assert [b["name"] for b in listed["backups"]] == [meta["name"] for meta in newest_first]
-    assert set(listed["backups"][0]) == {"name", "path", "type", "timestamp", "size", "verified", "compress", "keys"}
+    assert set(listed["backups"][0]) == {"name", "path", "type", "timestamp", "size", "verified", "damaged",
+                                         "compress", "keys"}
     assert listed["table"][1].split()[:6] == ["No.", "Backup", "Name", "Timestamp", "Type", "Size"]
     assert listed["table"][3].split()[:2] == ["1", newest_first[0]["name"]] and listed["table"][3].endswith("yes")
 
@@ -389,7 +390,7 @@ def ago(days):
     return moment.isoformat(timespec="seconds")
 
 
-def test_prune_follows_each_backups_retention_and_keeps_the_newest_verified(node, monkeypatch):
+def test_prune_follows_each_backups_retention_and_keeps_the_newest_good(node, monkeypatch):
     node.server.client().set("key", "value")
     made = {}
     for label in ("old", "mid", "long", "new"):
@@ -409,16 +410,16 @@ def test_prune_follows_each_backups_retention_and_keeps_the_newest_verified(node
 
     assert [item["name"] for item in ret["deleted"]] == [made["old"]["name"]]
     kept = {item["name"]: item["reason"] for item in ret["kept"]}
-    assert "newest verified rdb backup" in kept[made["mid"]["name"]]
+    assert "among the 2 newest good rdb" in kept[made["mid"]["name"]]  # keep_min (default 2)
     assert "within its retention (30 days)" in kept[made["long"]["name"]]
     assert "within its retention (7 days)" in kept[made["new"]["name"]]
     assert foreign.exists() and (node.backups / "rdb" / "notes.txt").exists()
 
     ret = node.mod.prune(retention_days=0)  # a given retention overrides each backup's own
 
-    assert sorted(item["name"] for item in ret["deleted"]) == sorted([made["long"]["name"], made["new"]["name"]])
-    assert [item["name"] for item in ret["kept"]] == [made["mid"]["name"]]
-    assert [b["name"] for b in node.mod.list_()["backups"]] == [made["mid"]["name"]]
+    assert [item["name"] for item in ret["deleted"]] == [made["long"]["name"]]
+    assert [item["name"] for item in ret["kept"]] == [made["new"]["name"], made["mid"]["name"]]
+    assert [b["name"] for b in node.mod.list_()["backups"]] == [made["new"]["name"], made["mid"]["name"]]
     with pytest.raises(CommandExecutionError, match="retention_days must be"):
         node.mod.prune(retention_days=-1)
 

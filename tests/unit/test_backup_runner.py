@@ -32,6 +32,17 @@ def load_runner():
 
 rb = load_runner()
 
+
+def retention_utils():
+    """``__utils__`` for the runner: _utils/redis_backup_retention.py's functions."""
+    path = ROOT / "_utils" / "redis_backup_retention.py"
+    spec = importlib.util.spec_from_file_location("redis_backup_retention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {f"redis_backup_retention.{name}": getattr(module, name) for name in dir(module)
+            if not name.startswith("_") and callable(getattr(module, name))}
+
+
 THIRDS = {"server1": [[0, 5460]], "server2": [[5461, 10922]], "server3": [[10923, 16383]]}
 
 
@@ -542,6 +553,7 @@ def runner(tmp_path, monkeypatch):
                        "timeout": 5}
     module.__context__ = {}
     module.__jid_event__ = _Progress()
+    module.__utils__ = retention_utils()
     monkeypatch.setattr(module, "_client", _Client)
     monkeypatch.setattr(module, "_Follower", _NoFollower)
 
@@ -573,7 +585,7 @@ def test_run_writes_one_manifest_for_the_whole_set(runner, tmp_path):
     assert result["status"] == "complete" and result["retcode"] == 0 and module.__context__["retcode"] == 0
     creates = [c for c in deployment.calls if c[1] == "redis_backup.create"]
     assert [c[0] for c in creates] == [f"server{n}" for n in range(1, 7)]
-    assert creates[0][2] == {"type": "rdb", "compress": "zstd", "timeout": 3600}
+    assert creates[0][2] == {"type": "rdb", "compress": "zstd", "timeout": 3600, "set_id": result["set_id"]}
     manifest = json.loads(pathlib.Path(result["manifest"]).read_text())
     assert manifest["set_id"] == result["set_id"] and result["set_id"].startswith("set_")
     assert pathlib.Path(result["manifest"]).parent.parent == tmp_path / "cache" / "redis_backup_sets"

@@ -233,6 +233,18 @@ CASES = [
         "retention-negative",
     ),
     case(
+        redis_setting("backup", {"keep_min": 0}),
+        "cache.redis.backup.keep_min",
+        "expected an integer from 1 to 1000, got 0",
+        "keep-min-zero",
+    ),
+    case(
+        redis_setting("backup", {"safety_copy_days": "7"}),
+        "cache.redis.backup.safety_copy_days",
+        "expected an integer from 0 to 36500, got '7'",
+        "safety-copy-days-not-an-integer",
+    ),
+    case(
         redis_setting("backup", {"schedule": "daily"}),
         "cache.redis.backup.schedule",
         "expected a list of schedule entries",
@@ -362,7 +374,8 @@ UNREAD_KEYS = [
     case(redis_setting("backup", {"retention": 3}), "cache.redis.backup.retention",
          "unknown key; did you mean retention_days?", "backup-typo"),
     case(redis_setting("backup", {"path": "/srv/bk"}), "cache.redis.backup.path",
-         "unknown key; expected one of compress, copy_to, dir, retention_days, schedule", "backup-nothing-close"),
+         "unknown key; expected one of compress, copy_to, dir, keep_min, retention_days, safety_copy_days, "
+         "schedule", "backup-nothing-close"),
     case(backup_entries({"cron": "0 3 * * *", "typ": "rdb"}), "cache.redis.backup.schedule[0].typ",
          "unknown key; did you mean type?", "schedule-entry-typo"),
     case(backup_entries({"cron": "0 3 * * *", "type": "rdb"}, {"prune": True, "type": "rdb"}),

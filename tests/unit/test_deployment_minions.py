@@ -50,7 +50,7 @@ EXAMPLE_SERVER1 = {
     "maxclients": 10000,
     "sentinel": {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []},
     "backup": {"dir": "/var/backups/redis", "retention_days": 7, "compress": "gzip", "schedule": None,
-               "copy_to": None},
+               "copy_to": None, "keep_min": 2, "safety_copy_days": 7},
     "slot_plan": {"server1": [[0, 5460]], "server2": [[5461, 10922]], "server3": [[10923, 16383]]},
     "replica_plan": {},
     "slots": [[0, 5460]],
