@@ -370,3 +370,42 @@ def test_a_rolling_restart_under_a_writing_client_restarts_each_server_once_and_
                            timeout=30)
     assert sorted(tag for tag, _ in events) == sorted(f"redis/rolling/{h}/restarted" for h in ALL)
     assert {data["node"] for _, data in events if data["failed_over_to"]} == masters
+
+
+def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_orchestration(
+    first_apply, cli, shape_lab, shape_master
+):
+    """Last in this module: the servers keep the changed log file."""
+    _, _, config = shape_lab
+    wait_until(lambda: healthy(ALL), 60, "cluster ok on 8 nodes")
+    logfile = "/var/log/redis/redis-server-rolled.log"
+    (config.parent / "pillar" / "redis.sls").write_text(yaml.safe_dump({"redis": {"logfile": logfile}}))
+    before = run_ids(ALL)
+    writer = ClusterWriter("orchestrated", list(ALL), addresses=ALL)
+    writer.start()
+    wait_until(lambda: writer.written > 100, 30, "the writer writes")
+
+    applied = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert applied.returncode == 0, applied.stdout
+    for host in ALL:
+        settings = state_by_id(applied, host, "redis-server-runs-the-managed-settings")
+        assert settings["result"] is True and "restart pending for logfile" in settings["comment"], settings
+    assert run_ids(ALL) == before  # a plain apply restarted nothing
+    assert cli.run("redis_cluster.status", minion_tgt="cs1").data["restart_pending"] == ["logfile"]
+
+    orchestrated = shape_master.salt_run_cli(timeout=900).run("state.orchestrate", "redis.orchestrate")
+
+    writer.finish()
+    assert orchestrated.returncode == 0, orchestrated.stdout
+    steps = next(iter(orchestrated.data["data"].values()))
+    rolled = next(step for step in steps.values() if step["__id__"] == "redis-pending-restarts-rolled")
+    assert rolled["result"] is True and len(rolled["changes"]["return"]["restarted"]) == len(ALL), rolled
+    after = run_ids(ALL)
+    assert all(after[h] != before[h] for h in ALL)
+    assert all(server(h).config_get("logfile") == {"logfile": logfile} for h in ALL)
+    assert writer.errors == [] and writer.read_back("cs3") == writer.acknowledged()
+    wait_until(lambda: healthy(ALL), 30, "cluster ok on 8 nodes")
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
+    assert run_ids(ALL) == after
