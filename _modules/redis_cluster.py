@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "redis_cluster"
 
-# Directives whose values never leave the minion (returns, logs, state changes).
-SECRET_DIRECTIVES = frozenset(("requirepass", "masterauth"))
-# Directives holding a path: the running server reports its real path (getcwd).
-PATH_DIRECTIVES = frozenset(("dir",))
 # Where the formula puts its files when pillar `redis` does not say (salt/redis/map.jinja's
 # defaults, which pillar keys of the same name override).
 DEFAULT_PATHS = {
@@ -66,34 +62,6 @@ def _path(key):
 def _client(port=None, timeout=5, host="127.0.0.1"):
     """redis-py client for a node of the deployment (default: this one), with its password."""
     return __utils__["redis_common.client"](_settings(), port, host=host, timeout=timeout)
-
-
-def _config_get(client, names):
-    """``{directive: value}`` for ``names``: one CONFIG GET (Redis 7), or one per name
-    (Redis 6.2 answers several names with "wrong number of arguments")."""
-    if not names:
-        return {}
-    try:
-        return client.config_get(*names)
-    except redis.ResponseError as exc:
-        if len(names) == 1 or "wrong number of arguments" not in str(exc).lower():
-            raise
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.config_get(name)
-    running = {}
-    for answer in pipe.execute():
-        running.update(answer)
-    return running
-
-
-def _same(directive, running, wanted):
-    if running is None:
-        return False
-    if directive in PATH_DIRECTIVES:
-        # A symlinked data directory is the same directory: compare where both lead.
-        return os.path.realpath(str(running)) == os.path.realpath(str(wanted))
-    return str(running) == str(wanted)
 
 
 def status():
@@ -178,7 +146,7 @@ def status():
 
 def _restart_pending():
     """``(directives, error)``: the start-only directives whose value in Salt's settings file the
-    running server lacks (as config_diff compares), or why that cannot be told."""
+    running server lacks (as redis_node.config_diff compares), or why that cannot be told."""
     path = _path("salt_config_file")
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -189,8 +157,11 @@ def _restart_pending():
         return [], f"{path}: {exc.strerror}"
     lines = text.splitlines()
     start_only = __utils__["redis_config.start_only"](d for _, d, _ in __utils__["redis_config.directives"](lines))
-    diff = config_diff(__utils__["redis_config.values"](text, start_only))
-    return (sorted(diff["differs"]), "") if diff["reachable"] else ([], diff["error"])
+    try:
+        diff = __utils__["redis_config.running_diff"](_client(), __utils__["redis_config.values"](text, start_only))
+    except redis.RedisError as exc:
+        return [], __utils__["redis_common.error_text"](exc)
+    return sorted(diff["differs"]), ""
 
 
 def _sentinel_status():
@@ -199,117 +170,6 @@ def _sentinel_status():
         return __salt__["redis_sentinel.status"]()
     except (KeyError, CommandExecutionError) as exc:
         return {"error": f"no Sentinel view: {exc}"}
-
-
-def config_diff(settings, port=None, timeout=5):
-    """
-    Compare the running server's configuration with ``settings`` (directive -> value).
-
-    Returns ``{"reachable", "auth_failed", "loading": bool, "failure", "error": str,
-    "differs": [...], "running": {...}}``. ``failure`` is empty when the server answered,
-    else one of ``refused`` (nothing listens on the port), ``auth`` (the password is
-    refused), ``loading``, ``busy``, ``maxclients``, ``timeout`` (no answer within
-    ``timeout`` seconds) or ``error``. ``loading`` is also true when the server answered
-    but is still loading its data. ``running`` holds the running values of the differing
-    directives, except the password directives: nothing secret leaves the minion. A
-    ``dir`` that leads to the same directory (symlinks) does not differ, nor does a
-    start-only directive the server does not show (Redis 6.2: ``cluster-config-file``).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' redis_cluster.config_diff '{"maxclients": 10000}'
-    """
-    try:
-        client = _client(port, timeout=float(timeout))
-        running = _config_get(client, list(settings))
-        # A start-only directive CONFIG GET does not show (Redis 6.2 hides cluster-config-file)
-        # cannot be compared, before or after a restart: it never differs.
-        unseen = __utils__["redis_config.start_only"](d for d in settings if d not in running)
-        differs = [d for d, value in settings.items() if d not in unseen and not _same(d, running.get(d), value)]
-        loading = bool(differs) and bool(client.info("persistence").get("loading"))
-    except redis.RedisError as exc:
-        failure = __utils__["redis_common.failure"](exc)
-        return {
-            "reachable": False,
-            "auth_failed": failure == "auth",
-            "loading": failure == "loading",
-            "failure": failure,
-            "error": __utils__["redis_common.error_text"](exc),
-            "differs": sorted(settings),
-            "running": {},
-        }
-    return {
-        "reachable": True,
-        "auth_failed": False,
-        "loading": loading,
-        "failure": "",
-        "error": "",
-        "differs": differs,
-        "running": {d: running.get(d) for d in differs if d not in SECRET_DIRECTIVES},
-    }
-
-
-def config_set(settings, port=None):
-    """
-    Apply ``settings`` (directive -> value) to the running server with CONFIG SET.
-
-    Returns ``{"applied": [directive, ...], "refused": {directive: Redis's reason}}``;
-    values are never echoed, so a refused password stays secret. Raises
-    CommandExecutionError when the server cannot be reached or does not answer.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' redis_cluster.config_set '{"maxclients": 20000}'
-    """
-    client = _client(port)
-    result = {"applied": [], "refused": {}}
-    for directive, value in settings.items():
-        try:
-            client.config_set(directive, value)
-            result["applied"].append(directive)
-        except redis.ResponseError as exc:
-            if __utils__["redis_common.failure"](exc) != "error":  # BUSY, NOAUTH...: the server, not the setting
-                raise CommandExecutionError(_unusable(exc, port, result["applied"])) from None
-            reason = str(exc) if directive not in SECRET_DIRECTIVES else "refused"
-            result["refused"][directive] = reason
-        except redis.RedisError as exc:
-            raise CommandExecutionError(_unusable(exc, port, result["applied"])) from None
-    return result
-
-
-def _unusable(exc, port, applied):
-    done = f" (already applied: {', '.join(applied)})" if applied else ""
-    return f"Redis on 127.0.0.1:{_port(port)} cannot take CONFIG SET: {__utils__['redis_common.error_text'](exc)}{done}"
-
-
-def wait_ready(timeout=30, port=None):
-    """
-    Wait until the local server answers PING with the deployment's password and has
-    finished loading its data. Returns True when it does within ``timeout`` seconds.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' redis_cluster.wait_ready timeout=10
-    """
-    deadline = time.monotonic() + float(timeout)
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            # INFO needs the password, so one call answers "up, ours, and done loading?".
-            client = _client(port, timeout=max(0.1, min(2.0, remaining)))
-            if not client.info("persistence").get("loading"):
-                return True
-        except redis.RedisError:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- Redis Cluster
@@ -1035,7 +895,7 @@ def server_shape(port=None, timeout=5):
     try:
         client = _client(port, timeout=float(timeout))
         info = client.info()
-        running = _config_get(client, ["port", "dir"])
+        running = __utils__["redis_config.config_get"](client, ["port", "dir"])
         view = _view(client) if info.get("cluster_enabled") else {}
     except redis.RedisError as exc:
         return {"reachable": False, "error": __utils__["redis_common.error_text"](exc)}

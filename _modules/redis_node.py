@@ -7,6 +7,12 @@ handing a master's role to its replica first (``cluster_failover`` on the replic
 ``sentinel_failover`` through a Sentinel). ``salt-run redis_deployment.rolling_restart``
 runs them one node at a time.
 
+It also holds what every node's settings state asks of its own server, in both modes: how
+its running configuration differs from Salt's settings (``config_diff``), setting what
+Redis takes live (``config_set``), and waiting until it answers and has loaded its data
+(``wait_ready``); the states ``redis_node.config_included`` and
+``redis_node.settings_applied`` use them.
+
 The password comes from pillar ``redis:password`` and is handed to redis-py in memory: it
 never appears on a command line, in a return value or in a log line.
 
@@ -656,3 +662,104 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
             "new_address": new_address, "sentinel": took, "seconds": seconds,
             "comment": f"{new_host} ({new_address}) took over from {old_host} ({old_address}) in {seconds}s "
                        f"(SENTINEL FAILOVER via {took}); the Sentinels agree"}
+
+
+# ---------------------------------------------------------------- the running server's configuration
+
+
+def config_diff(settings, port=None, timeout=5):
+    """
+    Compare the running server's configuration with ``settings`` (directive -> value).
+
+    Returns ``{"reachable", "auth_failed", "loading": bool, "failure", "error": str,
+    "differs": [...], "running": {...}}``. ``failure`` is empty when the server answered,
+    else one of ``refused`` (nothing listens on the port), ``auth`` (the password is
+    refused), ``loading``, ``busy``, ``maxclients``, ``timeout`` (no answer within
+    ``timeout`` seconds) or ``error``. ``loading`` is also true when the server answered
+    but is still loading its data. ``running`` holds the running values of the differing
+    directives, except the password directives: nothing secret leaves the minion. A
+    ``dir`` that leads to the same directory (symlinks) does not differ, nor does a
+    start-only directive the server does not show (Redis 6.2: ``cluster-config-file``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.config_diff '{"maxclients": 10000}'
+    """
+    try:
+        client = _client(port, timeout=float(timeout))
+        diff = __utils__["redis_config.running_diff"](client, settings)
+    except redis.RedisError as exc:
+        failure = __utils__["redis_common.failure"](exc)
+        return {
+            "reachable": False,
+            "auth_failed": failure == "auth",
+            "loading": failure == "loading",
+            "failure": failure,
+            "error": __utils__["redis_common.error_text"](exc),
+            "differs": sorted(settings),
+            "running": {},
+        }
+    return dict(diff, reachable=True, auth_failed=False, failure="", error="")
+
+
+def config_set(settings, port=None):
+    """
+    Apply ``settings`` (directive -> value) to the running server with CONFIG SET.
+
+    Returns ``{"applied": [directive, ...], "refused": {directive: Redis's reason}}``;
+    values are never echoed, so a refused password stays secret. Raises
+    CommandExecutionError when the server cannot be reached or does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.config_set '{"maxclients": 20000}'
+    """
+    client = _client(port)
+    result = {"applied": [], "refused": {}}
+    for directive, value in settings.items():
+        try:
+            client.config_set(directive, value)
+            result["applied"].append(directive)
+        except redis.ResponseError as exc:
+            if __utils__["redis_common.failure"](exc) != "error":  # BUSY, NOAUTH...: the server, not the setting
+                raise CommandExecutionError(_unusable(exc, port, result["applied"])) from None
+            reason = "refused" if __utils__["redis_config.secret"](directive) else str(exc)
+            result["refused"][directive] = reason
+        except redis.RedisError as exc:
+            raise CommandExecutionError(_unusable(exc, port, result["applied"])) from None
+    return result
+
+
+def _unusable(exc, port, applied):
+    done = f" (already applied: {', '.join(applied)})" if applied else ""
+    return f"Redis on 127.0.0.1:{_port(port)} cannot take CONFIG SET: {__utils__['redis_common.error_text'](exc)}{done}"
+
+
+def wait_ready(timeout=30, port=None):
+    """
+    Wait until the local server answers PING with the deployment's password and has
+    finished loading its data. Returns True when it does within ``timeout`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.wait_ready timeout=10
+    """
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            # INFO needs the password, so one call answers "up, ours, and done loading?".
+            client = _client(port, timeout=max(0.1, min(2.0, remaining)))
+            if not client.info("persistence").get("loading"):
+                return True
+        except redis.RedisError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)

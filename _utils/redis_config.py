@@ -5,8 +5,18 @@ module's own functions are out of an execution module's reach):
 
 - the directives of a config file's lines, and a line's arguments unquoted as Redis does;
 - which directives Redis reads only at start (a change needs a restart);
-- the values a config file gives to some directives.
+- the values a config file gives to some directives;
+- what the running server's configuration (CONFIG GET) differs on from wanted settings.
 """
+
+import os
+
+try:
+    import redis
+
+    HAS_REDIS = True
+except ImportError:
+    HAS_REDIS = False
 
 __virtualname__ = "redis_config"
 
@@ -17,6 +27,10 @@ RESTART_DIRECTIVES = frozenset(
 # Other names of directives Salt manages, as some servers write them (Valkey's CONFIG
 # REWRITE writes `primaryauth` for masterauth).
 DIRECTIVE_ALIASES = {"primaryauth": "masterauth"}
+# Directives whose values never leave the minion (returns, logs, state changes).
+SECRET_DIRECTIVES = frozenset(("requirepass", "masterauth"))
+# Directives holding a path: the running server reports its real path (getcwd).
+PATH_DIRECTIVES = frozenset(("dir",))
 
 
 def __virtual__():
@@ -84,3 +98,50 @@ def values(text, wanted):
         if directive in wanted:
             found[directive] = " ".join(config_args(argument))
     return found
+
+
+def secret(directive):
+    """The directive's value must never leave the minion (returns, logs, state changes)."""
+    return directive in SECRET_DIRECTIVES
+
+
+def config_get(client, names):
+    """``{directive: value}`` for ``names``: one CONFIG GET (Redis 7), or one per name
+    (Redis 6.2 answers several names with "wrong number of arguments")."""
+    names = list(names)
+    if not names:
+        return {}
+    try:
+        return client.config_get(*names)
+    except redis.ResponseError as exc:
+        if len(names) == 1 or "wrong number of arguments" not in str(exc).lower():
+            raise
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.config_get(name)
+    running = {}
+    for answer in pipe.execute():
+        running.update(answer)
+    return running
+
+
+def same(directive, running, wanted):
+    """The running value is the wanted one (a symlinked ``dir`` is the directory it leads to)."""
+    if running is None:
+        return False
+    if directive in PATH_DIRECTIVES:
+        return os.path.realpath(str(running)) == os.path.realpath(str(wanted))
+    return str(running) == str(wanted)
+
+
+def running_diff(client, settings):
+    """What the server behind ``client`` differs on from ``settings`` (directive -> value):
+    ``{"differs": [...], "running": {directive: value} (secrets left out), "loading": bool}``.
+    A start-only directive CONFIG GET does not show (Redis 6.2 hides cluster-config-file)
+    cannot be compared, before or after a restart: it never differs. Raises redis-py's errors."""
+    running = config_get(client, list(settings))
+    unseen = start_only(d for d in settings if d not in running)
+    differs = [d for d, value in settings.items() if d not in unseen and not same(d, running.get(d), value)]
+    loading = bool(differs) and bool(client.info("persistence").get("loading"))
+    return {"differs": differs, "loading": loading,
+            "running": {d: running.get(d) for d in differs if d not in SECRET_DIRECTIVES}}

@@ -85,7 +85,7 @@ redis-salt-settings-file:
 {%- if custom_states_usable %}
 
 redis-main-config-includes-salt-settings:
-  redis_cluster.config_included:
+  redis_node.config_included:
     - name: {{ redis.config_file }}
     - include: {{ redis.salt_config_file }}
     - settings: {{ redis_settings | json }}

@@ -19,7 +19,7 @@ redis-sentinel-login-on-this-server:
   redis_sentinel.sentinel_user:
     - name: salt-sentinel
     - require:
-      - redis_cluster: redis-server-runs-the-managed-settings
+      - redis_node: redis-server-runs-the-managed-settings
 
 redis-replication-follows-the-live-master:
   redis_sentinel.replicating:

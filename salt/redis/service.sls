@@ -50,7 +50,7 @@ redis-cluster-predecessor-handed-over:
     - timeout: {{ redis.get("cluster_form_timeout_s", 120) }}
     - service: {{ redis.service }}
     - require:
-      - redis_cluster: redis-main-config-includes-salt-settings
+      - redis_node: redis-main-config-includes-salt-settings
 {%- endif %}
 
 {#- A restore cut short (killed job, power cut) left a journal: finish it or put the old
@@ -78,7 +78,7 @@ redis-server-running:
     - init_delay: {{ redis.sysvinit_start_delay }}
 {%- endif %}
     - require:
-      - redis_cluster: redis-main-config-includes-salt-settings
+      - redis_node: redis-main-config-includes-salt-settings
 {%- if redis.mode == "cluster" %}
       - redis_cluster: redis-cluster-predecessor-handed-over
 {%-   if supervised_by_systemd %}
@@ -87,7 +87,7 @@ redis-server-running:
 {%- endif %}
 
 redis-server-runs-the-managed-settings:
-  redis_cluster.settings_applied:
+  redis_node.settings_applied:
     - name: {{ redis.get("bind_ip", "127.0.0.1") }}:{{ redis.port }}
     - settings: {{ redis_settings | json }}
     - service: {{ redis.service }}

@@ -1,4 +1,4 @@
-"""Fixtures for the functional tests of _modules/redis_cluster.py and _states/redis_cluster.py.
+"""Fixtures for the functional tests of our execution and state modules (_modules, _states).
 
 Every test that needs a server talks to a real one, started on 127.0.0.1 in a temporary
 directory, once per server build the formula supports (``SERVERS``): Debian's
@@ -308,13 +308,29 @@ def redis_cluster_mod(redis_server):
     return load_execution_module(redis_server.port)
 
 
+def load_node_module(pillar):
+    """_modules/redis_node.py on ``pillar`` (the same dict: a test's change reaches both modules)."""
+    mod = load_module("redis_node_mod", "_modules/redis_node.py")
+    mod.__pillar__ = pillar
+    return mod
+
+
+@pytest.fixture
+def redis_node_mod(redis_server):
+    """_modules/redis_node.py with pillar pointing at the shared server."""
+    return load_node_module(load_execution_module(redis_server.port).__pillar__)
+
+
 def load_state_module(port, restart):
+    """_states/redis_node.py as a node's minion loads it: its execution functions from
+    _modules/redis_node.py, whether the node is formed from _modules/redis_cluster.py."""
     mod = load_execution_module(port)
-    state = load_module("redis_cluster_state", "_states/redis_cluster.py")
+    node = load_node_module(mod.__pillar__)
+    state = load_module("redis_node_state", "_states/redis_node.py")
     state.__salt__ = {
-        "redis_cluster.config_diff": mod.config_diff,
-        "redis_cluster.config_set": mod.config_set,
-        "redis_cluster.wait_ready": mod.wait_ready,
+        "redis_node.config_diff": node.config_diff,
+        "redis_node.config_set": node.config_set,
+        "redis_node.wait_ready": node.wait_ready,
         "redis_cluster.in_formed_deployment": mod.in_formed_deployment,
         "service.restart": restart,
     }
@@ -324,8 +340,8 @@ def load_state_module(port, restart):
 
 
 @pytest.fixture
-def redis_cluster_state(fresh_redis_server):
-    """_states/redis_cluster.py wired to the execution module and to a server of its own."""
+def redis_node_state(fresh_redis_server):
+    """_states/redis_node.py wired to the execution modules and to a server of its own."""
     return load_state_module(fresh_redis_server.port, fresh_redis_server.restart)
 
 
@@ -335,7 +351,7 @@ def _no_restart(service):
 
 @pytest.fixture
 def config_state():
-    """_states/redis_cluster.py for config_included alone: no server (it reads and writes files only)."""
+    """_states/redis_node.py for config_included alone: no server (it reads and writes files only)."""
     return load_state_module(free_port(), _no_restart)
 
 

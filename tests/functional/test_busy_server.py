@@ -22,13 +22,13 @@ def changed_settings(server):
     return dict(server.settings, logfile=str(server.dir / CHANGED_LOGFILE))
 
 
-def test_stopped_server_times_out_and_is_not_restarted(fresh_redis_server, redis_cluster_state, no_password):
+def test_stopped_server_times_out_and_is_not_restarted(fresh_redis_server, redis_node_state, no_password):
     server = fresh_redis_server
     run_id, pid = server.info()["run_id"], server.process.pid
     os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        ret = redis_cluster_state.settings_applied("node", changed_settings(server), "redis-server", socket_timeout=1)
+        ret = redis_node_state.settings_applied("node", changed_settings(server), "redis-server", socket_timeout=1)
         elapsed = time.monotonic() - started
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -43,13 +43,13 @@ def test_stopped_server_times_out_and_is_not_restarted(fresh_redis_server, redis
     no_password(ret)
 
 
-def test_server_at_maxclients_is_not_restarted(fresh_redis_server, redis_cluster_state, no_password):
+def test_server_at_maxclients_is_not_restarted(fresh_redis_server, redis_node_state, no_password):
     server = fresh_redis_server
     held = server.client()
     run_id = held.info("server")["run_id"]
     held.config_set("maxclients", 1)  # this connection is the one client allowed
     try:
-        ret = redis_cluster_state.settings_applied("node", changed_settings(server), "redis-server")
+        ret = redis_node_state.settings_applied("node", changed_settings(server), "redis-server")
     finally:
         held.config_set("maxclients", server.settings["maxclients"])
 
@@ -90,11 +90,11 @@ def busy_script(fresh_redis_server):
     assert outcome and "killed" in str(outcome[0]).lower(), outcome
 
 
-def test_server_busy_with_a_script_is_not_restarted(busy_script, redis_cluster_state, no_password):
+def test_server_busy_with_a_script_is_not_restarted(busy_script, redis_node_state, no_password):
     server = busy_script
     pid = server.process.pid
 
-    ret = redis_cluster_state.settings_applied("node", changed_settings(server), "redis-server")
+    ret = redis_node_state.settings_applied("node", changed_settings(server), "redis-server")
 
     assert ret["result"] is False
     assert ret["changes"] == {}
@@ -104,7 +104,7 @@ def test_server_busy_with_a_script_is_not_restarted(busy_script, redis_cluster_s
     no_password(ret)
 
 
-def test_loading_server_is_waited_for_then_not_restarted(fresh_redis_server, redis_cluster_state, no_password):
+def test_loading_server_is_waited_for_then_not_restarted(fresh_redis_server, redis_node_state, no_password):
     """A server loading its data answers CONFIG GET: the state waits (bounded), then fails."""
     server = fresh_redis_server
     # 40 values of 2 MiB, loaded with a delay of 0.2 s each: Redis answers clients between
@@ -132,7 +132,7 @@ def test_loading_server_is_waited_for_then_not_restarted(fresh_redis_server, red
         time.sleep(0.05)
     run_id, pid = info["run_id"], server.process.pid
 
-    ret = redis_cluster_state.settings_applied(
+    ret = redis_node_state.settings_applied(
         "node", changed_settings(server), "redis-server", timeout=1, socket_timeout=3
     )
 
@@ -145,12 +145,12 @@ def test_loading_server_is_waited_for_then_not_restarted(fresh_redis_server, red
     no_password(ret)
 
 
-def test_nothing_listening_is_restarted(fresh_redis_server, redis_cluster_state, no_password):
+def test_nothing_listening_is_restarted(fresh_redis_server, redis_node_state, no_password):
     server = fresh_redis_server
     run_id = server.info()["run_id"]
     server.stop()
 
-    ret = redis_cluster_state.settings_applied("node", dict(server.settings), "redis-server", timeout=10)
+    ret = redis_node_state.settings_applied("node", dict(server.settings), "redis-server", timeout=10)
 
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"]["restarted"] == "redis-server"
@@ -160,13 +160,13 @@ def test_nothing_listening_is_restarted(fresh_redis_server, redis_cluster_state,
     no_password(ret)
 
 
-def test_symlinked_data_directory_is_no_difference(fresh_redis_server, redis_cluster_state, tmp_path):
+def test_symlinked_data_directory_is_no_difference(fresh_redis_server, redis_node_state, tmp_path):
     server = fresh_redis_server
     run_id = server.info()["run_id"]
     link = tmp_path / "data-link"
     link.symlink_to(server.dir)
 
-    ret = redis_cluster_state.settings_applied("node", dict(server.settings, dir=str(link)), "redis-server")
+    ret = redis_node_state.settings_applied("node", dict(server.settings, dir=str(link)), "redis-server")
 
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"] == {}
@@ -174,14 +174,14 @@ def test_symlinked_data_directory_is_no_difference(fresh_redis_server, redis_clu
 
 
 def test_test_mode_on_a_busy_server_says_why_and_restarts_nothing(
-    fresh_redis_server, redis_cluster_state, no_password
+    fresh_redis_server, redis_node_state, no_password
 ):
     server = fresh_redis_server
-    redis_cluster_state.__opts__["test"] = True
+    redis_node_state.__opts__["test"] = True
     pid = server.process.pid
     os.kill(pid, signal.SIGSTOP)
     try:
-        ret = redis_cluster_state.settings_applied("node", changed_settings(server), "redis-server", socket_timeout=1)
+        ret = redis_node_state.settings_applied("node", changed_settings(server), "redis-server", socket_timeout=1)
     finally:
         os.kill(pid, signal.SIGCONT)
 

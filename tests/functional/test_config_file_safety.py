@@ -193,7 +193,7 @@ def test_owner_and_mode_are_put_back_on_the_file_itself(etc_redis, redis_ids, co
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*redis_ids, 0o640)
 
 
-def test_a_line_redis_writes_meanwhile_is_kept(fresh_redis_server, redis_cluster_state, closed_port, no_password):
+def test_a_line_redis_writes_meanwhile_is_kept(fresh_redis_server, redis_node_state, closed_port, no_password):
     """The real server rewrites its file (REPLICAOF + CONFIG REWRITE, as after a failover)
     after Salt read it and before Salt replaces it: Salt reads it again and keeps the line."""
     server = fresh_redis_server
@@ -207,9 +207,9 @@ def test_a_line_redis_writes_meanwhile_is_kept(fresh_redis_server, redis_cluster
             client.replicaof("127.0.0.1", closed_port)
             client.config_rewrite()
 
-    redis_rewrites_after_salt_wrote(redis_cluster_state, redis_rewrites_meanwhile)
+    redis_rewrites_after_salt_wrote(redis_node_state, redis_rewrites_meanwhile)
 
-    ret = redis_cluster_state.config_included(
+    ret = redis_node_state.config_included(
         str(server.main_conf), str(server.salt_conf), dict(server.settings), user=user, group=group
     )
 

@@ -11,7 +11,7 @@ Real servers on 127.0.0.1, each supported build; ``service.restart`` is the fixt
 
 import pytest
 from cluster_support import node_modules
-from conftest import RedisServer, cluster_nodes, load_execution_module, load_module
+from conftest import RedisServer, cluster_nodes, load_execution_module, load_module, load_node_module
 from support.waits import wait_until
 
 pytestmark = pytest.mark.usefixtures("server_build")
@@ -21,10 +21,11 @@ PENDING_LOGFILE = f"restart pending for logfile ({ROLLING})"
 
 
 def wired_state(mod, server, cachedir):
-    """_states/redis_cluster.py as the node's minion loads it, on ``mod``'s pillar."""
-    state = load_module(f"restart_pending_state_{server.port}", "_states/redis_cluster.py")
-    state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name)
-                      for name in ("config_diff", "config_set", "wait_ready", "in_formed_deployment")}
+    """_states/redis_node.py as the node's minion loads it, on ``mod``'s pillar."""
+    state = load_module(f"restart_pending_state_{server.port}", "_states/redis_node.py")
+    node = load_node_module(mod.__pillar__)
+    state.__salt__ = {f"redis_node.{name}": getattr(node, name) for name in ("config_diff", "config_set", "wait_ready")}
+    state.__salt__["redis_cluster.in_formed_deployment"] = mod.in_formed_deployment
     state.__salt__["service.restart"] = server.restart
     state.__opts__ = {"test": False, "cachedir": str(cachedir)}
     state.__pillar__ = mod.__pillar__

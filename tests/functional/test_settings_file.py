@@ -3,7 +3,7 @@ Salt renders it) is what each server build runs after a start: otherwise every r
 would lose a setting and the next state.apply would have to set it live again."""
 
 import jinja2
-from conftest import PASSWORD, ROOT, RedisServer, load_execution_module
+from conftest import PASSWORD, ROOT, RedisServer, load_execution_module, load_node_module
 
 TEMPLATE = ROOT / "salt" / "redis" / "files" / "redis-salt.conf.jinja"
 
@@ -23,7 +23,7 @@ def test_a_started_server_runs_every_setting_of_the_file(server_build, tmp_path,
     server.salt_conf.write_text(render(settings))
     server.start()
     try:
-        diff = load_execution_module(server.port).config_diff(
+        diff = load_node_module(load_execution_module(server.port).__pillar__).config_diff(
             dict(settings, requirepass=PASSWORD, masterauth=PASSWORD)
         )
     finally:
