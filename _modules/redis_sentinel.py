@@ -178,12 +178,14 @@ def _sentinel_answers(name, timeout):
         except redis.RedisError as exc:
             answers[host["hostname"]] = {"error": _error(exc)}
             continue
-        fields = _pairs(reply)
-        flags = fields.get("flags", "").split(",")
-        answers[host["hostname"]] = {"address": _address(fields["ip"], fields["port"]),
-                                     "epoch": int(fields.get("config-epoch", 0)),
-                                     "failover": "failover_in_progress" in flags}
+        answers[host["hostname"]] = _answer(_pairs(reply))
     return answers
+
+
+def _answer(fields):
+    """One Sentinel's answer from its ``SENTINEL MASTER`` fields."""
+    return {"address": _address(fields["ip"], fields["port"]), "epoch": int(fields.get("config-epoch", 0)),
+            "failover": "failover_in_progress" in fields.get("flags", "").split(",")}
 
 
 def _shown(answer, name):
@@ -244,11 +246,12 @@ def live_master(name=None, timeout=2, settle=0):
     return last["view"]
 
 
-def _live_master(name, timeout):
-    """``live_master``, asked once."""
+def _live_master(name, timeout, answers=None):
+    """``live_master``, asked once (or decided from ``answers`` already gathered)."""
     peers = _peers()
     by_address = {_address(p["ip"], p["port"]): p for p in peers}
-    answers = _sentinel_answers(name, timeout)
+    if answers is None:
+        answers = _sentinel_answers(name, timeout)
     known = {host: a for host, a in answers.items() if a.get("address") in by_address}
     strangers = sorted({a["address"] for a in answers.values() if a.get("address") and a["address"] not in by_address})
     result = {"master": None, "address": None, "ip": None, "port": None, "source": None, "monitored": bool(known),
@@ -833,23 +836,26 @@ def status(name=None, timeout=2):
     name = _master_name(name)
     hosts = _sentinel_hosts()
     outlook = failover_outlook()
-    sentinels, warnings = {}, []
+    sentinels, answers, warnings = {}, {}, []
     for host in hosts:
         view = sentinel_view(name, host["ip"], host["port"], timeout)
         entry = {"address": _address(host["ip"], host["port"])}
         if not view["reachable"]:
             entry["error"] = view["error"]
+            answers[host["hostname"]] = {"error": view["error"]}
         elif name not in view["masters"]:
             entry["error"] = f"does not monitor {name}"
+            answers[host["hostname"]] = {"unmonitored": True}
         else:
             master = view["masters"][name]
+            answers[host["hostname"]] = _answer(master)
             entry.update(master=_address(master["ip"], master["port"]), flags=master.get("flags", "").split(","),
                          known_sentinels=len(view["sentinels"]), known_replicas=len(view["replicas"]),
                          config_epoch=int(master.get("config-epoch", 0)))
         sentinels[host["hostname"]] = entry
     votes = collections.Counter(e["master"] for e in sentinels.values() if "master" in e)
     # The same decision replication follows: the latest config epoch, named by a majority of all.
-    live = _live_master(name, timeout)
+    live = _live_master(name, timeout, answers)
     latest = live["address"] or live["candidate_address"]
     result.update(
         master_name=name,

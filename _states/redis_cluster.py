@@ -7,14 +7,12 @@ member whose data is gone from starting bare while its old self still serves slo
 states (Salt's settings file and the running server's settings) are ``redis_node``'s.
 """
 
-import logging
 import os
 
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "redis_cluster"
 
-log = logging.getLogger(__name__)
 
 
 def __virtual__():
