@@ -15,7 +15,6 @@ Usage: .venv/bin/python bench/rolling_restart.py [BASELINE_SECONDS]
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,35 +27,19 @@ from redis.cluster import ClusterNode, RedisCluster  # noqa: E402
 from lab.__main__ import Controller  # noqa: E402
 from lab.hosts import REPO, read_hosts  # noqa: E402
 from support.sentinel import WaitWriter  # noqa: E402
+from support.writers import Writer  # noqa: E402
 
 
-class ClusterTimedWriter(threading.Thread):
+class ClusterTimedWriter(Writer):
     """A cluster client writing ``{prefix}:{n}`` one after the other; when each was acknowledged."""
 
     def __init__(self, addresses, password, prefix):
-        super().__init__(daemon=True)
+        super().__init__(prefix)
         self.client = RedisCluster(startup_nodes=[ClusterNode(ip, 6379) for ip in addresses], password=password,
                                    socket_timeout=5, decode_responses=True)
-        self.prefix, self.stamps, self.errors = prefix, [], []
-        self._stop_event = threading.Event()
 
-    def run(self):
-        number = 0
-        while not self._stop_event.is_set():
-            try:
-                self.client.set(f"{self.prefix}:{number}", number)
-            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
-                self.errors.append(repr(exc))
-                return
-            self.stamps.append(time.monotonic())
-            number += 1
-
-    def finish(self):
-        self._stop_event.set()
-        self.join(10)
-
-    def longest_stall(self):
-        return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
+    def write(self, key, value):
+        return self.client.set(key, value)
 
 
 def last_json(text):

@@ -1,10 +1,9 @@
 """What the functional cluster tests share: each node's execution and state module as its
 minion would load them, and a node's CLUSTER INFO."""
 
-import threading
-
 import redis
 from conftest import load_module
+from support.writers import Writer
 
 
 def node_modules(servers, slots=None, replicas_per_master=0, replica_plan=None, **settings):
@@ -36,38 +35,32 @@ def cluster_info(server):
     return server.client().execute_command("CLUSTER", "INFO")
 
 
-class ClusterWriter(threading.Thread):
+class ClusterWriter(Writer):
     """A cluster client writing keys ``PREFIX:N`` one by one, following MOVED/ASK; any error it
     could not retry is kept. ``written`` counts the writes Redis acknowledged."""
 
     def __init__(self, server, prefix="grow"):
-        super().__init__(daemon=True)
+        super().__init__(prefix)
         self.client = redis.RedisCluster(host="127.0.0.1", port=server.port, password=server.password,
                                          decode_responses=True)
-        self.prefix, self.written, self.errors, self.stop = prefix, 0, [], threading.Event()
-        self.client_retries = 0  # writes retried after a client-side topology bug (see run)
+        self.client_retries = 0  # writes retried after a client-side topology bug (see write)
 
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                self.client.set(f"{self.prefix}:{self.written}", self.written)
-                self.written += 1
-            except AttributeError as exc:
-                # redis-py's own bug while slots move onto a new master (redis/redis-py#2432: a
-                # MOVED to a node its topology lacks gives no target node). Nothing reached Redis:
-                # refresh the topology and write the same key again, as an application retries.
-                if "redis_connection" not in str(exc) or self.client_retries >= 50:
-                    self.errors.append(repr(exc))
-                    return
-                self.client_retries += 1
-                self.client.nodes_manager.initialize()
-            except Exception as exc:  # noqa: BLE001 - any error the client could not retry is a finding
-                self.errors.append(repr(exc))
-                return
+    @property
+    def written(self):
+        return len(self.acknowledged)
 
-    def finish(self):
-        self.stop.set()
-        self.join(10)
+    def write(self, key, value):
+        try:
+            return self.client.set(key, value)
+        except AttributeError as exc:
+            # redis-py's own bug while slots move onto a new master (redis/redis-py#2432: a
+            # MOVED to a node its topology lacks gives no target node). Nothing reached Redis:
+            # refresh the topology and write the same key again, as an application retries.
+            if "redis_connection" not in str(exc) or self.client_retries >= 50:
+                raise
+            self.client_retries += 1
+            self.client.nodes_manager.initialize()
+            return False
 
     def missing(self, server):
         """Acknowledged keys a fresh cluster client cannot read back (with a wrong value or none)."""

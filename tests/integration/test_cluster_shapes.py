@@ -287,7 +287,7 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
     replicas_of = [role[1] for role in grown.values() if role[0] == "replica"]
     assert sorted(replicas_of) == masters, grown  # one replica each
     assert writer.errors == [] and writer.written > 100
-    assert writer.read_back("cs3") == writer.acknowledged()
+    assert writer.read_back("cs3") == writer.acknowledged_keys()
     assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600 + 300
     code, output = cluster_check(lab, "cs1")
     assert code == 0 and "[WARNING]" not in output, output
@@ -362,7 +362,7 @@ def test_a_rolling_restart_under_a_writing_client_restarts_each_server_once_and_
     assert_no_password(rolled.stdout, "the roll's output")
     assert len(masters) == 4 and watcher.problems(masters) == [], watcher.seen
     assert writer.errors == [] and writer.written > 100
-    assert writer.read_back("cs3") == writer.acknowledged()
+    assert writer.read_back("cs3") == writer.acknowledged_keys()
     wait_until(lambda: healthy(ALL), 30, "cluster ok on 8 nodes")
     code, output = cluster_check(lab, "cs1")
     assert code == 0 and "[WARNING]" not in output, output
@@ -404,7 +404,7 @@ def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_
     after = run_ids(ALL)
     assert all(after[h] != before[h] for h in ALL)
     assert all(server(h).config_get("logfile") == {"logfile": logfile} for h in ALL)
-    assert writer.errors == [] and writer.read_back("cs3") == writer.acknowledged()
+    assert writer.errors == [] and writer.read_back("cs3") == writer.acknowledged_keys()
     wait_until(lambda: healthy(ALL), 30, "cluster ok on 8 nodes")
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0 and states_with_changes(again) == [], again.stdout

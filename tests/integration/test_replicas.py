@@ -70,7 +70,7 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     events = master_events(event_listener, salt_master, "redis/cluster/*", fired_after, count=2, timeout=60)
     assert [tag for tag, _ in events] == ["redis/cluster/node-added", "redis/cluster/rebalanced"]
     assert events[0][1]["host"] == "it5" and events[1][1]["slots_moved_to"] == {"it5": owned}
-    assert writer.read_back("it2") == writer.acknowledged()
+    assert writer.read_back("it2") == writer.acknowledged_keys()
 
     # The YAML drops it5: a state run refuses on every staying node and names the runner.
     write_deployment(deployment_file, {"it5": False})
@@ -93,7 +93,7 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     wait_until(lambda: cluster_ok(REDIS_HOSTS), 30, "cluster ok on 3 nodes")
     assert "cluster_known_nodes:3" in cluster_info("it1")
     assert host_output(lab, "it5", "systemctl", "is-active", "redis-server") == "inactive"
-    assert writer.read_back("it2") == writer.acknowledged()
+    assert writer.read_back("it2") == writer.acknowledged_keys()
     again = salt_cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
     assert states_with_changes(again) == []

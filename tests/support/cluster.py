@@ -1,12 +1,11 @@
 """Redis Cluster helpers: clients, health, a writer thread that keeps what the cluster
 acknowledged, and the AOF having what a node acknowledged."""
 
-import threading
-
 from redis.cluster import ClusterNode, RedisCluster
 
 from support.lab import ADDRESSES, PASSWORD, REDIS_HOSTS, REDIS_PORT, node_client
 from support.waits import wait_until
+from support.writers import Writer
 
 
 def cluster_client(hosts=REDIS_HOSTS, decode_responses=True, socket_timeout=5, addresses=ADDRESSES):
@@ -64,42 +63,36 @@ def wait_aof_written(hosts=REDIS_HOSTS, timeout=10):
     wait_until(written, timeout, f"the AOF of {list(hosts)} has every acknowledged write")
 
 
-class ClusterWriter(threading.Thread):
+class ClusterWriter(Writer):
     """A cluster client writing ``{prefix}:{n}`` = n, one key after the other, until
-    :meth:`finish`. ``written`` counts the writes the cluster acknowledged; the first error the
-    client could not retry ends the thread and is kept in ``errors``. ``hosts`` and
+    :meth:`finish`. ``written`` counts the writes the cluster acknowledged. ``hosts`` and
     ``addresses`` as for :func:`cluster_client`."""
 
     def __init__(self, prefix, hosts=REDIS_HOSTS, addresses=ADDRESSES):
-        super().__init__(daemon=True)
-        self.prefix, self.addresses = prefix, addresses
+        super().__init__(prefix)
+        self.addresses = addresses
         self.cluster = cluster_client(hosts, addresses=addresses)
-        self.written, self.errors, self._stop_event = 0, [], threading.Event()
 
-    def run(self):
-        while not self._stop_event.is_set():
-            try:
-                self.cluster.set(f"{self.prefix}:{self.written}", self.written)
-                self.written += 1
-            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
-                self.errors.append(repr(exc))
-                return
+    @property
+    def written(self):
+        return len(self.acknowledged)
+
+    def write(self, key, value):
+        return self.cluster.set(key, value)
 
     def finish(self, timeout=10):
-        """Stop writing, and wait for the write under way (up to ``timeout`` seconds)."""
-        self._stop_event.set()
-        self.join(timeout)
+        super().finish(timeout)
         if not self.is_alive():
             self.cluster.close()
 
-    def acknowledged(self):
+    def acknowledged_keys(self):
         """``{key: value}`` of every write the cluster acknowledged."""
         return {f"{self.prefix}:{number}": str(number) for number in range(self.written)}
 
     def read_back(self, host):
         """``{key: value}`` of the acknowledged keys as a new client, starting from ``host``'s
         server, reads them now (None for a key that is gone)."""
-        keys = list(self.acknowledged())
+        keys = list(self.acknowledged_keys())
         reader = cluster_client([host], addresses=self.addresses)
         try:
             return dict(zip(keys, reader.mget_nonatomic(keys)))

@@ -3,13 +3,11 @@
 with ``WAIT 1`` after each write, so that a write counts as acknowledged only once the
 replica has it."""
 
-import threading
-import time
-
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
+from support.writers import Writer
 
 
 class RediscoveringConnection(SentinelManagedConnection):
@@ -34,38 +32,17 @@ def sentinel_master(addresses, password, master_name="mymaster", socket_timeout=
                                retry_on_error=[RedisConnectionError])
 
 
-class WaitWriter(threading.Thread):
+class WaitWriter(Writer):
     """Writes ``{prefix}:{n}`` = n until :meth:`finish`, each followed by ``WAIT 1 1000``; a
-    write the replica did not confirm is written again. ``acknowledged`` lists the numbers
-    confirmed, ``stamps`` when (monotonic); the first error the client could not retry ends
-    the thread and is kept in ``errors``."""
+    write the replica did not confirm is written again."""
 
     def __init__(self, addresses, password, prefix, master_name="mymaster"):
-        super().__init__(daemon=True)
+        super().__init__(prefix)
         self.client = sentinel_master(addresses, password, master_name)
-        self.prefix, self.acknowledged, self.stamps, self.errors = prefix, [], [], []
-        self._stop_event = threading.Event()
 
-    def run(self):
-        number = 0
-        while not self._stop_event.is_set():
-            try:
-                self.client.set(f"{self.prefix}:{number}", number)
-                if self.client.execute_command("WAIT", 1, 1000) >= 1:
-                    self.acknowledged.append(number)
-                    self.stamps.append(time.monotonic())
-                    number += 1
-            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
-                self.errors.append(repr(exc))
-                return
-
-    def finish(self, timeout=10):
-        self._stop_event.set()
-        self.join(timeout)
-
-    def longest_stall(self):
-        """The longest time between two acknowledged writes, in seconds."""
-        return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
+    def write(self, key, value):
+        self.client.set(key, value)
+        return self.client.execute_command("WAIT", 1, 1000) >= 1
 
     def missing(self, client):
         """The acknowledged numbers whose key ``client`` (a server's client) does not hold as written."""

@@ -1,0 +1,43 @@
+"""The client that writes throughout a test or a benchmark: one thread writing
+``{prefix}:{n}`` = n, one key after the other, until :meth:`Writer.finish`. What makes a
+write acknowledged (a plain SET, SET then WAIT 1) is the subclass's :meth:`write`; the
+first error the client could not retry ends the thread and is kept in ``errors``."""
+
+import threading
+import time
+
+
+class Writer(threading.Thread):
+    """``acknowledged``: the numbers whose write was acknowledged, in order; ``stamps``: when
+    (``time.monotonic()``)."""
+
+    def __init__(self, prefix):
+        super().__init__(daemon=True)
+        self.prefix, self.acknowledged, self.stamps, self.errors = prefix, [], [], []
+        self._stop_event = threading.Event()
+
+    def write(self, key, value):
+        """Write one key; True when the write counts as acknowledged."""
+        raise NotImplementedError
+
+    def run(self):
+        number = 0
+        while not self._stop_event.is_set():
+            try:
+                if not self.write(f"{self.prefix}:{number}", number):
+                    continue
+            except Exception as exc:  # noqa: BLE001 - what a client could not retry is the finding
+                self.errors.append(repr(exc))
+                return
+            self.acknowledged.append(number)
+            self.stamps.append(time.monotonic())
+            number += 1
+
+    def finish(self, timeout=10):
+        """Stop writing, and wait for the write under way (up to ``timeout`` seconds)."""
+        self._stop_event.set()
+        self.join(timeout)
+
+    def longest_stall(self):
+        """The longest time between two acknowledged writes, in seconds."""
+        return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
