@@ -17,6 +17,15 @@ type), the metadata written last, and only then renamed to its final name: a bac
 off half-way is never listed. Files are streamed in 1 MiB chunks through the ``gzip`` /
 ``zstd`` CLIs: memory does not grow with the dataset.
 
+The backup tree is root's (group ``redis`` reads, nobody else writes; a tree an older version
+left the redis account's is taken over, without following a symbolic link), and nothing in it
+is trusted: every name a backup's metadata or AOF manifest gives must be a plain file name or
+the backup is refused as damaged before any file is made; every file is written under a
+fresh random name (mkstemp) then renamed, every existing one opened with ``O_NOFOLLOW``.
+Redis's checkers and the throwaway server never run as root: as the redis account (pillar
+``redis:user``/``redis:group``), with ``oom_score_adj`` 1000 and a ``maxmemory`` bound
+(``_utils/redis_backup_throwaway.py``). The file work is ``_utils/redis_backup_files.py``'s.
+
 A forced restore is crash-safe: before anything stops it writes a restore journal (root's
 ``<salt_config_dir>/restore-journal.json``) naming the staged entries (checked, on the data
 directory's filesystem), what they replace and the safety copy; Redis is kept from starting
@@ -39,26 +48,20 @@ import fcntl
 import glob
 import grp
 import io
-import hashlib
-import json
 import logging
 import os
 import pwd
 import re
 import shutil
-import signal
 import socket
-import subprocess
+import stat
 import tempfile
-import threading
 import time
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     HAS_REDIS = True
 except ImportError:
@@ -79,10 +82,8 @@ METADATA = "backup_metadata.json"
 SETS_FILE = ".backup_sets.json"  # the newest complete set the master told this node of
 METADATA_FORMAT = 1
 PARTIAL = ".partial-"
-NAME_RE = re.compile(r"^(rdb|aof)_backup_(\d{8}_\d{6})(?:_(\d+))?$")
 DEFAULT_SERVER = "/usr/bin/redis-server"
 DEFAULT_CONFIG_FILE = "/etc/redis/redis.conf"
-CHUNK = 1 << 20
 STALE_PARTIAL_SECONDS = 86400
 CLUSTER_OK_WAIT = 15
 AOF_FLUSH_WAIT = 5
@@ -91,26 +92,6 @@ DEFAULT_SALT_CONFIG_DIR = "/etc/redis-salt"
 JOURNAL = "restore-journal.json"
 LOCK = "restore.lock"
 WORK_PREFIX = ".salt-restore-"
-# Counts the keys of the selected database per type, inside the throwaway server (nobody
-# else talks to it, so one blocking script is the cheapest way).
-COUNT_SCRIPT = """
-local counts = {}
-local cursor = "0"
-repeat
-  local reply = redis.call("SCAN", cursor, "COUNT", 1000)
-  cursor = reply[1]
-  for _, key in ipairs(reply[2]) do
-    local kind = redis.call("TYPE", key)["ok"]
-    counts[kind] = (counts[kind] or 0) + 1
-  end
-until cursor == "0"
-local flat = {}
-for kind, n in pairs(counts) do
-  table.insert(flat, kind)
-  table.insert(flat, n)
-end
-return flat
-"""
 
 
 class _Damage(CommandExecutionError):
@@ -166,21 +147,16 @@ def _iso(moment):
     return moment.isoformat(timespec="seconds")
 
 
-def _parse_time(text):
-    try:
-        moment = datetime.datetime.fromisoformat(str(text))
-    except (TypeError, ValueError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+def _files(name):
+    """A function of ``_utils/redis_backup_files.py``: the file work (names, safe writes and
+    reads, fsync, copy and compression, sha256, the AOF manifest, times and sizes)."""
+    return __utils__[f"redis_backup_files.{name}"]
 
 
-def _human(size):
-    size = float(size or 0)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"
+def _throwaway(name):
+    """A function of ``_utils/redis_backup_throwaway.py``: Redis's checkers and the throwaway
+    server, run as the redis account."""
+    return __utils__[f"redis_backup_throwaway.{name}"]
 
 
 def _fire(tag_end, data, kind="backup"):
@@ -194,38 +170,92 @@ def _fire(tag_end, data, kind="backup"):
 
 
 def _fsync_dir(path):
-    __utils__["redis_backup_swap.fsync_dir"](path)
+    _files("fsync_dir")(path)
 
 
 def _fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
+    _files("fsync_file")(path)
+
+
+def _account(user=None, group=None):
+    """``(uid, gid)`` of the account Redis's checkers and the throwaway server run as (pillar
+    ``redis:user``/``redis:group``, default ``redis``); refused when the host lacks it."""
+    settings = _settings()
+    return _throwaway("account")(user or settings.get("user") or "redis", group or settings.get("group") or "redis")
+
+
+def _tree_gid():
+    """The group that may read the backup tree (pillar ``redis:group``, default ``redis``);
+    None (root's group stays) when the host has no such group."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return grp.getgrnam(_settings().get("group") or "redis").gr_gid
+    except KeyError:
+        return None
 
 
 def _write_json(path, data):
-    """Write ``data`` to ``path`` atomically: a temporary file, fsynced, renamed, parent fsynced."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
+    """Write ``data`` to ``path`` atomically, root's, group-readable (``write_json``: a private
+    random temporary name, never one someone could have planted)."""
+    _files("write_json")(path, data, gid=_tree_gid())
+
+
+def _metadata_path(path):
+    return os.path.join(path, METADATA)
 
 
 def _read_metadata(path):
+    """A backup directory's metadata, read without following a symbolic link; None when there
+    is none that can be read."""
     try:
-        with open(os.path.join(path, METADATA), encoding="utf-8") as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError):
+        return _files("read_json")(_metadata_path(path))
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return meta if isinstance(meta, dict) else None
+
+
+def _unsafe_names(meta):
+    """Refuse a backup whose metadata names anything but plain file names (a path, ``..``):
+    before any file is created for it."""
+    problems = _files("name_problems")(meta)
+    if problems:
+        raise _Damage(f"backup {meta.get('name') if isinstance(meta, dict) else '?'} is damaged: its metadata "
+                      f"{'; '.join(problems)}: refused, nothing was created")
+
+
+def _tree_dir(path):
+    """A directory of the backup tree, root's (group ``redis``, 0750): made, or taken over
+    from a tree of an older version (the redis account's); refused when it is a symbolic
+    link or not a directory."""
+    try:
+        _files("ensure_dir")(path, _tree_gid())
+    except OSError as exc:
+        raise CommandExecutionError(f"the backup tree cannot be used: {exc.filename or path}: {exc.strerror}") from None
+
+
+def _tree(root, backups=False):
+    """The backup tree's top and its type directories, root's (see ``_tree_dir``); with
+    ``backups``, every backup in it too (``_adopt``; one that cannot be taken over is left as
+    it is, with a warning: it is refused when used)."""
+    _tree_dir(root)
+    for kind in TYPES:
+        type_dir = os.path.join(root, kind)
+        _tree_dir(type_dir)
+        for name in sorted(os.listdir(type_dir)) if backups else []:
+            if _files("backup_name")(name):
+                try:
+                    _adopt(os.path.join(type_dir, name))
+                except CommandExecutionError as exc:
+                    log.warning("redis_backup: %s", exc)
+
+
+def _adopt(path):
+    """A backup left by an older version (the redis account's) taken over: root's, group
+    ``redis``; refused, naming the path, when it holds a symbolic link or anything odd."""
+    try:
+        taken = _files("adopt_tree")(path, _tree_gid())
+    except OSError as exc:
+        raise CommandExecutionError(f"backup {path} cannot be used: {exc.filename or path}: {exc.strerror}") from None
+    if taken:
+        log.info("redis_backup: took over %s (%d entries) from its previous owner", path, len(taken))
 
 
 def _makedirs(path):
@@ -246,8 +276,8 @@ def _require_space(path, need, what):
     free = shutil.disk_usage(path).free
     if free < need:
         raise CommandExecutionError(
-            f"not enough free space in {path} for {what}: {_human(free)} free ({free} bytes), "
-            f"about {_human(need)} ({need} bytes) needed"
+            f"not enough free space in {path} for {what}: {_files('human_size')(free)} free ({free} bytes), "
+            f"about {_files('human_size')(need)} ({need} bytes) needed"
         )
     return free
 
@@ -256,48 +286,8 @@ def _same_filesystem(first, second):
     return os.stat(first).st_dev == os.stat(second).st_dev
 
 
-def _quote(value):
-    """``value`` as a double-quoted argument of a Redis configuration file."""
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-_PRCTL = []
-
-
-def _die_with_parent_setup():
-    """Load prctl before forking (no imports or dlopen in the child between fork and exec)."""
-    if not _PRCTL:
-        try:
-            import ctypes  # pylint: disable=import-outside-toplevel
-
-            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
-        except (OSError, AttributeError):
-            _PRCTL.append(None)
-    return _die_with_parent
-
-
-def _die_with_parent():
-    """In the child: SIGTERM when the process that started it dies (PR_SET_PDEATHSIG)."""
-    if _PRCTL and _PRCTL[0] is not None:
-        _PRCTL[0](1, signal.SIGTERM)
-
-
-def _sanitized(text, limit=5):
-    """The problem lines of a Redis tool's output, with quoted strings (key names) hidden."""
-    lines = [
-        re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", line.strip())
-        for line in str(text).splitlines()
-        if re.search(r"error|invalid|not valid|mismatch|unexpected|can't|cannot|wrong|bad|fail|expected",
-                     line, re.IGNORECASE)
-    ]
-    return "; ".join(lines[-limit:]) or "no detail"
-
-
 def _tool(command):
-    path = shutil.which(command[0])
-    if not path:
-        raise CommandExecutionError(f"{command[0]} is not installed: it is needed for this compression")
-    return [path] + command[1:]
+    return _files("tool")(command)
 
 
 def _check_choice(value, choices, what):
@@ -423,10 +413,9 @@ def _require_redis_role():
 
 
 def _executable(candidate):
-    """The redis-server binary whose tools read a backup: the server's own when usable."""
-    if candidate and os.path.isabs(candidate) and os.access(candidate, os.X_OK):
-        return candidate
-    return DEFAULT_SERVER
+    """The redis-server binary whose tools read a backup: the server's own when it is root's
+    alone (the metadata naming it is not trusted), else Debian's."""
+    return _throwaway("trusted_executable")(candidate, DEFAULT_SERVER)
 
 
 # ---------------------------------------------------------------- snapshots
@@ -527,34 +516,25 @@ def _bgrewriteaof(client, timeout):
 
 def _manifest_entries(text):
     """The base and incr files a Redis 7 AOF manifest names, in order, with their lines."""
-    entries = []
-    for line in text.splitlines():
-        # Redis quotes a manifest's file names as it quotes config arguments (sdssplitargs).
-        fields = __utils__["redis_config.config_args"](line)
-        pairs = dict(zip(fields[0::2], fields[1::2]))
-        if "file" not in pairs or pairs.get("type") not in ("b", "i"):
-            continue  # history files (type h) are deleted by Redis: not part of the data
-        entries.append({"file": pairs["file"], "kind": "base" if pairs["type"] == "b" else "incr", "line": line})
-    return entries
+    return _files("manifest_entries")(text, __utils__["redis_config.config_args"])
 
 
 def _open_aof(directory, appendfilename, attempts=20):
     """Open (so keep alive, like a hard link would, without leaving links behind if we die)
-    every file the manifest names. A rewrite that ends in between deletes old files: then
-    read the new manifest and try again."""
+    every file the manifest names (never through a symbolic link). A rewrite that ends in
+    between deletes old files: then read the new manifest and try again."""
     manifest_path = os.path.join(directory, f"{appendfilename}.manifest")
     for _ in range(attempts):
-        with open(manifest_path, encoding="utf-8", errors="surrogateescape") as handle:
-            text = handle.read()
+        with _files("open_read")(manifest_path) as handle:
+            text = handle.read().decode(errors="surrogateescape")
         entries = _manifest_entries(text)
-        if not any(entry["kind"] == "base" for entry in entries):
-            raise CommandExecutionError(f"the AOF manifest {manifest_path} names no base file")
+        problems = _files("manifest_problems")(entries)
+        if problems:
+            raise CommandExecutionError(f"{manifest_path}: {'; '.join(problems)}")
         opened = []
         try:
             for entry in entries:
-                if os.path.basename(entry["file"]) != entry["file"]:
-                    raise CommandExecutionError(f"the AOF manifest {manifest_path} names a file outside its directory")
-                handle = open(os.path.join(directory, entry["file"]), "rb", buffering=0)  # noqa: SIM115
+                handle = _files("open_read")(os.path.join(directory, entry["file"]))
                 opened.append(dict(entry, handle=handle, size=os.fstat(handle.fileno()).st_size))
         except FileNotFoundError:
             for item in opened:
@@ -566,231 +546,104 @@ def _open_aof(directory, appendfilename, attempts=20):
 
 
 def _aof_complete_length(handle, size):
-    """How many leading bytes of an AOF (at most ``size``) hold whole commands: the file
-    Redis is appending to may end in the middle of one."""
-    handle.seek(0)
-    reader = open(handle.fileno(), "rb", closefd=False)  # buffered, for readline
-    good = 0
-    try:
-        while good < size:
-            line = reader.readline()
-            if not line.endswith(b"\n"):
-                break
-            if line.startswith(b"#"):  # annotations (aof-timestamp-enabled)
-                if reader.tell() > size:
-                    break
-                good = reader.tell()
-                continue
-            if not line.startswith(b"*"):
-                raise CommandExecutionError("an AOF incr file holds something that is not a command")
-            complete = True
-            for _ in range(int(line[1:].strip())):
-                header = reader.readline()
-                if not header.startswith(b"$") or not header.endswith(b"\n"):
-                    complete = False
-                    break
-                reader.seek(int(header[1:].strip()) + 2, os.SEEK_CUR)
-                if reader.tell() > size:
-                    complete = False
-                    break
-            if not complete or reader.tell() > size:
-                break
-            good = reader.tell()
-    finally:
-        reader.close()
-        handle.seek(0)
-    return good
+    """How many leading bytes of an AOF (at most ``size``) hold whole commands."""
+    return _files("aof_complete_length")(handle, size)
 
 
 # ---------------------------------------------------------------- streaming
 
 
-def _chunks(handle, length):
-    remaining = length
-    while remaining > 0:
-        chunk = handle.read(min(CHUNK, remaining))
-        if not chunk:
-            raise CommandExecutionError("a file shrank while it was being copied")
-        remaining -= len(chunk)
-        yield chunk
-
-
-def _pipe(source, length, destination, command=None):
-    """Stream ``length`` bytes of the open file ``source`` through ``command`` (none: a
-    plain copy) into a new file ``destination``, fsynced. Returns the size and sha256 of
-    what went in and of what came out. Memory: a few chunks, whatever the size."""
-    in_hash, out_hash = hashlib.sha256(), hashlib.sha256()
-    sizes = {"in": 0, "out": 0}
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    with os.fdopen(fd, "wb") as out:
-        if command is None:
-            for chunk in _chunks(source, length):
-                in_hash.update(chunk)
-                out.write(chunk)
-                sizes["in"] += len(chunk)
-            out_hash, sizes["out"] = in_hash, sizes["in"]
-        else:
-            _pipe_through(source, length, out, command, in_hash, out_hash, sizes)
-        out.flush()
-        os.fsync(out.fileno())
-    return {"in_size": sizes["in"], "in_sha256": in_hash.hexdigest(),
-            "out_size": sizes["out"], "out_sha256": out_hash.hexdigest()}
-
-
-def _pipe_through(source, length, out, command, in_hash, out_hash, sizes):
-    errors = tempfile.TemporaryFile()
-    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
-    failed = []
-
-    def feed():
-        try:
-            for chunk in _chunks(source, length):
-                in_hash.update(chunk)
-                proc.stdin.write(chunk)
-                sizes["in"] += len(chunk)
-        except BaseException as exc:  # pylint: disable=broad-except
-            failed.append(exc)
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-
-    feeder = threading.Thread(target=feed, name="redis_backup-feed", daemon=True)
-    feeder.start()
-    try:
-        while True:
-            chunk = proc.stdout.read(CHUNK)
-            if not chunk:
-                break
-            out_hash.update(chunk)
-            out.write(chunk)
-            sizes["out"] += len(chunk)
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        feeder.join()
-        proc.stdout.close()
-        proc.wait()
-        with errors:
-            errors.seek(0)
-            stderr = errors.read().decode(errors="replace").strip()
-    if failed and not isinstance(failed[0], BrokenPipeError):
-        raise failed[0]
-    if proc.returncode != 0 or failed:
-        raise CommandExecutionError(f"{os.path.basename(command[0])} failed (exit {proc.returncode}): {stderr[-300:]}")
-
-
-def _sha256_file(path):
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def _store(source, length, destination, compress):
     """Copy one Redis file into the backup (compressed): the step a crash may cut short."""
     command = _tool(COMPRESS_COMMANDS[compress]) if compress != "none" else None
-    return _pipe(source, length, destination, command)
+    return _files("pipe")(source, length, destination, command, gid=_tree_gid())
 
 
 # ---------------------------------------------------------------- checks
 
 
-def _tool_link(executable, name, workdir):
-    """``redis-check-rdb``/``redis-check-aof`` of the same build as ``executable`` (the server
-    binary runs as its checker when called by that name)."""
-    bindir = os.path.join(workdir, ".bin")
-    os.makedirs(bindir, exist_ok=True)
-    link = os.path.join(bindir, name)
-    if not os.path.lexists(link):
-        os.symlink(executable, link)
-    return link
-
-
-def _run_check(executable, name, target, workdir, timeout):
-    try:
-        proc = subprocess.run(
-            [_tool_link(executable, name, workdir), target],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=os.path.dirname(target), check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise CommandExecutionError(f"{name} did not finish within {timeout}s") from None
-    output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
-    if proc.returncode != 0:
-        raise _Damage(f"{name} finds the backup damaged (exit {proc.returncode}): {_sanitized(output)}")
+def _run_check(executable, name, target, timeout, account):
+    """``redis-check-rdb``/``redis-check-aof`` of ``executable``'s build on ``target``, as the
+    redis account (``account``: its uid and gid), never root."""
+    code, output = _throwaway("run_check")(executable, name, target, timeout, *account)
+    if code != 0:
+        raise _Damage(f"{name} finds the backup damaged (exit {code}): {_throwaway('sanitized')(output)}")
     return output
 
 
-def _check_rdb(executable, path, workdir, timeout):
-    output = _run_check(executable, "redis-check-rdb", path, workdir, timeout)
+def _check_rdb(executable, path, timeout, account):
+    output = _run_check(executable, "redis-check-rdb", path, timeout, account)
 
     def count(label):
         found = re.search(r"\[info\]\s+(\d+)\s+" + label, output)
         return int(found.group(1)) if found else None
 
     if "RDB looks OK" not in output or count("keys read") is None:
-        raise _Damage(f"redis-check-rdb does not confirm the backup: {_sanitized(output)}")
+        raise _Damage(f"redis-check-rdb does not confirm the backup: {_throwaway('sanitized')(output)}")
     return {"keys": count("keys read"), "keys_with_ttl": count("expires") or 0,
             "already_expired": count("already expired") or 0}
 
 
-def _check_aof(executable, manifest_path, workdir, timeout):
-    output = _run_check(executable, "redis-check-aof", manifest_path, workdir, timeout)
+def _check_aof(executable, manifest_path, timeout, account):
+    output = _run_check(executable, "redis-check-aof", manifest_path, timeout, account)
     if "valid" not in output or "not valid" in output:
-        raise _Damage(f"redis-check-aof does not confirm the backup: {_sanitized(output)}")
+        raise _Damage(f"redis-check-aof does not confirm the backup: {_throwaway('sanitized')(output)}")
     return {}
 
 
-def _check_stored(path, meta):
-    """Every stored file present, with the size and sha256 the metadata gives."""
-    problems = []
-    for item in meta.get("files") or []:
-        stored = os.path.join(path, item["name"])
-        if not os.path.isfile(stored):
-            problems.append(f"{item['name']} is missing")
-            continue
-        size, digest = _sha256_file(stored)
-        if size != item.get("size") or digest != item.get("sha256"):
-            problems.append(f"{item['name']}: size or sha256 differs from the metadata (the file is damaged)")
-    if not meta.get("files"):
-        problems.append("the metadata lists no files")
-    if problems:
-        raise _Damage(f"backup {meta.get('name')} is not usable: {'; '.join(problems)}")
+def _stored_sums(path):
+    """``(size, sha256)`` of a stored file, or None when it is missing, a symbolic link or not
+    a regular file (refused, never followed)."""
+    try:
+        return _files("sha256_file")(path)
+    except OSError:
+        return None
+
+
+def _readable_dir(path):
+    """Make the new directory ``path`` root's, group ``redis``, 0750: Redis's checkers (run as
+    the redis account) read there, nobody but root writes."""
+    gid = _tree_gid()
+    if gid is not None:
+        os.chown(path, -1, gid, follow_symlinks=False)
+    os.chmod(path, 0o750)
+    return path
 
 
 def _unpack(path, meta, target_dir, link_rdb=False):
     """Decompress (or copy) the backup's files into ``target_dir`` as Redis names them,
-    checking every stored and every decompressed byte against the metadata's sha256.
-    Returns the path Redis's checker takes (the RDB file or the AOF manifest)."""
+    checking every stored and every decompressed byte against the metadata's sha256 (root's
+    files, group ``redis``: the checkers read them). Every name is checked first: a path or
+    ``..`` in the metadata or the AOF manifest refuses the backup as damaged. Returns the path
+    Redis's checker takes (the RDB file or the AOF manifest)."""
+    _unsafe_names(meta)
     compress = meta.get("compress", "none")
     command = _tool(DECOMPRESS_COMMANDS[compress]) if compress != "none" else None
     if meta["type"] == "aof":
         target_dir = os.path.join(target_dir, meta.get("appenddirname") or "appendonlydir")
-        os.makedirs(target_dir, mode=0o750, exist_ok=True)
+        os.mkdir(target_dir, 0o700)
+        _readable_dir(target_dir)
+    gid = _tree_gid()
     checked = None
     for item in meta["files"]:
         stored = os.path.join(path, item["name"])
         destination = os.path.join(target_dir, item["source"])
         if link_rdb and command is None:
-            if not os.path.isfile(stored) or _sha256_file(stored) != (item["size"], item["sha256"]):
+            if _stored_sums(stored) != (item["size"], item["sha256"]):
                 raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing or damaged "
                               "(size or sha256 differs from the metadata)")
-            os.link(stored, destination)  # read-only use (a throwaway server with save "")
+            os.link(stored, destination, follow_symlinks=False)  # read-only use (a throwaway server with save "")
         else:
-            if not os.path.isfile(stored):
-                raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing")
             try:
-                with open(stored, "rb", buffering=0) as handle:
-                    sums = _pipe(handle, os.fstat(handle.fileno()).st_size, destination, command)
+                handle = _files("open_read")(stored)
+            except OSError as exc:
+                raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing or not a regular file "
+                              f"({exc.strerror})") from None
+            try:
+                with handle:
+                    sums = _files("pipe")(handle, os.fstat(handle.fileno()).st_size, destination, command, gid=gid)
             except CommandExecutionError as exc:
-                if _sha256_file(stored) != (item["size"], item["sha256"]):
+                if _stored_sums(stored) != (item["size"], item["sha256"]):
                     raise _Damage(
                         f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)") from None
                 raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']}: {exc}") from None
@@ -801,114 +654,44 @@ def _unpack(path, meta, target_dir, link_rdb=False):
                     f"backup {meta.get('name')}: {item['name']} decompresses to other data than was backed up")
         if item["kind"] in ("rdb", "manifest"):
             checked = destination
+    if meta["type"] == "aof":
+        _check_manifest_names(meta, checked)
     return checked
 
 
-def _check_unpacked(meta, checked, workdir, executable, timeout):
+def _check_manifest_names(meta, manifest_path):
+    """The unpacked AOF manifest names only files the backup holds, by plain names."""
+    if manifest_path is None:
+        raise _Damage(f"backup {meta.get('name')}: no AOF manifest among its files")
+    with _files("open_read")(manifest_path) as handle:
+        entries = _manifest_entries(handle.read().decode(errors="surrogateescape"))
+    held = {item["source"] for item in meta["files"] if item["kind"] != "manifest"}
+    problems = _files("manifest_problems")(entries, held)
+    if problems:
+        raise _Damage(f"backup {meta.get('name')} is damaged: {'; '.join(problems)}")
+
+
+def _check_unpacked(meta, checked, executable, timeout, account):
     if meta["type"] == "rdb":
-        return _check_rdb(executable, checked, workdir, timeout)
-    return _check_aof(executable, checked, workdir, timeout)
+        return _check_rdb(executable, checked, timeout, account)
+    # redis-check-aof opens the AOF files read-write ("r+"): the unpacked AOF directory (made
+    # by root a moment ago, nothing planted) becomes the account's; root follows no path in
+    # it afterwards (reads with O_NOFOLLOW, chown without following, rmtree by descriptors).
+    _throwaway("hand_over")(os.path.dirname(checked), *account)
+    return _check_aof(executable, checked, timeout, account)
 
 
-class _Throwaway:
-    """A redis-server of its own on a Unix socket in a root-only directory (no TCP port, no
-    password needed), loading the unpacked backup from ``workdir``. Always stopped."""
-
-    def __init__(self, executable, workdir, meta, timeout):
-        self.executable, self.workdir, self.meta, self.timeout = executable, workdir, meta, timeout
-        self.sockdir = tempfile.mkdtemp(prefix="redis-backup-")  # short path: sockets allow ~107 bytes
-        self.socket = os.path.join(self.sockdir, "redis.sock")
-        self.log = os.path.join(workdir, "throwaway.log")
-        self.proc = None
-
-    def config(self):
-        aof = self.meta["type"] == "aof"
-        lines = [
-            "port 0", f"unixsocket {_quote(self.socket)}", "unixsocketperm 700", "daemonize no",
-            f"dir {_quote(self.workdir)}", f"logfile {_quote(self.log)}", 'save ""', "maxmemory 0",
-            f"databases {max(16, int(self.meta.get('databases') or 16))}", "protected-mode no",
-            f"dbfilename {_quote(self.meta.get('dbfilename') or 'dump.rdb') if not aof else 'throwaway.rdb'}",
-            f"appendonly {'yes' if aof else 'no'}", "appendfsync no", "auto-aof-rewrite-percentage 0",
-        ]
-        if aof:
-            lines += [f"appenddirname {_quote(self.meta.get('appenddirname') or 'appendonlydir')}",
-                      f"appendfilename {_quote(self.meta.get('appendfilename') or 'appendonly.aof')}"]
-        path = os.path.join(self.workdir, "throwaway.conf")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-        return path
-
-    def __enter__(self):
-        config = self.config()
-        self.proc = subprocess.Popen(
-            [self.executable, config], cwd=self.workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent_setup(),
-        )
-        self.client = redis.Redis(unix_socket_path=self.socket, socket_timeout=self.timeout,
-                                  socket_connect_timeout=5, decode_responses=True, retry=Retry(NoBackoff(), 0))
-
-        def up():
-            if self.proc.poll() is not None:
-                return "exited"
-            try:
-                return "up" if self.client.ping() else None
-            except redis.RedisError:
-                return None
-
-        state = _wait(up, self.timeout, 0.05)
-        if state != "up":
-            detail = self.log_tail()
-            self.stop()
-            raise CommandExecutionError(
-                f"a throwaway redis-server could not load the backup ({state or 'timed out'}): {detail}")
-        return self
-
-    def log_tail(self):
-        try:
-            with open(self.log, encoding="utf-8", errors="replace") as handle:
-                return _sanitized(handle.read()[-4000:], limit=3)
-        except OSError:
-            return "no log"
-
-    def counts(self):
-        """Keys per type over every database, and how many carry a TTL."""
-        types, with_ttl = {}, 0
-        for db, stats in self.client.info("keyspace").items():
-            with_ttl += int(stats.get("expires", 0))
-            client = redis.Redis(unix_socket_path=self.socket, db=int(db[2:]), socket_timeout=self.timeout,
-                                 decode_responses=True, retry=Retry(NoBackoff(), 0))
-            flat = client.eval(COUNT_SCRIPT, 0)
-            client.close()
-            for kind, count in zip(flat[0::2], flat[1::2]):
-                types[kind] = types.get(kind, 0) + int(count)
-        return {"loaded_keys": sum(types.values()), "loaded_keys_with_ttl": with_ttl, "key_types": types}
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        shutil.rmtree(self.sockdir, ignore_errors=True)
-
-    def __exit__(self, *exc_info):
-        try:
-            self.client.close()
-        finally:
-            self.stop()
-
-
-def _inspect(path, meta, workdir, timeout, load=True):
+def _inspect(path, meta, workdir, timeout, account, load=True):
     """Checksums, the build's own checker on the decompressed data and, with ``load``, a
-    throwaway server's count of the keys per type. Returns what was found."""
+    throwaway server's count of the keys per type; Redis's code runs as the redis account
+    (``account``), with oom_score_adj 1000 and a maxmemory bound. Returns what was found."""
     executable = _executable(meta.get("server_executable"))
     started = time.monotonic()
+    _readable_dir(workdir)
     checked = _unpack(path, meta, workdir, link_rdb=meta["type"] == "rdb")
-    facts = _check_unpacked(meta, checked, workdir, executable, timeout)
+    facts = _check_unpacked(meta, checked, executable, timeout, account)
     if load:
-        with _Throwaway(executable, workdir, meta, timeout) as server:
+        with _throwaway("throwaway")(executable, workdir, meta, timeout, *account, _wait) as server:
             facts.update(server.counts())
     facts["seconds"] = round(time.monotonic() - started, 3)
     return facts
@@ -953,7 +736,7 @@ def _finalize(partial, type_dir, base, meta):
             continue
         meta["name"] = name
         _write_json(os.path.join(partial, METADATA), meta)
-        os.chmod(partial, 0o750)
+        _readable_dir(partial)
         try:
             os.rename(partial, final)
         except OSError as exc:
@@ -971,7 +754,7 @@ def _snapshot_files(kind, client, live, timeout):
     if kind == "rdb":
         last_save = _bgsave(client, timeout)
         path = os.path.join(live["dir"], live["dbfilename"])
-        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - this inode, even if a newer save replaces the name
+        handle = _files("open_read")(path)  # this inode, even if a newer save replaces the name
         return [{"source": live["dbfilename"], "kind": "rdb", "handle": handle,
                  "size": os.fstat(handle.fileno()).st_size}], None, last_save
     _bgrewriteaof(client, timeout)
@@ -1026,7 +809,6 @@ def _create_one(kind, client, live, options):
             _refuse_aof(live)
         estimate = _estimate(live)
         _require_space(live["dir"], estimate, "the snapshot (BGSAVE/BGREWRITEAOF) in the data directory")
-        _makedirs(type_dir)
         # The check decompresses (AOF: copies) next to the backup; an uncompressed RDB is linked.
         factor = 1 if kind == "rdb" and compress == "none" else 2
         _require_space(type_dir, estimate * factor, "the backup and its check")
@@ -1052,12 +834,13 @@ def _create_one(kind, client, live, options):
         _fsync_dir(partial)
         copy_seconds = time.monotonic() - snapshot_started - snapshot_seconds
         meta.update(_describe(live, kind, files))
+        _unsafe_names(meta)  # the names the server gave: plain file names, or no backup
         if last_save:
             meta["last_save"] = _iso(datetime.datetime.fromtimestamp(last_save, datetime.timezone.utc))
         # Verification: stored bytes re-read, decompressed into a work directory, the build's
         # checker on them, and (verify=True) a throwaway server loads them and counts.
         workdir = _partial_dir(type_dir, f"check-{base}")
-        facts = _inspect(partial, meta, workdir, timeout, load=verify)
+        facts = _inspect(partial, meta, workdir, timeout, options["account"], load=verify)
         _record_counts(meta, facts)
         problems = _compare(meta, facts) if verify else []
         if problems:
@@ -1093,7 +876,7 @@ def _describe(live, kind, files):
         "mode": _settings().get("mode"), "role": _settings().get("role"),
         "replication_role": live["replication_role"], "port": int(_settings().get("port", 6379)),
         "cluster_enabled": live["cluster_enabled"], "node_id": live["node_id"], "slots": live["slots"],
-        "databases": live["databases"], "files": files,
+        "databases": live["databases"], "files": files, "used_memory": live["used_memory"],
         "size": sum(item["size"] for item in files), "raw_size": sum(item["raw_size"] for item in files),
     }
     if kind == "rdb":
@@ -1178,7 +961,7 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
     retention = _days(DEFAULTS["retention_days"] if retention_days is None else retention_days)
     _require_redis_role()
     options = {"compress": compress, "retention_days": retention, "root": _backup_root(backup_dir),
-               "timeout": float(timeout), "verify": bool(verify), "set_id": set_id}
+               "timeout": float(timeout), "verify": bool(verify), "set_id": set_id, "account": _account()}
     keep_min = _keep_min()
     for given, what in ((set_id, "set_id"), (complete_set, "complete_set")):
         if given is not None and not __utils__["redis_backup_retention.set_key"](given):
@@ -1190,7 +973,7 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
         error = _problem(exc, "take a backup")
         _fire("failed", {"type": type, "minion": _minion(), "error": error})
         raise CommandExecutionError(error) from None
-    _makedirs(options["root"])
+    _tree(options["root"], backups=True)
     results, errors = {}, []
     try:
         for kind in kinds:
@@ -1255,7 +1038,7 @@ def _scan(root):
         except (FileNotFoundError, NotADirectoryError):
             continue
         for name in names:
-            match = NAME_RE.match(name)
+            match = _files("backup_name")(name)
             path = os.path.join(type_dir, name)
             if not match or match.group(1) != kind or not os.path.isdir(path) or os.path.islink(path):
                 continue
@@ -1264,7 +1047,7 @@ def _scan(root):
                 continue
             found.append((path, meta))
     epoch = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
-    found.sort(key=lambda item: (_parse_time(item[1].get("timestamp")) or epoch, os.path.basename(item[0])),
+    found.sort(key=lambda item: (_files("parse_time")(item[1].get("timestamp")) or epoch, os.path.basename(item[0])),
                reverse=True)
     return found
 
@@ -1301,7 +1084,7 @@ def list_(backup_dir=None):
     table = [rule, f"{'No.':<5} {'Backup Name':<{width}} {'Timestamp':<26} {'Type':<5} {'Size':>8}  Verified", rule]
     for number, item in enumerate(backups, 1):
         table.append(f"{number:<5} {item['name']:<{width}} {str(item['timestamp']):<26} {item['type']:<5} "
-                     f"{_human(item['size']):>8}  {'yes' if item['verified'] else 'no'}")
+                     f"{_files('human_size')(item['size']):>8}  {'yes' if item['verified'] else 'no'}")
     return {"backup_dir": root, "backups": backups, "table": table}
 
 
@@ -1327,11 +1110,10 @@ def _sets_file(root):
 def _newest_complete_set(root):
     """The newest complete set the master told this node of (``create``'s ``complete_set``)."""
     try:
-        with open(_sets_file(root), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        data = _files("read_json")(_sets_file(root))
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return data.get("newest_complete") if isinstance(data, dict) else None
+    return data.get("newest_complete")
 
 
 def _record_complete_set(root, set_id):
@@ -1350,7 +1132,7 @@ def _prune(root, retention_days, keep_names=(), keep_min=None):
     for path, meta in _scan(root):
         days = _days(retention_days if retention_days is not None else meta.get("retention_days", default_days))
         entries.append({"name": os.path.basename(path), "type": meta["type"], "days": days, "path": path,
-                        "time": _parse_time(meta.get("timestamp")), "set_id": meta.get("set_id"),
+                        "time": _files("parse_time")(meta.get("timestamp")), "set_id": meta.get("set_id"),
                         "good": __utils__["redis_backup_retention.is_good"](meta), "meta": meta})
     keep_sets = __utils__["redis_backup_retention.protected_sets"](
         [entry["set_id"] for entry in entries if entry["set_id"]], _newest_complete_set(root))
@@ -1467,34 +1249,49 @@ def prune(retention_days=None, backup_dir=None, keep_min=None, safety_copy_days=
     return ret
 
 
-def _resolve(backup, backup_dir=None):
-    """A backup's directory and metadata from its name or path."""
+def _resolve(backup, backup_dir=None, check_names=True):
+    """A backup's directory and metadata from its name or path. A backup of our tree is
+    taken over first when an older version left it the redis account's (refused, naming the
+    path, when it holds a symbolic link). ``check_names``: refuse as damaged a backup whose
+    metadata names anything but plain file names."""
     text = str(backup or "").strip()
     if not text:
         raise CommandExecutionError("name the backup: backup=NAME or backup=PATH (see redis_backup.list)")
+    root = _backup_root(backup_dir)
     if os.sep in text:
         path = os.path.abspath(text)
     else:
-        match = NAME_RE.match(text)
+        match = _files("backup_name")(text)
         if not match:
             raise CommandExecutionError(f"{text!r} is not a backup name (rdb_backup_... or aof_backup_...)")
-        path = os.path.join(_backup_root(backup_dir), match.group(1), text)
+        path = os.path.join(root, match.group(1), text)
+    parent = os.path.dirname(path)
+    if os.path.dirname(parent) == root and os.path.basename(parent) in TYPES and os.path.isdir(root):
+        _tree(root)  # our tree: root's alone before anything in it is read
+        if os.path.lexists(path):
+            _adopt(path)
+    if os.path.islink(_metadata_path(path)):
+        raise CommandExecutionError(f"backup {path}: {METADATA} is a symbolic link: refused, not followed")
     meta = _read_metadata(path)
     if meta is None:
         what = "does not exist" if not os.path.isdir(path) else f"has no readable {METADATA}"
         raise CommandExecutionError(f"backup {path} {what}")
     if meta.get("type") not in TYPES or meta.get("compress") not in EXTENSIONS or not meta.get("files"):
         raise CommandExecutionError(f"backup {path}: its metadata is not one of ours")
+    if check_names:
+        _unsafe_names(meta)
     return path, meta
 
 
 def verify(backup, backup_dir=None, timeout=3600):
     """
-    Load a backup into a throwaway redis-server (its own build's binary, on a Unix socket
-    only root reaches, in a temporary directory; always stopped afterwards) after checking
-    its checksums and running ``redis-check-rdb``/``redis-check-aof`` on the decompressed
-    data; compare the keys loaded, in total and per type, with its metadata (keys with a
-    TTL may have expired since). Marks the backup verified (or not) in its metadata.
+    Load a backup into a throwaway redis-server (its own build's binary, run as the redis
+    account with oom_score_adj 1000 and a maxmemory bound, on a Unix socket only; always
+    stopped afterwards) after checking its checksums and running ``redis-check-rdb``/
+    ``redis-check-aof`` (as that account too) on the decompressed data; compare the keys
+    loaded, in total and per type, with its metadata (keys with a TTL may have expired since).
+    Marks the backup verified (or not) in its metadata. A backup whose metadata names a path
+    or ``..`` instead of a plain file name is marked damaged, before any file is made for it.
 
     Returns ``{"result": True, "backup", "path", "type", "keys", "key_types", "expected":
     {"keys", "keys_with_ttl", "key_types"}, "seconds"}``; raises with the reasons otherwise.
@@ -1505,11 +1302,12 @@ def verify(backup, backup_dir=None, timeout=3600):
 
         salt '*' redis_backup.verify backup=rdb_backup_20251027_120000
     """
-    path, meta = _resolve(backup, backup_dir)
-    workdir = _partial_dir(os.path.dirname(path), f"verify-{meta['name']}")
+    account = _account()
+    path, meta = _resolve(backup, backup_dir, check_names=False)  # bad names: recorded as damage below
+    workdir = _partial_dir(os.path.dirname(path), f"verify-{os.path.basename(path)}")
     damage = transient = None
     try:
-        facts = _inspect(path, meta, workdir, float(timeout), load=True)
+        facts = _inspect(path, meta, workdir, float(timeout), account, load=True)
         problems = _compare(meta, facts)
         damage = "; ".join(problems) or None  # the data is not what was backed up
     except _Damage as exc:
@@ -1611,16 +1409,11 @@ def _config_file_settings(path):
     return found
 
 
-def _offline(config_file, executable):
-    """What restore needs from a server that does not run, from its files."""
+def _offline(config_file, executable, account):
+    """What restore needs from a server that does not run, from its files (its version from
+    ``executable --version``, run as the redis account)."""
     config = _config_file_settings(config_file)
-    version = None
-    try:
-        output = subprocess.run([executable, "--version"], capture_output=True, timeout=30, check=False).stdout
-        found = re.search(rb"v=(\d+\.\d+\.\d+)", output)
-        version = found.group(1).decode() if found else None
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    version = _throwaway("server_version")(executable, *account)
     major = int(version.split(".")[0]) if version else 7
     live = {
         "running": False, "version": version, "executable": executable, "config_file": config_file,
@@ -1660,9 +1453,20 @@ def _refusals(meta, live, part_of_set):
             reasons.append(f"the backup holds slots {meta.get('slots')}, this node serves {live['slots']}: "
                            "restore it on the node that serves those slots")
     if not part_of_set:
+        settings = _settings()
+        # The planned roles, not the replicas linked at this moment: a replica that is resyncing
+        # or restarting is not counted, and the Sentinels fail over to it all the same.
+        watched = (settings.get("mode") == "sentinel" and settings.get("role") in ("master", "replica")
+                   and len(settings.get("peers") or []) > 1)
         if live["replication_role"] == "slave":
             reasons.append("this node is a replica: its master would wipe the restored data at the next resync "
                            "(restore the whole set with part_of_set=True, or restore the master)")
+        elif watched:
+            reasons.append(f"this node runs in a Sentinel deployment (pillar redis:role {settings['role']}, "
+                           f"{len(settings['peers'])} Redis nodes): stopped alone, the Sentinels fail over to a "
+                           "replica and the new master's data wins at the next resync, whatever replicas are linked "
+                           "now; restore the whole deployment from a set: salt-run redis_backup.restore set=ID "
+                           "force=True")
         elif live["connected_replicas"] or live["cluster_replicas"]:
             count = live["connected_replicas"] or live["cluster_replicas"]
             reasons.append(f"this master has {count} replica(s): stopping it alone triggers a failover and the "
@@ -1748,9 +1552,14 @@ def _prepare(meta, live, new_dir, uid, gid):
 
 
 def _own(path, uid, gid):
-    """chown ``path`` (and what a directory holds) and fsync it."""
-    os.chown(path, uid, gid)
-    if not os.path.isdir(path):
+    """chown ``path`` (and what a directory holds) and fsync it, never through a symbolic link:
+    the staged AOF directory was the redis account's during its check (one found there is
+    refused: nothing has stopped yet)."""
+    found = os.lstat(path)
+    if stat.S_ISLNK(found.st_mode):
+        raise CommandExecutionError(f"the staged backup holds a symbolic link, {path}: refused, nothing was changed")
+    os.chown(path, uid, gid, follow_symlinks=False)
+    if not stat.S_ISDIR(found.st_mode):
         _fsync_file(path)
         return
     for name in os.listdir(path):
@@ -1938,6 +1747,7 @@ def _work_area(data_dir):
         base = data_dir
     work = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.path.basename(data_dir)}-", dir=base)
     os.mkdir(os.path.join(work, "new"), 0o700)
+    _readable_dir(os.path.join(work, "new"))  # Redis's checkers read the staged files there, as redis
     return work
 
 
@@ -2192,10 +2002,7 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
         if os.path.lexists(pending.path):
             pending.load()
             if force:
-                recovered = _recover(pending, timeout)
-                if not recovered["result"]:
-                    raise CommandExecutionError(f"a restore cut short could not be dealt with first: "
-                                                f"{recovered['comment']}")
+                recovered = _recover_first(pending, timeout)
         ret = _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir, timeout, config_file,
                               directory, None if recovered else pending.get("work_dir") if pending.data else None)
     if recovered:
@@ -2207,6 +2014,15 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
     return ret
 
 
+def _recover_first(pending, timeout):
+    """Complete or undo the restore cut short that ``pending`` (its loaded journal) records,
+    before another one starts here: its report; raises when that could not be done."""
+    recovered = _recover(pending, timeout)
+    if not recovered["result"]:
+        raise CommandExecutionError(f"a restore cut short could not be dealt with first: {recovered['comment']}")
+    return recovered
+
+
 def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir, timeout, config_file, directory,
                     pending_work=None):
     client = _client()
@@ -2216,7 +2032,7 @@ def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir,
         if __utils__["redis_common.failure"](exc) not in ("refused", "loading"):
             raise CommandExecutionError(_problem(exc, "read the server's settings before a restore")) from None
         live = _offline(config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE,
-                        _executable(meta.get("server_executable")))
+                        _executable(meta.get("server_executable")), (uid, gid))
     finally:
         client.close()
     data_dir = live["dir"]
@@ -2244,7 +2060,7 @@ def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir,
     try:
         new_dir = os.path.join(work, "new")
         checked = _unpack(path, meta, new_dir)
-        facts = _check_unpacked(meta, checked, work, executable, timeout)
+        facts = _check_unpacked(meta, checked, executable, timeout, (uid, gid))
         if not force:
             return {
                 "result": None, "changed": False, "backup": meta["name"], "type": meta["type"],
@@ -2254,8 +2070,7 @@ def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir,
                            f"({_service()}) is stopped and the {len(replace)} entries of {data_dir} listed in "
                            f"would_replace move to a safety copy in {parent}",
             }
-        expected = _expected_load(meta, facts, new_dir, work, executable, timeout)
-        shutil.rmtree(os.path.join(work, ".bin"), ignore_errors=True)
+        expected = _expected_load(meta, facts, new_dir, executable, timeout, (uid, gid))
         entries = _prepare(meta, live, new_dir, uid, gid)
         handed_over = True  # from here on the journal says what becomes of the work area
         return _restore_forced(meta, path, live, work, entries, parent, kept_names, bool(start), timeout, expected,
@@ -2470,7 +2285,7 @@ def restore_pending(journal_dir=None):
     return dict(_journal_summary(journal), pending=True, running=running)
 
 
-def _expected_load(meta, facts, staging, workdir, executable, timeout):
+def _expected_load(meta, facts, staging, executable, timeout, account):
     """How many keys the server's loader must count at the start (loaded + expired at load,
     every database) for this backup: an RDB's every key (redis-check-rdb on the staged file);
     an AOF's base keys when the base is an RDB (Redis counts no command of the incr files).
@@ -2481,10 +2296,10 @@ def _expected_load(meta, facts, staging, workdir, executable, timeout):
     if base is None:
         return None
     path = os.path.join(staging, meta.get("appenddirname") or "appendonlydir", base["source"])
-    with open(path, "rb") as handle:
+    with _files("open_read")(path) as handle:
         if handle.read(5) != b"REDIS":
             return None  # a base in AOF format (aof-use-rdb-preamble no): no loader counter covers it
-    return {"keys": _check_rdb(executable, path, workdir, timeout)["keys"], "what": "the AOF's base file"}
+    return {"keys": _check_rdb(executable, path, timeout, account)["keys"], "what": "the AOF's base file"}
 
 
 def _check_restored(meta, live, state, expected=None):
@@ -2529,3 +2344,118 @@ def _ensure_down(service, timeout):
     if _wait_down(min(timeout, 120)):
         return None
     return problem or f"Redis still answers after service.stop {service}"
+
+
+def undo_restore(safety_copy, part_of_set=False, start=True, user="redis", group="redis", timeout=600,
+                 config_file=None, journal_dir=None):
+    """
+    Put back the data a restore of this node replaced: the entries of its safety copy
+    (``safety_copy``, the path ``restore`` returned). ``salt-run redis_backup.restore`` calls
+    it on every master that did restore when another master of the set failed, so that the
+    deployment is never left at mixed times.
+
+    The safety copy is copied (it stays as it is), staged on the data directory's filesystem
+    and swapped in with the same crash-safe journal as ``restore``; what it replaces (the
+    restored backup's data) goes to a new safety copy, so nothing is lost either way. What
+    stays in place in ``restore`` stays in place here (the node's cluster identity
+    nodes.conf, configuration, logs). Only a safety copy of this node's data directory, made
+    by root, is accepted; the refusals of ``restore`` apply (``part_of_set``).
+
+    Returns ``{"result": True, "changed": True, "restored_from", "safety_copy" (the new one),
+    "restored", "keys", "started", "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_backup.undo_restore safety_copy=/var/lib/redis_backup_20251027_120000
+    """
+    _require_redis_role()
+    try:
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise CommandExecutionError(f"user {user} or group {group} does not exist on this minion") from None
+    timeout = float(timeout)
+    directory = _journal_dir(journal_dir)
+    with _Lock(directory):
+        pending = _Journal(directory)
+        recovered = None
+        if os.path.lexists(pending.path):
+            pending.load()
+            recovered = _recover_first(pending, timeout)
+        ret = _undo_locked(str(safety_copy), bool(part_of_set), bool(start), uid, gid, timeout, config_file,
+                           directory)
+    if recovered:
+        ret["recovered"] = recovered
+    return ret
+
+
+def _safety_copy_entries(safety_copy, data_dir, kept_names):
+    """The entries of ``safety_copy`` that go back into ``data_dir``, after checking that it is
+    what a restore of this data directory left: a real directory named after it, next to it
+    (or wherever ``safety_dir`` put it), made by root, holding no symbolic link at its top."""
+    path = os.path.abspath(safety_copy)
+    pattern = re.compile(rf"^{re.escape(os.path.basename(data_dir))}_backup_\d{{8}}_\d{{6}}(?:_\d+)?$")
+    if not pattern.match(os.path.basename(path)):
+        raise SaltInvocationError(f"{safety_copy} is not a safety copy of {data_dir} (expected "
+                                  f"{os.path.basename(data_dir)}_backup_YYYYmmdd_HHMMSS)")
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        raise CommandExecutionError(f"the safety copy {path} does not exist") from None
+    if os.path.realpath(path) != path or not stat.S_ISDIR(found.st_mode) or found.st_uid != 0:
+        raise CommandExecutionError(f"{path} is not a directory root made (a symbolic link, or another "
+                                    "account's): refused, nothing was changed")
+    entries = sorted(name for name in os.listdir(path) if name not in kept_names)
+    for name in entries:
+        if stat.S_ISLNK(os.lstat(os.path.join(path, name)).st_mode):
+            raise CommandExecutionError(f"the safety copy holds a symbolic link, {name}: refused, nothing was changed")
+    if not entries:
+        raise CommandExecutionError(f"the safety copy {path} holds no data entry: refused, nothing was changed")
+    return path, entries
+
+
+def _undo_locked(safety_copy, part_of_set, start, uid, gid, timeout, config_file, directory):
+    client = _client()
+    try:
+        live = _live(client)
+    except redis.RedisError as exc:
+        if __utils__["redis_common.failure"](exc) not in ("refused", "loading"):
+            raise CommandExecutionError(_problem(exc, "read the server's settings before an undo")) from None
+        live = _offline(config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE,
+                        _executable(None), (uid, gid))
+    finally:
+        client.close()
+    data_dir = live["dir"]
+    kept_names = _kept_entries(live)
+    path, entries = _safety_copy_entries(safety_copy, data_dir, kept_names)
+    name = f"the safety copy {os.path.basename(path)}"
+    meta = {"name": name, "type": "safety-copy", "cluster_enabled": live["cluster_enabled"],
+            "slots": live["slots"], "keys": None, "keys_with_ttl": None}
+    reasons = _refusals(meta, live, part_of_set)
+    if reasons:
+        raise CommandExecutionError(f"undo from {name} refused: {'; '.join(reasons)}")
+    _require_space(data_dir, sum(_entry_size(os.path.join(path, entry)) for entry in entries),
+                   "the safety copy staged on the data directory's filesystem")
+    work = _work_area(data_dir)
+    handed_over = False
+    try:
+        new_dir = os.path.join(work, "new")
+        for entry in entries:
+            source, target = os.path.join(path, entry), os.path.join(new_dir, entry)
+            if os.path.isdir(source):
+                shutil.copytree(source, target, symlinks=True)
+            else:
+                shutil.copy2(source, target, follow_symlinks=False)
+            _own(target, uid, gid)
+        _fsync_dir(new_dir)
+        handed_over = True  # from here on the journal says what becomes of the work area
+        ret = _restore_forced(meta, path, live, work, entries, os.path.dirname(path), kept_names, start, timeout,
+                              None, directory)
+    finally:
+        if not handed_over:
+            shutil.rmtree(work, ignore_errors=True)
+    ret.update(restored_from=path, comment=f"{name} put back into {data_dir}; the data it replaced is in "
+                                           f"{ret['safety_copy']}" + ("" if ret["started"] else
+                                                                      "; Redis was not started (start=False)"))
+    return ret

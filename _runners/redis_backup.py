@@ -22,8 +22,11 @@ the master: ``<redis_backup_sets_dir>/<set_id>/manifest.json`` (master option
 themselves stay on the nodes (``redis_backup.create``), and also in
 ``cache.redis.backup.copy_to`` (for example a shared mount) when the YAML sets it.
 
-The pure parts (set status, slot coverage, time spread, manifest, restore plan) are plain
-functions of plain data, tested without a master.
+The runner keeps the Salt calls and the order of things; what to decide from their answers
+(set status, slot coverage, time spread, manifest, restore plan, checks, whether a set's
+members are still there, what follows the masters' restores) is plain functions of plain
+data in ``_utils/redis_backup_sets.py`` (``__utils__["redis_backup_sets.<name>"]``), tested
+without a master.
 """
 
 import datetime
@@ -48,12 +51,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "redis_backup"
 __func_alias__ = {"list_": "list"}
 
-TOTAL_SLOTS = 16384
-TYPES = ("rdb", "aof")
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 SET_RE = re.compile(r"^set_\d{8}_\d{6}(?:_\d+)?$")
-SERVER_ROLES = ("cluster-node", "master", "replica")
 METADATA = "backup_metadata.json"
 PAST = {"stop": "stopped", "start": "started"}
 # Progress lines skip events of backups that started this long before the run (a node's
@@ -67,395 +66,11 @@ def __virtual__():
     return __virtualname__
 
 
-# ---------------------------------------------------------------- pure helpers: slots and times
-
-
-def _merge_ranges(ranges):
-    """Slot ranges (``[[first, last], ...]``, any order, overlaps allowed) merged and sorted."""
-    merged = []
-    for first, last in sorted((int(a), int(b)) for a, b in ranges or []):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], last)
-        else:
-            merged.append([first, last])
-    return merged
-
-
-def _missing_slots(ranges):
-    """The slot ranges of 0-16383 that ``ranges`` do not cover."""
-    missing, expected = [], 0
-    for first, last in _merge_ranges(ranges):
-        if first > expected:
-            missing.append([expected, min(first - 1, TOTAL_SLOTS - 1)])
-        expected = max(expected, last + 1)
-    if expected < TOTAL_SLOTS:
-        missing.append([expected, TOTAL_SLOTS - 1])
-    return missing
-
-
-def _format_ranges(ranges):
-    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in _merge_ranges(ranges)) or "none"
+# ---------------------------------------------------------------- sets on disk and events
 
 
 def _parse_time(text):
-    try:
-        moment = datetime.datetime.fromisoformat(str(text))
-    except (TypeError, ValueError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
-
-
-def _snapshot_time(meta):
-    """When a backup's data was taken: the BGSAVE's LASTSAVE (RDB), else the backup's start."""
-    return _parse_time(meta.get("last_save")) or _parse_time(meta.get("timestamp"))
-
-
-def _new_set_id(now):
-    return f"set_{now:%Y%m%d_%H%M%S}"
-
-
-# ---------------------------------------------------------------- pure helpers: one backup set
-
-
-def _node_backups(ret):
-    """``{type: metadata}`` from what ``redis_backup.create`` returned (one type, or both)."""
-    if not isinstance(ret, dict):
-        return {}
-    if ret.get("type") in TYPES and ret.get("name"):
-        return {ret["type"]: ret}
-    return {kind: ret[kind] for kind in TYPES if isinstance(ret.get(kind), dict)}
-
-
-def _backup_summary(meta):
-    taken = _snapshot_time(meta)
-    return {
-        "name": meta.get("name"),
-        "path": meta.get("path"),
-        "timestamp": meta.get("timestamp"),
-        "snapshot_time": taken.isoformat() if taken else None,
-        "compress": meta.get("compress"),
-        "files": [{"name": f.get("name"), "sha256": f.get("sha256"), "size": f.get("size"),
-                   "raw_sha256": f.get("raw_sha256"), "raw_size": f.get("raw_size")} for f in meta.get("files") or []],
-        "size": meta.get("size"),
-        "keys": meta.get("keys"),
-        "keys_with_ttl": meta.get("keys_with_ttl"),
-        "verified": bool(meta.get("verified")),
-        "redis_version": meta.get("redis_version"),
-        "copied_to": meta.get("copied_to"),
-        "copy_error": meta.get("copy_error"),
-    }
-
-
-def _node_entry(peer, minion, ok, ret):
-    """A node's entry in the manifest, from its peer record and ``redis_backup.create``'s answer."""
-    entry = {"minion": minion, "hostname": peer.get("hostname"), "ip": peer.get("ip"), "port": peer.get("port"),
-             "role": peer.get("role")}
-    backups = _node_backups(ret) if ok else {}
-    if not ok or not backups:
-        entry.update(status="failed", error=str(ret) if not ok else f"unexpected answer: {ret!r}"[:500], backups={})
-        return entry
-    first = next(iter(backups.values()))
-    entry.update(
-        status="ok",
-        node_id=first.get("node_id"),
-        replication_role=first.get("replication_role"),
-        slots=_merge_ranges(first.get("slots") or []),
-        backups={kind: _backup_summary(meta) for kind, meta in backups.items()},
-        keys=first.get("keys"),
-    )
-    if isinstance(ret, dict) and ret.get("prune_error"):
-        entry["prune_error"] = ret["prune_error"]
-    return entry
-
-
-def _with_backup(nodes, kind):
-    return [node for node in nodes.values() if node.get("status") == "ok" and kind in node.get("backups", {})]
-
-
-def _assess(mode, nodes, types):
-    """``(status, reason)`` of a set: ``complete`` when, for every type taken, the masters'
-    backups cover all 16384 slots (cluster) or the node that was master has one (Sentinel);
-    else ``partial`` and why (reason None when complete)."""
-    reasons = []
-    failed = sorted(f"{node['minion']}: {node.get('error')}" for node in nodes.values() if node.get("status") != "ok")
-    for kind in types:
-        backed = _with_backup(nodes, kind)
-        if mode == "cluster":
-            covered = [r for node in backed if node.get("replication_role") == "master" for r in node.get("slots", [])]
-            gap = _missing_slots(covered)
-            if gap:
-                reasons.append(f"{kind}: slots {_format_ranges(gap)} are in no master's backup")
-        else:
-            masters = [node["minion"] for node in backed if node.get("replication_role") == "master"]
-            if not masters:
-                reasons.append(f"{kind}: no backup of the master (the node whose live role is master)")
-            elif len(masters) > 1:
-                reasons.append(f"{kind}: several nodes were master at once ({', '.join(sorted(masters))})")
-    if not any(node.get("status") == "ok" for node in nodes.values()):
-        reasons.insert(0, "no node's backup succeeded")
-    if reasons and failed:
-        reasons.append("failed: " + "; ".join(failed))
-    if reasons:
-        return "partial", "; ".join(reasons)
-    return "complete", None
-
-
-def _spread(nodes, types):
-    """How far apart the nodes' snapshots are: ``{"seconds": worst, type: {first, last,
-    seconds}}`` (None when fewer than one snapshot)."""
-    result, worst = {}, None
-    for kind in types:
-        times = sorted(_snapshot_time(node["backups"][kind]) for node in _with_backup(nodes, kind)
-                       if _snapshot_time(node["backups"][kind]))
-        if not times:
-            continue
-        seconds = (times[-1] - times[0]).total_seconds()
-        result[kind] = {"first": times[0].isoformat(), "last": times[-1].isoformat(), "seconds": seconds}
-        worst = seconds if worst is None else max(worst, seconds)
-    result["seconds"] = worst
-    return result
-
-
-def _build_manifest(set_id, mode, kinds, nodes, started, finished, deployment_file=None, options=None):
-    """The set's manifest (what ``redis_backup.list``/``restore`` read back)."""
-    status, reason = _assess(mode, nodes, kinds)
-    timing = _spread(nodes, kinds)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "set_id": set_id,
-        "time": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "mode": mode,
-        "types": list(kinds),
-        "deployment_file": deployment_file,
-        "status": status,
-        "spread_seconds": timing["seconds"],
-        "spread": timing,
-        "nodes": nodes,
-    }
-    if reason:
-        manifest["reason"] = reason
-    manifest.update(options or {})
-    return manifest
-
-
-# ---------------------------------------------------------------- pure helpers: restore plan
-
-
-def _live_role(status):
-    """``master``/``replica``/None from ``redis_cluster.status``."""
-    if not isinstance(status, dict) or not status.get("ping"):
-        return None
-    if status.get("cluster_enabled"):
-        return status.get("cluster_role")
-    return "replica" if status.get("replication_role") == "slave" else "master"
-
-
-def _copy_path(copy_to, minion, kind, name):
-    return os.path.join(copy_to, minion, kind, name) if copy_to and name else None
-
-
-def _candidates(entry, kind, copy_to, local=True):
-    """Where a node's backup may be: on its own minion, then in copy_to."""
-    backup = entry["backups"][kind]
-    paths = []
-    if local and backup.get("path"):
-        paths.append({"path": backup["path"], "source": f"{entry['minion']}'s backup directory"})
-    for path in (backup.get("copied_to"), _copy_path(copy_to, entry["minion"], kind, backup.get("name"))):
-        if path and path not in [p["path"] for p in paths]:
-            paths.append({"path": path, "source": "copy_to"})
-    return paths
-
-
-def _choose_type(manifest, wanted=None):
-    """The backup type a restore uses: ``wanted``, else RDB when the set has it, else AOF."""
-    kinds = manifest.get("types") or []
-    if wanted:
-        return wanted if wanted in kinds else None
-    for kind in TYPES:
-        if kind in kinds:
-            return kind
-    return None
-
-
-def _restore_plan(manifest, live, sentinel_minions=(), copy_to=None, kind=None):
-    """What restoring ``manifest`` onto the deployment as it runs now (``live``: ``{minion:
-    redis_cluster.status}``) takes, without side effects:
-
-    ``{"type", "restore": [{minion, from, backup_name, slots, keys, candidates: [{path,
-    source}]}], "stop": [replica minions], "sentinels": [...], "problems": [...],
-    "warnings": [...]}``. Any problem means the restore must not start.
-
-    Cluster: each master's backup goes to the node that serves exactly its slots now (its
-    own node unless a failover happened; another node reads it from copy_to). Sentinel:
-    the master's backup goes to the current master. Every other running node is a replica:
-    it is stopped before and started after, so that none resyncs from a master that is
-    still empty and no failover promotes one.
-    """
-    problems, warnings = [], []
-    mode, nodes = manifest.get("mode"), manifest.get("nodes") or {}
-    wanted, kind = kind, _choose_type(manifest, kind)
-    if kind is None:
-        problems.append(f"the set holds no {wanted or 'rdb or aof'} backups (it holds "
-                        f"{'+'.join(manifest.get('types') or []) or 'none'})")
-        return {"type": None, "restore": [], "stop": [], "sentinels": list(sentinel_minions), "down": [],
-                "problems": problems, "warnings": warnings}
-    if manifest.get("status") != "complete":
-        problems.append(f"set {manifest.get('set_id')} is partial ({manifest.get('reason')}): restoring it would "
-                        "leave part of the data at another time")
-    down = sorted(minion for minion, status in live.items() if _live_role(status) is None)
-    roles = {minion: _live_role(status) for minion, status in live.items()}
-    targets = {}
-    if mode == "cluster":
-        for entry in _with_backup(nodes, kind):
-            if entry.get("replication_role") != "master" or not entry.get("slots"):
-                continue
-            slots = _merge_ranges(entry["slots"])
-            owners = [m for m, status in live.items()
-                      if roles[m] == "master" and _merge_ranges(status.get("slots") or []) == slots]
-            if not owners:
-                partly = sorted(m for m, status in live.items() if roles[m] == "master" and any(
-                    a <= d and c <= b for a, b in slots for c, d in _merge_ranges(status.get("slots") or [])))
-                detail = (f"now served by {', '.join(partly)} (resharded since the set?)" if partly
-                          else "served by no running master now")
-                problems.append(f"slots {_format_ranges(slots)} (backed up on {entry['minion']}) are {detail}: a set "
-                                "restores onto the slot layout it was taken with")
-                continue
-            target = owners[0]
-            if target in targets:
-                problems.append(f"{target} would receive two backups")
-                continue
-            candidates = _candidates(entry, kind, copy_to, local=target == entry["minion"])
-            if target != entry["minion"]:
-                note = (f"slots {_format_ranges(slots)} moved from {entry['minion']} to {target} since the set "
-                        "(failover)")
-                if not candidates:
-                    problems.append(f"{note}: the backup is on {entry['minion']} only; make {entry['minion']} master "
-                                    f"again (CLUSTER FAILOVER on it) or set cache.redis.backup.copy_to")
-                    continue
-                warnings.append(f"{note}: {target} restores it from copy_to")
-            targets[target] = _item(target, entry, kind, slots, candidates)
-    else:
-        masters = sorted(m for m, role in roles.items() if role == "master")
-        source = [entry for entry in _with_backup(nodes, kind) if entry.get("replication_role") == "master"]
-        if len(masters) != 1:
-            problems.append(f"expected one running master, found {len(masters)}"
-                            + (f" ({', '.join(masters)})" if masters else "") + ": let Sentinel settle first")
-        elif not source:
-            problems.append("the set holds no backup of the master")
-        else:
-            target, entry = masters[0], source[0]
-            if target == entry["minion"]:
-                targets[target] = _item(target, entry, kind, [], _candidates(entry, kind, copy_to))
-            else:
-                candidates = _candidates(entry, kind, copy_to, local=False)
-                own = nodes.get(target)
-                if own and own.get("status") == "ok" and kind in own.get("backups", {}):
-                    candidates += [dict(c, source=c["source"] + f" ({target}'s own backup, taken as a replica)")
-                                   for c in _candidates(own, kind, copy_to)]
-                if not candidates:
-                    problems.append(f"{target} is master now (failover since the set); the master's backup is on "
-                                    f"{entry['minion']} only and {target} has none in the set: set "
-                                    "cache.redis.backup.copy_to, or fail back to " + entry["minion"])
-                else:
-                    warnings.append(f"{target} is master now (failover since the set): it restores the set's master "
-                                    "backup from copy_to, else its own backup of the set")
-                    targets[target] = _item(target, entry, kind, [], candidates)
-    for minion in down:
-        if minion in targets:
-            continue
-        warnings.append(f"{minion} does not answer (Redis down or minion away): it is left alone; when it comes "
-                        "back it must resync from its master")
-    stop = sorted(m for m, role in roles.items() if role == "replica" and m not in targets)
-    idle = sorted(m for m, role in roles.items() if role == "master" and m not in targets)
-    if mode == "cluster" and idle:
-        warnings.append(f"{', '.join(idle)}: master without a backup in the set (no slots then?): left running")
-    return {"type": kind, "restore": [targets[m] for m in sorted(targets)], "stop": stop,
-            "sentinels": sorted(sentinel_minions) if mode != "cluster" else [],
-            "down": [m for m in down if m not in targets], "problems": problems, "warnings": warnings}
-
-
-def _item(target, entry, kind, slots, candidates):
-    backup = entry["backups"][kind]
-    return {"minion": target, "from": entry["minion"], "backup_name": backup.get("name"), "slots": slots,
-            "keys": backup.get("keys"), "keys_with_ttl": backup.get("keys_with_ttl"), "candidates": candidates}
-
-
-def _restore_steps(plan, services):
-    """The ordered actions of a forced restore (for display and the runner's loop):
-    Sentinels stopped, replicas stopped, masters restored, replicas started, Sentinels
-    started. ``services``: ``{minion: {"server": name, "sentinel": name}}``."""
-    def service(minion, what):
-        return services.get(minion, {}).get(what) or ("redis-server" if what == "server" else "redis-sentinel")
-
-    steps = [("stop", m, service(m, "sentinel")) for m in plan["sentinels"]]
-    steps += [("stop", m, service(m, "server")) for m in plan["stop"]]
-    steps += [("restore", item["minion"], item["backup_name"]) for item in plan["restore"]]
-    steps += [("start", m, service(m, "server")) for m in plan["stop"]]
-    steps += [("start", m, service(m, "sentinel")) for m in plan["sentinels"]]
-    return steps
-
-
-def _verify_restore(mode, plan, live, reports=None):
-    """``(problems, warnings)`` after a restore, from ``redis_cluster.status`` of every node
-    (those that were down before it began are left out), merged with ``redis_backup.keyspace``
-    where a node answered it (``keys`` then counts every database, and a replica says whether
-    its link is up and in sync): every node answers, the cluster is ok, every restored master
-    is still a master, every replica is back as a replica and in sync with its master.
-
-    Key counts are not compared with the backup's: clients write as soon as a node answers,
-    and each node's ``redis_backup.restore`` already compared what its server loaded at the
-    start with the backup (``reports``: its returns). A restored master that holds no key at
-    all when its backup held some is a problem (writes only add keys); fewer keys than the
-    backup beyond those with a TTL is a warning."""
-    problems, warnings = [], []
-    reports = reports or {}
-    down = set(plan.get("down") or [])
-    for minion, status in sorted(live.items()):
-        if minion in down:
-            continue
-        if not isinstance(status, dict) or not status.get("ping"):
-            problems.append(f"{minion}: Redis does not answer ({(status or {}).get('error', 'no answer')})")
-        elif mode == "cluster" and status.get("cluster_state") != "ok":
-            problems.append(f"{minion}: cluster_state:{status.get('cluster_state')}")
-    restored = {item["minion"]: item for item in plan["restore"]}
-    for minion, item in restored.items():
-        status = live.get(minion) or {}
-        keys, expected = status.get("keys"), item.get("keys")
-        if status.get("ping") and _live_role(status) != "master":
-            problems.append(f"{minion}: restored but now {_live_role(status)}, not master")
-        loaded = (reports.get(minion) or {}).get("loaded_keys")
-        if keys is None or expected is None or not status.get("every_database"):
-            continue  # redis_cluster.status counts database 0 only: nothing to tell from it
-        with_ttl = int(item.get("keys_with_ttl") or 0)
-        if expected > with_ttl and not keys:
-            problems.append(f"{minion}: no key in any database, the backup holds {expected}")
-        elif keys < expected - with_ttl:
-            warnings.append(f"{minion}: {keys} keys (every database), the backup holds {expected} ({with_ttl} with a "
-                            f"TTL){'' if loaded is None else f'; its server loaded {loaded} at the start'}")
-    addresses = {status.get("address"): minion for minion, status in live.items() if isinstance(status, dict)}
-    for minion in plan["stop"]:
-        status = live.get(minion) or {}
-        if not status.get("ping"):
-            continue
-        if _live_role(status) != "replica":
-            problems.append(f"{minion}: came back as {_live_role(status)}, not as a replica")
-            continue
-        master = addresses.get(status.get("master")) if mode == "cluster" else next(iter(sorted(restored)), None)
-        if "master_link_status" in status:  # from redis_backup.keyspace: what replication itself says
-            if status["master_link_status"] != "up" or status.get("master_sync_in_progress"):
-                problems.append(f"{minion}: not in sync with its master {master} yet (link "
-                                f"{status['master_link_status']}"
-                                f"{', full sync running' if status.get('master_sync_in_progress') else ''})")
-            continue
-        master_keys = (live.get(master) or {}).get("keys") if master else None
-        if master_keys is not None and status.get("keys") != master_keys:
-            problems.append(f"{minion}: {status.get('keys')} keys, its master {master} has {master_keys} "
-                            "(still syncing?)")
-    return problems, warnings
-
-
-# ---------------------------------------------------------------- pure helpers: sets on disk and events
+    return __utils__["redis_backup_files.parse_time"](text)
 
 
 def _read_sets(root):
@@ -475,20 +90,14 @@ def _read_sets(root):
             continue
         if isinstance(manifest, dict) and manifest.get("set_id") == name:
             sets.append(manifest)
-    epoch = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
-    sets.sort(key=lambda m: (_parse_time(m.get("time")) or epoch, _suffix(m["set_id"])), reverse=True)
+    sets.sort(key=__utils__["redis_backup_sets.set_order"], reverse=True)
     return sets
-
-
-def _suffix(set_id):
-    parts = set_id.split("_")
-    return int(parts[3]) if len(parts) > 3 else 1
 
 
 def _make_set_dir(root, now):
     """Create the set's directory under a new, unique id; return (id, path)."""
     os.makedirs(root, mode=0o750, exist_ok=True)
-    base, suffix = _new_set_id(now), 1
+    base, suffix = __utils__["redis_backup_sets.new_set_id"](now), 1
     while True:
         set_id = base if suffix == 1 else f"{base}_{suffix}"
         path = os.path.join(root, set_id)
@@ -504,20 +113,10 @@ def _prune_sets(root, now, keep_min, just_made=None, default_days=7):
     goes when older than the retention it was taken with, unless it is the newest complete
     set, among the ``keep_min`` newest complete ones, or ``just_made``. A set directory
     without a manifest (a run that died) goes after a day. Returns the ids deleted."""
-    entries = []
-    for manifest in _read_sets(root):
-        try:
-            days = float(manifest.get("retention_days", default_days))
-        except (TypeError, ValueError):
-            days = default_days
-        entries.append({"name": manifest["set_id"], "type": "set", "time": _parse_time(manifest.get("time")),
-                        "days": days, "good": manifest.get("status") == "complete"})
+    entries = __utils__["redis_backup_sets.set_retention_entries"](_read_sets(root), default_days)
     keep = [just_made] if just_made else []
-    decide = globals().get("__utils__", {}).get("redis_backup_retention.decide")
-    if decide is None:
-        raise LookupError("the master lacks _utils/redis_backup_retention.py (salt-run saltutil.sync_utils)")
     deleted = []
-    for entry, kept, _ in decide(entries, now, keep_min, keep):
+    for entry, kept, _ in __utils__["redis_backup_retention.decide"](entries, now, keep_min, keep):
         if not kept:
             shutil.rmtree(os.path.join(root, entry["name"]))
             deleted.append(entry["name"])
@@ -533,24 +132,14 @@ def _prune_sets(root, now, keep_min, just_made=None, default_days=7):
 
 
 def _write_manifest(path, manifest):
+    """The set's manifest, written under a fresh temporary name, fsynced, then renamed."""
     target = os.path.join(path, MANIFEST)
-    tmp = target + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    __utils__["redis_backup_files.write_json"](target, manifest)
     return target
 
 
 def _human(size):
-    size = float(size or 0)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"
+    return __utils__["redis_backup_files.human_size"](size)
 
 
 def _event_line(tag, data):
@@ -639,33 +228,60 @@ def _answer(data):
     return True, ret
 
 
-def _gather(client, jobs, timeout, watch=None):
-    """Wait for the returns of published jobs (``[(jid, [minions])]``) while the minions
-    run them (Salt asks them with saltutil.find_job), at most ``timeout`` seconds; calls
-    ``watch()`` between polls. Returns ``{minion: (ok, return)}``."""
+def _wait_jobs(client, jobs, timeout, watch=None):
+    """Wait for the returns of published jobs (``[(jid, [minions])]``) as long as the minions
+    still run them: Salt asks a minion that has not returned with ``saltutil.find_job`` at
+    each poll, and stops waiting for one that does not answer it (then ``{"failed": True}``).
+    At most ``timeout`` seconds; calls ``watch()`` between polls. Returns ``{minion: what
+    Salt gathered}``: ``{"ret", "retcode"}``, ``{"failed": True}``, or None for a minion that
+    still ran the job when the time was up."""
     answers = {}
     poll = min(max(int(__opts__.get("timeout", 5)), 5), 30)
     iterators = [(minions, client.get_iter_returns(jid, minions, timeout=poll, block=False, expect_minions=True))
                  for jid, minions in jobs]
     deadline = time.monotonic() + timeout
+    finished = set()
     while iterators and time.monotonic() < deadline:
         for entry in list(iterators):
             try:
                 item = next(entry[1])
             except StopIteration:
                 iterators.remove(entry)
+                finished.update(entry[0])
                 continue
             for minion, data in (item or {}).items():
                 if minion in entry[0]:
-                    answers[minion] = _answer(data)
+                    answers[minion] = data
         if watch:
             watch()
-    for minions, _ in iterators:
-        for minion in minions:
-            answers.setdefault(minion, (False, f"no answer within {timeout:.0f}s (still running?)"))
     for jid, minions in jobs:
         for minion in minions:
-            answers.setdefault(minion, (False, "the minion did not answer (down or not connected)"))
+            # An iterator that ended without a word of a minion: Salt gave up on it.
+            answers.setdefault(minion, {"failed": True} if minion in finished else None)
+    return answers
+
+
+def _gather(client, jobs, timeout, watch=None):
+    """``_wait_jobs``'s answers as ``{minion: (ok, return)}``."""
+    answers = {}
+    for minion, data in _wait_jobs(client, jobs, timeout, watch).items():
+        answers[minion] = (_answer(data) if data is not None
+                           else (False, f"no answer within {timeout:.0f}s (still running?)"))
+    return answers
+
+
+def _run_jobs(client, calls, timeout, watch=None):
+    """Several minions at once, each with its own function and arguments (``{minion:
+    (function, kwargs)}``), waited for until each job really ended (``_wait_jobs``), at most
+    ``timeout`` seconds: ``{minion: what Salt gathered, None while still running}``."""
+    jobs, answers = [], {}
+    for minion, (function, kwargs) in calls.items():
+        jid, sent = _publish(client, [minion], function, kwargs, timeout)
+        if jid is None:
+            answers[minion] = {"failed": True, "error": sent}
+        else:
+            jobs.append((jid, sent))
+    answers.update(_wait_jobs(client, jobs, timeout, watch) if jobs else {})
     return answers
 
 
@@ -803,7 +419,8 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
     nodes, targets = {}, {}
     for peer in peers:
         if peer["minion"] is None:  # not backed up: the set says why (and is partial if it held slots)
-            nodes[peer["minion_id"]] = _node_entry(peer, peer["minion_id"], False, peer["minion_problem"])
+            nodes[peer["minion_id"]] = __utils__["redis_backup_sets.node_entry"](peer, peer["minion_id"], False,
+                                                                                 peer["minion_problem"])
             continue
         targets[peer["minion"]] = peer
     set_id, path = _make_set_dir(_sets_dir(), started)  # no manifest yet: listed by nobody
@@ -833,16 +450,16 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
             client.destroy()
     for minion, peer in targets.items():
         ok, ret = answers.get(minion, (False, "no answer"))
-        nodes[minion] = _node_entry(peer, minion, ok, ret)
+        nodes[minion] = __utils__["redis_backup_sets.node_entry"](peer, minion, ok, ret)
         if not ok and f"redis/backup/{minion}/failed" not in (follower.seen if follower else []):
             _progress(f"{minion}: FAILED: {ret}")
     finished = datetime.datetime.now(datetime.timezone.utc)
     backup_settings = shape["settings"].get("backup") or {}
     copy_to = backup_settings.get("copy_to")
     days = retention_days if retention_days is not None else backup_settings.get("retention_days", 7)
-    manifest = _build_manifest(set_id, shape["mode"], kinds, nodes, started, finished, shape.get("path"),
-                               {"copy_to": copy_to, "compress": compress, "requested_type": type,
-                                "retention_days": days})
+    manifest = __utils__["redis_backup_sets.build_manifest"](
+        set_id, shape["mode"], kinds, nodes, started, finished, shape.get("path"),
+        {"copy_to": copy_to, "compress": compress, "requested_type": type, "retention_days": days})
     manifest_path = _write_manifest(path, manifest)
     pruned_sets, prune_problem = [], None
     try:
@@ -870,8 +487,14 @@ def run(type="rdb", compress=None, retention_days=None, timeout=3600):  # pylint
 def list_():
     """
     The backup sets written by ``redis_backup.run``, newest first: set id, time, mode,
-    type(s), status (complete/partial) and how many nodes it holds (``backups``, for
-    scripts and ``--out=json``), and the same as one text line per set (``table``).
+    type(s), status and how many nodes it holds (``backups``, for scripts and
+    ``--out=json``), and the same as one text line per set (``table``).
+
+    ``status`` is what the set was when taken (``complete``/``partial``), unless member
+    backups are gone since (pruned or deleted on their node, and not in copy_to): then
+    ``incomplete``, with ``missing`` (``minion:backup``) and the ``reason``. Each node of a
+    set is asked for its backups (``redis_backup.list``); a node that does not answer is
+    listed in ``unchecked``.
 
     CLI Example:
 
@@ -881,23 +504,64 @@ def list_():
     """
     _close_salt_clients_at_exit()
     root = _sets_dir()
+    manifests = _read_sets(root)
+    present, copies = _members_present(manifests)
     sets = []
-    for manifest in _read_sets(root):
+    for manifest in manifests:
         nodes = manifest.get("nodes") or {}
-        sets.append({
+        listed = {
             "set_id": manifest["set_id"], "time": manifest.get("time"), "mode": manifest.get("mode"),
             "types": manifest.get("types"), "status": manifest.get("status"),
             "nodes": sum(1 for node in nodes.values() if node.get("status") == "ok"), "nodes_total": len(nodes),
             "spread_seconds": manifest.get("spread_seconds"), "reason": manifest.get("reason"),
-        })
+        }
+        check = __utils__["redis_backup_sets.member_check"](manifest, present, copies)
+        sets.append(__utils__["redis_backup_sets.mark_listed"](listed, check))
     if not sets:
         return {"sets_dir": root, "sets": [], "table": [f"No backup sets in {root}"]}
-    table = [f"{'Set':<24} {'Time':<26} {'Mode':<9} {'Type':<8} {'Status':<9} Nodes"]
+    table = [f"{'Set':<24} {'Time':<26} {'Mode':<9} {'Type':<8} {'Status':<10} Nodes"]
     for item in sets:
         kinds = "+".join(item["types"] or [])
-        table.append(f"{item['set_id']:<24} {str(item['time']):<26} {str(item['mode']):<9} {kinds:<8} "
-                     f"{str(item['status']):<9} {item['nodes']}/{item['nodes_total']}")
+        line = (f"{item['set_id']:<24} {str(item['time']):<26} {str(item['mode']):<9} {kinds:<8} "
+                f"{str(item['status']):<10} {item['nodes']}/{item['nodes_total']}")
+        if item.get("missing"):
+            line += f"  members missing: {', '.join(item['missing'])}"
+        if item.get("unchecked"):
+            line += f"  (not checked: {', '.join(item['unchecked'])} did not answer)"
+        table.append(line)
     return {"sets_dir": root, "sets": sets, "table": table}
+
+
+def _members_present(manifests, timeout=30):
+    """What the sets' nodes hold now: ``({minion: [backup names], or None when it did not
+    answer}, {"minion:name" of members not on their node but in copy_to})``."""
+    minions = sorted({minion for manifest in manifests
+                      for minion, _, _ in __utils__["redis_backup_sets.set_members"](manifest)})
+    if not minions:
+        return {}, set()
+    client = _client()
+    try:
+        present = {}
+        for minion, (ok, ret) in _call_many(client, minions, "redis_backup.list", timeout).items():
+            backups = ret.get("backups") if ok and isinstance(ret, dict) else None
+            present[minion] = None if backups is None else [b.get("name") for b in backups if isinstance(b, dict)]
+        copies, calls = set(), {}
+        for manifest in manifests:
+            for minion, _, backup in __utils__["redis_backup_sets.set_members"](manifest):
+                names = present.get(minion)
+                if names is not None and backup["name"] not in names and backup.get("copied_to"):
+                    calls.setdefault(minion, []).append(backup)
+        while calls:  # one file_exists per minion and round: _call_each takes one call per minion
+            round_calls = {m: ("file.file_exists", {"path": os.path.join(b[0]["copied_to"], METADATA)})
+                           for m, b in calls.items()}
+            for minion, (ok, exists) in _call_each(client, round_calls, timeout).items():
+                backup = calls[minion].pop(0)
+                if ok and exists is True:
+                    copies.add(f"{minion}:{backup['name']}")
+            calls = {m: b for m, b in calls.items() if b}
+        return present, copies
+    finally:
+        client.destroy()
 
 
 def _load_set(set_id):
@@ -953,6 +617,7 @@ def _availability(client, plan, timeout=30):
         if item["minion"] in chosen:
             item["backup"] = chosen[item["minion"]]["path"]
             item["source"] = chosen[item["minion"]]["source"]
+            item["backup_of"] = chosen[item["minion"]].get("of", item["from"])
     return problems
 
 
@@ -965,7 +630,9 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
     set's shape, finds each backup on the node that takes it (or in
     ``cache.redis.backup.copy_to`` for a node rebuilt bare), runs
     ``redis_backup.restore`` without force there (checksums and the Redis checker on the
-    unpacked data) and says what would be restored where and what would be stopped.
+    unpacked data) and says what would be restored where and what would be stopped. Each
+    backup's file sums, as its node's metadata holds them, must be those the set manifest
+    recorded when the set was taken; a file that differs refuses the whole set.
     Any problem stops it, before anything changes; a Redis node or Sentinel host without
     a minion is one (it could not be stopped; ``salt-run redis_deployment.shape`` gives
     its ``minion_problem``).
@@ -974,12 +641,18 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
     still empty and no failover promotes one: Sentinel mode: every Sentinel stopped; every
     replica's redis-server stopped; the masters restored in parallel
     (``redis_backup.restore force=True part_of_set=True``: crash-safe, safety copy of the
-    current data, restore, start, what the server loaded compared with the backup); the
-    replicas started (they resync from the restored masters); the Sentinels started; then
-    verified (cluster ok, every restored master still a master and not empty over every
-    database, every replica in sync with its master as replication reports it; key counts
-    are not compared, clients may write). What was stopped is started again even when a
-    restore fails.
+    current data, restore, start, what the server loaded compared with the backup), each
+    waited for until its job really ended (Salt's ``saltutil.find_job`` says whether the
+    minion still runs it; a minion that stops answering is a failed master); nothing else
+    starts before every master has answered. All restored: the replicas started (they
+    resync from the restored masters), the Sentinels started, then verified (cluster ok,
+    every restored master still a master and not empty over every database, every replica
+    in sync with its master as replication reports it; key counts are not compared,
+    clients may write). One master failed: the set is all or nothing, so every master that
+    did restore is put back to its safety copy (``redis_backup.undo_restore``), then the
+    replicas and Sentinels start; ``rolled_back`` (and ``rollback_failed``) say which, and
+    it exits non-zero. A master still restoring when ``timeout`` is up counts as failed, and
+    its replicas and Sentinels are left stopped (``left_stopped``).
 
     set
         The set's id.
@@ -988,11 +661,13 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
     type
         ``rdb`` or ``aof`` for a set of both (default rdb).
     timeout
-        Seconds for each node's restore and for the verification.
+        Seconds for each node's restore steps, the bound of the wait for the masters'
+        restore jobs (and for their rollback), and for the verification.
 
     Returns ``{"set_id", "mode", "type", "force", "plan": {"restore": [...], "stop":
     [...], "sentinels": [...]}, "steps": [...], "nodes": {...}, "problems", "warnings",
-    "comment", "retcode"}``.
+    "comment", "retcode"}``, after a failed forced restore also ``rolled_back`` ({minion:
+    safety copy}), ``rollback_failed`` and ``left_stopped``.
 
     CLI Example:
 
@@ -1038,16 +713,19 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
                   f"{manifest.get('status')}): checking the deployment")
         live = {m: (ret if ok else {"ping": False, "error": str(ret)}) for m, (ok, ret) in
                 _call_many(client, sorted(minions), "redis_cluster.status", 60).items()}
-        plan = _restore_plan(manifest, live, sentinels, copy_to, kind)
+        plan = __utils__["redis_backup_sets.restore_plan"](manifest, live, sentinels, copy_to, kind)
         result.update(type=plan["type"], plan=plan)
         result["problems"] += plan["problems"]
         result["warnings"] += plan["warnings"]
         if not result["problems"]:
             result["problems"] += _availability(client, plan)
         if not result["problems"]:
+            result["problems"] += _sums(client, manifest, plan)
+        if not result["problems"]:
             result["problems"] += _dry_run(client, plan, timeout, result)
         services = _services(client, set(plan["stop"]) | set(plan["sentinels"])) if not result["problems"] else {}
-        result["steps"] = [f"{action} {what} on {minion}" for action, minion, what in _restore_steps(plan, services)]
+        steps = __utils__["redis_backup_sets.restore_steps"](plan, services)
+        result["steps"] = [f"{action} {what} on {minion}" for action, minion, what in steps]
         if result["problems"]:
             result["comment"] = "nothing changed: " + "; ".join(result["problems"])
             return _finish(result, False)
@@ -1058,18 +736,38 @@ def restore(set_id=None, force=False, timeout=900, **kwargs):
                     "sentinels"] else ""))
             return _finish(result, True)
         ok = _forced(client, plan, services, timeout, result)
-        verified = _verify(client, shape["mode"], plan, sorted(minions), timeout, result) if ok or result.get(
-            "restored") else False
+        verified = _verify(client, shape["mode"], plan, sorted(minions), timeout, result) if ok else False
         return _finish(result, ok and verified)
     finally:
         client.destroy()
+
+
+def _sums(client, manifest, plan, timeout=30):
+    """Each member's backup as its node has it (its metadata, read where the restore will read
+    it) against the sums the set manifest recorded when the set was taken: a file replaced or
+    rewritten since, even with metadata to match, refuses the whole set."""
+    calls = {item["minion"]: ("file.read", {"path": os.path.join(item["backup"], METADATA)})
+             for item in plan["restore"]}
+    problems = []
+    for minion, (ok, text) in sorted(_call_each(client, calls, timeout).items()):
+        item = next(i for i in plan["restore"] if i["minion"] == minion)
+        # After a Sentinel failover the new master may restore its own backup of the set.
+        recorded = manifest["nodes"][item.get("backup_of", item["from"])]["backups"][plan["type"]]
+        found = text if not ok else None
+        if ok:
+            try:
+                found = json.loads(text)
+            except (TypeError, ValueError) as exc:
+                found = f"{item['backup']}/{METADATA} is not JSON: {exc}"
+        problems += __utils__["redis_backup_sets.sum_mismatches"](minion, recorded, found)
+    return problems
 
 
 def _dry_run(client, plan, timeout, result):
     calls = {item["minion"]: ("redis_backup.restore", {"backup": item["backup"], "force": False,
                                                        "part_of_set": True, "timeout": int(timeout)})
              for item in plan["restore"]}
-    problems = []
+    problems, ranges = [], __utils__["redis_backup_sets.format_ranges"]
     for minion, (ok, ret) in sorted(_call_each(client, calls, int(timeout) + 60).items()):
         item = next(i for i in plan["restore"] if i["minion"] == minion)
         # Salt gives a return with "result": None (checked, nothing changed) retcode 1.
@@ -1079,7 +777,7 @@ def _dry_run(client, plan, timeout, result):
         result["nodes"][minion] = {"backup": item["backup"], "source": item["source"], "from": item["from"],
                                    "would_replace": ret.get("would_replace"), "data_dir": ret.get("data_dir")}
         _progress(f"{minion}: {item['backup']} checked ({item['source']}, {item.get('keys')} keys"
-                  f"{', slots ' + _format_ranges(item['slots']) if item['slots'] else ''})")
+                  f"{', slots ' + ranges(item['slots']) if item['slots'] else ''})")
     return problems
 
 
@@ -1104,52 +802,115 @@ def _service_step(client, action, minions, services, what, result):
 
 
 def _forced(client, plan, services, timeout, result):
-    """Stop, restore, start; always start again what was stopped. True when every
-    restore succeeded."""
+    """Stop the Sentinels and replicas, restore the masters, wait until every master's restore
+    job really ended, then: all restored, start the rest; one failed, put every master that did
+    restore back to its safety copy first. True when every restore succeeded."""
     result["actions"], result["restored"] = [], []
-    stopped_sentinels, stopped = [], []
-    ok = True
+    failed = _service_step(client, "stop", plan["sentinels"], services, "sentinel", result)
+    if failed:  # a failed stop may have stopped it all the same
+        result["comment"] = "nothing restored: a Sentinel could not be stopped (a failover could happen)"
+        _service_step(client, "start", plan["sentinels"], services, "sentinel", result)
+        return False
+    failed = _service_step(client, "stop", plan["stop"], services, "server", result)
+    if failed:
+        result["comment"] = "nothing restored: a replica could not be stopped (it could be promoted)"
+        _start_the_rest(client, plan, services, result)
+        return False
+    calls = {item["minion"]: ("redis_backup.restore", {"backup": item["backup"], "force": True,
+                                                       "part_of_set": True, "timeout": int(timeout)})
+             for item in plan["restore"]}
+    answers = _job_answers(client, calls, timeout, "restore")
+    decision = __utils__["redis_backup_sets.set_restore_decision"](answers)
+    for minion in decision["done"]:
+        ret = answers[minion]["ret"]
+        result["restored"].append(minion)
+        result["nodes"].setdefault(minion, {}).update(
+            {k: ret.get(k) for k in ("keys", "backup_keys", "loaded_keys", "safety_copy", "warnings", "restored")})
+        loaded = "" if ret.get("loaded_keys") is None else f" (its server loaded {ret['loaded_keys']})"
+        result["actions"].append(f"{minion}: restored {ret.get('backup')}, {ret.get('keys')} keys{loaded}; "
+                                 f"previous data in {ret.get('safety_copy')}")
+    for minion, why in decision["failed"].items():
+        result["nodes"].setdefault(minion, {})["error"] = why
+        state = answers[minion]["state"]
+        what = {"silent": "did not answer", "running": f"still running after {int(timeout)}s"}.get(state, "failed")
+        result["problems"].append(f"{minion}: restore {what}: {why}")
+    if decision["ok"]:
+        result["comment"] = f"restored {len(decision['done'])} master(s) from set {result['set_id']}"
+        _start_the_rest(client, plan, services, result)
+        return True
+    result["comment"] = ("set restore failed on " + ", ".join(sorted(decision["failed"])))
+    if decision["rollback"]:
+        _roll_back(client, decision["rollback"], timeout, result)
+    if decision["start"]:
+        _start_the_rest(client, plan, services, result)
+    else:
+        left = plan["stop"] + plan["sentinels"]
+        result["left_stopped"] = left
+        result["comment"] += (f"; {', '.join(decision['running'])} still restoring: "
+                              + (f"{', '.join(left)} left stopped (started now, they would fail over from or "
+                                 "resync from a master that is still being replaced); start them once "
+                                 "salt MASTER redis_backup.restore_pending says it ended" if left else
+                                 "nothing else to start"))
+    return False
+
+
+def _job_answers(client, calls, timeout, kind):
+    """Run ``calls`` and wait for their real ends: ``{minion: job_answer}`` (progress from the
+    nodes' ``redis/<kind>/...`` events meanwhile)."""
+    follower = _Follower(kind, calls)
     try:
-        failed = _service_step(client, "stop", plan["sentinels"], services, "sentinel", result)
-        stopped_sentinels = list(plan["sentinels"])  # a failed stop may have stopped it all the same
-        if failed:
-            result["comment"] = "nothing restored: a Sentinel could not be stopped (a failover could happen)"
-            return False
-        failed = _service_step(client, "stop", plan["stop"], services, "server", result)
-        stopped = list(plan["stop"])
-        if failed:
-            result["comment"] = "nothing restored: a replica could not be stopped (it could be promoted)"
-            return False
-        calls = {item["minion"]: ("redis_backup.restore", {"backup": item["backup"], "force": True,
-                                                           "part_of_set": True, "timeout": int(timeout)})
-                 for item in plan["restore"]}
-        follower = _Follower("restore", calls)
-        try:
-            answers = _call_each(client, calls, int(timeout) + 120, watch=follower)
-            follower()
-        finally:
-            follower.close()
-        for minion, (done, ret) in sorted(answers.items()):
-            node = result["nodes"].setdefault(minion, {})
-            if done:
-                result["restored"].append(minion)
-                node.update({k: ret.get(k) for k in ("keys", "backup_keys", "loaded_keys", "safety_copy", "warnings",
-                                                     "restored")})
-                loaded = "" if ret.get("loaded_keys") is None else f" (its server loaded {ret['loaded_keys']})"
-                result["actions"].append(f"{minion}: restored {ret.get('backup')}, {ret.get('keys')} keys{loaded}; "
-                                         f"previous data in {ret.get('safety_copy')}")
-            else:
-                ok = False
-                node["error"] = str(ret)
-                result["problems"].append(f"{minion}: restore failed: {ret}")
-        result["comment"] = (f"restored {len(result['restored'])} of {len(plan['restore'])} master(s) from set "
-                             f"{result['set_id']}")
-        return ok
+        raw = _run_jobs(client, calls, float(timeout), watch=follower)
+        follower()
+    except Exception as exc:  # pylint: disable=broad-except
+        # Whether the minions still run them is unknown: count them as running, so that nothing
+        # is started over a master that may still be being replaced.
+        log.error("redis_backup: waiting for the %s jobs failed: %s", kind, exc)
+        raw = {}
     finally:
-        if stopped:
-            _service_step(client, "start", stopped, services, "server", result)
-        if stopped_sentinels:
-            _service_step(client, "start", stopped_sentinels, services, "sentinel", result)
+        follower.close()
+    return {minion: __utils__["redis_backup_sets.job_answer"](raw.get(minion)) for minion in calls}
+
+
+def _roll_back(client, safety_copies, timeout, result):
+    """Put each master's safety copy back (``redis_backup.undo_restore``), so that no master stays
+    at the set's time while another could not get there."""
+    result["rolled_back"], result["rollback_failed"] = {}, {}
+    calls, missing = {}, []
+    for minion, safety in sorted(safety_copies.items()):
+        if safety:
+            calls[minion] = ("redis_backup.undo_restore", {"safety_copy": safety, "part_of_set": True,
+                                                           "timeout": int(timeout)})
+        else:
+            missing.append(minion)
+    answers = _job_answers(client, calls, timeout, "restore") if calls else {}
+    for minion in missing:
+        answers[minion] = {"state": "failed", "ret": None, "error": "its restore named no safety copy"}
+    for minion, answer in sorted(answers.items()):
+        node = result["nodes"].setdefault(minion, {})
+        if answer["state"] == "done":
+            result["rolled_back"][minion] = safety_copies[minion]
+            node["rolled_back"] = True
+            result["actions"].append(f"{minion}: rolled back to its data from before the restore "
+                                     f"({safety_copies[minion]})")
+        else:
+            result["rollback_failed"][minion] = answer["error"]
+            node["rollback_error"] = answer["error"]
+            result["problems"].append(f"{minion}: NOT rolled back, it holds the set's data: {answer['error']}")
+    if result["rolled_back"]:
+        result["comment"] += (f"; rolled back to their data from before the restore: "
+                              f"{', '.join(sorted(result['rolled_back']))}")
+    if result["rollback_failed"]:
+        result["comment"] += (f"; NOT rolled back (they hold the set's data): "
+                              f"{', '.join(sorted(result['rollback_failed']))}")
+    _progress(result["comment"])
+
+
+def _start_the_rest(client, plan, services, result):
+    """The replicas, then the Sentinels, started again."""
+    if plan["stop"]:
+        _service_step(client, "start", plan["stop"], services, "server", result)
+    if plan["sentinels"]:
+        _service_step(client, "start", plan["sentinels"], services, "sentinel", result)
 
 
 def _merge_keyspace(live, answers):
@@ -1173,13 +934,14 @@ def _verify(client, mode, plan, minions, timeout, result):
         live = {m: (ret if ok else {"ping": False, "error": str(ret)}) for m, (ok, ret) in
                 _call_many(client, minions, "redis_cluster.status", 60).items()}
         _merge_keyspace(live, _call_many(client, minions, "redis_backup.keyspace", 60))
-        problems, warnings = _verify_restore(mode, plan, live, reports)
+        problems, warnings = __utils__["redis_backup_sets.verify_restore"](mode, plan, live, reports)
         if not problems or time.monotonic() >= deadline:
             break
         time.sleep(2)
     for minion, status in live.items():
         node = result["nodes"].setdefault(minion, {})
-        node.update(role=_live_role(status), keys=status.get("keys") if isinstance(status, dict) else None)
+        node.update(role=__utils__["redis_backup_sets.live_role"](status),
+                    keys=status.get("keys") if isinstance(status, dict) else None)
         if mode == "cluster" and isinstance(status, dict):
             node["cluster_state"] = status.get("cluster_state")
     result["verify"] = {"ok": not problems, "problems": problems, "warnings": warnings}

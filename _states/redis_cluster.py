@@ -14,7 +14,6 @@ from salt.exceptions import CommandExecutionError
 __virtualname__ = "redis_cluster"
 
 
-
 def __virtual__():
     if "redis_cluster.cluster_view" not in __salt__:
         return (False, "redis_cluster state: the redis_cluster execution module is not available")

@@ -6,7 +6,10 @@ include:
 {%- if redis_node %}
 
 {#- Owner and mode as the distribution's packages set them. The run directory is
-    systemd's (RuntimeDirectory, recreated at every start) where systemd runs Redis. #}
+    systemd's (RuntimeDirectory, recreated at every start) where systemd runs Redis.
+    The backup directory is root's: root writes every backup, the redis group only reads
+    (redis_backup's checkers and throwaway server run as redis); a tree an older version
+    left the redis user's is taken over by the module itself, without following links. #}
 {%- set directories = {
       "config": (redis.conf_dir, redis.group, "2770"),
       "data": (redis.data_dir, redis.group, "0750"),
@@ -20,7 +23,7 @@ include:
 redis-{{ purpose }}-directory:
   file.directory:
     - name: {{ directory }}
-    - user: {{ redis.user }}
+    - user: {{ "root" if purpose == "backup" else redis.user }}
     - group: {{ dir_group }}
     - mode: "{{ dir_mode }}"
     - makedirs: True

@@ -1,7 +1,9 @@
 """_runners/redis_backup.py without a master.
 
-The pure parts (slot coverage, set status, snapshot spread, manifest, restore plan and
-order, verification, progress lines) take plain dicts. ``run`` and ``restore`` are driven
+The set logic it calls through ``__utils__`` (slot coverage, set status, manifest, restore
+plan, checks) is tests/unit/test_backup_set_logic.py's; here the runner gets ``__utils__`` as
+Salt's loader gives it (tests/unit/test_backup_set_logic.py's ``utils_dunder``), and its own
+parts (sets on disk, progress lines) take plain dicts. ``run`` and ``restore`` are driven
 through their minion layer (``_call_many``/``_call_each``) with a fake deployment that
 records every call and keeps each node's services and files, so the order of a restore
 is checked step by step, and a fake ``redis_deployment.shape`` whose controllers carry
@@ -19,6 +21,8 @@ import types
 
 import pytest
 from salt.exceptions import SaltInvocationError
+from test_backup_set_logic import (THIRDS, bs, cluster_nodes, live_cluster, live_sentinel, manifest_of, meta,
+                                   sentinel_nodes, utils_dunder)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -27,205 +31,11 @@ def load_runner():
     spec = importlib.util.spec_from_file_location("redis_backup_runner", ROOT / "_runners" / "redis_backup.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.__utils__ = utils_dunder()
     return module
 
 
 rb = load_runner()
-
-
-def retention_utils():
-    """``__utils__`` for the runner: _utils/redis_backup_retention.py's functions."""
-    path = ROOT / "_utils" / "redis_backup_retention.py"
-    spec = importlib.util.spec_from_file_location("redis_backup_retention", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {f"redis_backup_retention.{name}": getattr(module, name) for name in dir(module)
-            if not name.startswith("_") and callable(getattr(module, name))}
-
-
-THIRDS = {"server1": [[0, 5460]], "server2": [[5461, 10922]], "server3": [[10923, 16383]]}
-
-
-def meta(minion, kind="rdb", slots=None, role="master", timestamp="2025-10-27T12:00:00+00:00", last_save=None,
-         keys=100, with_ttl=0, copied_to=None):
-    name = f"{kind}_backup_{timestamp[:10].replace('-', '')}_120000"
-    data = {
-        "name": name, "type": kind, "timestamp": timestamp, "minion": minion, "compress": "gzip",
-        "path": f"/var/backups/redis/{kind}/{name}", "node_id": f"id-{minion}" if slots is not None else None,
-        "slots": slots, "replication_role": role, "keys": keys, "keys_with_ttl": with_ttl, "size": 2048,
-        "verified": True, "redis_version": "7.0.15",
-        "files": [{"name": "dump.rdb.gz", "source": "dump.rdb", "kind": "rdb", "size": 2048,
-                   "sha256": "ab" * 32, "raw_size": 4096, "raw_sha256": "cd" * 32}],
-    }
-    if last_save:
-        data["last_save"] = last_save
-    if copied_to:
-        data["copied_to"] = copied_to
-    return data
-
-
-def peer(n, role):
-    return {"hostname": f"server{n}", "minion_id": f"server{n}", "ip": f"10.0.0.{n}", "port": 6379, "role": role}
-
-
-def cluster_nodes(failed=(), kinds=("rdb",), seconds=(0, 1, 3)):
-    nodes = {}
-    for n in range(1, 7):
-        minion = f"server{n}"
-        if minion in failed:
-            nodes[minion] = rb._node_entry(peer(n, "cluster-node"), minion, False, "ERROR: BGSAVE failed")
-            continue
-        master = n <= 3
-        ret = {kind: meta(minion, kind, THIRDS.get(minion, []), "master" if master else "slave",
-                          f"2025-10-27T12:00:{seconds[(n - 1) % 3]:02d}+00:00") for kind in kinds}
-        ret = ret[kinds[0]] if len(kinds) == 1 else dict(ret, pruned=[])
-        nodes[minion] = rb._node_entry(peer(n, "cluster-node"), minion, True, ret)
-    return nodes
-
-
-def sentinel_nodes(failed=(), master="server1"):
-    nodes = {}
-    for n in range(1, 4):
-        minion = f"server{n}"
-        if minion in failed:
-            nodes[minion] = rb._node_entry(peer(n, "replica"), minion, False, "ERROR: refused")
-            continue
-        nodes[minion] = rb._node_entry(peer(n, "master" if n == 1 else "replica"), minion, True,
-                                       meta(minion, role="master" if minion == master else "slave"))
-    return nodes
-
-
-def manifest_of(mode, nodes, kinds=("rdb",), copy_to=None):
-    started = datetime.datetime(2025, 10, 27, 12, 0, tzinfo=datetime.timezone.utc)
-    return rb._build_manifest("set_20251027_120000", mode, list(kinds), nodes, started,
-                              started + datetime.timedelta(seconds=30), "/etc/salt/my_multihead_cluster.yaml",
-                              {"copy_to": copy_to})
-
-
-def live_cluster(masters=None, down=()):
-    """redis_cluster.status of a 6-node cluster: server1-3 masters (or ``masters``:
-    {minion: slots}), server4-6 replicas of server1-3 (``master`` set by the test otherwise)."""
-    masters = masters or THIRDS
-    live = {}
-    for n in range(1, 7):
-        minion = f"server{n}"
-        if minion in down:
-            live[minion] = {"ping": False, "error": "connection refused"}
-            continue
-        status = {"ping": True, "cluster_enabled": True, "cluster_state": "ok", "address": f"10.0.0.{n}:6379",
-                  "keys": 100, "node_id": f"id-{minion}"}
-        if minion in masters:
-            status.update(cluster_role="master", slots=masters[minion])
-        else:
-            status.update(cluster_role="replica", slots=[], master=f"10.0.0.{n - 3}:6379" if n > 3 else None)
-        live[minion] = status
-    return live
-
-
-def live_sentinel(master="server1", down=()):
-    live = {}
-    for n in range(1, 4):
-        minion = f"server{n}"
-        if minion in down:
-            live[minion] = {"ping": False, "error": "connection refused"}
-        else:
-            live[minion] = {"ping": True, "cluster_enabled": False, "keys": 100, "address": f"10.0.0.{n}:6379",
-                            "replication_role": "master" if minion == master else "slave"}
-    return live
-
-
-# ---------------------------------------------------------------- slots and times
-
-
-def test_slot_ranges_merge_and_gaps():
-    assert rb._merge_ranges([[10923, 16383], [0, 5460], [5461, 10922]]) == [[0, 16383]]
-    assert rb._merge_ranges([[0, 10], [5, 20], [30, 30]]) == [[0, 20], [30, 30]]
-    assert rb._missing_slots([[0, 5460], [10923, 16383]]) == [[5461, 10922]]
-    assert rb._missing_slots([]) == [[0, 16383]]
-    assert rb._missing_slots([[0, 16383]]) == []
-    assert rb._missing_slots([[1, 16382]]) == [[0, 0], [16383, 16383]]
-    assert rb._format_ranges([[0, 0], [16383, 16383], [5, 9]]) == "0, 5-9, 16383"
-
-
-def test_node_backups_reads_one_type_or_both():
-    one = meta("server1")
-    assert rb._node_backups(one) == {"rdb": one}
-    both = {"rdb": meta("server1"), "aof": meta("server1", "aof"), "pruned": []}
-    assert set(rb._node_backups(both)) == {"rdb", "aof"}
-    assert rb._node_backups("ERROR: Redis does not run") == {}
-    assert rb._node_backups({"unexpected": True}) == {}
-
-
-def test_node_entry_records_identity_files_and_the_snapshot_moment():
-    entry = rb._node_entry(peer(1, "cluster-node"), "server1", True,
-                           meta("server1", slots=[[0, 5460]], last_save="2025-10-27T12:00:07+00:00"))
-    assert entry["status"] == "ok"
-    assert (entry["node_id"], entry["slots"], entry["replication_role"]) == ("id-server1", [[0, 5460]], "master")
-    backup = entry["backups"]["rdb"]
-    assert backup["files"][0]["sha256"] == "ab" * 32 and backup["keys"] == 100
-    assert backup["path"] == "/var/backups/redis/rdb/rdb_backup_20251027_120000"
-    assert backup["snapshot_time"] == "2025-10-27T12:00:07+00:00"  # LASTSAVE, not the start
-    failed = rb._node_entry(peer(2, "cluster-node"), "server2", False, "ERROR: BGSAVE failed")
-    assert failed["status"] == "failed" and failed["error"] == "ERROR: BGSAVE failed" and failed["backups"] == {}
-
-
-# ---------------------------------------------------------------- set status and spread
-
-
-def test_a_cluster_set_is_complete_when_the_masters_cover_every_slot():
-    assert rb._assess("cluster", cluster_nodes(), ["rdb"]) == ("complete", None)
-    # replicas' backups do not cover anything: a failed replica leaves the set complete
-    assert rb._assess("cluster", cluster_nodes(failed=("server5",)), ["rdb"]) == ("complete", None)
-
-
-def test_a_cluster_set_missing_a_master_is_partial_and_says_which_slots():
-    status, reason = rb._assess("cluster", cluster_nodes(failed=("server2",)), ["rdb"])
-    assert status == "partial"
-    assert "rdb: slots 5461-10922 are in no master's backup" in reason
-    assert "server2: ERROR: BGSAVE failed" in reason
-
-
-def test_a_set_of_both_types_needs_both_covered():
-    nodes = cluster_nodes(kinds=("rdb", "aof"))
-    assert rb._assess("cluster", nodes, ["rdb", "aof"]) == ("complete", None)
-    del nodes["server3"]["backups"]["aof"]
-    status, reason = rb._assess("cluster", nodes, ["rdb", "aof"])
-    assert status == "partial" and reason.startswith("aof: slots 10923-16383")
-
-
-def test_a_sentinel_set_is_complete_with_the_masters_backup():
-    assert rb._assess("sentinel", sentinel_nodes(), ["rdb"]) == ("complete", None)
-    assert rb._assess("sentinel", sentinel_nodes(failed=("server3",)), ["rdb"]) == ("complete", None)
-    status, reason = rb._assess("sentinel", sentinel_nodes(failed=("server1",)), ["rdb"])
-    assert status == "partial"
-    assert "no backup of the master" in reason and "server1: ERROR: refused" in reason
-
-
-def test_a_set_where_nothing_worked():
-    status, reason = rb._assess("sentinel", sentinel_nodes(failed=("server1", "server2", "server3")), ["rdb"])
-    assert status == "partial" and reason.startswith("no node's backup succeeded")
-
-
-def test_spread_is_between_the_first_and_the_last_snapshot():
-    timing = rb._spread(cluster_nodes(seconds=(0, 1, 3)), ["rdb"])
-    assert timing["seconds"] == 3.0
-    assert timing["rdb"] == {"first": "2025-10-27T12:00:00+00:00", "last": "2025-10-27T12:00:03+00:00",
-                             "seconds": 3.0}
-    assert rb._spread({}, ["rdb"]) == {"seconds": None}
-
-
-def test_the_manifest_holds_what_a_restore_needs_and_no_secret():
-    manifest = manifest_of("cluster", cluster_nodes())
-    assert manifest["set_id"] == "set_20251027_120000" and manifest["mode"] == "cluster"
-    assert manifest["status"] == "complete" and "reason" not in manifest
-    assert manifest["time"] == "2025-10-27T12:00:00+00:00" and manifest["spread_seconds"] == 3.0
-    node = manifest["nodes"]["server2"]
-    assert node["hostname"] == "server2" and node["node_id"] == "id-server2" and node["slots"] == [[5461, 10922]]
-    assert node["backups"]["rdb"]["files"][0]["sha256"] == "ab" * 32
-    text = json.dumps(manifest)
-    assert "password" not in text.lower()
-    partial = manifest_of("cluster", cluster_nodes(failed=("server1",)))
-    assert partial["status"] == "partial" and "0-5460" in partial["reason"]
 
 
 # ---------------------------------------------------------------- sets on disk
@@ -252,136 +62,8 @@ def test_set_ids_are_unique_and_listed_newest_first(tmp_path):
 # ---------------------------------------------------------------- restore plan
 
 
-def test_cluster_restore_plan_restores_the_masters_and_stops_the_replicas():
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes(), copy_to="/mnt/shared"), live_cluster(),
-                            copy_to="/mnt/shared")
-    assert plan["problems"] == [] and plan["warnings"] == []
-    assert [item["minion"] for item in plan["restore"]] == ["server1", "server2", "server3"]
-    item = plan["restore"][1]
-    assert item["from"] == "server2" and item["slots"] == [[5461, 10922]] and item["keys"] == 100
-    assert [c["path"] for c in item["candidates"]] == [
-        "/var/backups/redis/rdb/rdb_backup_20251027_120000",
-        "/mnt/shared/server2/rdb/rdb_backup_20251027_120000"]
-    assert plan["stop"] == ["server4", "server5", "server6"] and plan["sentinels"] == []
-    steps = rb._restore_steps(plan, {})
-    assert steps == [
-        ("stop", "server4", "redis-server"), ("stop", "server5", "redis-server"), ("stop", "server6", "redis-server"),
-        ("restore", "server1", "rdb_backup_20251027_120000"), ("restore", "server2", "rdb_backup_20251027_120000"),
-        ("restore", "server3", "rdb_backup_20251027_120000"),
-        ("start", "server4", "redis-server"), ("start", "server5", "redis-server"),
-        ("start", "server6", "redis-server"),
-    ]
-
-
-def test_cluster_restore_after_a_failover_needs_copy_to():
-    # server5 took over server2's slots; server2 is its replica now
-    masters = {"server1": THIRDS["server1"], "server5": THIRDS["server2"], "server3": THIRDS["server3"]}
-    live = live_cluster(masters)
-    live["server2"].update(cluster_role="replica", slots=[], master="10.0.0.5:6379")
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live)
-    assert len(plan["problems"]) == 1
-    assert "slots 5461-10922 moved from server2 to server5" in plan["problems"][0]
-    assert "CLUSTER FAILOVER" in plan["problems"][0] and "copy_to" in plan["problems"][0]
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live, copy_to="/mnt/shared")
-    assert plan["problems"] == []
-    item = next(i for i in plan["restore"] if i["from"] == "server2")
-    assert item["minion"] == "server5"
-    assert [c["path"] for c in item["candidates"]] == ["/mnt/shared/server2/rdb/rdb_backup_20251027_120000"]
-    assert "server2" in plan["stop"] and "server5" not in plan["stop"]
-    assert any("restores it from copy_to" in w for w in plan["warnings"])
-
-
-def test_a_partial_or_resharded_set_is_refused():
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes(failed=("server3",))), live_cluster())
-    assert any("is partial" in p for p in plan["problems"])
-    resharded = {"server1": [[0, 6000]], "server2": [[6001, 10922]], "server3": THIRDS["server3"]}
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster(resharded))
-    assert any("slots 0-5460 (backed up on server1) are now served by server1 (resharded" in p
-               for p in plan["problems"])
-
-
-def test_a_down_node_is_left_alone_and_said():
-    live = live_cluster(down=("server6",))
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live)
-    assert plan["problems"] == [] and plan["down"] == ["server6"] and plan["stop"] == ["server4", "server5"]
-    assert any(w.startswith("server6 does not answer") for w in plan["warnings"])
-    down_master = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster(down=("server2",)))
-    assert any("served by no running master now" in p for p in down_master["problems"])
-
-
-def test_sentinel_restore_plan_stops_sentinels_then_replicas():
-    plan = rb._restore_plan(manifest_of("sentinel", sentinel_nodes()), live_sentinel(),
-                            ["server1", "server2", "server3", "witness1"])
-    assert plan["problems"] == []
-    assert [(i["minion"], i["from"]) for i in plan["restore"]] == [("server1", "server1")]
-    assert plan["stop"] == ["server2", "server3"]
-    services = {m: {"server": "redis-server", "sentinel": "redis-sentinel"} for m in ("server2", "server3")}
-    steps = rb._restore_steps(plan, services)
-    assert steps[:4] == [("stop", m, "redis-sentinel") for m in ("server1", "server2", "server3", "witness1")]
-    assert steps[4:6] == [("stop", "server2", "redis-server"), ("stop", "server3", "redis-server")]
-    assert steps[6] == ("restore", "server1", "rdb_backup_20251027_120000")
-    assert steps[7:9] == [("start", "server2", "redis-server"), ("start", "server3", "redis-server")]
-    assert steps[9:] == [("start", m, "redis-sentinel") for m in ("server1", "server2", "server3", "witness1")]
-
-
-def test_sentinel_restore_after_a_failover_goes_to_the_current_master():
-    manifest = manifest_of("sentinel", sentinel_nodes())
-    plan = rb._restore_plan(manifest, live_sentinel(master="server2"), ["server1", "server2", "server3"],
-                            copy_to="/mnt/shared")
-    assert plan["problems"] == []
-    item = plan["restore"][0]
-    assert (item["minion"], item["from"]) == ("server2", "server1")
-    assert [c["path"] for c in item["candidates"]] == [
-        "/mnt/shared/server1/rdb/rdb_backup_20251027_120000",          # the master's backup, shared
-        "/var/backups/redis/rdb/rdb_backup_20251027_120000",            # server2's own, taken as a replica
-        "/mnt/shared/server2/rdb/rdb_backup_20251027_120000"]
-    assert plan["stop"] == ["server1", "server3"]
-    without_own = dict(manifest, nodes={m: n for m, n in manifest["nodes"].items() if m != "server2"})
-    plan = rb._restore_plan(without_own, live_sentinel(master="server2"), ["server1"])
-    assert any("fail back to server1" in p for p in plan["problems"])
-
-
-def test_sentinel_restore_needs_one_master():
-    live = live_sentinel()
-    live["server3"]["replication_role"] = "master"
-    plan = rb._restore_plan(manifest_of("sentinel", sentinel_nodes()), live, ["server1"])
-    assert plan["problems"] == ["expected one running master, found 2 (server1, server3): let Sentinel settle first"]
-
-
-def test_restore_type_choice():
-    both = manifest_of("cluster", cluster_nodes(kinds=("rdb", "aof")), kinds=("rdb", "aof"))
-    assert rb._choose_type(both) == "rdb" and rb._choose_type(both, "aof") == "aof"
-    only_rdb = manifest_of("cluster", cluster_nodes())
-    plan = rb._restore_plan(only_rdb, live_cluster(), kind="aof")
-    assert plan["problems"] == ["the set holds no aof backups (it holds rdb)"]
-
-
-# ---------------------------------------------------------------- verification
-
-
-def test_verification_after_a_restore():
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster())
-    assert rb._verify_restore("cluster", plan, live_cluster()) == ([], [])
-    live = live_cluster()
-    live["server4"]["keys"] = 7
-    live["server2"]["cluster_state"] = "fail"
-    live["server3"]["keys"] = 101
-    live["server1"]["keys"] = 90
-    problems, warnings = rb._verify_restore("cluster", plan, live)
-    assert "server4: 7 keys, its master server1 has 90 (still syncing?)" in problems
-    assert "server2: cluster_state:fail" in problems
-    # more keys than the backup on server3: clients wrote; its DBSIZE (database 0) alone says nothing of the restore
-    assert not [problem for problem in problems if problem.startswith("server3")]
-    assert warnings == []
-    live = live_cluster()
-    live["server5"] = {"ping": False, "error": "connection refused"}
-    assert rb._verify_restore("cluster", plan, live)[0] == ["server5: Redis does not answer (connection refused)"]
-    plan["down"] = ["server5"]
-    assert rb._verify_restore("cluster", plan, live) == ([], [])
-
-
 def test_verification_counts_every_database_and_asks_replication_whether_replicas_are_in_sync():
-    plan = rb._restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster())
+    plan = bs.restore_plan(manifest_of("cluster", cluster_nodes()), live_cluster())
     live = live_cluster()
     for minion in live:
         live[minion]["keys"] = 0  # database 0 is empty: the data is in database 3
@@ -392,23 +74,12 @@ def test_verification_counts_every_database_and_asks_replication_whether_replica
     answers["server5"][1].update(master_link_status="down", master_sync_in_progress=True)
     answers["server6"] = (False, "'redis_backup.keyspace' is not available.")  # its keys compared, as before
     rb._merge_keyspace(live, answers)
-    problems, warnings = rb._verify_restore("cluster", plan, live, {"server2": {"loaded_keys": 100}})
+    problems, warnings = bs.verify_restore("cluster", plan, live, {"server2": {"loaded_keys": 100}})
     assert problems == ["server3: no key in any database, the backup holds 100",
                         "server5: not in sync with its master server2 yet (link down, full sync running)"]
     assert warnings == ["server2: 90 keys (every database), the backup holds 100 (0 with a TTL); its server "
                         "loaded 100 at the start"]
     assert live["server1"]["keys"] == 100 and live["server4"]["keys"] == 250  # server4 writes: no problem
-
-
-def test_sentinel_verification_wants_replicas_back():
-    plan = rb._restore_plan(manifest_of("sentinel", sentinel_nodes()), live_sentinel(), ["server1"])
-    live = live_sentinel()
-    assert rb._verify_restore("sentinel", plan, live) == ([], [])
-    live["server3"]["replication_role"] = "master"
-    assert rb._verify_restore("sentinel", plan, live)[0] == ["server3: came back as master, not as a replica"]
-
-
-# ---------------------------------------------------------------- minions and events
 
 
 def test_progress_lines_from_events():
@@ -434,10 +105,15 @@ def test_progress_lines_from_events():
 class Deployment:
     """The minions as the runner sees them: calls recorded in order, services and files kept."""
 
-    def __init__(self, mode, live, files=(), stop_fails=(), create=None, restore_fails=()):
+    def __init__(self, mode, live, files=(), stop_fails=(), create=None, restore_fails=(), silent=(),
+                 still_running=(), undo_fails=(), metadata=None, gone=()):
         self.mode, self.live, self.files = mode, live, set(files)
         self.calls, self.running = [], {}
         self.stop_fails, self.restore_fails, self.create = set(stop_fails), set(restore_fails), create or {}
+        # restore jobs: a minion that stops answering find_job, one still at it when the runner stops waiting
+        self.silent, self.still_running, self.undo_fails = set(silent), set(still_running), set(undo_fails)
+        self.metadata = metadata or {}  # {minion: its backup's metadata}, else meta(minion)
+        self.gone = set(gone)  # "minion:name" of backups deleted from their node
 
     def call(self, minion, function, kwarg):
         kwarg = kwarg or {}
@@ -449,6 +125,15 @@ class Deployment:
             return True, kwarg["default"]
         if function == "file.file_exists":
             return True, f"{minion}:{kwarg['path']}" in self.files
+        if function == "file.read":
+            return True, json.dumps(self.metadata.get(minion) or meta(minion))
+        if function == "redis_backup.list":
+            names = [n for n in ("rdb_backup_20251027_120000",) if f"{minion}:{n}" not in self.gone]
+            return True, {"backups": [{"name": n, "type": "rdb"} for n in names]}
+        if function == "redis_backup.undo_restore":
+            if minion in self.undo_fails:
+                return False, "ERROR: Redis does not stop"
+            return True, {"result": True, "changed": True, "safety_copy": kwarg["safety_copy"]}
         if function.startswith("service."):
             action = function.split(".")[1]
             if action == "stop" and (minion, kwarg["name"]) in self.stop_fails:
@@ -461,7 +146,7 @@ class Deployment:
             if not kwarg["force"]:
                 return True, {"result": None, "would_replace": [{"name": "dump.rdb", "size": 1}], "data_dir": "/d"}
             return True, {"result": True, "backup": os.path.basename(kwarg["backup"]), "keys": 100,
-                          "safety_copy": "/var/lib/redis_backup_x", "warnings": []}
+                          "safety_copy": f"/var/lib/redis_backup_{minion}", "warnings": []}
         if function == "redis_backup.create":
             return self.create.get(minion, (False, "no answer"))
         if function == "redis_backup.keyspace":
@@ -480,11 +165,28 @@ class Deployment:
     def call_each(self, client, calls, timeout, watch=None):
         return {minion: self.call(minion, function, kwarg) for minion, (function, kwarg) in calls.items()}
 
+    def run_jobs(self, client, calls, timeout, watch=None):
+        """What Salt gathers of each job: its return, ``{"failed": True}`` (silent), None (running)."""
+        answers = {}
+        for minion, (function, kwarg) in calls.items():
+            if function == "redis_backup.restore" and minion in self.silent:
+                self.calls.append((minion, function, dict(kwarg)))
+                answers[minion] = {"failed": True}
+            elif function == "redis_backup.restore" and minion in self.still_running:
+                self.calls.append((minion, function, dict(kwarg)))
+                answers[minion] = None
+            else:
+                ok, ret = self.call(minion, function, kwarg)
+                answers[minion] = {"ret": ret, "retcode": 0 if ok else 1}
+        return answers
+
     def actions(self):
         """The calls that change something, in order."""
-        return [(minion, function, kwarg.get("name") or os.path.basename(kwarg.get("backup", "")))
+        return [(minion, function,
+                 kwarg.get("name") or os.path.basename(kwarg.get("backup") or kwarg.get("safety_copy") or ""))
                 for minion, function, kwarg in self.calls
-                if function.startswith("service.") or (function == "redis_backup.restore" and kwarg["force"])]
+                if function.startswith("service.") or function == "redis_backup.undo_restore"
+                or (function == "redis_backup.restore" and kwarg["force"])]
 
 
 class _Client:
@@ -553,7 +255,6 @@ def runner(tmp_path, monkeypatch):
                        "timeout": 5}
     module.__context__ = {}
     module.__jid_event__ = _Progress()
-    module.__utils__ = retention_utils()
     monkeypatch.setattr(module, "_client", _Client)
     monkeypatch.setattr(module, "_Follower", _NoFollower)
 
@@ -561,6 +262,7 @@ def runner(tmp_path, monkeypatch):
         module.__salt__ = {"redis_deployment.shape": lambda: shape(mode, copy_to, **resolved)}
         monkeypatch.setattr(module, "_call_many", deployment.call_many)
         monkeypatch.setattr(module, "_call_each", deployment.call_each)
+        monkeypatch.setattr(module, "_run_jobs", deployment.run_jobs)
         return module
 
     return use
@@ -771,6 +473,88 @@ def test_a_failed_restore_still_starts_the_replicas_and_fails(runner):
     assert deployment.actions()[-1] == ("witness1", "service.start", "redis-sentinel")
 
 
+def _cluster_restore(runner, **faults):
+    files = [f"server{n}:{LOCAL}" for n in (1, 2, 3)]
+    deployment = Deployment("cluster", live_cluster(), files=files, **faults)
+    module = runner(deployment, "cluster")
+    return deployment, module.restore(set=_written_set(module, "cluster", cluster_nodes()), force=True)
+
+
+def test_one_failed_master_rolls_the_others_back_before_anything_starts(runner):
+    deployment, result = _cluster_restore(runner, restore_fails=("server2",))
+    assert result["retcode"] == 1
+    actions = deployment.actions()
+    restores = [a for a in actions if a[1] == "redis_backup.restore"]
+    undone = [a for a in actions if a[1] == "redis_backup.undo_restore"]
+    assert [a[0] for a in restores] == ["server1", "server2", "server3"]
+    assert undone == [("server1", "redis_backup.undo_restore", "redis_backup_server1"),
+                      ("server3", "redis_backup.undo_restore", "redis_backup_server3")]
+    # the replicas start only after every master is back on its own data
+    first_start = next(i for i, a in enumerate(actions) if a[1] == "service.start")
+    assert first_start > actions.index(undone[-1])
+    assert [a[0] for a in actions[first_start:]] == ["server4", "server5", "server6"]
+    undo_call = next(c for c in deployment.calls if c[1] == "redis_backup.undo_restore")
+    assert undo_call[2] == {"safety_copy": "/var/lib/redis_backup_server1", "part_of_set": True, "timeout": 900}
+    assert result["rolled_back"] == {"server1": "/var/lib/redis_backup_server1",
+                                     "server3": "/var/lib/redis_backup_server3"}
+    assert "server2: restore failed: ERROR: restore failed: checksum" in result["problems"][0]
+    assert result["comment"].startswith("set restore failed on server2; rolled back to their data from before the "
+                                        "restore: server1, server3")
+    assert "verify" not in result  # nothing of the set to verify
+
+
+def test_a_master_that_stops_answering_is_a_failed_master_by_name(runner):
+    deployment, result = _cluster_restore(runner, silent=("server3",))
+    assert result["retcode"] == 1
+    assert any(p.startswith("server3: restore did not answer: the minion stopped answering (saltutil.find_job)")
+               for p in result["problems"])
+    assert sorted(result["rolled_back"]) == ["server1", "server2"]
+    assert [a[0] for a in deployment.actions() if a[1] == "service.start"] == ["server4", "server5", "server6"]
+
+
+def test_a_master_still_restoring_at_the_bound_leaves_replicas_and_sentinels_stopped(runner):
+    deployment, result = _cluster_restore(runner, still_running=("server2",))
+    assert result["retcode"] == 1
+    assert not [a for a in deployment.actions() if a[1] == "service.start"]
+    assert result["left_stopped"] == ["server4", "server5", "server6"]
+    assert sorted(result["rolled_back"]) == ["server1", "server3"]
+    assert "server2 still restoring: server4, server5, server6 left stopped" in result["comment"]
+    assert any(p.startswith("server2: restore still running after 900s") for p in result["problems"])
+
+
+def test_a_rollback_that_fails_is_said(runner):
+    deployment, result = _cluster_restore(runner, restore_fails=("server2",), undo_fails=("server1",))
+    assert result["retcode"] == 1
+    assert result["rolled_back"] == {"server3": "/var/lib/redis_backup_server3"}
+    assert "server1" in result["rollback_failed"]
+    assert "NOT rolled back (they hold the set's data): server1" in result["comment"]
+
+
+def test_a_member_whose_sums_differ_from_the_manifest_refuses_the_whole_set(runner):
+    other = meta("server2", slots=THIRDS["server2"])
+    other["files"] = [dict(other["files"][0], sha256="ef" * 32)]  # replaced since, metadata to match
+    deployment, result = _cluster_restore(runner, metadata={"server2": other})
+    assert result["retcode"] == 1 and deployment.actions() == []
+    assert not [c for c in deployment.calls if c[1] == "redis_backup.restore"]  # refused before the dry run
+    assert result["problems"] == [f"server2: rdb_backup_20251027_120000: file dump.rdb.gz sha256 {'ef' * 8}... on "
+                                  f"the node, {'ab' * 8}... in the set manifest"]
+    assert result["comment"].startswith("nothing changed: server2: rdb_backup_20251027_120000: file dump.rdb.gz")
+
+
+def test_list_marks_a_set_whose_members_are_gone(runner):
+    deployment = Deployment("cluster", live_cluster(), gone=("server2:rdb_backup_20251027_120000",))
+    module = runner(deployment, "cluster")
+    set_id = _written_set(module, "cluster", cluster_nodes())
+    listed = module.list_()
+    item = listed["sets"][0]
+    assert item["set_id"] == set_id and item["status"] == "incomplete"
+    assert item["missing"] == ["server2:rdb_backup_20251027_120000"]
+    assert item["reason"] == "members missing: server2:rdb_backup_20251027_120000"
+    assert listed["table"][1].endswith("members missing: server2:rdb_backup_20251027_120000")
+    deployment.gone.clear()
+    assert module.list_()["sets"][0]["status"] == "complete"
+
+
 def test_restore_arguments(runner):
     module = runner(Deployment("cluster", {}), "cluster")
     result = module.restore(set="set_20991231_000000")
@@ -809,3 +593,19 @@ def test_every_public_runner_hands_salt_runs_clients_to_the_exit_tidy_up(tmp_pat
     assert called == [True, True, True]
     module.__salt__ = {}  # redis_deployment not loaded: nothing to tidy, nothing fails
     assert module.list_()["sets"] == []
+
+
+def test_after_a_failover_the_new_masters_own_backup_is_checked_against_its_own_record(runner):
+    """server2 is master now and restores its own backup of the set (no copy_to): its sums are
+    compared with server2's record in the manifest, not with server1's."""
+    own = meta("server2", role="slave")
+    own["files"] = [dict(own["files"][0], sha256="12" * 32)]
+    nodes = sentinel_nodes()
+    nodes["server2"] = bs.node_entry({"hostname": "server2", "ip": "10.0.0.2", "port": 6379, "role": "replica"},
+                                     "server2", True, own)
+    deployment = Deployment("sentinel", live_sentinel(master="server2"), files=[f"server2:{LOCAL}"],
+                            metadata={"server2": own})
+    module = runner(deployment, "sentinel")
+    result = module.restore(set=_written_set(module, "sentinel", nodes))
+    assert result["retcode"] == 0, result["problems"]
+    assert result["plan"]["restore"][0]["backup_of"] == "server2"
