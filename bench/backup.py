@@ -15,7 +15,6 @@ printed; nothing is asserted.
 Usage: .venv/bin/python bench/backup.py [SIZE_MIB]     (or BENCH_BACKUP_MIB; default 1024)
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -30,6 +29,9 @@ import time
 import redis
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from support.loaders import load_file, utils_dunder  # noqa: E402
 SERVER = "/usr/bin/redis-server"
 VALUE_BYTES = 1024
 BATCH = 1000
@@ -37,16 +39,8 @@ BATCH = 1000
 
 def load_backup_module(pillar):
     """_modules/redis_backup.py with the dunders Salt would give it (no event bus, no service)."""
-    def load(name, path):
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    common = load("redis_common", ROOT / "_utils" / "redis_common.py")
-    mod = load("redis_backup", ROOT / "_modules" / "redis_backup.py")
-    mod.__utils__ = {f"redis_common.{name}": getattr(common, name)
-                     for name in ("client", "error_text", "failure", "wait", "connection_refused", "is_auth_failure")}
+    mod = load_file("redis_backup", ROOT / "_modules" / "redis_backup.py")
+    mod.__utils__ = utils_dunder()
     mod.__pillar__ = {"redis": pillar}
     mod.__grains__ = {"id": "bench"}
     mod.__opts__ = {"id": "bench"}

@@ -24,6 +24,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support.loaders import utils_dunder
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK_CONFIG = ROOT / "salt" / "redis" / "files" / "redis-check-config"
@@ -273,19 +274,6 @@ def _exec_file(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def utils_dunder():
-    """``__utils__`` as Salt's loader gives it: ``{"redis_common.client": function, ...}`` for _utils/*.py."""
-    functions = {}
-    for path in sorted((ROOT / "_utils").glob("*.py")):
-        module = _exec_file(f"utils_{path.stem}", path)
-        name = getattr(module, "__virtualname__", path.stem)
-        functions.update(
-            {f"{name}.{attr}": value for attr, value in vars(module).items()
-             if callable(value) and not attr.startswith("_") and getattr(value, "__module__", None) == module.__name__}
-        )
-    return functions
 
 
 def load_module(name, relative_path):

@@ -332,7 +332,7 @@ def test_interrupted_copy_leaves_nothing_listed(node, monkeypatch):
 
 KILLED_CREATE = """
 import json, sys, time
-sys.path.insert(0, {functional!r})
+sys.path[:0] = [{functional!r}, {functional!r} + "/.."]
 from conftest import load_module
 settings = json.loads(sys.stdin.read())
 mod = load_module("redis_backup_mod", "_modules/redis_backup.py")

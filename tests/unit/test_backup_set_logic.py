@@ -11,6 +11,8 @@ import importlib.util
 import json
 import pathlib
 
+from support.loaders import utils_dunder as support_utils_dunder
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -25,16 +27,8 @@ bs = _load("_utils/redis_backup_sets.py", "redis_backup_sets_under_test")
 
 
 def utils_dunder():
-    """``__utils__`` as Salt's loader gives it to the runner: ``{"redis_backup_sets.assess":
-    function, ...}`` for the utils modules the runner reaches."""
-    functions = {}
-    for stem in ("redis_backup_sets", "redis_backup_retention", "redis_backup_files"):
-        module = _load(f"_utils/{stem}.py", f"{stem}_for_runner")
-        name = getattr(module, "__virtualname__", stem)
-        functions.update({f"{name}.{attr}": value for attr, value in vars(module).items()
-                          if callable(value) and not attr.startswith("_")
-                          and getattr(value, "__module__", None) == module.__name__})
-    return functions
+    """``__utils__`` as Salt's loader gives it to the runner, for the utils modules it reaches."""
+    return support_utils_dunder(["redis_backup_sets", "redis_backup_retention", "redis_backup_files"])
 
 
 THIRDS = {"server1": [[0, 5460]], "server2": [[5461, 10922]], "server3": [[10923, 16383]]}
