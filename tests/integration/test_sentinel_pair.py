@@ -11,6 +11,8 @@ FAILOVER, and loses no acknowledged write.
 """
 
 import json
+import os
+import threading
 import time
 
 import pytest
@@ -19,6 +21,7 @@ import yaml
 from lab.hosts import read_hosts
 from lab.saltconf import minion_settings
 from redis.sentinel import Sentinel
+from support.drills import partial_backups
 from support.events import master_events
 from support.lab import (
     PASSWORD,
@@ -399,7 +402,7 @@ def test_a_rolling_restart_under_a_client_writing_with_wait_1_loses_nothing_and_
 def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_orchestration(
     first_apply, cli, sentinel_master, sentinel_lab
 ):
-    """Last in this module: the servers keep the changed log file."""
+    """The servers keep the changed log file (the backup drills below only add keys)."""
     _, _, config = sentinel_lab
     logfile = "/var/log/redis/redis-server-rolled.log"
     (config.parent / "pillar" / "redis.sls").write_text(yaml.safe_dump({"redis": {"logfile": logfile}}))
@@ -428,4 +431,86 @@ def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_
         assert cli.run("redis_cluster.status", minion_tgt=host).data["restart_pending"] == []
     master = current_master()
     wait_until(lambda: all(master_seen_by(h) == SERVERS[master] for h in ALL), 30, f"the Sentinels agree on {master}")
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+
+
+# Backup drills in Sentinel mode: a set is the only way to restore a Sentinel deployment.
+
+
+def run_cli(sentinel_master, timeout=600):
+    """salt-run renders pillar itself: like the master, it needs REDIS_PASSWORD."""
+    cli = sentinel_master.salt_run_cli(timeout=timeout)
+    cli.environ = dict(cli.environ, REDIS_PASSWORD=PASSWORD)
+    return cli
+
+
+def database(host, number):
+    return redis.Redis(host=ALL[host], port=6379, db=number, password=PASSWORD, socket_timeout=5,
+                       decode_responses=True)
+
+
+def test_keys_in_database_0_and_3_come_back_from_a_set_restore_on_both_servers(first_apply, cli, sentinel_master):
+    master = current_master()
+    for number in (0, 3):
+        pipe = database(master, number).pipeline(transaction=False)
+        for key in range(100):
+            pipe.set(f"db{number}:{key}", key)
+        pipe.execute()
+    assert database(master, 0).execute_command("WAIT", 1, 2000) == 1
+    backed_up = run_cli(sentinel_master).run("redis_backup.run", "type=rdb")
+    assert backed_up.returncode == 0 and backed_up.data["status"] == "complete", backed_up.stdout
+    server(master).flushall()
+    single = cli.run("redis_backup.restore", f"backup={backed_up.data['nodes'][master]['backups']['rdb']['name']}",
+                     "force=True", minion_tgt=master)
+    assert "salt-run redis_backup.restore" in single.stdout  # a Sentinel master only ever in a set
+
+    restored = run_cli(sentinel_master).run("redis_backup.restore", f"set={backed_up.data['set_id']}", "force=True")
+
+    assert restored.returncode == 0, restored.stdout
+    assert_no_password(restored.stdout, "salt-run redis_backup.restore")
+    live = current_master()
+    for host in SERVERS:
+        wait_until(lambda: all(database(host, n).dbsize() >= 100 for n in (0, 3)), 60, f"{host} has both databases")
+        for number in (0, 3):
+            names = [f"db{number}:{key}" for key in range(100)]
+            assert database(host, number).mget(names) == [str(key) for key in range(100)], (host, number)
+    wait_until(lambda: all(master_seen_by(h) == SERVERS[live] for h in ALL), 60, f"the Sentinels agree on {live}")
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+
+
+def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_complete(
+    first_apply, cli, sentinel_master, sentinel_lab
+):
+    lab = sentinel_lab[0]
+    old = current_master()
+    # Incompressible values, so that the master's part of the set is still copying when it dies.
+    pipe = server(old).pipeline(transaction=False)
+    for number in range(48):
+        pipe.set(f"ballast:{number}", os.urandom(1 << 20).hex()[: 1 << 20])
+    pipe.execute()
+    keys = acknowledged_writes("set-death")
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(
+        result=run_cli(sentinel_master).run("redis_backup.run", "type=rdb", "compress=gzip")), daemon=True)
+    runner.start()
+    wait_until(lambda: any(size > 0 for size in partial_backups(lab, old).values()), 120,
+               f"{old}'s part of the set copying", interval=0.01)
+    lab.kill(old)
+    runner.join(240)
+    assert not runner.is_alive(), "salt-run redis_backup.run still runs 4 minutes after the master's host died"
+    result = outcome["result"]
+
+    assert result.returncode != 0, result.stdout
+    assert result.data["status"] == "partial", result.data
+    assert old in result.data["reason"], result.data["reason"]
+    listed = run_cli(sentinel_master).run("redis_backup.list")
+    assert [s["status"] for s in listed.data["sets"] if s["set_id"] == result.data["set_id"]] == ["partial"]
+
+    new = next(h for h in SERVERS if h != old)
+    wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
+    lab.boot(old)
+    wait_for_minions(cli, [old])
+    wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_link_status"] == "up", 120, f"{old} back as a replica")
+    assert [server(new).get(k) for k in keys] == [str(n) for n in range(len(keys))]
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
