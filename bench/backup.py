@@ -4,7 +4,7 @@ redis-server (no password, temp dir) filled with pipelined writes:
 
   ours:   redis_backup.create(type="rdb", compress=zstd|gzip, verify=False): BGSAVE, streamed
           copy + compression + two sha256, then the check (decompress + redis-check-rdb)
-  manual: BGSAVE, then `zstd -1 -T0` / `zstd -3 -T0` (our level) / `gzip -6` of the same dump
+  manual: BGSAVE, then `zstd -1 -T0` (our level) / `zstd -3 -T0` / `gzip -6` of the same dump
   verify: redis_backup.verify (throwaway server loads the backup, counts keys per type), apart
 
 Each of our calls runs in a child process of its own, which reports its peak RSS growth
@@ -210,7 +210,7 @@ def main(size_mib):
           f"peak RSS growth {verify['rss_growth_kib'] / 1024:.1f} MiB / "
           f"children {verify['children_maxrss_kib'] / 1024:.1f} MiB")
     print()
-    for compress, label in (("zstd", "zstd -3 -T0"), ("zstd", "zstd -1 -T0"), ("gzip", "gzip -6")):
+    for compress, label in (("zstd", "zstd -1 -T0"), ("zstd", "zstd -3 -T0"), ("gzip", "gzip -6")):
         meta = ours[compress]["result"]
         by_hand = manual["bgsave"] + manual[label][0]
         copy = meta["snapshot_seconds"] + meta["copy_seconds"]
