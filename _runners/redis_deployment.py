@@ -747,3 +747,84 @@ def _finish_roll(result):
     result["retcode"] = 0 if result["ok"] else 1
     __context__["retcode"] = result["retcode"]
     return result
+
+
+# ---------------------------------------------------------------- health
+
+HEALTH_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2}
+HEALTH_ROLES = ("cluster-node", "master", "replica", "sentinel-only")
+
+
+def _health_rows(nodes, answers):
+    """One row per node from the minions' ``redis_cluster.health`` answers: ``{hostname:
+    {minion, role, status, code, failing: ["check: detail"]}}``; a node whose minion did not
+    answer (or failed) is CRITICAL with why."""
+    rows = {}
+    for node in nodes:
+        ok, ret = answers.get(node["minion"], (False, f"minion {node['minion']} did not answer"))
+        if not ok or not isinstance(ret, dict) or ret.get("status") not in HEALTH_CODES:
+            rows[node["hostname"]] = {"minion": node["minion"], "role": node["role"], "status": "CRITICAL",
+                                      "code": 2, "failing": [f"health: {ret}"]}
+            continue
+        failing = [f"{c.get('name')}: {c.get('detail') or c.get('value')}" for c in ret.get("checks") or []
+                   if c.get("status") != "OK"]
+        rows[node["hostname"]] = {"minion": node["minion"], "role": node["role"], "status": ret["status"],
+                                  "code": HEALTH_CODES[ret["status"]], "failing": failing}
+    return rows
+
+
+def _health_table(rows):
+    """The rows as aligned lines, the worst first (then by name)."""
+    ordered = sorted(rows.items(), key=lambda item: (-item[1]["code"], item[0]))
+    width = max([len(name) for name in rows] + [4])
+    lines = [f"{'node':<{width}}  {'role':<13} {'status':<8} failing checks"]
+    for name, row in ordered:
+        lines.append(f"{name:<{width}}  {row['role']:<13} {row['status']:<8} {'; '.join(row['failing']) or '-'}")
+    return lines
+
+
+def health(config=None, timeout=30):
+    """
+    Every node's health in one table, for operators who look from the master: the
+    deployment's own ``redis_cluster.health`` run at once on each Redis server's and each
+    witness's minion. A node whose minion does not answer within ``timeout`` seconds (or
+    lacks the module) is CRITICAL, with why. Exit status: the worst code (0 OK, 1 WARNING,
+    2 CRITICAL).
+
+    Returns ``{"status", "code", "nodes": {hostname: {minion, role, status, code,
+    failing: ["check: detail"]}}, "table": [lines], "retcode"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run redis_deployment.health
+    """
+    _close_salt_clients_at_exit()
+    deployment = shape(config)
+    nodes, problems = [], []
+    for controller in deployment["controllers"]:
+        role = deployment["roles"].get(controller["hostname"], "none")
+        if role not in HEALTH_ROLES:
+            continue
+        if controller.get("minion"):
+            nodes.append({"hostname": controller["hostname"], "minion": controller["minion"], "role": role})
+        else:
+            problems.append({"hostname": controller["hostname"], "minion": None, "role": role})
+    answers = {}
+    if nodes:
+        client = salt.client.get_local_client(__opts__["conf_file"])
+        try:
+            answers = _minions_call(client, [n["minion"] for n in nodes], "redis_cluster.health", int(timeout))
+        finally:
+            client.destroy()
+    rows = _health_rows(nodes, answers)
+    for node in problems:
+        controller = next(c for c in deployment["controllers"] if c["hostname"] == node["hostname"])
+        rows[node["hostname"]] = {"minion": None, "role": node["role"], "status": "CRITICAL", "code": 2,
+                                  "failing": [f"minion: {controller.get('minion_problem')}"]}
+    code = max([row["code"] for row in rows.values()] + [0])
+    status = next(name for name, value in HEALTH_CODES.items() if value == code)
+    result = {"status": status, "code": code, "nodes": rows, "table": _health_table(rows), "retcode": code}
+    __context__["retcode"] = code
+    return result
