@@ -11,10 +11,12 @@ servers are asked one name at a time).
 """
 
 import contextlib
+import datetime
 import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -1108,3 +1110,228 @@ def _cluster_keys(view):
         except redis.RedisError:
             pass
     return total
+
+
+# ---------------------------------------------------------------- health
+
+# The rules live in _utils/redis_health.py (pure, unit-tested on recorded INFO outputs); this
+# part only gathers what they read.
+HEALTH_SERVER_ROLES = ("cluster-node", "master", "replica")
+HEALTH_ROLES = (*HEALTH_SERVER_ROLES, "sentinel-only")
+HEALTH_SLOWLOG_READ = 10
+
+
+def _health_rule(name):
+    return __utils__[f"redis_health.{name}"]
+
+
+def health():
+    """
+    The node's health, as the original document's ``redis_health.sh`` judged it and more:
+    ``{"status": "OK"|"WARNING"|"CRITICAL", "code": 0|1|2, "checks": [{"name", "value",
+    "threshold", "status", "detail"}]}`` (the worst check wins; Nagios codes).
+
+    On a Redis server of the deployment: PING with the deployment's password (a server that
+    is down, refuses the password, is loading, busy or does not answer within
+    ``socket_timeout_seconds`` is CRITICAL with the reason), memory against maxmemory (under
+    ``noeviction``) or the eviction rate (under an eviction policy), clients against
+    maxclients and rejected connections, the hit rate, the last BGSAVE, unsaved changes
+    against the ``save`` schedule, the AOF's last write and rewrite, new slow-log entries
+    since the previous check, the newest good backup of each scheduled type; in cluster
+    mode the cluster's state, slots, failing nodes, open slots and replicas per master; in
+    Sentinel mode the replication link and lag and the Sentinels (reachable, agreeing on one
+    master, enough for a majority). On a witness (role ``sentinel-only``): its Sentinel and
+    the others. Thresholds: pillar ``redis:monitoring`` (YAML ``cache.redis.monitoring``).
+
+    Rates need the previous check's counters: kept in the minion's cache directory
+    (``<cachedir>/redis_health/<port>.json``) for the server process that answered (its
+    ``run_id``: a restart starts over). Never raises for an unhealthy server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_cluster.health
+    """
+    settings = _settings()
+    if settings.get("error"):
+        return _health_rule("summary")([_health_rule("check")(
+            "pillar", "CRITICAL", detail=f"the deployment's pillar failed: {settings['error']}")])
+    role, mode = settings.get("role", "none"), settings.get("mode", "none")
+    if role not in HEALTH_ROLES:
+        return {"status": "OK", "code": 0, "checks": [], "comment": "not a Redis node"}
+    limits = _health_rule("thresholds")(settings.get("monitoring"))
+    timeout = float(limits["socket_timeout_seconds"])
+    checks = []
+    info = None
+    if role in HEALTH_SERVER_ROLES:
+        server_checks, info = _health_server(settings, limits, timeout, mode)
+        checks += server_checks
+    if mode == "sentinel":
+        checks += _health_sentinels(settings, timeout, info)
+    if role in HEALTH_SERVER_ROLES:
+        checks += _health_backups(settings, limits)
+    return _health_rule("summary")(checks)
+
+
+def _health_server(settings, limits, timeout, mode):
+    """``(checks, INFO or None)`` of the local Redis server."""
+    rule = _health_rule
+    try:
+        client = _client(timeout=timeout)
+        started = time.monotonic()
+        client.ping()
+        answered = (time.monotonic() - started) * 1000
+        info = client.info()
+        if "maxclients" not in info:  # INFO shows it from Redis 7.0 on
+            info["maxclients"] = __utils__["redis_config.config_get"](client, ["maxclients"]).get("maxclients")
+        save = __utils__["redis_config.config_get"](client, ["save"]).get("save", "")
+        slow = client.slowlog_get(HEALTH_SLOWLOG_READ)
+        view = _view(client) if info.get("cluster_enabled") else None
+    except redis.RedisError as exc:
+        failure = __utils__["redis_common.failure"](exc)
+        text = __utils__["redis_common.error_text"](exc)
+        address = f"{settings.get('bind_ip', '127.0.0.1')}:{_port()}"
+        return [rule("unreachable")("ping", failure, f"{address}: {text}", timeout)], None
+    now = time.time()
+    previous, _ = _health_state_read()
+    newest = [(int(e["id"]), int(e.get("duration", 0)), _health_command_name(e.get("command"))) for e in slow]
+    last_id = max((e[0] for e in newest), default=None)
+    if last_id is None and previous.get("run_id") == info.get("run_id"):
+        last_id = previous.get("slowlog_last_id")  # SLOWLOG RESET empties the log, ids go on
+    checks = [rule("ping")(answered), rule("memory")(info, limits)]
+    checks += [c for c in (rule("evictions")(info, previous, now, limits),) if c]
+    checks += [rule("clients")(info, limits), rule("rejected_connections")(info, previous, now),
+               rule("hit_rate")(info, limits)]
+    checks += rule("rdb")(info, save, now)
+    checks += rule("aof")(info)
+    checks.append(rule("slowlog")(last_id, previous, info.get("run_id"), limits, newest))
+    if view is not None:
+        checks += rule("cluster")(view, settings.get("replicas_per_master", 0))
+    elif mode == "sentinel":
+        checks += rule("replication")(info, limits)
+    _health_state_write({"run_id": info.get("run_id"), "time": now, "evicted_keys": info.get("evicted_keys", 0),
+                         "rejected_connections": info.get("rejected_connections", 0), "slowlog_last_id": last_id})
+    return checks, info
+
+
+def _health_command_name(command):
+    """A slow-log entry's command name only (its arguments may hold application data)."""
+    if isinstance(command, bytes):  # redis-py joins the words as bytes whatever decode_responses says
+        command = command.decode("utf-8", "replace")
+    return str(command or "?").split(" ", 1)[0].upper()
+
+
+def _health_sentinels(settings, timeout, info):
+    """The Sentinels' checks (``redis_sentinel.status``: the same live-master decision the
+    states follow)."""
+    rule = _health_rule
+    try:
+        status = __salt__["redis_sentinel.status"](timeout=timeout)
+    except (KeyError, CommandExecutionError) as exc:
+        return [rule("check")("sentinels", "CRITICAL", detail=f"no Sentinel view: {exc}")]
+    local_role = None
+    if info is not None:
+        local_role = "replica" if info.get("role") == "slave" else "master"
+    address = f"{settings.get('bind_ip', '127.0.0.1')}:{_port()}"
+    return rule("sentinels")(status, me=settings.get("hostname"), local_role=local_role, my_address=address)
+
+
+def _health_croniter():
+    try:
+        from croniter import croniter  # pylint: disable=import-outside-toplevel
+
+        return croniter
+    except ImportError:
+        return None
+
+
+def _health_backups(settings, limits):
+    """The newest good backup of each scheduled type (``redis_backup.list``) against the backup
+    jobs Salt's scheduler really runs here (``schedule.list``: the jobs the state
+    ``redis_backup.scheduled`` installed from pillar ``redis:backup:schedule``)."""
+    rule = _health_rule
+    try:
+        jobs = __salt__["schedule.list"](show_all=True, return_yaml=False) or {}
+    except (KeyError, CommandExecutionError) as exc:
+        return [rule("check")("backups", "WARNING", detail=f"cannot read Salt's scheduler: {exc}")]
+    plan = [{"cron": job.get("cron"), "type": (job.get("kwargs") or {}).get("type", "both")}
+            for name, job in sorted(jobs.items()) if isinstance(job, dict) and str(name).startswith("redis-backup-")
+            and job.get("function") == "redis_backup.create" and job.get("enabled", True) is not False]
+    if not plan:
+        return rule("backups")(plan, [], None, None, 0)
+    try:
+        listed = __salt__["redis_backup.list"]()
+    except (KeyError, CommandExecutionError) as exc:
+        return [rule("check")("backups", "WARNING", detail=f"cannot list this node's backups: {exc}")]
+    entries = []
+    for item in listed.get("backups") or []:
+        moment = __utils__["redis_backup_files.parse_time"](item.get("timestamp"))
+        entries.append(dict(item, time=moment))
+    now = datetime.datetime.now().astimezone()  # the scheduler reads cron in local time
+    first_seen = _health_schedule_first_seen(plan, now)
+    return rule("backups")(plan, entries, now, first_seen, limits["backup_grace_minutes"], _health_croniter())
+
+
+def _health_state_path():
+    cachedir = (globals().get("__opts__") or {}).get("cachedir")
+    if not cachedir:
+        return None
+    return os.path.join(cachedir, "redis_health", f"{_port()}.json")
+
+
+def _health_state_load():
+    path = _health_state_path()
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _health_state_read():
+    """``(previous counters, backup schedule record)`` from the last check."""
+    data = _health_state_load()
+    server = data.get("server") if isinstance(data.get("server"), dict) else {}
+    schedule = data.get("schedule") if isinstance(data.get("schedule"), dict) else {}
+    return server, schedule
+
+
+def _health_state_write(server=None, schedule=None):
+    """Keep the counters (and the schedule record) for the next check: mkstemp + os.replace."""
+    path = _health_state_path()
+    if not path:
+        return
+    data = _health_state_load()
+    if server is not None:
+        data["server"] = server
+    if schedule is not None:
+        data["schedule"] = schedule
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".health.")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        log.warning("redis_cluster.health: cannot keep the check's counters in %s: %s", path, exc)
+
+
+def _health_schedule_first_seen(plan, now):
+    """When this minion's health check first saw this backup schedule (recorded now if new)."""
+    signature = json.dumps(plan, sort_keys=True, default=str)
+    _, record = _health_state_read()
+    seen = __utils__["redis_backup_files.parse_time"](record.get("first_seen")) if record else None
+    if record.get("signature") == signature and seen is not None:
+        return seen
+    _health_state_write(schedule={"signature": signature, "first_seen": now.isoformat(timespec="seconds")})
+    return now

@@ -93,15 +93,41 @@ BACKUP_DEFAULTS = {
     # Days the previous data's safety copies of restores are kept (always the newest one).
     "safety_copy_days": 7,
 }
+# cache.redis.monitoring: the thresholds of `redis_cluster.health` (pillar redis:monitoring;
+# _utils/redis_health.py has the same defaults). name -> (default, kind, low, high).
+MONITORING_DEFAULTS = {
+    "memory_warning_percent": 90,
+    "memory_critical_percent": 98,
+    "evictions_per_second": 1000,
+    "clients_warning_percent": 90,
+    "hit_rate_minimum": 0.8,
+    "hit_rate_min_lookups": 1000,
+    "replication_lag_seconds": 30,
+    "slowlog_new_entries": 10,
+    "socket_timeout_seconds": 2,
+    "backup_grace_minutes": 60,
+    "exporter": False,
+}
+MONITORING_LIMITS = {
+    "memory_warning_percent": ("number", 1, 100),
+    "memory_critical_percent": ("number", 1, 100),
+    "evictions_per_second": ("number", 0, 10_000_000),
+    "clients_warning_percent": ("number", 1, 100),
+    "hit_rate_minimum": ("number", 0, 1),
+    "hit_rate_min_lookups": ("integer", 0, 10**12),
+    "replication_lag_seconds": ("number", 1, 86_400),
+    "slowlog_new_entries": ("integer", 0, 10**9),
+    "socket_timeout_seconds": ("number", 0.1, 60),
+    "backup_grace_minutes": ("number", 0, 10_080),
+}
 # The keys cache.redis may hold. Anything else is an error: a typo must not run with the
 # default (`maxmemroy_percent: 50` would run with 25 %).
-SETTINGS_KEYS = (*DEFAULTS, "password", "sentinel", "backup")
+SETTINGS_KEYS = (*DEFAULTS, "password", "sentinel", "backup", "monitoring")
 # Keys of the public interface whose feature this formula does not build yet: refused, so
 # nobody believes that TLS, ACLs or a firewall are on.
 NOT_SUPPORTED_YET = (
     "tls",
     "acl",
-    "monitoring",
     "firewall",
     "client_networks",
     "previous_password",
@@ -242,7 +268,9 @@ def _refuse_unknown_settings(raw, path):
     )
     _refuse_unknown_keys(raw, SETTINGS_KEYS, "cache.redis", path, refused)
     # A section of the wrong type is reported by the checks that read it.
-    sentinel, backup = raw.get("sentinel"), raw.get("backup")
+    sentinel, backup, monitoring = raw.get("sentinel"), raw.get("backup"), raw.get("monitoring")
+    if isinstance(monitoring, dict):
+        _refuse_unknown_keys(monitoring, tuple(MONITORING_DEFAULTS), "cache.redis.monitoring", path)
     if isinstance(sentinel, dict):
         _refuse_unknown_keys(sentinel, tuple(SENTINEL_DEFAULTS), "cache.redis.sentinel", path)
     if isinstance(backup, dict):
@@ -422,7 +450,34 @@ def _redis_settings(document, path, environ):
     if copy_to is not None and (not isinstance(copy_to, str) or not os.path.isabs(copy_to)):
         raise DeploymentError(path, "cache.redis.backup.copy_to", f"expected an absolute path, got {copy_to!r}")
     settings["backup"] = backup
+    settings["monitoring"] = _monitoring(settings.get("monitoring"), path)
     return settings
+
+
+def _monitoring(raw, path):
+    """cache.redis.monitoring over its defaults: numbers within their ranges, a warning level
+    below the critical one, ``exporter`` a boolean (true is refused until the exporter exists)."""
+    monitoring = dict(MONITORING_DEFAULTS)
+    monitoring.update(_mapping(raw, "cache.redis.monitoring", path))
+    for name, (kind, low, high) in MONITORING_LIMITS.items():
+        value, key = monitoring[name], f"cache.redis.monitoring.{name}"
+        wanted = int if kind == "integer" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted) or not low <= value <= high:
+            what = "an integer" if kind == "integer" else "a number"
+            raise DeploymentError(path, key, f"expected {what} from {low} to {high}, got {value!r}")
+    if monitoring["memory_warning_percent"] >= monitoring["memory_critical_percent"]:
+        raise DeploymentError(
+            path, "cache.redis.monitoring.memory_warning_percent",
+            f"expected a level below memory_critical_percent ({monitoring['memory_critical_percent']}), "
+            f"got {monitoring['memory_warning_percent']!r}",
+        )
+    exporter = monitoring["exporter"]
+    if not isinstance(exporter, bool):
+        raise DeploymentError(path, "cache.redis.monitoring.exporter", f"expected true or false, got {exporter!r}")
+    if exporter:
+        raise DeploymentError(path, "cache.redis.monitoring.exporter",
+                              "the Prometheus exporter is not supported yet by this formula; set false or remove it")
+    return monitoring
 
 
 # ---------------------------------------------------------------- the shape
@@ -705,6 +760,7 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "maxclients": settings["maxclients"],
             "sentinel": copy.deepcopy(deployment["sentinel"]),
             "backup": copy.deepcopy(settings["backup"]),
+            "monitoring": copy.deepcopy(settings["monitoring"]),
         }
     )
     if maxmemory is None:  # a Sentinel-only witness without a usable mem_total: it runs no redis-server

@@ -109,8 +109,22 @@ def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, s
         node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
 
 
+def test_a_healthy_cluster_is_ok_on_every_node_and_in_the_runners_table(first_apply, salt_cli, salt_run_cli):
+    wait_cluster_ok()
+    answers = salt_cli.run("redis_cluster.health", minion_tgt="it*")
+    for host in REDIS_HOSTS:
+        health = answers.data[host]
+        assert (health["status"], health["code"]) == ("OK", 0), health
+        names = {check["name"] for check in health["checks"]}
+        assert {"ping", "memory", "cluster_state", "cluster_slots", "backups"} <= names, names
+    assert answers.data["it4"] == {"status": "OK", "code": 0, "checks": [], "comment": "not a Redis node"}
+    table = salt_run_cli.run("redis_deployment.health")
+    assert table.returncode == 0 and table.data["status"] == "OK", table.stdout
+    assert sorted(table.data["nodes"]) == sorted(REDIS_HOSTS)
+
+
 def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_every_key(
-    first_apply, salt_cli, lab_hosts
+    first_apply, salt_cli, salt_run_cli, lab_hosts
 ):
     """The original document's scenario 3 with 3 masters and no replica, as it really goes:
     `cluster_state:fail` while a master is down (cluster-require-full-coverage yes, the
@@ -125,6 +139,13 @@ def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_e
 
     lab_hosts[0].kill("it2")
     wait_until(lambda: "cluster_state:fail" in cluster_info("it1"), 30, "the cluster noticing it2 was gone")
+    health = salt_cli.run("redis_cluster.health", minion_tgt="it1").data
+    assert (health["status"], health["code"]) == ("CRITICAL", 2), health
+    failing = {c["name"]: c for c in health["checks"] if c["status"] != "OK"}
+    assert failing["cluster_state"]["value"] == "fail", failing
+    table = salt_run_cli.run("redis_deployment.health", "timeout=10")
+    assert table.returncode == 2 and table.data["nodes"]["it2"]["status"] == "CRITICAL", table.stdout
+    assert table.data["nodes"]["it1"]["status"] == "CRITICAL"
     lab_hosts[0].boot("it2")
     wait_cluster_ok(timeout=60)
 

@@ -154,6 +154,22 @@ def test_bare_hosts_get_a_replicating_pair_and_three_sentinels_that_agree(first_
     assert states_with_changes(again) == []
 
 
+def test_a_healthy_pair_and_its_witness_are_ok_on_every_minion_and_in_the_runners_table(
+    first_apply, cli, sentinel_master
+):
+    answers = cli.run("redis_cluster.health", minion_tgt="*").data
+    for host in ALL:
+        assert (answers[host]["status"], answers[host]["code"]) == ("OK", 0), answers[host]
+    names = {check["name"] for check in answers[WITNESS[0]]["checks"]}
+    assert "ping" not in names and {"sentinel_local", "sentinel_agreement", "sentinel_majority"} <= names, names
+    for host in SERVERS:
+        names = {check["name"] for check in answers[host]["checks"]}
+        assert {"ping", "memory", "replication_lag", "sentinel_agreement", "backups"} <= names, names
+    table = sentinel_master.salt_run_cli(timeout=120).run("redis_deployment.health")
+    assert table.returncode == 0 and table.data["status"] == "OK", table.stdout
+    assert sorted(table.data["nodes"]) == sorted(ALL)
+
+
 def test_a_changed_down_after_reaches_every_sentinel_without_a_restart(first_apply, cli, sentinel_lab):
     _, _, config = sentinel_lab
     sentinel_runs = {h: sentinel(h).info("server")["run_id"] for h in ALL}

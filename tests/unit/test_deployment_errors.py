@@ -347,8 +347,8 @@ def test_a_password_quoted_inside_a_longer_value_is_not_shown(tmp_path):
 
 SETTINGS_LISTED = (
     "backup, cluster_node_timeout_ms, cluster_rebalance_timeout_s, cluster_require_full_coverage, master_name, "
-    "maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, password, "
-    "port, replicas_per_master, sentinel, sentinel_port"
+    "maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, monitoring, "
+    "password, port, replicas_per_master, sentinel, sentinel_port"
 )
 NOT_SUPPORTED = "not supported yet by this formula; remove it"
 
@@ -394,7 +394,6 @@ UNREAD_KEYS = [
         for name, value in (
             ("tls", {"cert_file": "/etc/ssl/redis.pem", "key_file": "/etc/ssl/redis.key"}),
             ("acl", {"users": [{"name": "app", "password": "x", "rules": "+@all"}]}),
-            ("monitoring", {"exporter": True}),
             ("firewall", True),
             ("client_networks", ["10.0.0.0/24"]),
             ("previous_password", "old-pw"),
