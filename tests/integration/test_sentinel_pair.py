@@ -164,7 +164,7 @@ def test_a_healthy_pair_and_its_witness_are_ok_on_every_minion_and_in_the_runner
     assert "ping" not in names and {"sentinel_local", "sentinel_agreement", "sentinel_majority"} <= names, names
     for host in SERVERS:
         names = {check["name"] for check in answers[host]["checks"]}
-        assert {"ping", "memory", "replication_lag", "sentinel_agreement", "backups"} <= names, names
+        assert {"ping", "memory", "replication_lag", "sentinel_agreement", "backup_rdb", "backup_aof"} <= names, names
     table = sentinel_master.salt_run_cli(timeout=120).run("redis_deployment.health")
     assert table.returncode == 0 and table.data["status"] == "OK", table.stdout
     assert sorted(table.data["nodes"]) == sorted(ALL)
