@@ -50,7 +50,6 @@ import grp
 import io
 import logging
 import os
-import pwd
 import re
 import shutil
 import socket
@@ -1991,10 +1990,7 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
     """
     _require_redis_role()
     path, meta = _resolve(backup, backup_dir)
-    try:
-        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise CommandExecutionError(f"user {user} or group {group} does not exist on this minion") from None
+    uid, gid = _account(user, group)
     timeout = float(timeout)
     directory = _journal_dir(journal_dir)
     with _Lock(directory):
@@ -2372,10 +2368,7 @@ def undo_restore(safety_copy, part_of_set=False, start=True, user="redis", group
         salt server1 redis_backup.undo_restore safety_copy=/var/lib/redis_backup_20251027_120000
     """
     _require_redis_role()
-    try:
-        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise CommandExecutionError(f"user {user} or group {group} does not exist on this minion") from None
+    uid, gid = _account(user, group)
     timeout = float(timeout)
     directory = _journal_dir(journal_dir)
     with _Lock(directory):

@@ -75,14 +75,15 @@ def __virtual__():
 
 
 def account(user="redis", group="redis"):
-    """``(uid, gid)`` of the account the checks run as; refused (nothing checked, nothing
-    run as root instead) when this host has no such user or group."""
+    """``(uid, gid)`` of the account Redis runs as, which the checks run as and restored files
+    belong to; refused (nothing checked or restored, nothing run as root instead) when this
+    host has no such user or group."""
     try:
         return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
     except KeyError:
         raise CommandExecutionError(
-            f"the backup checks run as user {user} and group {group} (pillar redis:user/redis:group), which do "
-            "not exist on this host: nothing was checked (they never run as root)") from None
+            f"user {user} or group {group} (pillar redis:user/redis:group) does not exist on this host: refused, "
+            "nothing was checked or changed (the checks never run as root)") from None
 
 
 def trusted_executable(candidate, default):
