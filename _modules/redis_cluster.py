@@ -1125,7 +1125,7 @@ def _health_rule(name):
     return __utils__[f"redis_health.{name}"]
 
 
-def health():
+def health(fire_events=False):
     """
     The node's health, as the original document's ``redis_health.sh`` judged it and more:
     ``{"status": "OK"|"WARNING"|"CRITICAL", "code": 0|1|2, "checks": [{"name", "value",
@@ -1146,6 +1146,14 @@ def health():
     Rates need the previous check's counters: kept in the minion's cache directory
     (``<cachedir>/redis_health/<port>.json``) for the server process that answered (its
     ``run_id``: a restart starts over). Never raises for an unhealthy server.
+
+    fire_events
+        What Salt's scheduler passes (the job ``redis-health``, every
+        ``monitoring.health_interval_minutes``): fire ``redis/health/<minion>`` with the status,
+        the previous one and the failing checks whenever the status changed since the
+        previous such check (a first check fires only when it is not OK), and
+        ``redis/health/<minion>/still-critical`` when it stayed CRITICAL for
+        ``monitoring.critical_reminder_minutes`` since the last event.
 
     CLI Example:
 
@@ -1171,7 +1179,36 @@ def health():
         checks += _health_sentinels(settings, timeout, info)
     if role in HEALTH_SERVER_ROLES:
         checks += _health_backups(settings, limits)
-    return _health_rule("summary")(checks)
+    result = _health_rule("summary")(checks)
+    if fire_events:
+        _health_events(result, limits)
+    return result
+
+
+def _health_events(result, limits, now=None):
+    """``redis/health/<minion>`` on a status change, ``.../still-critical`` as a reminder (see
+    ``health``); the last status and event time are kept with the check's counters."""
+    now = time.time() if now is None else now
+    record = _health_state_load().get("events")
+    record = record if isinstance(record, dict) else {}
+    previous, last_event = record.get("status"), float(record.get("fired_at") or 0)
+    status = result["status"]
+    data = {"status": status, "code": result["code"], "previous": previous,
+            "failing": [f"{c['name']}: {c.get('detail')}" for c in result["checks"] if c["status"] != "OK"]}
+    tag = f"redis/health/{__opts__['id']}"
+    if status != (previous or "OK"):
+        fired = tag
+    elif status == "CRITICAL" and now - last_event >= float(limits["critical_reminder_minutes"]) * 60:
+        fired = f"{tag}/still-critical"
+    else:
+        fired = None
+    if fired:
+        try:
+            __salt__["event.send"](fired, data)
+            last_event = now
+        except Exception as exc:  # pylint: disable=broad-except
+            log.warning("redis_cluster.health: event %s not sent: %s", fired, exc)
+    _health_state_write(events={"status": status, "fired_at": last_event})
 
 
 def _health_server(settings, limits, timeout, mode):
@@ -1300,16 +1337,15 @@ def _health_state_read():
     return server, schedule
 
 
-def _health_state_write(server=None, schedule=None):
-    """Keep the counters (and the schedule record) for the next check: mkstemp + os.replace."""
+def _health_state_write(server=None, schedule=None, events=None):
+    """Keep the counters (the schedule record, the last event) for the next check: mkstemp + os.replace."""
     path = _health_state_path()
     if not path:
         return
     data = _health_state_load()
-    if server is not None:
-        data["server"] = server
-    if schedule is not None:
-        data["schedule"] = schedule
+    for key, value in (("server", server), ("schedule", schedule), ("events", events)):
+        if value is not None:
+            data[key] = value
     directory = os.path.dirname(path)
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)

@@ -106,6 +106,10 @@ MONITORING_DEFAULTS = {
     "slowlog_new_entries": 10,
     "socket_timeout_seconds": 2,
     "backup_grace_minutes": 60,
+    # Salt's scheduler runs the check this often and fires redis/health/<minion> when the
+    # status changes (0: no scheduled check); a status still CRITICAL is said again this often.
+    "health_interval_minutes": 5,
+    "critical_reminder_minutes": 60,
     "exporter": False,
 }
 MONITORING_LIMITS = {
@@ -119,6 +123,8 @@ MONITORING_LIMITS = {
     "slowlog_new_entries": ("integer", 0, 10**9),
     "socket_timeout_seconds": ("number", 0.1, 60),
     "backup_grace_minutes": ("number", 0, 10_080),
+    "health_interval_minutes": ("integer", 0, 1440),
+    "critical_reminder_minutes": ("integer", 1, 10_080),
 }
 # The keys cache.redis may hold. Anything else is an error: a typo must not run with the
 # default (`maxmemroy_percent: 50` would run with 25 %).

@@ -36,6 +36,8 @@ DEFAULTS = {
     "slowlog_new_entries": 10,
     "socket_timeout_seconds": 2,
     "backup_grace_minutes": 60,
+    "health_interval_minutes": 5,
+    "critical_reminder_minutes": 60,
     "exporter": False,
 }
 # Seconds a save may come after its `save` rule is met before it counts as overdue

@@ -1,5 +1,6 @@
 {#- The whole job on one minion: install, configure and run its Redis server, form the
-    cluster or the Sentinel pair, schedule backups; a witness runs a Sentinel only.
+    cluster or the Sentinel pair, schedule backups and health checks; a witness runs a Sentinel
+    (and its health check) only.
     Minions without a Redis role in my_multihead_cluster.yaml are left untouched. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node with context %}
@@ -14,8 +15,10 @@ include:
   - {{ tplroot }}.sentinel
 {%-   endif %}
   - {{ tplroot }}.backup
+  - {{ tplroot }}.health
 {%- elif sentinel_node %}
   - {{ tplroot }}.sentinel
+  - {{ tplroot }}.health
 {%- else %}
   - {{ tplroot }}.inactive
 {%- endif %}

@@ -289,3 +289,34 @@ def _busy(server):
     except redis.ResponseError as exc:
         return str(exc).startswith("BUSY")
     return False
+
+
+# ---------------------------------------------------------------- events (the scheduled check)
+
+
+def test_an_event_on_each_status_change_and_a_reminder_while_it_stays_critical(server, tmp_path):
+    sent = []
+    pillar = {"role": "cluster-node", "mode": "cluster", "hostname": "n0", "port": server.port,
+              "password": PASSWORD, "backup": NO_BACKUPS}
+    mod = health_module(pillar, tmp_path / "cache", salt={"event.send": lambda tag, data: sent.append((tag, data))})
+    mod.__opts__["id"] = "n0.example.org"
+
+    mod.health(fire_events=True)
+    mod.health(fire_events=True)
+    assert sent == []  # OK from the first check on: nothing to say
+    server.stop()
+    critical = mod.health(fire_events=True)
+    mod.health(fire_events=True)  # still CRITICAL, within critical_reminder_minutes of the event
+    assert [tag for tag, _ in sent] == ["redis/health/n0.example.org"]
+    data = sent[0][1]
+    assert (data["status"], data["code"], data["previous"]) == ("CRITICAL", 2, "OK")
+    assert any(line.startswith("ping: ") for line in data["failing"]), data
+    mod._health_events(critical, {"critical_reminder_minutes": 60}, now=time.time() + 3601)
+    assert [tag for tag, _ in sent][1:] == ["redis/health/n0.example.org/still-critical"]
+    server.start()
+    back = mod.health(fire_events=True)
+
+    assert back["status"] == "OK"
+    assert [tag for tag, _ in sent][2:] == ["redis/health/n0.example.org"]
+    assert (sent[2][1]["status"], sent[2][1]["previous"]) == ("OK", "CRITICAL")
+    assert_no_password(sent)

@@ -121,10 +121,24 @@ def test_a_healthy_cluster_is_ok_on_every_node_and_in_the_runners_table(first_ap
     table = salt_run_cli.run("redis_deployment.health")
     assert table.returncode == 0 and table.data["status"] == "OK", table.stdout
     assert sorted(table.data["nodes"]) == sorted(REDIS_HOSTS)
+    jobs = salt_cli.run("schedule.list", "return_yaml=False", minion_tgt="it*").data
+    for host in REDIS_HOSTS:
+        job = jobs[host]["redis-health"]
+        assert (job["function"], job["minutes"], job["kwargs"]) == ("redis_cluster.health", 5, {"fire_events": True})
+    assert "redis-health" not in (jobs["it4"] or {})
+
+
+def health_events(event_listener, salt_master, host, after, status):
+    """The ``redis/health/<host>`` events fired after ``after`` until one says ``status`` (the
+    scheduled check may fire it before the explicit one does: either counts)."""
+    wait_until(lambda: any(data["status"] == status for _, data in master_events(
+        event_listener, salt_master, f"redis/health/{host}", after, count=10, timeout=1)), 30,
+        f"a redis/health/{host} event saying {status}")
+    return [data for _, data in master_events(event_listener, salt_master, f"redis/health/{host}", after, 10, 1)]
 
 
 def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_every_key(
-    first_apply, salt_cli, salt_run_cli, lab_hosts
+    first_apply, salt_cli, salt_run_cli, lab_hosts, event_listener, salt_master
 ):
     """The original document's scenario 3 with 3 masters and no replica, as it really goes:
     `cluster_state:fail` while a master is down (cluster-require-full-coverage yes, the
@@ -137,16 +151,20 @@ def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_e
     assert node_client("it2").dbsize() > 0
     wait_aof_written()  # appendfsync everysec
 
+    fired_after = time.time()  # the scheduled check may see it first: its event counts too
     lab_hosts[0].kill("it2")
     wait_until(lambda: "cluster_state:fail" in cluster_info("it1"), 30, "the cluster noticing it2 was gone")
-    health = salt_cli.run("redis_cluster.health", minion_tgt="it1").data
+    health = salt_cli.run("redis_cluster.health", "fire_events=True", minion_tgt="it1").data
     assert (health["status"], health["code"]) == ("CRITICAL", 2), health
+    events = health_events(event_listener, salt_master, "it1", fired_after, "CRITICAL")
+    assert events[0]["status"] == "CRITICAL" and any("cluster_state" in line for line in events[0]["failing"])
     failing = {c["name"]: c for c in health["checks"] if c["status"] != "OK"}
     assert failing["cluster_state"]["value"] == "fail", failing
     table = salt_run_cli.run("redis_deployment.health", "timeout=10")
     assert table.returncode == 2 and table.data["nodes"]["it2"]["status"] == "CRITICAL", table.stdout
     assert table.data["nodes"]["it1"]["status"] == "CRITICAL"
     lab_hosts[0].boot("it2")
+    recovered_after = time.time()
     wait_cluster_ok(timeout=60)
 
     reader = cluster_client(["it1"], decode_responses=False)
@@ -155,6 +173,10 @@ def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_e
     finally:
         reader.close()
     wait_for_minions(salt_cli, ["it2"])
+    wait_until(lambda: salt_cli.run("redis_cluster.health", "fire_events=True", minion_tgt="it1").data["status"]
+               == "OK", 60, "it1's health check OK again")
+    back = health_events(event_listener, salt_master, "it1", recovered_after, "OK")
+    assert [(e["status"], e["previous"]) for e in back][-1] == ("OK", "CRITICAL")
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
     assert states_with_changes(again) == []
 

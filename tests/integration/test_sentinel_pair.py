@@ -168,6 +168,8 @@ def test_a_healthy_pair_and_its_witness_are_ok_on_every_minion_and_in_the_runner
     table = sentinel_master.salt_run_cli(timeout=120).run("redis_deployment.health")
     assert table.returncode == 0 and table.data["status"] == "OK", table.stdout
     assert sorted(table.data["nodes"]) == sorted(ALL)
+    jobs = cli.run("schedule.list", "return_yaml=False", minion_tgt="*").data
+    assert all(jobs[host]["redis-health"]["function"] == "redis_cluster.health" for host in ALL), jobs
 
 
 def test_a_changed_down_after_reaches_every_sentinel_without_a_restart(first_apply, cli, sentinel_lab):

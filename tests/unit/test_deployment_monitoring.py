@@ -9,7 +9,7 @@ DEFAULTS = {
     "memory_warning_percent": 90, "memory_critical_percent": 98, "evictions_per_second": 1000,
     "clients_warning_percent": 90, "hit_rate_minimum": 0.8, "hit_rate_min_lookups": 1000,
     "replication_lag_seconds": 30, "slowlog_new_entries": 10, "socket_timeout_seconds": 2,
-    "backup_grace_minutes": 60, "exporter": False,
+    "backup_grace_minutes": 60, "health_interval_minutes": 5, "critical_reminder_minutes": 60, "exporter": False,
 }
 
 
