@@ -1,23 +1,24 @@
-"""Shared by every test layer."""
-
-import sys
-from pathlib import Path
+"""
+Fixtures of pytest-salt-factories that every layer starting Salt daemons shares
+(tests/integration, tests/drills). saltfactories' ``salt_factories`` lives for the whole run
+and keeps the event listener and root directory it was first made with: one override of
+each, here, so that every master of the run forwards its events to the listener the tests
+read, whichever layer started first.
+"""
 
 import pytest
-import salt._logging.impl as salt_logging
-
-TESTS = Path(__file__).resolve().parent
-# tests/ for the test support package (`from support.lab import ...`), the repo for `lab`.
-for _directory in (TESTS, TESTS.parent):
-    if str(_directory) not in sys.path:
-        sys.path.insert(0, str(_directory))
-# Plain asserts in the support package report like the tests' own.
-pytest.register_assert_rewrite("support")
+from saltfactories.plugins.event_listener import EventListener
 
 
-def pytest_configure(config):
-    # Importing Salt installs a deferred stderr handler that buffers every log record
-    # and replays them at interpreter exit into pytest's already-closed capture stream
-    # (hundreds of "--- Logging error ---" tracebacks). pytest's log capture keeps the
-    # records that matter, shown with failing tests.
-    salt_logging.shutdown_temp_handler()
+@pytest.fixture(scope="session")
+def event_listener():
+    """saltfactories' event listener (every master it starts forwards its bus there), keeping
+    events 10 minutes instead of 2: a state run can take longer than that after its event."""
+    with EventListener(timeout=600) as listener:
+        yield listener
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config(tmp_path_factory):
+    """Salt's daemons and scripts under pytest's temporary directory, not straight in /tmp."""
+    return {"root_dir": tmp_path_factory.mktemp("salt")}

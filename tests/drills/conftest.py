@@ -22,12 +22,6 @@ def _require(condition, what):
 
 
 @pytest.fixture(scope="session")
-def salt_factories_config(tmp_path_factory):
-    """Salt's daemons and scripts under pytest's temporary directory, not straight in /tmp."""
-    return {"root_dir": tmp_path_factory.mktemp("salt")}
-
-
-@pytest.fixture(scope="session")
 def drill_lab(tmp_path_factory):
     _require(os.geteuid() == 0, "root privileges")
     for tool in ("ip", "nsenter", "unshare", "redis-server", "gzip", "/lib/systemd/systemd"):

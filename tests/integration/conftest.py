@@ -13,7 +13,6 @@ import pytest
 import yaml
 from lab.hosts import Lab, read_hosts
 from lab.saltconf import master_settings, minion_settings
-from saltfactories.plugins.event_listener import EventListener
 from support.lab import OTHER_FORMULA_GREETING, PASSWORD, PLAIN_HOST, REDIS_HOSTS, ROOT, deployment, wait_for_minions
 
 
@@ -21,20 +20,6 @@ def _require(condition, what):
     # Under CI=true (and everywhere else) a missing prerequisite is a failure, never a skip.
     if not condition:
         pytest.fail(f"integration prerequisite missing: {what} (run `make setup` as root)")
-
-
-@pytest.fixture(scope="session")
-def event_listener():
-    """saltfactories' event listener (every master it starts forwards its bus there), keeping
-    events 10 minutes instead of 2: a state run can take longer than that after its event."""
-    with EventListener(timeout=600) as listener:
-        yield listener
-
-
-@pytest.fixture(scope="session")
-def salt_factories_config(tmp_path_factory):
-    """Salt's daemons and scripts under pytest's temporary directory, not straight in /tmp."""
-    return {"root_dir": tmp_path_factory.mktemp("salt")}
 
 
 @pytest.fixture(scope="session")
