@@ -1994,12 +1994,7 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
     timeout = float(timeout)
     directory = _journal_dir(journal_dir)
     with _Lock(directory):
-        pending = _Journal(directory)
-        recovered = None
-        if os.path.lexists(pending.path):
-            pending.load()
-            if force:
-                recovered = _recover_first(pending, timeout)
+        pending, recovered = _pending_restore(directory, timeout, recover=force)
         ret = _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir, timeout, config_file,
                               directory, None if recovered else pending.get("work_dir") if pending.data else None)
     if recovered:
@@ -2011,13 +2006,20 @@ def restore(backup, force=False, part_of_set=False, start=True, user="redis", gr
     return ret
 
 
-def _recover_first(pending, timeout):
-    """Complete or undo the restore cut short that ``pending`` (its loaded journal) records,
-    before another one starts here: its report; raises when that could not be done."""
+def _pending_restore(directory, timeout, recover):
+    """``(journal, recovery report or None)``: the restore cut short on this node, if any (its
+    journal loaded), completed or undone first when ``recover``; raises when that could not be
+    done. Called with the restore lock held."""
+    pending = _Journal(directory)
+    if not os.path.lexists(pending.path):
+        return pending, None
+    pending.load()
+    if not recover:
+        return pending, None
     recovered = _recover(pending, timeout)
     if not recovered["result"]:
         raise CommandExecutionError(f"a restore cut short could not be dealt with first: {recovered['comment']}")
-    return recovered
+    return pending, recovered
 
 
 def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir, timeout, config_file, directory,
@@ -2372,11 +2374,7 @@ def undo_restore(safety_copy, part_of_set=False, start=True, user="redis", group
     timeout = float(timeout)
     directory = _journal_dir(journal_dir)
     with _Lock(directory):
-        pending = _Journal(directory)
-        recovered = None
-        if os.path.lexists(pending.path):
-            pending.load()
-            recovered = _recover_first(pending, timeout)
+        _, recovered = _pending_restore(directory, timeout, recover=True)
         ret = _undo_locked(str(safety_copy), bool(part_of_set), bool(start), uid, gid, timeout, config_file,
                            directory)
     if recovered:

@@ -9,10 +9,8 @@ import os
 import shutil
 
 import pytest
-from lab.hosts import read_hosts
-from lab.saltconf import minion_settings
 from support.drills import HOSTS, deployment, local_client, wait_cluster_ok
-from support.lab import PASSWORD, lab_of_its_own, master_of_its_own, wait_for_minions
+from support.lab import PASSWORD, boot_hosts, lab_of_its_own, master_of_its_own, wait_for_minions
 
 
 def _require(condition, what):
@@ -45,8 +43,7 @@ def drill_master(salt_factories, drill_lab):
 @pytest.fixture(scope="session")
 def cli(drill_master, drill_lab):
     lab, _, config = drill_lab
-    ports = {"master_port": drill_master.config["ret_port"], "publish_port": drill_master.config["publish_port"]}
-    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+    boot_hosts(lab, drill_master, config)
     salt_cli = drill_master.salt_cli(timeout=600)
     wait_for_minions(salt_cli, list(HOSTS))
     return salt_cli

@@ -12,8 +12,17 @@ import shutil
 import pytest
 import yaml
 from lab.hosts import Lab, read_hosts
-from lab.saltconf import master_settings, minion_settings
-from support.lab import OTHER_FORMULA_GREETING, PASSWORD, PLAIN_HOST, REDIS_HOSTS, ROOT, deployment, wait_for_minions
+from lab.saltconf import master_settings
+from support.lab import (
+    OTHER_FORMULA_GREETING,
+    PASSWORD,
+    PLAIN_HOST,
+    REDIS_HOSTS,
+    ROOT,
+    boot_hosts,
+    deployment,
+    wait_for_minions,
+)
 
 
 def _require(condition, what):
@@ -90,8 +99,7 @@ def salt_master(salt_factories, lab_hosts, pillar_root, other_formula_root):
 def salt_minions(salt_master, lab_hosts):
     """Every host booted: its systemd starts its salt-minion unit, pointed at the test's master."""
     lab, bridge_ip, config = lab_hosts
-    ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
-    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+    boot_hosts(lab, salt_master, config)
     names = [*REDIS_HOSTS, PLAIN_HOST[0]]
     wait_for_minions(salt_master.salt_cli(timeout=60), names)
     return names

@@ -20,11 +20,10 @@ import time
 
 import pytest
 import yaml
-from lab.hosts import read_hosts
-from lab.saltconf import minion_settings
 from support.cluster import ClusterWriter, cluster_client
 from support.lab import (
     assert_no_password,
+    boot_hosts,
     host_output,
     host_run,
     lab_of_its_own,
@@ -64,11 +63,6 @@ def shape_lab(tmp_path_factory):
 def shape_master(salt_factories, shape_lab):
     with master_of_its_own(salt_factories, shape_lab, "cs-master") as master:
         yield master
-
-
-def boot_hosts(lab, master, config):
-    ports = {"master_port": master.config["ret_port"], "publish_port": master.config["publish_port"]}
-    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
 
 
 @pytest.fixture(scope="module")

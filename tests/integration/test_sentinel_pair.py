@@ -18,8 +18,6 @@ import time
 import pytest
 import redis
 import yaml
-from lab.hosts import read_hosts
-from lab.saltconf import minion_settings
 from redis.sentinel import Sentinel
 from support.drills import partial_backups
 from support.events import master_events
@@ -27,6 +25,7 @@ from support.lab import (
     PASSWORD,
     SENTINEL_PORT,
     assert_no_password,
+    boot_hosts,
     host_output,
     host_run,
     lab_of_its_own,
@@ -71,8 +70,7 @@ def sentinel_master(salt_factories, sentinel_lab):
 @pytest.fixture(scope="module")
 def cli(sentinel_master, sentinel_lab):
     lab, _, config = sentinel_lab
-    ports = {"master_port": sentinel_master.config["ret_port"], "publish_port": sentinel_master.config["publish_port"]}
-    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+    boot_hosts(lab, sentinel_master, config)
     salt_cli = sentinel_master.salt_cli(timeout=600)
     wait_for_minions(salt_cli, list(ALL))
     return salt_cli

@@ -2,20 +2,25 @@
 (every master a saltfactories factory starts runs its ``pytest`` engine, which forwards each
 event of the master's bus to the listener, named by the master's id)."""
 
-import time
+from support.waits import poll
+
+
+def bus_events(event_listener, master, pattern, after, count, timeout):
+    """The first ``count`` events on ``master``'s bus after ``after`` (a ``time.time()`` taken
+    just before the action that fires them) whose tag matches ``pattern`` (fnmatch), in the
+    order they were fired, as saltfactories' event objects. Waits until ``count`` came or
+    ``timeout`` seconds passed, as ``salt-run state.event PATTERN count=COUNT`` does, and
+    returns those that came."""
+    patterns = [(master.id, pattern)]
+
+    def fired():
+        return sorted(event_listener.get_events(patterns, after_time=after), key=lambda event: event.stamp)
+
+    return poll(fired, lambda events: len(events) >= count, timeout)[:count]
 
 
 def master_events(event_listener, master, pattern, after, count, timeout):
-    """The first ``count`` events fired on ``master``'s bus after ``after`` (a ``time.time()``
-    taken just before the action that fires them) whose tag matches ``pattern`` (fnmatch), in
-    the order they were fired, as ``(tag, data)``: ``data`` is what the minion sent
-    (``event.send``). Waits until ``count`` came or ``timeout`` seconds passed, as
-    ``salt-run state.event PATTERN count=COUNT`` does, and returns those that came."""
-    patterns = [(master.id, pattern)]
-    deadline = time.monotonic() + timeout
-    event_listener.wait_for_events(patterns, timeout=timeout, after_time=after)
-    while True:
-        events = sorted(event_listener.get_events(patterns, after_time=after), key=lambda event: event.stamp)
-        if len(events) >= count or time.monotonic() >= deadline:
-            return [(event.tag, event.data["data"]) for event in events[:count]]
-        time.sleep(0.5)
+    """:func:`bus_events` fired by minions (``event.send``) as ``(tag, data)``: ``data`` is
+    what the minion sent."""
+    return [(event.tag, event.data["data"])
+            for event in bus_events(event_listener, master, pattern, after, count, timeout)]

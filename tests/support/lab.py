@@ -161,6 +161,16 @@ def lab_of_its_own(tmp_path_factory, name, document):
         lab.destroy()
 
 
+def boot_hosts(lab, master, config):
+    """Every host of ``config`` (a my_multihead_cluster.yaml) booted, its salt-minion pointed at
+    ``master`` (a saltfactories master)."""
+    from lab.hosts import read_hosts  # pylint: disable=import-outside-toplevel
+    from lab.saltconf import minion_settings  # pylint: disable=import-outside-toplevel
+
+    ports = {"master_port": master.config["ret_port"], "publish_port": master.config["publish_port"]}
+    lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
+
+
 @contextlib.contextmanager
 def master_of_its_own(salt_factories, own_lab, master_id):
     """A running salt-master (saltfactories) for a lab of its own, configured as `make lab`

@@ -2,11 +2,11 @@
 polled from its own INFO, and what that sequence must show."""
 
 import threading
-import time
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support.events import bus_events
 
 
 class RoleWatcher(threading.Thread):
@@ -79,14 +79,6 @@ class RoleWatcher(threading.Thread):
 
 
 def runner_events(event_listener, master, pattern, after, count, timeout):
-    """The first ``count`` events a runner fired on ``master``'s bus (``event.send`` of the
-    runner: the data is the event's own, not wrapped as a minion's) after ``after`` (a
-    ``time.time()``) whose tag matches ``pattern``, in order, as ``(tag, data)``. Waits until
-    ``count`` came or ``timeout`` seconds passed and returns those that came."""
-    patterns = [(master.id, pattern)]
-    deadline = time.monotonic() + timeout
-    while True:
-        events = sorted(event_listener.get_events(patterns, after_time=after), key=lambda event: event.stamp)
-        if len(events) >= count or time.monotonic() >= deadline:
-            return [(event.tag, event.data) for event in events[:count]]
-        time.sleep(0.3)
+    """:func:`support.events.bus_events` a runner fired (``event.send`` of the runner: the data
+    is the event's own, not wrapped as a minion's), as ``(tag, data)``."""
+    return [(event.tag, event.data) for event in bus_events(event_listener, master, pattern, after, count, timeout)]

@@ -14,18 +14,31 @@ def wait_until(condition, timeout, what, interval=POLL_INTERVAL):
     ``timeout`` seconds the wait fails with ``not within {timeout}s: {what}``; ``what`` may be
     a callable, called then, to describe what was seen instead.
     """
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while True:
+    errors = []
+
+    def attempt():
         try:
-            if condition():
-                return time.monotonic()
-            last_error = None
+            value = condition()
         except (redis.RedisError, OSError) as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout}s: {_describe(what)}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
+            errors[:] = [exc]
+            return None
+        errors.clear()
+        return value
+
+    if poll(attempt, bool, timeout, interval):
+        return time.monotonic()
+    raise AssertionError(f"not within {timeout}s: {_describe(what)}"
+                         + (f" (last error: {errors[0]!r})" if errors else ""))
+
+
+def poll(read, enough, timeout, interval=POLL_INTERVAL):
+    """``read()`` until ``enough(value)`` holds or ``timeout`` seconds passed; the last value
+    read (for waits whose caller judges what came, e.g. fewer events than hoped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if enough(value) or time.monotonic() >= deadline:
+            return value
         time.sleep(interval)
 
 
