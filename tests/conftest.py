@@ -6,8 +6,17 @@ each, here, so that every master of the run forwards its events to the listener 
 read, whichever layer started first.
 """
 
+import logging
+
 import pytest
 from saltfactories.plugins.event_listener import EventListener
+
+
+def pytest_unconfigure(config):
+    """Salt's log handlers flush once more at interpreter exit, into streams pytest has
+    closed by then; each such record would print a "--- Logging error ---" traceback after
+    pytest's summary and push the list of failed tests out of the last screen of the run."""
+    logging.raiseExceptions = False
 
 
 @pytest.fixture(scope="session")
