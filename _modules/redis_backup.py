@@ -1014,6 +1014,7 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
                 pruned_copies = [item["name"] for item in _prune(copies, None, made, keep_min)["deleted"]]
             except (OSError, CommandExecutionError) as exc:
                 prune_error = f"retention not applied to the copies in {copy_to}: {exc}"
+    _publish_metrics(options["root"])
     if len(kinds) == 1:
         ret = dict(results[kinds[0]], pruned=pruned)
     else:
@@ -1023,6 +1024,20 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
     if prune_error:
         ret["prune_error"] = prune_error
     return ret
+
+
+def _publish_metrics(root):
+    """With ``monitoring.exporter`` on: this node's backup metrics for node-exporter's textfile
+    collector (_utils/redis_backup_metrics.py). A failure is logged, never the backup's."""
+    if not (_settings().get("monitoring") or {}).get("exporter"):
+        return
+    metrics = "redis_backup_metrics"
+    try:
+        text = __utils__[f"{metrics}.textfile"]([meta for _, meta in _scan(root)])
+        if __utils__[f"{metrics}.write"](text) is False:
+            log.warning("redis_backup: no node-exporter textfile directory: backup metrics not written")
+    except OSError as exc:
+        log.warning("redis_backup: backup metrics not written: %s", exc)
 
 
 # ---------------------------------------------------------------- list, prune, verify

@@ -12,6 +12,7 @@ servers are asked one name at a time).
 
 import contextlib
 import datetime
+import grp
 import json
 import logging
 import os
@@ -186,51 +187,22 @@ def _cluster_command(client, *args):
 
 def _parse_cluster_nodes(text):
     """CLUSTER NODES as a list of {id, address, flags, master, slots, open_slots}."""
-    nodes = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        slots, open_slots = [], []
-        for item in fields[8:]:
-            if item.startswith("["):
-                open_slots.append(item)
-            else:
-                first, _, last = item.partition("-")
-                slots.append([int(first), int(last or first)])
-        nodes.append(
-            {
-                "id": fields[0],
-                "address": fields[1].split("@")[0],
-                "flags": sorted(fields[2].split(",")),
-                "master": None if fields[3] == "-" else fields[3],
-                "slots": slots,
-                "open_slots": open_slots,
-            }
-        )
-    return nodes
+    return __utils__["redis_replies.cluster_nodes"](text)
 
 
 def _view(client, peer_count=None):
     """What one node says about its cluster (see cluster_view)."""
-    info = dict(line.split(":", 1) for line in _cluster_command(client, "INFO").splitlines() if ":" in line)
-    nodes = _parse_cluster_nodes(_cluster_command(client, "NODES"))
+    view = __utils__["redis_replies.cluster_health_view"](_cluster_command(client, "INFO"),
+                                                          _cluster_command(client, "NODES"))
+    nodes = view["nodes"]
     myself = next((n for n in nodes if "myself" in n["flags"]), {})
-    view = {
-        "state": info.get("cluster_state"),
-        "slots_assigned": int(info.get("cluster_slots_assigned", 0)),
-        "slots_ok": int(info.get("cluster_slots_ok", 0)),
-        "known_nodes": int(info.get("cluster_known_nodes", 0)),
+    view.update({
         "id": myself.get("id"),
         "role": "replica" if "slave" in myself.get("flags", []) else "master",
         "master": myself.get("master"),
         "slots": myself.get("slots", []),
-        "nodes": nodes,
-        "open_slots": sorted({slot for node in nodes for slot in node["open_slots"]}),
-        # noaddr: the node's address now answers with another id (a host rebuilt bare).
-        "failing": sorted(n["address"] or n["id"] for n in nodes if {"fail", "fail?", "noaddr"} & set(n["flags"])),
         "keys": client.dbsize(),
-    }
+    })
     peers = len(_settings().get("peers") or []) if peer_count is None else peer_count
     view["shape"] = _shape_moves([_shape_node(n) for n in nodes if _live(n)])
     view["healthy"] = (
@@ -1182,7 +1154,28 @@ def health(fire_events=False):
     result = _health_rule("summary")(checks)
     if fire_events:
         _health_events(result, limits)
+        _health_publish(result, limits)
     return result
+
+
+# The scheduled check's last verdict, for /usr/local/bin/redis_health (which may not read
+# Salt's schedule or the backup directory): root's, readable by the monitoring group.
+HEALTH_LAST_CHECK = "/run/redis-salt/health-last.json"
+
+
+def _health_publish(result, limits, path=HEALTH_LAST_CHECK):
+    """Write the scheduled check's result (no secret in it) for the health script."""
+    try:
+        gid = grp.getgrnam(limits.get("group") or "redis-monitoring").gr_gid
+    except KeyError:
+        return  # health.sls creates the group with the script; nothing reads this before
+    text = json.dumps({"time": time.time(), "status": result["status"], "checks": result["checks"]}, default=str)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        temporary = __utils__["redis_common.write_temporary"](path, text, 0, gid, 0o640)
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("redis_cluster.health: cannot publish the check to %s: %s", path, exc)
 
 
 def _health_events(result, limits, now=None):

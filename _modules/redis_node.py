@@ -110,20 +110,8 @@ def _peer_addresses():
 
 
 def _cluster_nodes(client):
-    """CLUSTER NODES as ``[{id, address, flags, master, slots}]``."""
-    nodes = []
-    for line in client.execute_command("CLUSTER", "NODES").splitlines():
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        slots = []
-        for item in fields[8:]:
-            if not item.startswith("["):
-                first, _, last = item.partition("-")
-                slots.append([int(first), int(last or first)])
-        nodes.append({"id": fields[0], "address": fields[1].split("@")[0], "flags": fields[2].split(","),
-                      "master": None if fields[3] == "-" else fields[3], "slots": slots})
-    return nodes
+    """CLUSTER NODES as ``[{id, address, flags, master, slots, open_slots}]``."""
+    return __utils__["redis_replies.cluster_nodes"](client.execute_command("CLUSTER", "NODES"))
 
 
 def _myself(client):
@@ -763,3 +751,43 @@ def wait_ready(timeout=30, port=None):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- the monitoring login
+
+# What /usr/local/bin/redis_health reads (besides its login): the deployment's facts it
+# cannot ask the read-only monitoring user for.
+MONITORING_USER = "salt-monitor"  # _utils/redis_acl.py says what it may run
+HEALTH_SCRIPT_KEYS = ("mode", "role", "hostname", "bind_ip", "port", "sentinel_port", "master_name",
+                      "replicas_per_master", "monitoring")
+
+
+def monitoring_user(dry_run=False, port=None, sentinel=False):
+    """
+    Make sure the local Redis server (or, with ``sentinel=True``, the local Sentinel) has the
+    read-only ACL user ``salt-monitor`` that ``/usr/local/bin/redis_health`` and the
+    Prometheus exporter log in as: ``PING``, ``INFO``, ``ROLE``, the cluster's view
+    (``CLUSTER INFO``/``NODES``), the slow log and latency (a Sentinel: its ``SENTINEL``
+    views and ``CKQUORUM``); no ``CONFIG``, no key, no write. Its password is derived from
+    the deployment's; Redis keeps its hash only, in its own file (``CONFIG REWRITE``,
+    ``ACL SAVE`` with an ``aclfile``, a Sentinel's ``SENTINEL FLUSHCONFIG``). ACL users are
+    not replicated: every server and Sentinel needs this.
+
+    Returns ``{"changed": bool, "differs": [...], "persisted": bool, "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.monitoring_user
+        salt '*' redis_node.monitoring_user sentinel=True
+    """
+    settings = _settings()
+    user = MONITORING_USER
+    where = "Sentinel" if sentinel else "Redis server"
+    try:
+        client = _sentinel_client(port=port) if sentinel else _client(port)
+        return __utils__["redis_acl.converge"](client, settings.get("password") or "", user,
+                                               on="sentinel" if sentinel else "server", dry_run=dry_run)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"ACL user {user} on the local {where}: {_error(exc)}") from None

@@ -20,8 +20,6 @@ never appears on a command line, in a return value or in a log line.
 """
 
 import collections
-import hashlib
-import hmac
 import logging
 import time
 
@@ -38,14 +36,9 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "redis_sentinel"
 
-# The ACL user the Sentinels log in as on every Redis server of the deployment, and what it
-# may run: the commands Sentinel sends (monitoring, hello messages, failover, reconfiguration).
+# The ACL user the Sentinels log in as on every Redis server of the deployment (what it may
+# run and its derived password: _utils/redis_acl.py).
 ACL_USER = "salt-sentinel"
-ACL_COMMANDS = (
-    "+ping", "+info", "+role", "+subscribe", "+publish", "+multi", "+exec", "+slaveof", "+replicaof",
-    "+config|rewrite", "+client|setname", "+client|kill", "+script|kill",
-)
-ACL_CHANNELS = ("&__sentinel__:hello",)
 # SENTINEL MASTER fields Salt manages, with their pillar key (sentinel:...) and default.
 MANAGED = {
     "down-after-milliseconds": ("down_after_ms", 5000),
@@ -125,8 +118,7 @@ def _sentinel_command(client, *args):
 
 def _auth_password(user=ACL_USER):
     """The Sentinels' password for ``user``: hex, derived from the deployment's password."""
-    password = _settings().get("password") or ""
-    return hmac.new(password.encode("utf-8"), f"redis-sentinel:{user}".encode("utf-8"), hashlib.sha256).hexdigest()
+    return __utils__["redis_acl.derived_password"](_settings().get("password") or "", user)
 
 
 # ---------------------------------------------------------------- the live master
@@ -411,36 +403,6 @@ def replicate(ip, port, timeout=30):
 # ---------------------------------------------------------------- the Sentinels' ACL user
 
 
-def _acl_rules(user):
-    digest = hashlib.sha256(_auth_password(user).encode("utf-8")).hexdigest()
-    return ["reset", "on", f"#{digest}", "resetchannels", *ACL_CHANNELS, "-@all", *ACL_COMMANDS]
-
-
-def _acl_differs(client, user):
-    """What differs between the server's ``user`` and the rules Salt wants (empty: nothing)."""
-    reply = client.execute_command("ACL", "GETUSER", user)
-    if not reply:
-        return ["missing"]
-    current = _pairs(reply)
-    wanted = _acl_rules(user)
-    differs = []
-    if "on" not in current.get("flags", []):
-        differs.append("disabled")
-    if list(current.get("passwords", [])) != [wanted[2][1:]]:
-        differs.append("password")
-
-    def words(value):
-        return set(value.split() if isinstance(value, str) else value)
-
-    if words(current.get("commands", "")) != {"-@all", *ACL_COMMANDS}:
-        differs.append("commands")
-    if words(current.get("channels", "")) - {"resetchannels"} != set(ACL_CHANNELS):
-        differs.append("channels")
-    if words(current.get("keys", "")):
-        differs.append("keys")
-    return differs
-
-
 def sentinel_user(user=ACL_USER, dry_run=False, port=None):
     """
     Make sure the local Redis server has the ACL user the Sentinels log in as (password
@@ -457,27 +419,10 @@ def sentinel_user(user=ACL_USER, dry_run=False, port=None):
         salt '*' redis_sentinel.sentinel_user
     """
     try:
-        client = _client(port)
-        differs = _acl_differs(client, user)
+        return __utils__["redis_acl.converge"](_client(port), _settings().get("password") or "", user,
+                                               dry_run=dry_run)
     except redis.RedisError as exc:
-        raise CommandExecutionError(f"the local Redis server cannot be asked about ACL user {user}: "
-                                    f"{_error(exc)}") from None
-    if not differs:
-        return {"changed": False, "differs": [], "persisted": True, "comment": f"ACL user {user} is as wanted"}
-    what = "created" if differs == ["missing"] else "updated (" + ", ".join(differs) + ")"
-    if dry_run:
-        return {"changed": True, "differs": differs, "persisted": False, "comment": f"ACL user {user} would be {what}"}
-    try:
-        client.execute_command("ACL", "SETUSER", user, *_acl_rules(user))
-    except redis.RedisError as exc:
-        raise CommandExecutionError(f"ACL SETUSER {user} failed: {_error(exc)}") from None
-    try:
-        uses_aclfile = bool(client.config_get("aclfile").get("aclfile"))
-        client.execute_command(*(("ACL", "SAVE") if uses_aclfile else ("CONFIG", "REWRITE")))
-        persisted, why = True, ""
-    except redis.RedisError as exc:
-        persisted, why = False, f"; not persisted: {_error(exc)}"
-    return {"changed": True, "differs": differs, "persisted": persisted, "comment": f"ACL user {user} {what}{why}"}
+        raise CommandExecutionError(f"ACL user {user} on the local Redis server: {_error(exc)}") from None
 
 
 # ---------------------------------------------------------------- the local Sentinel

@@ -111,6 +111,9 @@ MONITORING_DEFAULTS = {
     "health_interval_minutes": 5,
     "critical_reminder_minutes": 60,
     "exporter": False,
+    # The group that may run /usr/local/bin/redis_health (read its settings file): created if
+    # missing; Nagios's NRPE user (nagios) joins it.
+    "group": "redis-monitoring",
 }
 MONITORING_LIMITS = {
     "memory_warning_percent": ("number", 1, 100),
@@ -460,9 +463,12 @@ def _redis_settings(document, path, environ):
     return settings
 
 
+_GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
 def _monitoring(raw, path):
     """cache.redis.monitoring over its defaults: numbers within their ranges, a warning level
-    below the critical one, ``exporter`` a boolean (true is refused until the exporter exists)."""
+    below the critical one, ``exporter`` a boolean, ``group`` a group name."""
     monitoring = dict(MONITORING_DEFAULTS)
     monitoring.update(_mapping(raw, "cache.redis.monitoring", path))
     for name, (kind, low, high) in MONITORING_LIMITS.items():
@@ -477,12 +483,13 @@ def _monitoring(raw, path):
             f"expected a level below memory_critical_percent ({monitoring['memory_critical_percent']}), "
             f"got {monitoring['memory_warning_percent']!r}",
         )
+    group = monitoring["group"]
+    if not isinstance(group, str) or not _GROUP_NAME.match(group):
+        raise DeploymentError(path, "cache.redis.monitoring.group",
+                              f"expected a system group name (lower-case letters, digits, - and _), got {group!r}")
     exporter = monitoring["exporter"]
     if not isinstance(exporter, bool):
         raise DeploymentError(path, "cache.redis.monitoring.exporter", f"expected true or false, got {exporter!r}")
-    if exporter:
-        raise DeploymentError(path, "cache.redis.monitoring.exporter",
-                              "the Prometheus exporter is not supported yet by this formula; set false or remove it")
     return monitoring
 
 

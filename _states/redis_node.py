@@ -570,3 +570,115 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         else "; ".join(filter(None, [live and "applied live: " + ", ".join(live), note]))
     )
     return ret
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+def monitoring_user(name="salt-monitor", sentinel=False):
+    """
+    Make sure the local Redis server (``sentinel: True``: the local Sentinel) has the
+    read-only monitoring ACL user that ``/usr/local/bin/redis_health`` and the Prometheus
+    exporter log in as (``redis_node.monitoring_user``: what it may run; its password is
+    derived from the deployment's, Redis keeps only its hash).
+
+    .. code-block:: yaml
+
+        redis-monitoring-login-on-this-server:
+          redis_node.monitoring_user: []
+    """
+    ret = _ret(name)
+    settings = __pillar__.get("redis", {}) or {}
+    if settings.get("error"):
+        return _pillar_failed(ret, settings["error"])
+    try:
+        outcome = __salt__["redis_node.monitoring_user"](dry_run=__opts__["test"], sentinel=sentinel)
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    return __utils__["redis_acl.state_return"](ret, name, outcome, __opts__["test"])
+
+
+# What /usr/local/bin/redis_health reads besides its login: the deployment's facts that the
+# read-only monitoring user cannot ask for.
+HEALTH_SCRIPT_KEYS = ("mode", "role", "hostname", "bind_ip", "port", "sentinel_port", "master_name",
+                      "replicas_per_master", "monitoring")
+LOGIN_FORMATS = ("health_script", "exporter_environment")
+
+
+def _login_text(settings, form, save):
+    """A monitoring login file's text (it holds the monitoring user's password)."""
+    password = __utils__["redis_acl.derived_password"](settings.get("password") or "", "salt-monitor")
+    if form == "exporter_environment":  # systemd's EnvironmentFile: the exporter reads REDIS_USER/REDIS_PASSWORD
+        return f"REDIS_USER=salt-monitor\nREDIS_PASSWORD={password}\n"
+    data = {key: settings.get(key) for key in HEALTH_SCRIPT_KEYS}
+    data.update(save=save, user="salt-monitor", password=password)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def monitoring_login_file(name, form="health_script", group="root", save="", mode="0640"):
+    """
+    Write a file holding the monitoring user's login, owned by root and readable by
+    ``group`` only, written privately and renamed into place; nothing in this state's
+    arguments, return or log holds the password.
+
+    form
+        ``health_script``: the settings of ``/usr/local/bin/redis_health`` (JSON: the login,
+        the node's role and addresses, the thresholds), readable by the monitoring group
+        (Nagios's NRPE user joins it). ``exporter_environment``: the Prometheus exporter's
+        systemd ``EnvironmentFile`` (``REDIS_USER``, ``REDIS_PASSWORD``), root's only: systemd
+        reads it before the exporter drops to its own user.
+    save
+        The server's ``save`` schedule (map.jinja's ``save``): the monitoring user may not
+        ``CONFIG GET`` it, and the script's unsaved-changes check needs it.
+
+    .. code-block:: yaml
+
+        redis-health-script-settings:
+          redis_node.monitoring_login_file:
+            - name: /etc/redis-salt/redis_health.json
+            - group: redis-monitoring
+    """
+    ret = _ret(name)
+    settings = __pillar__.get("redis", {}) or {}
+    if settings.get("error"):
+        return _pillar_failed(ret, settings["error"])
+    if form not in LOGIN_FORMATS:
+        ret.update(result=False, comment=f"form must be one of {', '.join(LOGIN_FORMATS)}, not {form!r}")
+        return ret
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        if not __opts__["test"]:
+            ret.update(result=False, comment=f"group {group} does not exist")
+            return ret
+        gid = None
+    wanted_mode = int(str(mode), 8)
+    text = _login_text(settings, form, save)
+    try:
+        info = os.lstat(name)
+    except FileNotFoundError:
+        info = None
+    current = None
+    if info is not None and stat.S_ISREG(info.st_mode):
+        with contextlib.suppress(OSError), open(name, "rb") as handle:
+            current = handle.read().decode("utf-8", "replace")
+    if current == text and (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, gid, wanted_mode):
+        ret["comment"] = f"{name} is as wanted"
+        return ret
+    what = "created" if info is None else ("updated" if current != text else "owner or mode set")
+    ret["changes"] = {"file": {"name": name, "what": what, "owner": f"root:{group}", "mode": str(mode)}}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{name} would be {what}")
+        return ret
+    os.makedirs(os.path.dirname(name), mode=0o755, exist_ok=True)
+    temporary = __utils__["redis_common.write_temporary"](name, text, 0, gid, wanted_mode)
+    try:
+        os.replace(temporary, name)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        ret.update(result=False, changes={}, comment=f"{name}: {exc.strerror}")
+        return ret
+    ret["comment"] = f"{name} {what}"
+    return ret

@@ -90,14 +90,7 @@ def sentinel_user(name="salt-sentinel"):
     except CommandExecutionError as exc:
         ret.update(result=False, comment=str(exc))
         return ret
-    ret["comment"] = outcome["comment"]
-    if outcome["changed"]:
-        ret["changes"] = {"acl_user": {"user": name, "changed": ", ".join(outcome["differs"])}}
-        if __opts__["test"]:
-            ret["result"] = None
-        elif not outcome["persisted"]:
-            ret["result"] = False
-    return ret
+    return __utils__["redis_acl.state_return"](ret, name, outcome, __opts__["test"])
 
 
 # ---------------------------------------------------------------- replicating

@@ -39,6 +39,7 @@ DEFAULTS = {
     "health_interval_minutes": 5,
     "critical_reminder_minutes": 60,
     "exporter": False,
+    "group": "redis-monitoring",
 }
 # Seconds a save may come after its `save` rule is met before it counts as overdue
 # (serverCron checks 10 times a second; a failed BGSAVE is retried after 5 s).
@@ -377,6 +378,32 @@ def sentinels(status, me=None, local_role=None, my_address=None):
         checks.append(check("sentinel_master", CRITICAL, value=my_address, threshold=status.get("master"),
                             detail=f"this server is a master but the Sentinels name {status.get('master')}: two "
                                    "masters (split brain); writes here will be lost when it rejoins"))
+    return checks
+
+
+def local_sentinel(address, master, quorum_reply):
+    """The local Sentinel as ``/usr/local/bin/redis_health`` sees it through the monitoring
+    user (``SENTINEL MASTER`` fields as a dict, ``SENTINEL CKQUORUM``'s reply or error text):
+    the master not seen down (WARNING: subjectively, CRITICAL: objectively), a quorum and a
+    majority for failover (CRITICAL), three Sentinels or more so a host death can fail over
+    (WARNING)."""
+    flags = set(str(master.get("flags", "")).split(","))
+    known = _int(master.get("num-other-sentinels")) + 1
+    at = f"{master.get('ip')}:{master.get('port')}"
+    down = sorted({"s_down", "o_down"} & flags)
+    status = CRITICAL if "o_down" in flags else WARNING if down else OK
+    seen_down = f", sees the master down ({','.join(down)})" if down else ""
+    checks = [check("sentinel_local", status, value=at,
+                    detail=f"this host's Sentinel ({address}) monitors {master.get('name')} at {at}, knows "
+                           f"{known - 1} other Sentinels{seen_down}")]
+    usable = str(quorum_reply).startswith("OK")
+    checks.append(check("sentinel_majority", OK if usable else CRITICAL, value=known, threshold=3,
+                        detail=str(quorum_reply) if usable else f"no failover can happen: {quorum_reply}"))
+    if usable and known < 3:
+        checks[-1] = check("sentinel_majority", WARNING, value=known, threshold=3,
+                           detail=f"{known} Sentinels: a Redis host's death takes its Sentinel with it and the rest "
+                                  "are no majority: no automatic failover. Add a witness "
+                                  "(cache.redis.sentinel.witnesses)")
     return checks
 
 

@@ -1,11 +1,78 @@
-{#- The health check on Salt's scheduler (salt '*' schedule.list): redis_cluster.health every
-    monitoring.health_interval_minutes on each Redis server and witness, firing
-    redis/health/<minion> when the status changes (see README, Monitoring); 0 removes the job. #}
+{#- Health checks on every Redis server and witness (see README, Monitoring):
+    - /usr/local/bin/redis_health for Nagios/NRPE and cron, logging in as the read-only ACL
+      user salt-monitor; its settings file is readable by root and the monitoring group only;
+    - the check on Salt's scheduler (salt '*' schedule.list): redis_cluster.health every
+      monitoring.health_interval_minutes, firing redis/health/<minion> when the status
+      changes; 0 removes the job. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
 {%- if redis_node or sentinel_node %}
-{%-   set minutes = (redis.get("monitoring") or {}).get("health_interval_minutes", 5) | int %}
+{%-   set monitoring = redis.get("monitoring") or {} %}
+{%-   set group = monitoring.get("group", "redis-monitoring") %}
+{%-   set libdir = "/usr/local/lib/redis-salt" %}
+
+redis-monitoring-group-present:
+  group.present:
+    - name: {{ group }}
+    - system: True
+
+{%-   if custom_states_usable %}
+{%-     if redis_node %}
+
+redis-monitoring-login-on-this-server:
+  redis_node.monitoring_user:
+    - name: salt-monitor
+    - require:
+      - redis_node: redis-server-runs-the-managed-settings
+{%-     endif %}
+{%-     if sentinel_node %}
+
+redis-monitoring-login-on-this-sentinel:
+  redis_node.monitoring_user:
+    - name: salt-monitor
+    - sentinel: True
+    - require:
+      - redis_sentinel: redis-sentinel-monitors-the-master
+{%-     endif %}
+
+{#- The login and the facts the script cannot ask the monitoring user for. #}
+redis-health-script-settings:
+  redis_node.monitoring_login_file:
+    - name: {{ redis.salt_config_dir }}/redis_health.json
+    - group: {{ group }}
+    - save: {{ redis.save | json }}
+    - require:
+      - group: redis-monitoring-group-present
+{%-   endif %}
+
+{#- The rules of redis_cluster.health, for the script (one copy of them: _utils). #}
+{%-   for module in ("redis_health", "redis_replies", "redis_common") %}
+
+redis-health-script-rules-{{ module }}:
+  file.managed:
+    - name: {{ libdir }}/{{ module }}.py
+    - source: salt://_utils/{{ module }}.py
+    - mode: "0644"
+    - makedirs: True
+    - require_in:
+      - file: redis-health-script-installed
+{%-   endfor %}
+
+redis-health-script-installed:
+  file.managed:
+    - name: /usr/local/bin/redis_health
+    - source: salt://{{ tplroot }}/files/redis_health.jinja
+    - template: jinja
+    - mode: "0755"
+    - context:
+        python: {{ grains.pythonexecutable | json }}
+        libdir: {{ libdir }}
+        settings_file: {{ redis.salt_config_dir }}/redis_health.json
+        {#- redis_cluster.HEALTH_LAST_CHECK: the scheduled check publishes its verdict there. #}
+        last_check_file: /run/redis-salt/health-last.json
+{%-   set minutes = monitoring.get("health_interval_minutes", 5) | int %}
 {%-   if minutes > 0 %}
+
 redis-health-checks-scheduled:
   schedule.present:
     - name: redis-health
@@ -15,6 +82,7 @@ redis-health-checks-scheduled:
     - minutes: {{ minutes }}
     - maxrunning: 1
 {%-   else %}
+
 redis-health-checks-unscheduled:
   schedule.absent:
     - name: redis-health

@@ -1,6 +1,6 @@
 {#- The whole job on one minion: install, configure and run its Redis server, form the
-    cluster or the Sentinel pair, schedule backups and health checks; a witness runs a Sentinel
-    (and its health check) only.
+    cluster or the Sentinel pair, schedule backups and health checks, export metrics
+    (opt-in); a witness runs a Sentinel (and its health check and exporter) only.
     Minions without a Redis role in my_multihead_cluster.yaml are left untouched. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node with context %}
@@ -16,9 +16,11 @@ include:
 {%-   endif %}
   - {{ tplroot }}.backup
   - {{ tplroot }}.health
+  - {{ tplroot }}.monitoring
 {%- elif sentinel_node %}
   - {{ tplroot }}.sentinel
   - {{ tplroot }}.health
+  - {{ tplroot }}.monitoring
 {%- else %}
   - {{ tplroot }}.inactive
 {%- endif %}

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import pathlib
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -258,6 +259,20 @@ def redis_server(tmp_path_factory, server_build):
     """A real redis-server shared by the tests of one module that do not change it."""
     server = _running_server(tmp_path_factory.mktemp("redis"), server_build)
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A redis-server of the test's own (Debian's 7.0), resumed and stopped after the test
+    whatever it did to the process (SIGSTOP, a stop)."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory, SERVERS["redis-7.0"])
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)
     server.stop()
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 from cluster_support import node_modules
-from conftest import PASSWORD, SERVERS, RedisServer, assert_no_password, cluster_nodes, load_module
+from conftest import PASSWORD, SERVERS, assert_no_password, cluster_nodes, load_module
 
 pytest.register_assert_rewrite("sentinel_fixtures")  # before its import below
 from sentinel_fixtures import wait_for  # noqa: E402
@@ -42,18 +42,6 @@ def health_module(pillar, cachedir, salt=None, name="redis_cluster_health"):
 
 def by_name(result):
     return {c["name"]: c for c in result["checks"]}
-
-
-@pytest.fixture
-def server(tmp_path):
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory, BUILD)
-    server.start()
-    yield server
-    if server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 @pytest.fixture

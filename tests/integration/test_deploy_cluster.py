@@ -5,14 +5,19 @@ Cluster (test_deploy.py's first apply), as an operator checks it: CLUSTER INFO, 
 by hand formed again by the next apply (after a dry run that says what it would do).
 """
 
+import datetime
+import json
 import time
+import urllib.request
 
 import pytest
 import redis
+import yaml
 from lab.saltconf import minion_settings
 from support.cluster import cluster_client, cluster_info, cluster_ok, wait_aof_written, wait_cluster_ok
 from support.events import master_events
-from support.lab import REDIS_HOSTS, host_run, node_client, wait_for_minions
+from support.lab import (ADDRESSES, PASSWORD, REDIS_HOSTS, deployment, host_file, host_output, host_processes,
+                         host_run, node_client, wait_for_minions)
 from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
 
@@ -128,6 +133,33 @@ def test_a_healthy_cluster_is_ok_on_every_node_and_in_the_runners_table(first_ap
     assert "redis-health" not in (jobs["it4"] or {})
 
 
+def test_the_health_script_for_nagios_as_root_a_monitoring_group_member_and_anyone_else(first_apply, lab_hosts):
+    lab = lab_hosts[0]
+    wait_cluster_ok()
+    host_run(lab, "it1", "useradd", "--system", "--no-create-home", "--groups", "redis-monitoring", "nagioslab")
+    as_root = host_run(lab, "it1", "/usr/local/bin/redis_health")
+    as_member = host_run(lab, "it1", "runuser", "-u", "nagioslab", "--", "/usr/local/bin/redis_health")
+    as_other = host_run(lab, "it1", "runuser", "-u", "nobody", "--", "/usr/local/bin/redis_health")
+    settings = json.loads(host_file(lab, "it1", "/etc/redis-salt/redis_health.json").read_text())
+    mode = host_output(lab, "it1", "stat", "-c", "%a %U:%G", "/etc/redis-salt/redis_health.json")
+
+    lines = as_root.stdout.splitlines()
+    assert (as_root.returncode, lines[0]) == (0, "OK: Redis is running"), as_root.stdout + as_root.stderr
+    assert lines[1].startswith("Memory: ") and "Cluster: OK" in lines, as_root.stdout
+    assert (as_member.returncode, as_member.stdout) == (0, as_root.stdout), as_member.stdout + as_member.stderr
+    assert as_other.returncode == 3 and as_other.stdout.startswith("UNKNOWN: cannot read"), as_other.stdout
+    assert mode == "640 root:redis-monitoring"
+    # The monitoring login reads and cannot write, on every node.
+    for host in REDIS_HOSTS:
+        monitor = redis.Redis(host=ADDRESSES[host], port=6379,
+                              username="salt-monitor", password=settings["password"], decode_responses=True)
+        assert monitor.info("server")["redis_version"]
+        for command in (("SET", "k", "v"), ("FLUSHALL",), ("CONFIG", "GET", "maxmemory")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                monitor.execute_command(*command)
+        assert not [line for line in host_processes(lab, host) if settings["password"] in line]
+
+
 def health_events(event_listener, salt_master, host, after, status):
     """The ``redis/health/<host>`` events fired after ``after`` until one says ``status`` (the
     scheduled check may fire it before the explicit one does: either counts)."""
@@ -162,6 +194,8 @@ def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_e
     assert failing["cluster_state"]["value"] == "fail", failing
     table = salt_run_cli.run("redis_deployment.health", "timeout=10")
     assert table.returncode == 2 and table.data["nodes"]["it2"]["status"] == "CRITICAL", table.stdout
+    script = host_run(lab_hosts[0], "it1", "/usr/local/bin/redis_health")
+    assert script.returncode == 2 and "CRITICAL: Cluster state is fail" in script.stdout.splitlines(), script.stdout
     assert table.data["nodes"]["it1"]["status"] == "CRITICAL"
     lab_hosts[0].boot("it2")
     recovered_after = time.time()
@@ -227,3 +261,54 @@ def test_the_orchestrated_rollout_on_a_healthy_cluster_changes_and_restarts_noth
                for state in states.values() if isinstance(state, dict) and state.get("changes")]
     assert changed == []
     assert {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS} == run_ids
+
+
+def scrape(address, port=9121, path="/metrics"):
+    """What an exporter in the lab answers Prometheus: ``{sample name with labels: value}``."""
+    with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=10) as answer:
+        text = answer.read().decode()
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_the_prometheus_exporters_on_and_off(first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment):
+    lab = lab_hosts[0]
+    wait_cluster_ok()
+    deployment_file.write_text(yaml.safe_dump(deployment(monitoring={"exporter": True})))
+
+    applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    backup = salt_cli.run("redis_backup.create", "type=rdb", "verify=False", minion_tgt="it1")
+    for host, ip in REDIS_HOSTS.items():
+        wait_until(lambda ip=ip: scrape(ip).get("redis_up"), 30, f"{host}'s exporter answering")
+    up = {host: scrape(ip).get("redis_up") for host, ip in REDIS_HOSTS.items()}
+    cluster_metrics = scrape(REDIS_HOSTS["it1"])
+    stamp_name = 'redis_backup_last_success_timestamp_seconds{type="rdb"}'
+    wait_until(lambda: stamp_name in scrape(REDIS_HOSTS["it1"], port=9100), 30,
+               "node-exporter reading the backup metrics")
+    node_metrics = scrape(REDIS_HOSTS["it1"], port=9100)
+    commands = [line for host in REDIS_HOSTS for line in host_processes(lab, host)]
+    environment = host_output(lab, "it1", "stat", "-c", "%a %U", "/etc/redis-salt/redis-exporter.env")
+    shown = host_output(lab, "it1", "systemctl", "show", "prometheus-redis-exporter")
+
+    assert applied.returncode == 0, applied.stdout
+    assert states_with_changes(again) == []
+    assert up == dict.fromkeys(REDIS_HOSTS, "1"), up
+    assert cluster_metrics.get("redis_cluster_enabled") == "1" or cluster_metrics.get("redis_cluster_state") == "1"
+    taken = backup.data["it1"]
+    stamp = float(node_metrics[stamp_name])
+    assert abs(stamp - datetime.datetime.fromisoformat(taken["timestamp"]).timestamp()) < 1, (stamp, taken)
+    assert node_metrics['redis_backup_last_size_bytes{type="rdb"}'] not in ("", "0")
+    assert environment == "600 root"
+    secret = host_file(lab, "it1", "/etc/redis-salt/redis-exporter.env").read_text().split("REDIS_PASSWORD=")[1]
+    assert secret.strip() and not [c for c in commands if secret.strip() in c or PASSWORD in c]
+    assert secret.strip() not in shown and "--web.listen-address=" + REDIS_HOSTS["it1"] + ":9121" in shown
+
+    deployment_file.write_text(yaml.safe_dump(deployment()))
+    off = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    off_again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert off.returncode == 0, off.stdout
+    assert host_run(lab, "it1", "systemctl", "is-active", "prometheus-redis-exporter").stdout.strip() != "active"
+    assert not host_file(lab, "it1", "/etc/redis-salt/redis-exporter.env").exists()
+    assert states_with_changes(off_again) == []

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -168,6 +169,51 @@ def test_a_healthy_pair_and_its_witness_are_ok_on_every_minion_and_in_the_runner
     assert sorted(table.data["nodes"]) == sorted(ALL)
     jobs = cli.run("schedule.list", "return_yaml=False", minion_tgt="*").data
     assert all(jobs[host]["redis-health"]["function"] == "redis_cluster.health" for host in ALL), jobs
+
+
+def test_the_health_script_on_the_pair_and_the_witness(first_apply, sentinel_lab):
+    lab = sentinel_lab[0]
+    outputs = {host: host_run(lab, host, "/usr/local/bin/redis_health", "--verbose") for host in ALL}
+
+    for host, done in outputs.items():
+        assert done.returncode == 0, (host, done.stdout, done.stderr)
+    for host in SERVERS:
+        assert outputs[host].stdout.startswith("OK: Redis is running"), outputs[host].stdout
+    witness = outputs[WITNESS[0]].stdout
+    assert witness.splitlines()[0] == "OK: Sentinel witness", witness
+    assert "OK: sentinel_majority: OK 3 usable Sentinels" in witness, witness
+
+
+def scrape(address, path="/metrics"):
+    """The Prometheus exporter on ``address`` (port 9121): ``{sample with labels: value}``."""
+    with urllib.request.urlopen(f"http://{address}:9121{path}", timeout=10) as answer:
+        lines = answer.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines if line and not line.startswith("#")}
+
+
+def test_the_exporter_on_the_servers_their_sentinels_and_the_witness(first_apply, cli, sentinel_lab):
+    _, _, config = sentinel_lab
+    config.write_text(yaml.safe_dump(deployment({"monitoring": {"exporter": True}})))
+    try:
+        applied = cli.run("state.apply", "redis", minion_tgt="*")
+        again = cli.run("state.apply", "redis", minion_tgt="*")
+        for host, ip in ALL.items():
+            wait_until(lambda ip=ip: scrape(ip).get("redis_up") == "1", 30, f"{host}'s exporter answering")
+        sentinel_target = f"/scrape?target=redis://127.0.0.1:{SENTINEL_PORT}"
+        servers = {host: scrape(ip) for host, ip in SERVERS.items()}
+        sentinels = {host: scrape(ip, sentinel_target) for host, ip in SERVERS.items()}
+        witness = scrape(WITNESS[1])
+    finally:
+        config.write_text(yaml.safe_dump(deployment()))
+    off = cli.run("state.apply", "redis", minion_tgt="*")
+
+    assert applied.returncode == 0, applied.stdout
+    assert states_with_changes(again) == []
+    assert sorted(servers[h].get("redis_connected_slaves") for h in SERVERS) == ["0", "1"], servers
+    for metrics in (*sentinels.values(), witness):
+        assert metrics.get("redis_up") == "1" and metrics.get("redis_sentinel_masters") == "1", metrics
+        assert any(k.startswith("redis_sentinel_master_ok_sentinels") and v == "3" for k, v in metrics.items())
+    assert off.returncode == 0, off.stdout
 
 
 def test_a_changed_down_after_reaches_every_sentinel_without_a_restart(first_apply, cli, sentinel_lab):

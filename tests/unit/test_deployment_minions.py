@@ -55,7 +55,7 @@ EXAMPLE_SERVER1 = {
                    "clients_warning_percent": 90, "hit_rate_minimum": 0.8, "hit_rate_min_lookups": 1000,
                    "replication_lag_seconds": 30, "slowlog_new_entries": 10, "socket_timeout_seconds": 2,
                    "backup_grace_minutes": 60, "health_interval_minutes": 5, "critical_reminder_minutes": 60,
-                   "exporter": False},
+                   "exporter": False, "group": "redis-monitoring"},
     "slot_plan": {"server1": [[0, 5460]], "server2": [[5461, 10922]], "server3": [[10923, 16383]]},
     "replica_plan": {},
     "slots": [[0, 5460]],

@@ -10,6 +10,7 @@ DEFAULTS = {
     "clients_warning_percent": 90, "hit_rate_minimum": 0.8, "hit_rate_min_lookups": 1000,
     "replication_lag_seconds": 30, "slowlog_new_entries": 10, "socket_timeout_seconds": 2,
     "backup_grace_minutes": 60, "health_interval_minutes": 5, "critical_reminder_minutes": 60, "exporter": False,
+    "group": "redis-monitoring",
 }
 
 
@@ -71,10 +72,10 @@ def test_given_thresholds_override_the_defaults_one_by_one(tmp_path):
     ({"socket_timeout_seconds": 0}, "cache.redis.monitoring.socket_timeout_seconds: expected a number from 0.1 to "
                                     "60, got 0"),
     ({"exporter": "yes"}, "cache.redis.monitoring.exporter: expected true or false, got 'yes'"),
-    ({"exporter": True}, "cache.redis.monitoring.exporter: the Prometheus exporter is not supported yet by this "
-                         "formula; set false or remove it"),
+    ({"group": "Nagios Users"}, "cache.redis.monitoring.group: expected a system group name (lower-case letters, "
+                                "digits, - and _), got 'Nagios Users'"),
 ], ids=["typo", "nothing-close", "below-range", "a-string", "warning-not-below-critical", "ratio-not-percent",
-        "not-an-integer", "a-boolean", "zero-timeout", "exporter-not-a-boolean", "exporter-on"])
+        "not-an-integer", "a-boolean", "zero-timeout", "exporter-not-a-boolean", "group-with-a-space"])
 def test_a_bad_monitoring_key_names_itself_and_what_was_expected(tmp_path, monitoring, expected):
     assert refused(tmp_path, monitoring) == expected
 

@@ -353,3 +353,34 @@ def test_without_croniter_the_cron_period_is_taken_conservatively_and_said():
     got = {c["name"]: c for c in rules.backups(PLAN, entries, NOON, LONG_AGO, 60)}
     assert got["backup_rdb"]["status"] == "OK" and "croniter missing" in got["backup_rdb"]["detail"]
     assert got["backup_aof"]["status"] == "WARNING"  # 8 h > 6 h + 1 h grace
+
+
+# SENTINEL MASTER of Debian's redis-sentinel 7.0.15 watching a pair with two other Sentinels.
+SENTINEL_MASTER = {"name": "mymaster", "ip": "10.0.0.1", "port": "6379", "flags": "master",
+                   "num-other-sentinels": "2", "quorum": "2"}
+CKQUORUM_OK = "OK 3 usable Sentinels. Quorum and failover authorization can be reached"
+
+
+def test_the_scripts_local_sentinel_is_ok_with_a_quorum_and_three_sentinels():
+    checks = {c["name"]: c for c in rules.local_sentinel("127.0.0.1:26379", SENTINEL_MASTER, CKQUORUM_OK)}
+
+    assert [c["status"] for c in checks.values()] == ["OK", "OK"]
+    assert checks["sentinel_local"]["detail"] == ("this host's Sentinel (127.0.0.1:26379) monitors mymaster at "
+                                                  "10.0.0.1:6379, knows 2 other Sentinels")
+
+
+@pytest.mark.parametrize("flags, expected", [("master,s_down", "WARNING"), ("master,s_down,o_down", "CRITICAL")])
+def test_the_scripts_local_sentinel_seeing_the_master_down(flags, expected):
+    checks = rules.local_sentinel("127.0.0.1:26379", dict(SENTINEL_MASTER, flags=flags), CKQUORUM_OK)
+
+    assert checks[0]["status"] == expected and "sees the master down" in checks[0]["detail"]
+
+
+def test_the_scripts_local_sentinel_without_quorum_is_critical_and_two_sentinels_a_warning():
+    noquorum = "NOQUORUM 1 usable Sentinels. Not enough available Sentinels to reach the specified quorum"
+    lost = rules.local_sentinel("127.0.0.1:26379", SENTINEL_MASTER, noquorum)[1]
+    pair = rules.local_sentinel("127.0.0.1:26379", dict(SENTINEL_MASTER, **{"num-other-sentinels": "1"}),
+                                "OK 2 usable Sentinels. Quorum and failover authorization can be reached")[1]
+
+    assert (lost["status"], lost["detail"]) == ("CRITICAL", f"no failover can happen: {noquorum}")
+    assert pair["status"] == "WARNING" and "Add a witness" in pair["detail"]

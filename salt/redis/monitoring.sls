@@ -1,0 +1,98 @@
+{#- Prometheus metrics (opt-in: cache.redis.monitoring.exporter: true; see README, Monitoring):
+    - Debian's prometheus-redis-exporter on the node's address, port 9121, logging in as the
+      read-only ACL user salt-monitor (its password in a root-only EnvironmentFile that systemd
+      reads, never on a command line). It exports this node's Redis at /metrics (a witness:
+      its Sentinel) and, on a Sentinel-mode Redis host, its Sentinel at
+      /scrape?target=redis://127.0.0.1:<sentinel_port>.
+    - prometheus-node-exporter, whose textfile directory receives the backup metrics
+      (redis_backup_*) after each backup.
+    Turned off, Salt stops and disables the exporter it configured and removes its files
+    (the packages stay). #}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
+{%- set exporter = (redis.get("monitoring") or {}).get("exporter", False) %}
+{%- set dropin = "/etc/systemd/system/prometheus-redis-exporter.service.d/redis-salt.conf" %}
+{%- set environment_file = redis.salt_config_dir ~ "/redis-exporter.env" %}
+{%- if (redis_node or sentinel_node) and exporter %}
+include:
+  - {{ tplroot }}.health
+
+redis-exporter-packages-installed:
+  pkg.installed:
+    - pkgs:
+      - prometheus-redis-exporter
+      - prometheus-node-exporter
+
+{%-   if custom_states_usable %}
+
+redis-exporter-login:
+  redis_node.monitoring_login_file:
+    - name: {{ environment_file }}
+    - form: exporter_environment
+    - mode: "0600"
+{%-   endif %}
+
+{#- The package's unit, pointed at this node (a witness: its Sentinel) and at our login. #}
+redis-exporter-points-at-this-node:
+  file.managed:
+    - name: {{ dropin }}
+    - makedirs: True
+    - mode: "0644"
+    - contents: |
+        # Salt (salt/redis/monitoring.sls): the exporter for this node, as ACL user salt-monitor.
+        [Service]
+        EnvironmentFile=
+        EnvironmentFile={{ environment_file }}
+        ExecStart=
+        ExecStart=/usr/bin/prometheus-redis-exporter --redis.addr=redis://127.0.0.1:{{ redis.port if redis_node else redis.sentinel_port }} --web.listen-address={{ redis.bind_ip }}:9121 --config-command=-
+
+redis-exporter-running:
+  service.running:
+    - name: prometheus-redis-exporter
+    - enable: True
+    - require:
+      - pkg: redis-exporter-packages-installed
+{%-   if custom_states_usable %}
+{%-     if redis_node %}
+      - redis_node: redis-monitoring-login-on-this-server
+{%-     endif %}
+{%-     if sentinel_node %}
+      - redis_node: redis-monitoring-login-on-this-sentinel
+{%-     endif %}
+{%-   endif %}
+    - watch:
+      - file: redis-exporter-points-at-this-node
+{%-   if custom_states_usable %}
+      - redis_node: redis-exporter-login
+{%-   endif %}
+
+{#- node-exporter as Debian runs it; its textfile collector reads our backup metrics. #}
+redis-node-exporter-running:
+  service.running:
+    - name: prometheus-node-exporter
+    - enable: True
+    - require:
+      - pkg: redis-exporter-packages-installed
+{%- elif redis_node or sentinel_node %}
+{%-   if salt["file.file_exists"](dropin) %}
+
+redis-exporter-stopped:
+  service.dead:
+    - name: prometheus-redis-exporter
+    - enable: False
+    - require_in:
+      - file: redis-exporter-unit-restored
+{%-   endif %}
+
+redis-exporter-unit-restored:
+  file.absent:
+    - name: {{ dropin }}
+
+redis-exporter-login-removed:
+  file.absent:
+    - name: {{ environment_file }}
+
+redis-backup-metrics-removed:
+  file.absent:
+    - name: /var/lib/prometheus/node-exporter/redis_backup.prom
+{%- endif %}
