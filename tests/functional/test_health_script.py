@@ -7,6 +7,7 @@ on a healthy node, a stopped one, a cluster and the Sentinel pair with its witne
 import grp
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -126,6 +127,30 @@ def test_the_script_on_a_healthy_node_then_a_stopped_one(server, tmp_path):
     verbose = json.loads(script.run("--json")[1])
     assert verbose["status"] == "OK" and {"ping", "memory", "clients", "hit_rate"} <= {
         c["name"] for c in verbose["checks"]}
+
+
+def test_the_script_on_a_full_noeviction_node_and_a_sigstopped_one(server, tmp_path):
+    pillar = standalone_pillar(server.port)
+    node_module(pillar).monitoring_user()
+    script = Script(tmp_path, pillar)
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    for number in range(160):
+        pipe.set(f"fill:{number}", "x" * 100_000)
+    pipe.execute()
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"] / 0.95))
+
+    full = script.run()
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        stopped = script.run()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+    assert full[0] == 1 and full[1].splitlines()[0] == "WARNING: Redis is running (memory)", full[1]
+    assert [line for line in full[1].splitlines() if line.startswith("WARNING: memory: ")], full[1]
+    assert stopped[0] == 2 and stopped[1].startswith("CRITICAL: Redis is down: timeout:"), stopped[1]
+    assert "Traceback" not in stopped[1]
 
 
 def test_the_script_says_unknown_when_it_cannot_read_its_settings(server, tmp_path):
