@@ -312,7 +312,13 @@ def replication(info, limits):
     replicas = [value for key, value in sorted(info.items())
                 if re.match(r"^slave\d+$", key) and isinstance(value, dict)]
     if not replicas:
-        return [check("replication_lag", OK, value=None, threshold=limit, detail="master without connected replicas")]
+        # Sentinel mode always plans a replica: without one there is no copy to fail over to
+        # (and under min-replicas-to-write the master refuses writes: INFO says so).
+        refused = "min_slaves_good_slaves" in info  # shown only while min-replicas-to-write is on
+        detail = "master without a connected replica: no copy of the data to fail over to"
+        if refused:
+            detail += "; min-replicas-to-write makes it refuse writes"
+        return [check("replication_lag", CRITICAL if refused else WARNING, value=0, threshold=1, detail=detail)]
     late = [f"{r.get('ip')}:{r.get('port')} lag {r.get('lag')}s ({r.get('state')})" for r in replicas
             if _int(r.get("lag")) > limit or r.get("state") != "online"]
     worst = max(_int(r.get("lag")) for r in replicas)

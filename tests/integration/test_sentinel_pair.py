@@ -184,6 +184,29 @@ def test_the_health_script_on_the_pair_and_the_witness(first_apply, sentinel_lab
     assert "OK: sentinel_majority: OK 3 usable Sentinels" in witness, witness
 
 
+def test_a_stopped_replica_is_critical_on_its_host_in_the_module_the_script_and_the_runner(
+    first_apply, cli, sentinel_master, sentinel_lab
+):
+    lab = sentinel_lab[0]
+    master = current_master()
+    replica = next(h for h in SERVERS if h != master)
+    assert host_run(lab, replica, "systemctl", "stop", "redis-server").returncode == 0
+    try:
+        module = cli.run("redis_cluster.health", minion_tgt=replica).data
+        script = host_run(lab, replica, "/usr/local/bin/redis_health")
+        on_master = host_run(lab, master, "/usr/local/bin/redis_health", "--verbose")
+        table = sentinel_master.salt_run_cli(timeout=120).run("redis_deployment.health")
+    finally:
+        assert host_run(lab, replica, "systemctl", "start", "redis-server").returncode == 0
+    wait_until(lambda: server(replica).info("replication")["master_link_status"] == "up", 60, "the replica back")
+
+    assert (module["status"], module["code"]) == ("CRITICAL", 2), module
+    assert script.returncode == 2 and script.stdout.startswith("CRITICAL: Redis is down: refused"), script.stdout
+    assert on_master.returncode == 1, on_master.stdout
+    assert "WARNING: replication_lag: master without a connected replica" in on_master.stdout, on_master.stdout
+    assert table.returncode == 2 and table.data["nodes"][replica]["status"] == "CRITICAL", table.stdout
+
+
 def scrape(address, path="/metrics"):
     """The Prometheus exporter on ``address`` (port 9121): ``{sample with labels: value}``."""
     with urllib.request.urlopen(f"http://{address}:9121{path}", timeout=10) as answer:

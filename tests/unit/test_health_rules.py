@@ -201,8 +201,6 @@ def test_a_master_watches_its_replicas_lag():
     assert statuses(rules.replication(MASTER_INFO, LIMITS)) == {"replication_lag": "OK"}
     lagging = info(slave0=dict(MASTER_INFO["slave0"], lag=45))
     assert statuses(rules.replication(lagging, LIMITS)) == {"replication_lag": "WARNING"}
-    alone = {k: v for k, v in MASTER_INFO.items() if k != "slave0"}
-    assert rules.replication(alone, LIMITS)[0]["status"] == "OK"
 
 
 # ---------------------------------------------------------------- Sentinels
@@ -384,3 +382,15 @@ def test_the_scripts_local_sentinel_without_quorum_is_critical_and_two_sentinels
 
     assert (lost["status"], lost["detail"]) == ("CRITICAL", f"no failover can happen: {noquorum}")
     assert pair["status"] == "WARNING" and "Add a witness" in pair["detail"]
+
+
+def test_a_sentinel_mode_master_without_its_replica_warns_and_refusing_writes_is_critical():
+    alone = {k: v for k, v in MASTER_INFO.items() if k != "slave0"}
+    alone["connected_slaves"] = 0
+
+    warned = rules.replication(alone, LIMITS)[0]
+    refusing = rules.replication(dict(alone, min_slaves_good_slaves=0), LIMITS)[0]
+
+    assert (warned["status"], warned["detail"]) == (
+        "WARNING", "master without a connected replica: no copy of the data to fail over to")
+    assert refusing["status"] == "CRITICAL" and refusing["detail"].endswith("makes it refuse writes")
