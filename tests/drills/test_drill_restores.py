@@ -186,7 +186,8 @@ class AckedWriter(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 if client is None:
-                    client = server(self.host, timeout=2)
+                    # Its own connection, which raises when the restore stops the server.
+                    client = server(self.host, timeout=2, reconnect=False)
                     run_id = client.info("server")["run_id"]  # before the writes it will acknowledge
                 key = f"{self.prefix}:{number}"
                 client.set(key, number)

@@ -35,9 +35,10 @@ def deployment():
     }
 
 
-def server(host, timeout=5):
-    """A client of ``host``'s redis-server (not a cluster client: the drills address one node)."""
-    return redis_client(HOSTS[host], password=PASSWORD, timeout=timeout)
+def server(host, timeout=5, reconnect=True):
+    """A client of ``host``'s redis-server (not a cluster client: the drills address one node);
+    ``reconnect``: see support.lab.redis_client."""
+    return redis_client(HOSTS[host], password=PASSWORD, timeout=timeout, reconnect=reconnect)
 
 
 def hash_tag(host, label):

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 import yaml
 
 from support.waits import wait_until
@@ -47,9 +49,19 @@ def deployment(**redis_settings):
 # Redis clients
 
 
-def redis_client(address, port=REDIS_PORT, password=PASSWORD, timeout=5):
-    """A client of the server (or Sentinel, on its port) at ``address``; ``password=None``: none."""
-    return redis.Redis(host=address, port=port, password=password, socket_timeout=timeout, decode_responses=True)
+def redis_client(address, port=REDIS_PORT, password=PASSWORD, timeout=5, reconnect=True):
+    """A client of the server (or Sentinel, on its port) at ``address``; ``password=None``: none.
+
+    ``reconnect=False``: one connection that raises when it breaks, for tests that must know
+    which server process answered: redis-py's default retries (and its pool's silent
+    reconnect of a connection the server closed) would carry a command over to a restarted
+    server unseen."""
+    if reconnect:
+        return redis.Redis(host=address, port=port, password=password, socket_timeout=timeout,
+                           decode_responses=True)
+    return redis.Redis(host=address, port=port, password=password, socket_timeout=timeout,
+                       socket_connect_timeout=timeout, decode_responses=True, retry=Retry(NoBackoff(), 0),
+                       single_connection_client=True)
 
 
 def node_client(host, password=PASSWORD):
