@@ -45,6 +45,12 @@ redis-health-script-settings:
       - group: redis-monitoring-group-present
 {%-   endif %}
 
+redis-health-script-python-client:
+  pkg.installed:
+    - pkgs: {{ redis.health_script_pkgs | json }}
+    - require_in:
+      - file: redis-health-script-installed
+
 {#- The rules of redis_cluster.health, for the script (one copy of them: _utils). #}
 {%-   for module in ("redis_health", "redis_replies", "redis_common") %}
 
@@ -65,7 +71,7 @@ redis-health-script-installed:
     - template: jinja
     - mode: "0755"
     - context:
-        python: {{ grains.pythonexecutable | json }}
+        python: {{ redis.health_script_python | json }}
         libdir: {{ libdir }}
         settings_file: {{ redis.salt_config_dir }}/redis_health.json
         {#- redis_cluster.HEALTH_LAST_CHECK: the scheduled check publishes its verdict there. #}

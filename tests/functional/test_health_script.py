@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import jinja2
 import pytest
@@ -24,6 +23,9 @@ pytest_plugins = ["sentinel_fixtures"]
 
 BUILD = SERVERS["redis-7.0"]
 MONITOR = "salt-monitor"
+# What map.jinja runs the script with: the distribution's Python and redis-py (python3-redis,
+# which `make setup` installs like the lab's other Debian packages).
+HEALTH_SCRIPT_PYTHON = "/usr/bin/python3"
 
 
 def node_module(pillar):
@@ -56,7 +58,7 @@ class Script:
         environment = jinja2.Environment()
         environment.filters["json"] = json.dumps  # Salt's renderer has it
         text = environment.from_string(template).render(
-            python=sys.executable, libdir=str(ROOT / "_utils"), settings_file=str(self.settings),
+            python=HEALTH_SCRIPT_PYTHON, libdir=str(ROOT / "_utils"), settings_file=str(self.settings),
             last_check_file=str(self.last_check))
         self.path = directory / "redis_health"
         self.path.write_text(text)
