@@ -636,7 +636,7 @@ def monitoring_login_file(name, form="health_script", group="root", save="", mod
 
         redis-health-script-settings:
           redis_node.monitoring_login_file:
-            - name: /etc/redis-salt/redis_health.json
+            - name: /etc/redis-monitoring/redis_health.json
             - group: redis-monitoring
     """
     ret = _ret(name)

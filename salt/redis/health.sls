@@ -35,14 +35,23 @@ redis-monitoring-login-on-this-sentinel:
       - redis_sentinel: redis-sentinel-monitors-the-master
 {%-     endif %}
 
+redis-health-script-settings-directory:
+  file.directory:
+    - name: {{ salt["file.dirname"](redis.health_script_settings) }}
+    - user: root
+    - group: {{ group }}
+    - mode: "0750"
+    - require:
+      - group: redis-monitoring-group-present
+
 {#- The login and the facts the script cannot ask the monitoring user for. #}
 redis-health-script-settings:
   redis_node.monitoring_login_file:
-    - name: {{ redis.salt_config_dir }}/redis_health.json
+    - name: {{ redis.health_script_settings }}
     - group: {{ group }}
     - save: {{ redis.save | json }}
     - require:
-      - group: redis-monitoring-group-present
+      - file: redis-health-script-settings-directory
 {%-   endif %}
 
 redis-health-script-python-client:
@@ -73,7 +82,7 @@ redis-health-script-installed:
     - context:
         python: {{ redis.health_script_python | json }}
         libdir: {{ libdir }}
-        settings_file: {{ redis.salt_config_dir }}/redis_health.json
+        settings_file: {{ redis.health_script_settings }}
         {#- redis_cluster.HEALTH_LAST_CHECK: the scheduled check publishes its verdict there. #}
         last_check_file: /run/redis-salt/health-last.json
 {%-   set minutes = monitoring.get("health_interval_minutes", 5) | int %}

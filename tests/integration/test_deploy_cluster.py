@@ -136,17 +136,21 @@ def test_a_healthy_cluster_is_ok_on_every_node_and_in_the_runners_table(first_ap
 def test_the_health_script_for_nagios_as_root_a_monitoring_group_member_and_anyone_else(first_apply, lab_hosts):
     lab = lab_hosts[0]
     wait_cluster_ok()
-    host_run(lab, "it1", "useradd", "--system", "--no-create-home", "--groups", "redis-monitoring", "nagioslab")
+    added = host_run(lab, "it1", "useradd", "--system", "--no-create-home", "--groups", "redis-monitoring",
+                     "nagioslab")
+    assert added.returncode == 0, added.stderr
+    member = host_output(lab, "it1", "runuser", "-u", "nagioslab", "--", "id")
     as_root = host_run(lab, "it1", "/usr/local/bin/redis_health")
     as_member = host_run(lab, "it1", "runuser", "-u", "nagioslab", "--", "/usr/local/bin/redis_health")
     as_other = host_run(lab, "it1", "runuser", "-u", "nobody", "--", "/usr/local/bin/redis_health")
-    settings = json.loads(host_file(lab, "it1", "/etc/redis-salt/redis_health.json").read_text())
-    mode = host_output(lab, "it1", "stat", "-c", "%a %U:%G", "/etc/redis-salt/redis_health.json")
+    settings = json.loads(host_file(lab, "it1", "/etc/redis-monitoring/redis_health.json").read_text())
+    mode = host_output(lab, "it1", "stat", "-c", "%a %U:%G", "/etc/redis-monitoring/redis_health.json")
 
     lines = as_root.stdout.splitlines()
     assert (as_root.returncode, lines[0]) == (0, "OK: Redis is running"), as_root.stdout + as_root.stderr
     assert lines[1].startswith("Memory: ") and "Cluster: OK" in lines, as_root.stdout
-    assert (as_member.returncode, as_member.stdout) == (0, as_root.stdout), as_member.stdout + as_member.stderr
+    assert (as_member.returncode, as_member.stdout) == (0, as_root.stdout), (member, as_member.stdout,
+                                                                             as_member.stderr)
     assert as_other.returncode == 3 and as_other.stdout.startswith("UNKNOWN: cannot read"), as_other.stdout
     assert mode == "640 root:redis-monitoring"
     # The monitoring login reads and cannot write, on every node.
