@@ -52,6 +52,16 @@ redis-health-script-settings:
     - save: {{ redis.save | json }}
     - require:
       - file: redis-health-script-settings-directory
+
+{#- That file holds pillar redis:monitoring: when it changed, so did the pillar the minion keeps
+    in memory for its scheduled jobs (health checks, backup metrics), which state.apply
+    renders afresh but never stores. #}
+redis-minion-pillar-refreshed-for-scheduled-jobs:
+  module.run:
+    - saltutil.refresh_pillar:
+      - wait: True
+    - onchanges:
+      - redis_node: redis-health-script-settings
 {%-   endif %}
 
 redis-health-script-python-client:
