@@ -44,7 +44,9 @@ redis-health-script-settings-directory:
     - require:
       - group: redis-monitoring-group-present
 
-{#- The login and the facts the script cannot ask the monitoring user for. #}
+{#- The login and the facts the script cannot ask the monitoring user for: written once that
+    login exists, so never on a node whose apply was refused (a YAML whose shape no longer
+    fits the running deployment changes nothing). #}
 redis-health-script-settings:
   redis_node.monitoring_login_file:
     - name: {{ redis.health_script_settings }}
@@ -52,6 +54,12 @@ redis-health-script-settings:
     - save: {{ redis.save | json }}
     - require:
       - file: redis-health-script-settings-directory
+{%-     if redis_node %}
+      - redis_node: redis-monitoring-login-on-this-server
+{%-     endif %}
+{%-     if sentinel_node %}
+      - redis_node: redis-monitoring-login-on-this-sentinel
+{%-     endif %}
 
 {#- That file holds pillar redis:monitoring: when it changed, so did the pillar the minion keeps
     in memory for its scheduled jobs (health checks, backup metrics), which state.apply
