@@ -243,3 +243,28 @@ def test_the_exporters_environment_file_is_roots_only_and_holds_the_login(server
     values = dict(line.split("=", 1) for line in path.read_text().splitlines())
     assert values == {"REDIS_USER": MONITOR, "REDIS_PASSWORD": monitoring_password(node)}
     assert redis.Redis(port=server.port, username=values["REDIS_USER"], password=values["REDIS_PASSWORD"]).ping()
+
+
+def test_the_script_shows_the_scheduled_checks_backup_verdict_while_it_is_recent(server, tmp_path):
+    pillar = standalone_pillar(server.port, monitoring={"group": grp.getgrgid(os.getgid()).gr_name})
+    node_module(pillar).monitoring_user()
+    script = Script(tmp_path, pillar)
+    health = load_module("redis_cluster_health_publisher", "_modules/redis_cluster.py")
+    health.__pillar__ = {"redis": pillar}
+    verdict = {"status": "WARNING", "code": 1, "checks": [
+        {"name": "backup_rdb", "value": 30, "threshold": 26, "status": "WARNING",
+         "detail": "the newest good rdb backup is 30h old"},
+        {"name": "cluster_state", "value": "ok", "threshold": "ok", "status": "OK", "detail": "not the script's"}]}
+
+    health._health_publish(verdict, {"group": script.group}, path=str(script.last_check))
+    published_mode = os.stat(script.last_check).st_mode & 0o777
+    recent = script.run()
+    stale = json.loads(script.last_check.read_text())
+    stale["time"] -= 3 * 5 * 60 + 60  # three scheduled intervals (5 minutes) and more
+    script.last_check.write_text(json.dumps(stale))
+    old = script.run()
+
+    assert published_mode == 0o640
+    assert recent[0] == 1 and "WARNING: backup_rdb: the newest good rdb backup is 30h old" in recent[1], recent[1]
+    assert "not the script's" not in recent[1]
+    assert old[0] == 1 and "WARNING: backups: Salt's scheduled health check (job redis-health) last ran" in old[1]
