@@ -7,6 +7,14 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
 {%- if redis_node or sentinel_node %}
+{#- What the monitoring logins need, so that redis.health and redis.monitoring apply alone. #}
+include:
+{%-   if redis_node %}
+  - {{ tplroot }}.service
+{%-   endif %}
+{%-   if sentinel_node %}
+  - {{ tplroot }}.sentinel
+{%-   endif %}
 {%-   set monitoring = redis.get("monitoring") or {} %}
 {%-   set group = monitoring.get("group", "redis-monitoring") %}
 {%-   set libdir = "/usr/local/lib/redis-salt" %}

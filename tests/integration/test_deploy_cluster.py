@@ -284,7 +284,7 @@ def test_the_prometheus_exporters_on_and_off(first_apply, salt_cli, deployment_f
     wait_cluster_ok()
     deployment_file.write_text(yaml.safe_dump(deployment(monitoring={"exporter": True})))
 
-    applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    applied = salt_cli.run("state.apply", "redis.monitoring", minion_tgt="it*")  # the opt-in state alone
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
     backup = salt_cli.run("redis_backup.create", "type=rdb", "verify=False", minion_tgt="it1")
     for host, ip in REDIS_HOSTS.items():
