@@ -128,4 +128,7 @@ redis-health-checks-unscheduled:
   schedule.absent:
     - name: redis-health
 {%-   endif %}
+{%- else %}
+include:
+  - {{ tplroot }}.inactive
 {%- endif %}

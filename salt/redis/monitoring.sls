@@ -95,4 +95,7 @@ redis-exporter-login-removed:
 redis-backup-metrics-removed:
   file.absent:
     - name: /var/lib/prometheus/node-exporter/redis_backup.prom
+{%- else %}
+include:
+  - {{ tplroot }}.inactive
 {%- endif %}
