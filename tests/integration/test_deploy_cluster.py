@@ -149,8 +149,10 @@ def test_the_health_script_for_nagios_as_root_a_monitoring_group_member_and_anyo
     lines = as_root.stdout.splitlines()
     assert (as_root.returncode, lines[0]) == (0, "OK: Redis is running"), as_root.stdout + as_root.stderr
     assert lines[1].startswith("Memory: ") and "Cluster: OK" in lines, as_root.stdout
-    assert (as_member.returncode, as_member.stdout) == (0, as_root.stdout), (member, as_member.stdout,
-                                                                             as_member.stderr)
+    # The same verdict (the memory figure may move between the two runs).
+    assert (as_member.returncode, as_member.stdout.splitlines()[0]) == (0, lines[0]), (member, as_member.stdout,
+                                                                                       as_member.stderr)
+    assert "Cluster: OK" in as_member.stdout.splitlines()
     assert as_other.returncode == 3 and as_other.stdout.startswith("UNKNOWN: cannot read"), as_other.stdout
     assert mode == "640 root:redis-monitoring"
     # The monitoring login reads and cannot write, on every node.
