@@ -7,9 +7,6 @@ node's health check reads of its cluster. Pure functions, no Redis and no Salt:
 
 __virtualname__ = "redis_replies"
 
-# CLUSTER NODES flags of a node the cluster does not count as working.
-FAILING_FLAGS = frozenset(("fail", "fail?", "noaddr", "handshake"))
-
 
 def __virtual__():
     return __virtualname__
