@@ -128,6 +128,30 @@ redis-health-checks-unscheduled:
   schedule.absent:
     - name: redis-health
 {%-   endif %}
+{#- The Prometheus exporter turned off (monitoring.sls runs it while it is on): stop what Salt
+    configured and remove its files, rendered only where one is left (nothing on a no-op run). #}
+{%-   if not monitoring.get("exporter", False) %}
+{%-     if salt["file.file_exists"](redis.exporter_dropin) %}
+
+redis-exporter-stopped:
+  service.dead:
+    - name: prometheus-redis-exporter
+    - enable: False
+
+redis-exporter-unit-restored:
+  file.absent:
+    - name: {{ redis.exporter_dropin }}
+    - require:
+      - service: redis-exporter-stopped
+{%-     endif %}
+{%-     for leftover in (redis.exporter_environment_file, redis.backup_metrics_file)
+            if salt["file.file_exists"](leftover) %}
+
+redis-exporter-leftover-removed-{{ loop.index }}:
+  file.absent:
+    - name: {{ leftover }}
+{%-     endfor %}
+{%-   endif %}
 {%- else %}
 include:
   - {{ tplroot }}.inactive

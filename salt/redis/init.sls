@@ -4,6 +4,7 @@
     Minions without a Redis role in my_multihead_cluster.yaml are left untouched. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node with context %}
+{%- set exporter = (redis.get("monitoring") or {}).get("exporter", False) %}
 include:
 {%- if redis_node %}
   - {{ tplroot }}.install
@@ -16,11 +17,15 @@ include:
 {%-   endif %}
   - {{ tplroot }}.backup
   - {{ tplroot }}.health
+{%-   if exporter %}
   - {{ tplroot }}.monitoring
+{%-   endif %}
 {%- elif sentinel_node %}
   - {{ tplroot }}.sentinel
   - {{ tplroot }}.health
+{%-   if exporter %}
   - {{ tplroot }}.monitoring
+{%-   endif %}
 {%- else %}
   - {{ tplroot }}.inactive
 {%- endif %}

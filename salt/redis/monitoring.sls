@@ -6,13 +6,13 @@
       /scrape?target=redis://127.0.0.1:<sentinel_port>.
     - prometheus-node-exporter, whose textfile directory receives the backup metrics
       (redis_backup_*) after each backup.
-    Turned off, Salt stops and disables the exporter it configured and removes its files
-    (the packages stay). #}
+    Turned off, health.sls stops and disables the exporter Salt configured and removes its
+    files (the packages stay): init.sls includes this file only while it is on. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
 {%- set exporter = (redis.get("monitoring") or {}).get("exporter", False) %}
-{%- set dropin = "/etc/systemd/system/prometheus-redis-exporter.service.d/redis-salt.conf" %}
-{%- set environment_file = redis.salt_config_dir ~ "/redis-exporter.env" %}
+{%- set dropin = redis.exporter_dropin %}
+{%- set environment_file = redis.exporter_environment_file %}
 {%- if (redis_node or sentinel_node) and exporter %}
 include:
   - {{ tplroot }}.health
@@ -74,27 +74,9 @@ redis-node-exporter-running:
     - require:
       - pkg: redis-exporter-packages-installed
 {%- elif redis_node or sentinel_node %}
-{%-   if salt["file.file_exists"](dropin) %}
-
-redis-exporter-stopped:
-  service.dead:
-    - name: prometheus-redis-exporter
-    - enable: False
-    - require_in:
-      - file: redis-exporter-unit-restored
-{%-   endif %}
-
-redis-exporter-unit-restored:
-  file.absent:
-    - name: {{ dropin }}
-
-redis-exporter-login-removed:
-  file.absent:
-    - name: {{ environment_file }}
-
-redis-backup-metrics-removed:
-  file.absent:
-    - name: /var/lib/prometheus/node-exporter/redis_backup.prom
+{#- Off: health.sls removes what an earlier "on" left. #}
+include:
+  - {{ tplroot }}.health
 {%- else %}
 include:
   - {{ tplroot }}.inactive
