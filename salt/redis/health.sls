@@ -17,7 +17,7 @@ include:
 {%-   endif %}
 {%-   set monitoring = redis.get("monitoring") or {} %}
 {%-   set group = monitoring.get("group", "redis-monitoring") %}
-{%-   set libdir = "/usr/local/lib/redis-salt" %}
+{%-   set libdir = redis.health_script_library %}
 
 redis-monitoring-group-present:
   group.present:
@@ -102,15 +102,8 @@ redis-health-script-rules-{{ module }}:
 redis-health-script-installed:
   file.managed:
     - name: /usr/local/bin/redis_health
-    - source: salt://{{ tplroot }}/files/redis_health.jinja
-    - template: jinja
+    - source: salt://{{ tplroot }}/files/redis_health
     - mode: "0755"
-    - context:
-        python: {{ redis.health_script_python | json }}
-        libdir: {{ libdir }}
-        settings_file: {{ redis.health_script_settings }}
-        {#- redis_cluster.HEALTH_LAST_CHECK: the scheduled check publishes its verdict there. #}
-        last_check_file: /run/redis-salt/health-last.json
 {%-   set minutes = monitoring.get("health_interval_minutes", 5) | int %}
 {%-   if minutes > 0 %}
 

@@ -7,10 +7,10 @@ on a healthy node, a stopped one, a cluster and the Sentinel pair with its witne
 import grp
 import json
 import os
+import re
 import signal
 import subprocess
 
-import jinja2
 import pytest
 import redis
 from cluster_support import node_modules
@@ -47,19 +47,20 @@ def monitoring_password(node):
 
 
 class Script:
-    """The health script rendered as health.sls renders it, with its settings file written
-    by the state, run as a monitoring system would run it."""
+    """The health script as health.sls installs it, with its settings file written by the
+    state, run as a monitoring system would run it."""
 
     def __init__(self, directory, pillar, save="900 1"):
         self.directory = directory
         self.settings = directory / "redis_health.json"
         self.last_check = directory / "health-last.json"
-        template = (ROOT / "salt/redis/files/redis_health.jinja").read_text()
-        environment = jinja2.Environment()
-        environment.filters["json"] = json.dumps  # Salt's renderer has it
-        text = environment.from_string(template).render(
-            python=HEALTH_SCRIPT_PYTHON, libdir=str(ROOT / "_utils"), settings_file=str(self.settings),
-            last_check_file=str(self.last_check))
+        # The installed file, its paths pointed at this test's files and the repository's rules.
+        text = (ROOT / "salt/redis/files/redis_health").read_text()
+        for constant, value in (("LIBRARY", ROOT / "_utils"), ("SETTINGS_FILE", self.settings),
+                                ("LAST_SCHEDULED_CHECK", self.last_check)):
+            text, count = re.subn(rf'^{constant} = ".*"$', f'{constant} = "{value}"', text, flags=re.M)
+            assert count == 1, constant
+        assert text.startswith(f"#!{HEALTH_SCRIPT_PYTHON}\n")
         self.path = directory / "redis_health"
         self.path.write_text(text)
         self.path.chmod(0o755)
