@@ -1,4 +1,4 @@
-"""``/usr/local/bin/redis_health`` (salt/redis/files/redis_health.jinja) and its read-only
+"""``/usr/local/bin/redis_health`` (salt/redis/files/redis_health) and its read-only
 monitoring login ``salt-monitor`` (``redis_node.monitoring_user``, state
 ``redis_node.monitoring_login_file``), against real redis-server and redis-sentinel
 processes: what the monitoring user may and may not run, the script's words and exit codes
