@@ -1026,16 +1026,23 @@ def create(type="both", compress=None, retention_days=None, backup_dir=None, ver
     return ret
 
 
-def _publish_metrics(root):
+# Debian's prometheus-node-exporter reads *.prom in its --collector.textfile.directory
+# (map.jinja's backup_metrics_file: the state that removes it when the exporter is off).
+BACKUP_METRICS_FILE = "/var/lib/prometheus/node-exporter/redis_backup.prom"
+
+
+def _publish_metrics(root, path=BACKUP_METRICS_FILE):
     """With ``monitoring.exporter`` on: this node's backup metrics for node-exporter's textfile
-    collector (_utils/redis_backup_metrics.py). A failure is logged, never the backup's."""
+    collector (_utils/redis_backup_metrics.py), written whole, readable by everyone. A failure
+    is logged, never the backup's; without node-exporter's directory nothing is written."""
     if not (_settings().get("monitoring") or {}).get("exporter"):
         return
-    metrics = "redis_backup_metrics"
+    if not os.path.isdir(os.path.dirname(path)):
+        log.warning("redis_backup: no node-exporter textfile directory: backup metrics not written")
+        return
     try:
-        text = __utils__[f"{metrics}.textfile"]([meta for _, meta in _scan(root)])
-        if __utils__[f"{metrics}.write"](text) is False:
-            log.warning("redis_backup: no node-exporter textfile directory: backup metrics not written")
+        text = __utils__["redis_backup_metrics.textfile"]([meta for _, meta in _scan(root)])
+        __utils__["redis_common.replace_file"](path, text, 0, 0, 0o644)
     except OSError as exc:
         log.warning("redis_backup: backup metrics not written: %s", exc)
 

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -1172,8 +1171,7 @@ def _health_publish(result, limits, path=HEALTH_LAST_CHECK):
     text = json.dumps({"time": time.time(), "status": result["status"], "checks": result["checks"]}, default=str)
     try:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        temporary = __utils__["redis_common.write_temporary"](path, text, 0, gid, 0o640)
-        os.replace(temporary, path)
+        __utils__["redis_common.replace_file"](path, text, 0, gid, 0o640)
     except OSError as exc:
         log.warning("redis_cluster.health: cannot publish the check to %s: %s", path, exc)
 
@@ -1339,18 +1337,9 @@ def _health_state_write(server=None, schedule=None, events=None):
     for key, value in (("server", server), ("schedule", schedule), ("events", events)):
         if value is not None:
             data[key] = value
-    directory = os.path.dirname(path)
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".health.")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        __utils__["redis_common.replace_file"](path, json.dumps(data), 0, 0, 0o600)
     except OSError as exc:
         log.warning("redis_cluster.health: cannot keep the check's counters in %s: %s", path, exc)
 

@@ -755,11 +755,7 @@ def wait_ready(timeout=30, port=None):
 
 # ---------------------------------------------------------------- the monitoring login
 
-# What /usr/local/bin/redis_health reads (besides its login): the deployment's facts it
-# cannot ask the read-only monitoring user for.
 MONITORING_USER = "salt-monitor"  # _utils/redis_acl.py says what it may run
-HEALTH_SCRIPT_KEYS = ("mode", "role", "hostname", "bind_ip", "port", "sentinel_port", "master_name",
-                      "replicas_per_master", "monitoring")
 
 
 def monitoring_user(dry_run=False, port=None, sentinel=False):

@@ -604,15 +604,16 @@ def monitoring_user(name="salt-monitor", sentinel=False):
 HEALTH_SCRIPT_KEYS = ("mode", "role", "hostname", "bind_ip", "port", "sentinel_port", "master_name",
                       "replicas_per_master", "monitoring")
 LOGIN_FORMATS = ("health_script", "exporter_environment")
+MONITORING_USER = "salt-monitor"  # _utils/redis_acl.py says what it may run
 
 
 def _login_text(settings, form, save):
     """A monitoring login file's text (it holds the monitoring user's password)."""
-    password = __utils__["redis_acl.derived_password"](settings.get("password") or "", "salt-monitor")
+    password = __utils__["redis_acl.derived_password"](settings.get("password") or "", MONITORING_USER)
     if form == "exporter_environment":  # systemd's EnvironmentFile: the exporter reads REDIS_USER/REDIS_PASSWORD
-        return f"REDIS_USER=salt-monitor\nREDIS_PASSWORD={password}\n"
+        return f"REDIS_USER={MONITORING_USER}\nREDIS_PASSWORD={password}\n"
     data = {key: settings.get(key) for key in HEALTH_SCRIPT_KEYS}
-    data.update(save=save, user="salt-monitor", password=password)
+    data.update(save=save, user=MONITORING_USER, password=password)
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -671,13 +672,10 @@ def monitoring_login_file(name, form="health_script", group="root", save="", mod
     if __opts__["test"]:
         ret.update(result=None, comment=f"{name} would be {what}")
         return ret
-    os.makedirs(os.path.dirname(name), mode=0o755, exist_ok=True)
-    temporary = __utils__["redis_common.write_temporary"](name, text, 0, gid, wanted_mode)
     try:
-        os.replace(temporary, name)
+        os.makedirs(os.path.dirname(name), mode=0o755, exist_ok=True)
+        __utils__["redis_common.replace_file"](name, text, 0, gid, wanted_mode)
     except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
         ret.update(result=False, changes={}, comment=f"{name}: {exc.strerror}")
         return ret
     ret["comment"] = f"{name} {what}"

@@ -2,20 +2,14 @@
 Backup metrics for Prometheus (Salt's ``_utils``; modules reach them as
 ``__utils__["redis_backup_metrics.<name>"]``): what no exporter knows about our backups, in
 node-exporter's textfile format, written after each backup when
-``cache.redis.monitoring.exporter`` is on. Pure functions over backup metadata, plus the
-atomic write (node-exporter must never read half a file).
+``cache.redis.monitoring.exporter`` is on. Pure functions over backup metadata; the module
+writes the file whole (``redis_common.replace_file``: node-exporter never reads half of it).
 """
 
-import contextlib
 import datetime
-import os
-import tempfile
 
 __virtualname__ = "redis_backup_metrics"
 
-# Debian's prometheus-node-exporter reads *.prom here (its --collector.textfile.directory).
-TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-TEXTFILE_NAME = "redis_backup.prom"
 TYPES = ("rdb", "aof")
 METRICS = (
     ("redis_backup_last_success_timestamp_seconds", "gauge",
@@ -82,23 +76,3 @@ def textfile(backups):
         lines += [f"# HELP {name} {description}", f"# TYPE {name} {kind_of_metric}"]
         lines += [f'{name}{{type="{kind}"}} {_sample(value)}' for kind, value in values[name]]
     return "\n".join(lines) + "\n"
-
-
-def write(text, directory=TEXTFILE_DIR, name=TEXTFILE_NAME):
-    """Put ``text`` in ``directory/name`` atomically (a private temporary file, renamed: the
-    rename replaces whatever stands at the name and follows nothing), mode 0644. Returns the
-    path; False when the directory does not exist (node-exporter not installed)."""
-    if not os.path.isdir(directory):
-        return False
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-        os.replace(temporary, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return os.path.join(directory, name)

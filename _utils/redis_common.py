@@ -6,7 +6,7 @@ reach it as ``__utils__["redis_common.<name>"]``):
 - a one-line, password-free description of a redis-py error, and what kind of trouble it
   tells of (so a caller can decide whether a restart may help);
 - polling a condition, bounded;
-- writing a configuration file's next version privately, before it is renamed into place.
+- writing a file's next version privately, before it is renamed into place.
 
 :depends: redis (redis-py)
 """
@@ -34,12 +34,14 @@ def __virtual__():
     return __virtualname__
 
 
-def client(settings, port=None, host="127.0.0.1", timeout=5, password=None):
+def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, username=None):
     """A redis-py client for the node at ``host:port`` (default: ``settings``' own port), with
-    the deployment's password from ``settings`` (pillar ``redis``) unless ``password`` is given."""
+    the deployment's password from ``settings`` (pillar ``redis``) unless ``password`` (and
+    ``username``, an ACL user's) is given."""
     return redis.Redis(
         host=host,
         port=int(port or settings.get("port", 6379)),
+        username=username,
         password=password or settings.get("password") or None,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -102,6 +104,19 @@ def wait(condition, timeout, interval=0.2):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def replace_file(path, text, uid, gid, mode):
+    """Put ``text`` at ``path`` whole (a reader sees the old file or the new one, never half):
+    written privately next to it (``write_temporary``), then renamed over the name, which
+    follows no symlink standing there."""
+    temporary = write_temporary(path, text, uid, gid, mode)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def write_temporary(path, text, uid, gid, mode):

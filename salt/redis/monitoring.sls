@@ -25,11 +25,14 @@ redis-exporter-packages-installed:
 
 {%-   if custom_states_usable %}
 
+{#- After the health script's login file, which is written once the logins exist here. #}
 redis-exporter-login:
   redis_node.monitoring_login_file:
     - name: {{ environment_file }}
     - form: exporter_environment
     - mode: "0600"
+    - require:
+      - redis_node: redis-health-script-settings
 {%-   endif %}
 
 {#- The package's unit, pointed at this node (a witness: its Sentinel) and at our login. #}
@@ -52,14 +55,6 @@ redis-exporter-running:
     - enable: True
     - require:
       - pkg: redis-exporter-packages-installed
-{%-   if custom_states_usable %}
-{%-     if redis_node %}
-      - redis_node: redis-monitoring-login-on-this-server
-{%-     endif %}
-{%-     if sentinel_node %}
-      - redis_node: redis-monitoring-login-on-this-sentinel
-{%-     endif %}
-{%-   endif %}
     - watch:
       - file: redis-exporter-points-at-this-node
 {%-   if custom_states_usable %}

@@ -240,6 +240,7 @@ def test_the_exporters_environment_file_is_roots_only_and_holds_the_login(server
     assert written["result"] is True and written["changes"]["file"]["what"] == "created", written
     assert again["changes"] == {}, again
     assert_no_password([written, again])
+    assert monitoring_password(node) not in str([written, again]), "a return shows the monitoring password"
     assert os.stat(path).st_mode & 0o777 == 0o600 and os.stat(path).st_uid == 0
     values = dict(line.split("=", 1) for line in path.read_text().splitlines())
     assert values == {"REDIS_USER": MONITOR, "REDIS_PASSWORD": monitoring_password(node)}

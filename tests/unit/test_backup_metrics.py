@@ -5,7 +5,7 @@ import os
 import stat
 
 from support.lab import ROOT
-from support.loaders import load_file
+from support.loaders import load_file, utils_dunder
 
 metrics = load_file("redis_backup_metrics_under_test", ROOT / "_utils" / "redis_backup_metrics.py")
 
@@ -42,11 +42,15 @@ def test_an_unverified_backup_says_so_and_no_backup_gives_counts_only():
 
 def test_the_file_is_replaced_whole_and_readable_by_node_exporter(tmp_path):
     (tmp_path / "redis_backup.prom").symlink_to(tmp_path / "elsewhere")
+    backup = load_file("redis_backup_metrics_writer", ROOT / "_modules" / "redis_backup.py")
+    backup.__utils__ = utils_dunder(["redis_common", "redis_backup_metrics"])
+    backup.__pillar__ = {"redis": {"monitoring": {"exporter": True}}}
+    path = tmp_path / "redis_backup.prom"
 
-    path = metrics.write("a 1\n", directory=str(tmp_path))
+    backup._publish_metrics(str(tmp_path / "no-backups"), path=str(path))
+    backup._publish_metrics(str(tmp_path / "no-backups"), path=str(tmp_path / "missing" / "redis_backup.prom"))
 
-    assert path == str(tmp_path / "redis_backup.prom") and not os.path.islink(path)
-    assert (tmp_path / "redis_backup.prom").read_text() == "a 1\n" and not (tmp_path / "elsewhere").exists()
+    assert not os.path.islink(path) and not (tmp_path / "elsewhere").exists()
+    assert path.read_text() == metrics.textfile([])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert sorted(os.listdir(tmp_path)) == ["redis_backup.prom"]
-    assert metrics.write("a 1\n", directory=str(tmp_path / "missing")) is False
