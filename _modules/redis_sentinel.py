@@ -116,9 +116,37 @@ def _sentinel_command(client, *args):
     return client.execute_command("SENTINEL", *args)
 
 
-def _auth_password(user=ACL_USER):
+def _auth_password(password=None, user=ACL_USER):
     """The Sentinels' password for ``user``: hex, derived from the deployment's password."""
-    return __utils__["redis_acl.derived_password"](_settings().get("password") or "", user)
+    return __utils__["redis_acl.derived_password"](password or _settings().get("password") or "", user)
+
+
+def _connector(ip, port):
+    """A client factory ``connect(username, password)`` for the node at ``ip:port``."""
+    def connect(username, password):
+        return __utils__["redis_common.client"]({}, int(port), host=ip, timeout=2, username=username,
+                                                password=password)
+    return connect
+
+
+def _server_connects():
+    return {_address(p["ip"], p["port"]): _connector(p["ip"], p["port"]) for p in _peers()}
+
+
+def _outgoing(current, connects, dry_run, wait=30):
+    """The login (``(user, password)``) towards ``connects`` (``redis_acl.outgoing_login``),
+    waiting up to ``wait`` seconds for nodes not applied yet to accept the new one. Returns
+    ``(login, waiting)``."""
+    passwords = __utils__["redis_acl.secrets"](_settings())
+
+    def decide():
+        return __utils__["redis_acl.outgoing_login"](passwords, ACL_USER, current, connects)
+
+    login, waiting = decide()
+    if waiting and not dry_run:
+        _wait(lambda: not decide()[1], wait)
+        login, waiting = decide()
+    return login, waiting
 
 
 # ---------------------------------------------------------------- the live master
@@ -419,10 +447,64 @@ def sentinel_user(user=ACL_USER, dry_run=False, port=None):
         salt '*' redis_sentinel.sentinel_user
     """
     try:
-        return __utils__["redis_acl.converge"](_client(port), _settings().get("password") or "", user,
+        return __utils__["redis_acl.converge"](_client(port), __utils__["redis_acl.secrets"](_settings()), user,
                                                dry_run=dry_run)
     except redis.RedisError as exc:
         raise CommandExecutionError(f"ACL user {user} on the local Redis server: {_error(exc)}") from None
+
+
+def _default_user(client, passwords, dry_run):
+    """``redis_acl.converge_default_user`` on a Sentinel."""
+    return __utils__["redis_acl.converge_default_user"](client, passwords, on="sentinel", dry_run=dry_run)
+
+
+def sentinel_logins(dry_run=False, port=None):
+    """
+    Converge the local Sentinel's own logins, live: Redis's ``default`` user (what clients and
+    our tools log in as) accepts the deployment's password, and the previous one during a
+    two-phase rotation; the ACL user ``salt-sentinel`` (what the other Sentinels log in as)
+    accepts the secrets derived from them; and this Sentinel logs in to the others as
+    ``salt-sentinel`` (``sentinel-user``/``sentinel-pass``), with the new secret once they
+    accept it. Persisted with ``SENTINEL FLUSHCONFIG``.
+
+    Returns ``{"changed": bool, "changes": {...}, "comment"}``; no secret in it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.sentinel_logins dry_run=True
+    """
+    acl = __utils__["redis_acl.secrets"](_settings())
+    changes, comments = {}, []
+    try:
+        client = _sentinel_client(port=port)
+        for what, outcome in (
+            ("default_user", _default_user(client, acl, dry_run)),
+            ("sentinel_user", __utils__["redis_acl.converge"](client, acl, ACL_USER, on="sentinel", dry_run=dry_run)),
+        ):
+            comments.append(outcome["comment"])
+            if outcome["changed"]:
+                changes[what] = ", ".join(outcome["differs"])
+            if not outcome["persisted"] and not dry_run:
+                raise CommandExecutionError(outcome["comment"])
+        running = _pairs(_sentinel_command(client, "CONFIG", "GET", "sentinel-*"))
+        current = (running.get("sentinel-user") or None, running.get("sentinel-pass") or None)
+        me = _my_address()
+        peers = {address: _connector(*address.rsplit(":", 1))
+                 for address in (_address(h["ip"], h["port"]) for h in _sentinel_hosts()) if address != me}
+        login, waiting = _outgoing(current, peers, dry_run)
+        note = f" (waiting for {', '.join(waiting)})" if waiting else ""
+        if login != current:
+            changes["peer_login"] = f"{login[0]} / <hidden>{note}"
+            if not dry_run:
+                _sentinel_command(client, "CONFIG", "SET", "sentinel-user", login[0])
+                _sentinel_command(client, "CONFIG", "SET", "sentinel-pass", login[1])
+                _sentinel_command(client, "FLUSHCONFIG")
+        comments.append(f"the other Sentinels log in as {login[0] or 'default'}{note}")
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"logins of the local Sentinel: {_error(exc)}") from None
+    return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
 
 
 # ---------------------------------------------------------------- the local Sentinel
@@ -557,10 +639,13 @@ def sentinel_configure(name=None, quorum=None, config_file=None, dry_run=False, 
         for directive, value in differs.items():
             changes[directive] = {"old": current.get(directive), "new": value}
         # Sentinel never shows the login; it persists it in its file, unquoted.
-        login = bool(config_file) and _auth_in_file(config_file, name) != (ACL_USER, _auth_password())
+        login = bool(config_file)
     if login:
-        differs.update({"auth-user": ACL_USER, "auth-pass": _auth_password()})
-        changes["auth"] = f"{ACL_USER} / <hidden>"
+        current = (_auth_in_file(config_file, name) if config_file else None) or (None, None)
+        wanted, waiting = _outgoing(current, _server_connects(), dry_run)
+        if tuple(current) != wanted:
+            differs.update({"auth-user": wanted[0], "auth-pass": wanted[1]})
+            changes["auth"] = f"{ACL_USER} / <hidden>" + (f" (waiting for {', '.join(waiting)})" if waiting else "")
     if differs:
         commands.append(("SET", name, *[word for pair in differs.items() for word in pair]))
     if not changes:
@@ -572,7 +657,9 @@ def sentinel_configure(name=None, quorum=None, config_file=None, dry_run=False, 
         try:
             _sentinel_command(client, *command)
         except redis.RedisError as exc:
-            why = _error(exc).replace(_auth_password(), "<hidden>")
+            why = _error(exc)
+            for secret in __utils__["redis_acl.secrets"](settings):
+                why = why.replace(_auth_password(secret), "<hidden>")
             raise CommandExecutionError(f"SENTINEL {command[0]} {name} failed: {why}") from None
     return {"changes": changes, "comment": f"changed the Sentinel's {name} at run time: {described}"}
 

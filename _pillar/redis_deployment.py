@@ -131,12 +131,12 @@ MONITORING_LIMITS = {
 }
 # The keys cache.redis may hold. Anything else is an error: a typo must not run with the
 # default (`maxmemroy_percent: 50` would run with 25 %).
-SETTINGS_KEYS = (*DEFAULTS, "password", "previous_password", "force_password_change", "acl", "sentinel", "backup",
-                 "monitoring")
+SETTINGS_KEYS = (*DEFAULTS, "password", "previous_password", "acl", "sentinel", "backup", "monitoring")
 # Keys of the public interface whose feature this formula does not build yet: refused, so
 # nobody believes that TLS, ACLs or a firewall are on.
 NOT_SUPPORTED_YET = (
     "tls",
+    "force_password_change",
     "firewall",
     "client_networks",
     "server",
@@ -397,8 +397,8 @@ def _password(settings, path, name="password", key=None):
 
 
 def _rotation(settings, path):
-    """cache.redis.previous_password (phase 1 of a two-phase password rotation: every node
-    accepts both) and force_password_change (a change without it, through a restart)."""
+    """cache.redis.previous_password: phase 1 of a two-phase password rotation (every node
+    accepts both)."""
     if settings.get("previous_password") is not None:
         settings["previous_password"] = _password(settings, path, "previous_password")
         if settings["previous_password"] == settings["password"]:
@@ -409,9 +409,6 @@ def _rotation(settings, path):
             )
     else:
         settings.pop("previous_password", None)
-    force = settings.setdefault("force_password_change", False)
-    if not isinstance(force, bool):
-        raise DeploymentError(path, "cache.redis.force_password_change", f"expected true or false, got {force!r}")
 
 
 # Our own logins (_utils/redis_acl.py) and Redis's default user: not an application's to define.
@@ -865,7 +862,6 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "port": settings["port"],
             "sentinel_port": settings["sentinel_port"],
             "password": settings["password"],
-            "force_password_change": settings["force_password_change"],
             "acl_users": copy.deepcopy(settings["acl_users"]),
             "peers": copy.deepcopy(deployment["peers"]),
             "initial_master": dict(deployment["initial_master"]),

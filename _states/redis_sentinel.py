@@ -62,6 +62,38 @@ def _refused(ret, settings, need_server):
     return None
 
 
+# ---------------------------------------------------------------- logins_converged
+
+
+def logins_converged(name):
+    """
+    The local Sentinel's own logins as the deployment wants them, live
+    (``redis_sentinel.sentinel_logins``): clients log in with the password (and the previous
+    one during a two-phase rotation), the other Sentinels as ``salt-sentinel``, and this
+    Sentinel logs in to them with the new secret once they accept it. No restart, no
+    secret in the return.
+
+    .. code-block:: yaml
+
+        redis-sentinel-logins:
+          redis_sentinel.logins_converged:
+            - name: mymaster
+    """
+    ret = _ret(name)
+    refused = _refused(ret, _pillar(), need_server=False)
+    if refused:
+        return refused
+    try:
+        outcome = __salt__["redis_sentinel.sentinel_logins"](dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret.update(changes=outcome["changes"], comment=outcome["comment"])
+    if __opts__["test"] and outcome["changes"]:
+        ret["result"] = None
+    return ret
+
+
 # ---------------------------------------------------------------- sentinel_user
 
 

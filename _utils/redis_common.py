@@ -37,19 +37,36 @@ def __virtual__():
 def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, username=None):
     """A redis-py client for the node at ``host:port`` (default: ``settings``' own port), with
     the deployment's password from ``settings`` (pillar ``redis``) unless ``password`` (and
-    ``username``, an ACL user's) is given."""
-    return redis.Redis(
-        host=host,
-        port=int(port or settings.get("port", 6379)),
-        username=username,
-        password=password or settings.get("password") or None,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        # Our callers poll or decide themselves; redis-py's default retries would
-        # stretch every timeout (and retry refused passwords) by seconds.
-        retry=Retry(NoBackoff(), 0),
-    )
+    ``username``, an ACL user's) is given.
+
+    During a two-phase password rotation (``previous_password`` in ``settings``) a node not
+    applied yet accepts only the previous password: the new one is tried first (one PING),
+    and the previous one when the node refuses it."""
+
+    def connect(secret):
+        return redis.Redis(
+            host=host,
+            port=int(port or settings.get("port", 6379)),
+            username=username,
+            password=secret or None,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            # Our callers poll or decide themselves; redis-py's default retries would
+            # stretch every timeout (and retry refused passwords) by seconds.
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    if password or not settings.get("previous_password"):
+        return connect(password or settings.get("password"))
+    newest = connect(settings.get("password"))
+    try:
+        newest.ping()
+    except redis.RedisError as exc:
+        if is_auth_failure(exc):
+            newest.close()
+            return connect(settings["previous_password"])
+    return newest
 
 
 def error_text(exc):

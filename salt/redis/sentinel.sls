@@ -19,7 +19,7 @@ redis-sentinel-login-on-this-server:
   redis_sentinel.sentinel_user:
     - name: salt-sentinel
     - require:
-      - redis_node: redis-server-runs-the-managed-settings
+      - redis_node: redis-server-logins
 
 redis-replication-follows-the-live-master:
   redis_sentinel.replicating:
@@ -53,4 +53,11 @@ redis-sentinel-monitors-the-master:
     - daemonize: {{ not supervised_by_systemd }}
     - require:
       - service: redis-sentinel-running
+
+{#- After monitored (which writes a bare host's Sentinel file): the Sentinel's own logins. #}
+redis-sentinel-logins:
+  redis_sentinel.logins_converged:
+    - name: {{ redis.master_name }}
+    - require:
+      - redis_sentinel: redis-sentinel-monitors-the-master
 {%- endif %}

@@ -31,7 +31,6 @@ EXAMPLE_SERVER1 = {
     "port": 6379,
     "sentinel_port": 26379,
     "password": PASSWORD,
-    "force_password_change": False,
     "acl_users": [],
     "peers": [
         {"hostname": "server1", "minion_id": "server1", "ip": "192.168.1.101", "port": 6379},

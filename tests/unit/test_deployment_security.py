@@ -1,5 +1,5 @@
 """
-The YAML's security keys (cache.redis.previous_password, force_password_change, acl.users):
+The YAML's security keys (cache.redis.previous_password, acl.users):
 validated before anything reaches a host, each error naming the file and the key, no
 secret in any message; a minion's pillar carries application users' passwords as SHA-256
 only, and the previous password is hidden like the password outside the master daemon.
@@ -55,12 +55,6 @@ def test_a_previous_password_equal_to_the_password_is_refused(tmp_path):
 @pytest.mark.parametrize("value", ["", 12345, "two\nlines"])
 def test_a_malformed_previous_password_is_refused_without_echoing_it(tmp_path, value):
     assert ": cache.redis.previous_password: expected " in refused(tmp_path, doc(previous_password=value))
-
-
-def test_force_password_change_must_be_a_boolean(tmp_path):
-    assert refused(tmp_path, doc(force_password_change="yes")).endswith(
-        "cache.redis.force_password_change: expected true or false, got 'yes'"
-    )
 
 
 def test_application_users_reach_minions_as_hashes_only(tmp_path):
