@@ -400,19 +400,21 @@ ROTATION_RECIPE = (
 
 def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
     """The server refuses the deployment's password and belongs to a formed deployment."""
+    sentinels = " and the Sentinels' login" if (__pillar__.get("redis") or {}).get("mode") == "sentinel" else ""
     ret.update(
         result=False,
         changes={},
         comment=(
             f"{_reason('auth', diff, port, socket_timeout)}: the deployment's password differs from the running "
-            f"server's, and this node belongs to a formed deployment ({member['why']}): {service} not restarted, "
-            f"nothing changed. To change the password, {ROTATION_RECIPE}"
+            f"server's, and this node belongs to a formed deployment ({member['why']}). A plain apply restarts "
+            f"every node at once, which would cut off every client{sentinels}: {service} not restarted, nothing "
+            f"changed. To change the password, {ROTATION_RECIPE}"
         ),
     )
     return ret
 
 
-def password_accepted(name, port=None, settings=None, socket_timeout=5):
+def password_accepted(name, port=None, settings=None, service="redis-server", socket_timeout=5):
     """
     Before any file changes: the running server must accept the deployment's password, or
     the previous one during a two-phase rotation (pillar ``redis:previous_password``). A
@@ -422,7 +424,8 @@ def password_accepted(name, port=None, settings=None, socket_timeout=5):
     server on a bare host), passes: the first apply gives it the password. The comment says
     which phase of a rotation the deployment is in.
 
-    ``settings`` (the managed directives) tells where Redis keeps its nodes file.
+    ``settings`` (the managed directives) tells where Redis keeps its nodes file; ``service``
+    is the server's unit, as the comment names it.
 
     .. code-block:: yaml
 
@@ -436,7 +439,8 @@ def password_accepted(name, port=None, settings=None, socket_timeout=5):
         return _pillar_failed(ret, redis_pillar["error"])
     port = port or redis_pillar.get("port", 6379)
     passwords = __utils__["redis_acl.secrets"](redis_pillar)
-    diff = __salt__["redis_node.config_diff"]({}, port=port, timeout=socket_timeout)
+    # Any directive makes the server answer (an empty comparison would not even log in).
+    diff = __salt__["redis_node.config_diff"]({"port": port}, port=port, timeout=socket_timeout)
     if diff["failure"] != "auth":
         ret["comment"] = (__utils__["redis_acl.phase"](passwords) if diff["reachable"]
                           else f"nothing to check: {_reason(diff['failure'], diff, port, socket_timeout)}")
@@ -445,7 +449,7 @@ def password_accepted(name, port=None, settings=None, socket_timeout=5):
         port=port, nodes_file=_nodes_file(settings or {}), timeout=socket_timeout
     )
     if member["formed"]:
-        return _password_not_rotated(ret, diff, member, port, socket_timeout, "the server")
+        return _password_not_rotated(ret, diff, member, port, socket_timeout, service)
     ret["comment"] = "the server refuses the password but belongs to no formed deployment: the apply sets it"
     return ret
 

@@ -71,6 +71,7 @@ redis-server-accepts-the-password:
     - name: {{ redis.get("bind_ip", "127.0.0.1") }}:{{ redis.port }}
     - port: {{ redis.port }}
     - settings: {{ redis_settings | json }}
+    - service: {{ redis.service }}
     - require:
       - redis_cluster: redis-deployment-shape-kept
 {%- endif %}

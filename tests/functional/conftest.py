@@ -139,6 +139,7 @@ class RedisServer:
 
     def write_salt_conf(self):
         lines = [f"{directive} {value}" for directive, value in self.settings.items()]
+        # masterauth: what logins_converged sets live on a deployed node (here the test's own file).
         lines += [f"requirepass {redis_quote(self.password)}", f"masterauth {redis_quote(self.password)}"]
         self.salt_conf.write_text("\n".join(lines) + "\n")
 

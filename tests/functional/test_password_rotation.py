@@ -12,6 +12,7 @@ import pytest
 import redis
 from cluster_support import node_modules
 from conftest import RedisServer, cluster_nodes, load_module, load_node_module
+from support.waits import wait_until
 
 pytestmark = pytest.mark.usefixtures("server_build")
 
@@ -96,21 +97,23 @@ def test_a_password_change_without_the_previous_one_is_refused_before_anything_c
 
     gate = state.password_accepted("node", port=servers[1].port, settings=dict(servers[1].settings))
 
-    assert gate["result"] is False
+    assert gate["result"] is False, gate["comment"]
     assert "belongs to a formed deployment" in gate["comment"]
     assert "cache.redis.previous_password to the one in use" in gate["comment"]
     assert NEW_PASSWORD not in str(gate)
     assert accepts(servers[1], servers[1].password) and not accepts(servers[1], NEW_PASSWORD)
 
 
-def test_a_replica_moves_to_the_replication_user_once_its_master_accepts_it(tmp_path_factory, server_build,
-                                                                           tmp_path):
+def test_a_replica_moves_to_the_replication_user_once_its_master_accepts_it(
+    tmp_path_factory, server_build, tmp_path
+):
     master = RedisServer(tmp_path_factory.mktemp("master"), server_build)
     replica = RedisServer(tmp_path_factory.mktemp("replica"), server_build)
     try:
         master.start()
         replica.start()
         master.client().set("before", "1")
+        master.client().config_set("repl-diskless-sync-delay", 0)
         replica.client().replicaof("127.0.0.1", master.port)
         replica.client().config_set("masterauth", master.password)
         mods = [load_module(f"rotation_cluster_{n}", "_modules/redis_cluster.py") for n in range(2)]
@@ -132,8 +135,7 @@ def test_a_replica_moves_to_the_replication_user_once_its_master_accepts_it(tmp_
         replica.client().execute_command("CLIENT", "KILL", "TYPE", "master")
         master.client().client_kill_filter(_type="slave")
         master.client().set("after", "2")
-        master.client().execute_command("WAIT", 1, 10000)
-        assert replica.client().get("after") == "2"
+        wait_until(lambda: replica.client().get("after") == "2", 30, "the replica has the write made after")
     finally:
         replica.stop()
         master.stop()
