@@ -880,5 +880,10 @@ def logins(dry_run=False, port=None, wait=30):
                 if why:
                     raise CommandExecutionError(f"replication login: {why}")
     except redis.RedisError as exc:
+        if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
+            # A bare host's package server (no password yet, or not started): the apply gives
+            # it the deployment's settings first.
+            return {"changed": True, "changes": {"logins": "set once the server runs the deployment's settings"},
+                    "comment": f"the local server does not run the deployment's settings yet ({_error(exc)})"}
         raise CommandExecutionError(f"logins of the local Redis server: {_error(exc)}") from None
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}

@@ -503,6 +503,10 @@ def sentinel_logins(dry_run=False, port=None):
                 _sentinel_command(client, "FLUSHCONFIG")
         comments.append(f"the other Sentinels log in as {login[0] or 'default'}{note}")
     except redis.RedisError as exc:
+        if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
+            # A bare host's package Sentinel: monitored takes it over first.
+            return {"changed": True, "changes": {"logins": "set once the Sentinel runs the deployment's file"},
+                    "comment": f"the local Sentinel does not run the deployment's file yet ({_error(exc)})"}
         raise CommandExecutionError(f"logins of the local Sentinel: {_error(exc)}") from None
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
 

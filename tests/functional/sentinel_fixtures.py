@@ -209,6 +209,7 @@ class Minion:
             rets.append(self.state.sentinel_user())
             rets.append(self.state.replicating(MASTER_NAME))
         rets.append(self.monitored(test=test))
+        rets.append(self.state.logins_converged(MASTER_NAME))
         return rets
 
 
