@@ -857,20 +857,13 @@ def logins(dry_run=False, port=None, wait=30):
 
         salt '*' redis_node.logins dry_run=True
     """
-    settings = _settings()
-    acl = __utils__["redis_acl.secrets"](settings)
-    changes, comments = {}, []
+    acl = __utils__["redis_acl.secrets"](_settings())
     try:
         client = _client(port)
-        for what, outcome in (
-            ("default_user", __utils__["redis_acl.converge_default_user"](client, acl, dry_run=dry_run)),
-            ("replication_user", __utils__["redis_acl.converge"](client, acl, REPLICATION_USER, dry_run=dry_run)),
-        ):
-            comments.append(outcome["comment"])
-            if outcome["changed"]:
-                changes[what] = ", ".join(outcome["differs"])
-            if not outcome["persisted"] and not dry_run:
-                raise CommandExecutionError(outcome["comment"])
+        converge = __utils__["redis_acl.users_converged"]
+        changes, comments, unsaved = converge(client, acl, [REPLICATION_USER], dry_run=dry_run)
+        if unsaved:
+            raise CommandExecutionError(unsaved)
         changed, comment = _replication_login(client, dry_run, wait)
         comments.append(comment)
         if changed:
@@ -881,9 +874,6 @@ def logins(dry_run=False, port=None, wait=30):
                     raise CommandExecutionError(f"replication login: {why}")
     except redis.RedisError as exc:
         if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
-            # A bare host's package server (no password yet, or not started): the apply gives
-            # it the deployment's settings first.
-            return {"changed": True, "changes": {"logins": "set once the server runs the deployment's settings"},
-                    "comment": f"the local server does not run the deployment's settings yet ({_error(exc)})"}
+            return __utils__["redis_acl.not_deployed_yet"]("server", _error(exc))
         raise CommandExecutionError(f"logins of the local Redis server: {_error(exc)}") from None
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}

@@ -453,11 +453,6 @@ def sentinel_user(user=ACL_USER, dry_run=False, port=None):
         raise CommandExecutionError(f"ACL user {user} on the local Redis server: {_error(exc)}") from None
 
 
-def _default_user(client, passwords, dry_run):
-    """``redis_acl.converge_default_user`` on a Sentinel."""
-    return __utils__["redis_acl.converge_default_user"](client, passwords, on="sentinel", dry_run=dry_run)
-
-
 def sentinel_logins(dry_run=False, port=None):
     """
     Converge the local Sentinel's own logins, live: Redis's ``default`` user (what clients and
@@ -476,18 +471,12 @@ def sentinel_logins(dry_run=False, port=None):
         salt '*' redis_sentinel.sentinel_logins dry_run=True
     """
     acl = __utils__["redis_acl.secrets"](_settings())
-    changes, comments = {}, []
     try:
         client = _sentinel_client(port=port)
-        for what, outcome in (
-            ("default_user", _default_user(client, acl, dry_run)),
-            ("sentinel_user", __utils__["redis_acl.converge"](client, acl, ACL_USER, on="sentinel", dry_run=dry_run)),
-        ):
-            comments.append(outcome["comment"])
-            if outcome["changed"]:
-                changes[what] = ", ".join(outcome["differs"])
-            if not outcome["persisted"] and not dry_run:
-                raise CommandExecutionError(outcome["comment"])
+        converge = __utils__["redis_acl.users_converged"]
+        changes, comments, unsaved = converge(client, acl, [ACL_USER], on="sentinel", dry_run=dry_run)
+        if unsaved:
+            raise CommandExecutionError(unsaved)
         running = _pairs(_sentinel_command(client, "CONFIG", "GET", "sentinel-*"))
         current = (running.get("sentinel-user") or None, running.get("sentinel-pass") or None)
         me = _my_address()
@@ -504,9 +493,7 @@ def sentinel_logins(dry_run=False, port=None):
         comments.append(f"the other Sentinels log in as {login[0] or 'default'}{note}")
     except redis.RedisError as exc:
         if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
-            # A bare host's package Sentinel: monitored takes it over first.
-            return {"changed": True, "changes": {"logins": "set once the Sentinel runs the deployment's file"},
-                    "comment": f"the local Sentinel does not run the deployment's file yet ({_error(exc)})"}
+            return __utils__["redis_acl.not_deployed_yet"]("Sentinel", _error(exc))
         raise CommandExecutionError(f"logins of the local Sentinel: {_error(exc)}") from None
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
 

@@ -477,10 +477,7 @@ def logins_converged(name, port=None, wait=30):
     except CommandExecutionError as exc:
         ret.update(result=False, comment=str(exc))
         return ret
-    ret.update(changes=outcome["changes"], comment=outcome["comment"])
-    if __opts__["test"] and outcome["changes"]:
-        ret["result"] = None
-    return ret
+    return __utils__["redis_acl.logins_state_return"](ret, outcome, __opts__["test"])
 
 
 def settings_applied(name, settings, service, timeout=30, socket_timeout=5):

@@ -242,6 +242,39 @@ def outgoing_login(passwords, user, current, connects):
     return wanted, []
 
 
+def users_converged(client, passwords, users, on="server", dry_run=False):
+    """:func:`converge_default_user`, then :func:`converge` for each of ``users``, on the
+    process behind ``client``. Returns ``(changes, comments, unsaved)``: ``{what: differs}``
+    per user that changed, each one's comment, and the comment of a change that could not be
+    persisted (``""``)."""
+    changes, comments = {}, []
+    outcomes = [("default_user", converge_default_user(client, passwords, on, dry_run))]
+    outcomes += [(user, converge(client, passwords, user, on, dry_run)) for user in users]
+    for what, outcome in outcomes:
+        comments.append(outcome["comment"])
+        if outcome["changed"]:
+            changes[what] = ", ".join(outcome["differs"])
+        if not outcome["persisted"] and not dry_run:
+            return changes, comments, outcome["comment"]
+    return changes, comments, ""
+
+
+def not_deployed_yet(what, why):
+    """A dry run's outcome where the local process does not run the deployment's own
+    settings yet (a bare host's package server or Sentinel, refusing our password or down):
+    the apply gives it them first, then its logins."""
+    return {"changed": True, "changes": {"logins": f"set once the {what} runs the deployment's settings"},
+            "comment": f"the local {what} does not run the deployment's settings yet ({why})"}
+
+
+def logins_state_return(ret, outcome, test):
+    """A ``logins_converged`` state's return for a module's ``{"changes", "comment"}``."""
+    ret.update(changes=outcome["changes"], comment=outcome["comment"])
+    if test and outcome["changes"]:
+        ret["result"] = None
+    return ret
+
+
 def state_return(ret, name, outcome, test):
     """A state's return for ``converge``'s ``outcome`` (the states ``redis_sentinel.sentinel_user``
     and ``redis_node.monitoring_user``): changes name the user and what differed, ``result``

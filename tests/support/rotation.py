@@ -68,3 +68,15 @@ class AlternatingWriter(threading.Thread):
                 return
             time.sleep(0.1)
         raise AssertionError(f"the writer made fewer than {count} writes of each secret in {phase}")
+
+    def assert_no_client_refused(self):
+        """What a two-phase rotation promises the writer's clients (phases "phase 1" and
+        "phase 2", each "apply" then "done"): the old password never refused while phase 1
+        applies, neither refused in phase 1, the new one never refused from phase 2 on, the
+        old one always refused once phase 2 is done; and nothing else went wrong."""
+        expected = {("phase 1 apply", "old"): {"ok"}, ("phase 1 done", "old"): {"ok"}, ("phase 1 done", "new"): {"ok"},
+                    ("phase 2 apply", "new"): {"ok"}, ("phase 2 done", "new"): {"ok"},
+                    ("phase 2 done", "old"): {"refused"}}
+        seen = {key: self.outcomes(*key) for key in expected}
+        assert {key: set(outcomes) for key, outcomes in seen.items()} == expected, seen
+        assert not [w for w in self.writes if w.outcome not in ("ok", "refused")], "writes failed otherwise"
