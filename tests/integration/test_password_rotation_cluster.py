@@ -52,8 +52,8 @@ def apply_phase(salt_cli, deployment_file, writer, phase, **redis_settings):
 
 
 def status_phases(salt_cli):
-    statuses = salt_cli.run("redis_cluster.status", minion_tgt="it[1-3]", tgt_type="glob").data
-    return {minion: status.get("password_phase") for minion, status in statuses.items()}
+    statuses = salt_cli.run("redis_cluster.status", minion_tgt="*").data
+    return {minion: statuses[minion].get("password_phase") for minion in REDIS_HOSTS}
 
 
 def test_a_two_phase_rotation_under_alternating_clients_refuses_no_one_and_restarts_nothing(
