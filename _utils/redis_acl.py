@@ -231,13 +231,16 @@ def outgoing_login(passwords, user, current, connects):
     """The login ``(user, password)`` a node should use towards the nodes behind ``connects``
     (``{name: client factory}``): ``user`` with the password derived from the deployment's
     once every one of them accepts it; else ``current`` (the login in use) while it still works
-    on those that refuse the new one (a peer not applied yet); else the new one anyway.
+    on those that refuse the new one (a peer not applied yet), or while it has no password (the
+    process logs in as before); else the new one anyway.
     Returns ``(login, waiting)``: ``waiting`` names the nodes that refused the new login."""
     wanted = (user, derived_password(_secrets(passwords)[0], user))
     if tuple(current) == wanted:
         return wanted, []
     refused = [name for name, connect in connects.items() if accepts(connect, *wanted) is False]
-    if refused and current[1] and all(accepts(connects[name], *current) for name in refused):
+    # No password in use (a node set up before these logins, or just now on a bare host):
+    # its default login works until the others know the new user.
+    if refused and (not current[1] or all(accepts(connects[name], *current) for name in refused)):
         return tuple(current), refused
     return wanted, []
 
