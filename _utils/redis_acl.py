@@ -237,10 +237,17 @@ def outgoing_login(passwords, user, current, connects):
     wanted = (user, derived_password(_secrets(passwords)[0], user))
     if tuple(current) == wanted:
         return wanted, []
-    refused = [name for name, connect in connects.items() if accepts(connect, *wanted) is False]
-    # No password in use (a node set up before these logins, or just now on a bare host):
-    # its default login works until the others know the new user.
-    if refused and (not current[1] or all(accepts(connects[name], *current) for name in refused)):
+    answers = {name: accepts(connect, *wanted) for name, connect in connects.items()}
+    if not current[1]:
+        # No password in use (a node set up before these logins, or a Sentinel just taken over
+        # on a bare host): its default login works until every other node knows the new user,
+        # and a node that does not answer yet (a package Sentinel listening on 127.0.0.1
+        # only) may be one that does not. Sentinel never logs in again on a link whose first
+        # AUTH failed, so a login is only switched when every node says yes.
+        waiting = [name for name, answer in answers.items() if answer is not True]
+        return (tuple(current), waiting) if waiting else (wanted, [])
+    refused = [name for name, answer in answers.items() if answer is False]
+    if refused and all(accepts(connects[name], *current) for name in refused):
         return tuple(current), refused
     return wanted, []
 

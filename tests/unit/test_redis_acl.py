@@ -73,3 +73,21 @@ def test_the_login_in_use_stays_while_a_peer_not_applied_yet_refuses_the_new_one
 def test_a_login_that_works_nowhere_gives_way_to_the_new_one():
     peers = {"b": Node(("salt-replication", "something else")).connect}
     assert acl.outgoing_login([NEW], "salt-replication", IN_USE, peers) == (WANTED, [])
+
+
+class Silent:
+    """A peer that does not answer (down, or listening elsewhere)."""
+
+    def connect(self, user, password):
+        class Client:
+            def ping(self):
+                raise ConnectionRefusedError("Connection refused")
+
+        return Client()
+
+
+def test_without_a_password_in_use_a_silent_peer_keeps_the_login_waiting():
+    peers = {"a": Node(WANTED).connect, "c": Silent().connect}
+    assert acl.outgoing_login([NEW], "salt-replication", (None, None), peers) == ((None, None), ["c"])
+    # With a password in use, a peer that does not answer does not hold the new login back.
+    assert acl.outgoing_login([NEW], "salt-replication", IN_USE, peers) == (WANTED, [])
