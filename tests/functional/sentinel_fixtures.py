@@ -209,7 +209,6 @@ class Minion:
             rets.append(self.state.sentinel_user())
             rets.append(self.state.replicating(MASTER_NAME))
         rets.append(self.monitored(test=test))
-        rets.append(self.state.logins_converged(MASTER_NAME))
         return rets
 
 
@@ -263,6 +262,13 @@ class Deployment:
         return next(s for s in self.servers if f"127.0.0.1:{s.port}" == address)
 
     def apply_all(self, test=False):
+        # Salt applies every host at once: each server's login for the Sentinels exists before
+        # a Sentinel (which waits for the servers to accept its login) is applied.
+        for minion in self.minions:
+            if minion.server and not test:
+                minion.refresh_pillar()
+                minion.state.__opts__ = {"test": False}
+                minion.state.sentinel_user()
         return {minion.hostname: minion.apply(test=test) for minion in self.minions}
 
     def wait_converged(self, timeout=20):

@@ -43,7 +43,7 @@ def apply_host(minion):
         node = load_node_module(minion.mod.__pillar__)
         node.__opts__ = {"cachedir": str(minion.server.dir / "minion-cache")}
         assert node.logins(wait=10)
-    return minion.apply()
+    return [*minion.apply(), minion.state.logins_converged(MASTER_NAME)]
 
 
 def run_ids(deployment, password):
