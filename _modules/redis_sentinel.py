@@ -133,14 +133,14 @@ def _server_connects():
     return {_address(p["ip"], p["port"]): _connector(p["ip"], p["port"]) for p in _peers()}
 
 
-def _outgoing(current, connects, dry_run, wait=30):
+def _outgoing(current, connects, dry_run, wait=30, cautious=False):
     """The login (``(user, password)``) towards ``connects`` (``redis_acl.outgoing_login``),
     waiting up to ``wait`` seconds for nodes not applied yet to accept the new one. Returns
     ``(login, waiting)``."""
     passwords = __utils__["redis_acl.secrets"](_settings())
 
     def decide():
-        return __utils__["redis_acl.outgoing_login"](passwords, ACL_USER, current, connects)
+        return __utils__["redis_acl.outgoing_login"](passwords, ACL_USER, current, connects, cautious)
 
     login, waiting = decide()
     if waiting and not dry_run:
@@ -482,7 +482,7 @@ def sentinel_logins(dry_run=False, port=None):
         me = _my_address()
         peers = {address: _connector(*address.rsplit(":", 1))
                  for address in (_address(h["ip"], h["port"]) for h in _sentinel_hosts()) if address != me}
-        login, waiting = _outgoing(current, peers, dry_run)
+        login, waiting = _outgoing(current, peers, dry_run, cautious=True)
         note = f" (waiting for {', '.join(waiting)})" if waiting else ""
         if login != current:
             changes["peer_login"] = f"{login[0]} / <hidden>{note}"

@@ -227,23 +227,24 @@ def accepts(connect, user, password):
         return None
 
 
-def outgoing_login(passwords, user, current, connects):
+def outgoing_login(passwords, user, current, connects, cautious=False):
     """The login ``(user, password)`` a node should use towards the nodes behind ``connects``
     (``{name: client factory}``): ``user`` with the password derived from the deployment's
     once every one of them accepts it; else ``current`` (the login in use) while it still works
-    on those that refuse the new one (a peer not applied yet), or while it has no password (the
-    process logs in as before); else the new one anyway.
+    on those that refuse the new one (a peer not applied yet); else the new one anyway.
+    ``cautious``: with no password in use, only once every node accepts the new login.
     Returns ``(login, waiting)``: ``waiting`` names the nodes that refused the new login."""
     wanted = (user, derived_password(_secrets(passwords)[0], user))
     if tuple(current) == wanted:
         return wanted, []
     answers = {name: accepts(connect, *wanted) for name, connect in connects.items()}
-    if not current[1]:
-        # No password in use (a node set up before these logins, or a Sentinel just taken over
-        # on a bare host): its default login works until every other node knows the new user,
-        # and a node that does not answer yet (a package Sentinel listening on 127.0.0.1
-        # only) may be one that does not. Sentinel never logs in again on a link whose first
-        # AUTH failed, so a login is only switched when every node says yes.
+    if cautious and not current[1]:
+        # A Sentinel's login to the other Sentinels, none in use yet (a Sentinel just taken over
+        # on a bare host, or set up before these logins): its default login works until every
+        # other Sentinel knows the new user, and one that does not answer yet (a package
+        # Sentinel listening on 127.0.0.1 only) may be one that does not. A Sentinel never
+        # logs in again on a link to another Sentinel whose first AUTH failed, so this login
+        # is only switched when every one of them says yes.
         waiting = [name for name, answer in answers.items() if answer is not True]
         return (tuple(current), waiting) if waiting else (wanted, [])
     refused = [name for name, answer in answers.items() if answer is False]
