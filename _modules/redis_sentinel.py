@@ -122,10 +122,14 @@ def _auth_password(password=None, user=ACL_USER):
 
 
 def _connector(ip, port):
-    """A client factory ``connect(username, password)`` for the node at ``ip:port``."""
+    """A client factory ``connect(username, password)`` for the node at ``ip:port``. It is called
+    from ``redis_acl.outgoing_login``, in the utils loader's context, where this module's
+    ``__utils__`` does not resolve: the client function is looked up now."""
+    client = __utils__["redis_common.client"]
+    client = getattr(client, "func", client)
+
     def connect(username, password):
-        return __utils__["redis_common.client"]({}, int(port), host=ip, timeout=2, username=username,
-                                                password=password)
+        return client({}, int(port), host=ip, timeout=2, username=username, password=password)
     return connect
 
 
