@@ -813,14 +813,7 @@ def _replication_login(client, dry_run, wait):
     link = _master_link(client)
     connects = {}
     if link:
-        # Called from redis_acl.outgoing_login, in the utils loader's context, where this
-        # module's __utils__ does not resolve: the client function is looked up now.
-        client_of = __utils__["redis_common.client"]
-        client_of = getattr(client_of, "func", client_of)
-
-        def connect(username, password, address=link):
-            return client_of({}, address[1], host=address[0], timeout=3, username=username, password=password)
-        connects[f"{link[0]}:{link[1]}"] = connect
+        connects[f"{link[0]}:{link[1]}"] = __utils__["redis_common.connector"](link[0], link[1], timeout=3)
 
     def decide():
         return __utils__["redis_acl.outgoing_login"](passwords, REPLICATION_USER, current, connects)

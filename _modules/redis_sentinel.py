@@ -121,20 +121,9 @@ def _auth_password(password=None, user=ACL_USER):
     return __utils__["redis_acl.derived_password"](password or _settings().get("password") or "", user)
 
 
-def _connector(ip, port):
-    """A client factory ``connect(username, password)`` for the node at ``ip:port``. It is called
-    from ``redis_acl.outgoing_login``, in the utils loader's context, where this module's
-    ``__utils__`` does not resolve: the client function is looked up now."""
-    client = __utils__["redis_common.client"]
-    client = getattr(client, "func", client)
-
-    def connect(username, password):
-        return client({}, int(port), host=ip, timeout=2, username=username, password=password)
-    return connect
-
-
 def _server_connects():
-    return {_address(p["ip"], p["port"]): _connector(p["ip"], p["port"]) for p in _peers()}
+    connector = __utils__["redis_common.connector"]
+    return {_address(p["ip"], p["port"]): connector(p["ip"], p["port"]) for p in _peers()}
 
 
 def _outgoing(current, connects, dry_run, wait=30, cautious=False):
@@ -484,7 +473,8 @@ def sentinel_logins(dry_run=False, port=None):
         running = _pairs(_sentinel_command(client, "CONFIG", "GET", "sentinel-*"))
         current = (running.get("sentinel-user") or None, running.get("sentinel-pass") or None)
         me = _my_address()
-        peers = {address: _connector(*address.rsplit(":", 1))
+        connector = __utils__["redis_common.connector"]
+        peers = {address: connector(*address.rsplit(":", 1))
                  for address in (_address(h["ip"], h["port"]) for h in _sentinel_hosts()) if address != me}
         login, waiting = _outgoing(current, peers, dry_run, cautious=True)
         note = f" (waiting for {', '.join(waiting)})" if waiting else ""

@@ -69,6 +69,17 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
     return newest
 
 
+def connector(host, port, timeout=2):
+    """A client factory ``connect(username, password)`` for the node at ``host:port``, for
+    checks that try logins (``redis_acl.outgoing_login``). Defined here so that it runs in the
+    utils loader's context wherever it is called from."""
+
+    def connect(username, password):
+        return client({}, int(port), host=host, timeout=timeout, username=username, password=password)
+
+    return connect
+
+
 def error_text(exc):
     """A one-line description of a redis-py error, safe to return (no password in it)."""
     return f"{type(exc).__name__}: {exc}"
