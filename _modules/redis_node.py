@@ -873,4 +873,50 @@ def logins(dry_run=False, port=None, wait=30):
         if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
             return __utils__["redis_acl.not_deployed_yet"]("server", _error(exc))
         raise CommandExecutionError(f"logins of the local Redis server: {_error(exc)}") from None
+    if not dry_run:
+        # What a later force_password_change logs in with (Redis keeps only a hash).
+        settings = _settings()
+        process = f"server-{port or settings.get('port', 6379)}"
+        __utils__["redis_common.remember_password"](__opts__.get("cachedir"), process, settings.get("password"))
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
+
+
+def forced_password_change(port=None, settings_file=None, dry_run=False):
+    """
+    ``force_password_change`` (pillar ``redis:force_password_change``) on the local Redis
+    server when it refuses the deployment's password: log in with the password last accepted
+    on this host (Salt's root-only record, written at every apply, else ``requirepass`` in
+    ``settings_file``, Salt's settings file as last applied) and give ``default`` and
+    ``requirepass`` the deployment's password, live, in one MULTI: no restart, and every
+    client still using the old password is refused from then on.
+
+    Returns ``{"changed": bool, "persisted": bool, "comment": str}`` (no secret), or None when
+    the server accepts neither of those passwords either.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt redis1 redis_node.forced_password_change settings_file=/etc/redis-salt/redis.conf dry_run=True
+    """
+    port = int(port or _settings().get("port", 6379))
+    candidates = [__utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"server-{port}")]
+    if settings_file:
+        candidates.append(_file_password(settings_file))
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
+    acl = __utils__["redis_acl.secrets"](_settings())
+    try:
+        return __utils__["redis_acl.forced_change"](connect, acl, candidates, dry_run=dry_run)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"127.0.0.1:{port}: {_error(exc)}") from None
+
+
+def _file_password(path):
+    """``requirepass`` in Salt's settings file (root writes it, in a directory only root
+    writes), or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return __utils__["redis_config.values"](text, {"requirepass"}).get("requirepass")

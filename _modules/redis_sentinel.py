@@ -21,6 +21,8 @@ never appears on a command line, in a return value or in a log line.
 
 import collections
 import logging
+import os
+import stat
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -489,7 +491,76 @@ def sentinel_logins(dry_run=False, port=None):
         if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
             return __utils__["redis_acl.not_deployed_yet"]("Sentinel", _error(exc))
         raise CommandExecutionError(f"logins of the local Sentinel: {_error(exc)}") from None
+    if not dry_run:
+        # What a later force_password_change logs in with (Sentinel keeps only a hash).
+        settings = _settings()
+        process = f"sentinel-{port or settings.get('sentinel_port', 26379)}"
+        __utils__["redis_common.remember_password"](__opts__.get("cachedir"), process, settings.get("password"))
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
+
+
+def accepts_password(port=None, timeout=5):
+    """
+    Whether the local Sentinel lets the deployment's password in (or, during a two-phase
+    rotation, the previous one): ``True``, ``False`` (refused) or ``None`` (no answer).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.accepts_password
+    """
+    settings = _settings()
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("sentinel_port", 26379), timeout)
+    # Each of the pillar's secrets, not redis_common.client: that one also tries, during a
+    # force_password_change, the password being replaced.
+    answers = [__utils__["redis_acl.accepts"](connect, None, secret)
+               for secret in __utils__["redis_acl.secrets"](settings)]
+    return True if True in answers else (False if False in answers else None)
+
+
+def forced_password_change(config_file="/etc/redis/sentinel.conf", dry_run=False, port=None):
+    """
+    ``force_password_change`` (pillar ``redis:force_password_change``) on the local Sentinel
+    when it refuses the deployment's password: log in with the password last accepted on this
+    host (Salt's root-only record, written at every apply, else ``requirepass`` in
+    ``config_file``) and give Sentinel's ``default`` user the deployment's password, live
+    (``ACL SETUSER``, ``SENTINEL FLUSHCONFIG``): no restart; every client still using the old
+    password is refused from then on.
+
+    Returns ``{"changed": bool, "persisted": bool, "comment": str}`` (no secret), or None when
+    the Sentinel accepts neither of those passwords either.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.forced_password_change dry_run=True
+    """
+    settings = _settings()
+    port = int(port or settings.get("sentinel_port", 26379))
+    remembered = __utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"sentinel-{port}")
+    candidates = [remembered, _file_password(config_file)]
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
+    passwords = __utils__["redis_acl.secrets"](settings)
+    try:
+        return __utils__["redis_acl.forced_change"](connect, passwords, candidates, on="sentinel", dry_run=dry_run)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"the local Sentinel: {_error(exc)}") from None
+
+
+def _file_password(path):
+    """``requirepass`` in the Sentinel's file, read without following a link (the redis user
+    can write /etc/redis), or None."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        text = handle.read().decode("utf-8", "surrogateescape")
+    return __utils__["redis_config.values"](text, {"requirepass"}).get("requirepass")
 
 
 # ---------------------------------------------------------------- the local Sentinel

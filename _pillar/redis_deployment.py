@@ -131,12 +131,13 @@ MONITORING_LIMITS = {
 }
 # The keys cache.redis may hold. Anything else is an error: a typo must not run with the
 # default (`maxmemroy_percent: 50` would run with 25 %).
-SETTINGS_KEYS = (*DEFAULTS, "password", "previous_password", "acl", "sentinel", "backup", "monitoring")
+SETTINGS_KEYS = (
+    *DEFAULTS, "password", "previous_password", "force_password_change", "acl", "sentinel", "backup", "monitoring"
+)
 # Keys of the public interface whose feature this formula does not build yet: refused, so
 # nobody believes that TLS, ACLs or a firewall are on.
 NOT_SUPPORTED_YET = (
     "tls",
-    "force_password_change",
     "firewall",
     "client_networks",
     "server",
@@ -398,7 +399,8 @@ def _password(settings, path, name="password", key=None):
 
 def _rotation(settings, path):
     """cache.redis.previous_password: phase 1 of a two-phase password rotation (every node
-    accepts both)."""
+    accepts both); cache.redis.force_password_change: a one-step change that refuses clients
+    still holding the old password."""
     if settings.get("previous_password") is not None:
         settings["previous_password"] = _password(settings, path, "previous_password")
         if settings["previous_password"] == settings["password"]:
@@ -409,6 +411,10 @@ def _rotation(settings, path):
             )
     else:
         settings.pop("previous_password", None)
+    force = settings.get("force_password_change", False)
+    if not isinstance(force, bool):
+        raise DeploymentError(path, "cache.redis.force_password_change", f"expected true or false, got {force!r}")
+    settings["force_password_change"] = force
 
 
 # Our own logins (_utils/redis_acl.py) and Redis's default user: not an application's to define.
@@ -885,6 +891,8 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
         del pillar["maxmemory"]
     if "previous_password" in settings:
         pillar["previous_password"] = settings["previous_password"]
+    if settings["force_password_change"]:
+        pillar["force_password_change"] = True
     if deployment["mode"] == "cluster":
         pillar["slot_plan"] = copy.deepcopy(deployment["slot_plan"])
         pillar["slots"] = copy.deepcopy(deployment["slot_plan"].get(node["hostname"], []))

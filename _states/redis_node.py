@@ -391,13 +391,6 @@ def _note_pending(port, run_id, wanted):
         log.warning("cannot note the pending restart in %s: %s", path, exc.strerror)
 
 
-ROTATION_RECIPE = (
-    "rotate it in two phases, with no restart and no client refused: set cache.redis.password to the new "
-    "password and cache.redis.previous_password to the one in use, apply; once every client uses the new one, "
-    "remove previous_password and apply again (README, Security)"
-)
-
-
 def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
     """The server refuses the deployment's password and belongs to a formed deployment."""
     sentinels = " and the Sentinels' login" if (__pillar__.get("redis") or {}).get("mode") == "sentinel" else ""
@@ -408,13 +401,13 @@ def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
             f"{_reason('auth', diff, port, socket_timeout)}: the deployment's password differs from the running "
             f"server's, and this node belongs to a formed deployment ({member['why']}). A plain apply restarts "
             f"every node at once, which would cut off every client{sentinels}: {service} not restarted, nothing "
-            f"changed. To change the password, {ROTATION_RECIPE}"
+            f"changed. To change the password, {__utils__['redis_acl.rotation_recipe']()}"
         ),
     )
     return ret
 
 
-def password_accepted(name, port=None, settings=None, service="redis-server", socket_timeout=5):
+def password_accepted(name, port=None, settings=None, service="redis-server", socket_timeout=5, settings_file=None):
     """
     Before any file changes: the running server must accept the deployment's password, or
     the previous one during a two-phase rotation (pillar ``redis:previous_password``). A
@@ -423,6 +416,12 @@ def password_accepted(name, port=None, settings=None, service="redis-server", so
     would read). A server that is down, or belongs to no formed deployment (a package's
     server on a bare host), passes: the first apply gives it the password. The comment says
     which phase of a rotation the deployment is in.
+
+    With pillar ``redis:force_password_change`` the refused change is made instead, live and
+    in one step (no restart): the state logs in with the password last accepted on this host
+    (Salt's root-only record, or ``requirepass`` in ``settings_file``, Salt's settings file
+    before this apply rewrites it) and says the downtime: clients still using the old
+    password are refused from then on.
 
     ``settings`` (the managed directives) tells where Redis keeps its nodes file; ``service``
     is the server's unit, as the comment names it.
@@ -441,6 +440,11 @@ def password_accepted(name, port=None, settings=None, service="redis-server", so
     passwords = __utils__["redis_acl.secrets"](redis_pillar)
     # Any directive makes the server answer (an empty comparison would not even log in).
     diff = __salt__["redis_node.config_diff"]({"port": port}, port=port, timeout=socket_timeout)
+    if redis_pillar.get("force_password_change") and diff["reachable"] and diff["failure"] != "auth":
+        # The module's client also tries the password being replaced: ask with the pillar's own.
+        connect = __utils__["redis_common.connector"]("127.0.0.1", port, socket_timeout)
+        if not any(__utils__["redis_acl.accepts"](connect, None, secret) for secret in passwords):
+            diff = dict(diff, failure="auth")
     if diff["failure"] != "auth":
         ret["comment"] = (__utils__["redis_acl.phase"](passwords) if diff["reachable"]
                           else f"nothing to check: {_reason(diff['failure'], diff, port, socket_timeout)}")
@@ -448,10 +452,23 @@ def password_accepted(name, port=None, settings=None, service="redis-server", so
     member = __salt__["redis_cluster.in_formed_deployment"](
         port=port, nodes_file=_nodes_file(settings or {}), timeout=socket_timeout
     )
+    if member["formed"] and redis_pillar.get("force_password_change"):
+        return _password_forced(ret, port, settings_file)
     if member["formed"]:
         return _password_not_rotated(ret, diff, member, port, socket_timeout, service)
     ret["comment"] = "the server refuses the password but belongs to no formed deployment: the apply sets it"
     return ret
+
+
+def _password_forced(ret, port, settings_file):
+    """``force_password_change`` on a formed deployment's server that refuses the password."""
+    try:
+        outcome = __salt__["redis_node.forced_password_change"](port=port, settings_file=settings_file,
+                                                                dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    return __utils__["redis_acl.forced_state_return"](ret, outcome, "server", __opts__["test"])
 
 
 def logins_converged(name, port=None, wait=30):

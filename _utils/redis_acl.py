@@ -213,6 +213,66 @@ def converge_default_user(client, passwords, on="server", dry_run=False):
             "comment": f"the default user's passwords changed ({phase(passwords)})" + (f"; {why}" if why else "")}
 
 
+ROTATION_RECIPE = (
+    "rotate it in two phases, with no restart and no client refused: set cache.redis.password to the new "
+    "password and cache.redis.previous_password to the one in use, apply; once every client uses the new one, "
+    "remove previous_password and apply again (README, Security). Or, accepting that every client still using "
+    "the old password is refused at once, set cache.redis.force_password_change: true and apply"
+)
+FORCED_CHANGE = (
+    "the password changed in one step (force_password_change), live, no restart. Downtime: every client "
+    "still using the old password is refused from now on; the other nodes' logins to this one move to the "
+    "new password as they are applied"
+)
+FORCED_CHANGE_PLANNED = (
+    "the password would change in one step (force_password_change), live, no restart. Downtime: every "
+    "client still using the old password would be refused from then on"
+)
+
+
+def rotation_recipe():
+    """How to change the password of a formed deployment, for a refused change's comment."""
+    return ROTATION_RECIPE
+
+
+def forced_change(connect, passwords, candidates, on="server", dry_run=False):
+    """``force_password_change`` on the local node that refuses the deployment's ``passwords``:
+    log in with the first of ``candidates`` (passwords it may still accept: the one Salt last
+    saw accepted on this host, the one in a file Salt wrote) that it accepts, and give
+    ``default`` the deployment's passwords (:func:`converge_default_user`). ``connect`` is
+    ``redis_common.connector``'s factory. None when it accepts none of them."""
+    for old in dict.fromkeys(secret for secret in candidates if secret):
+        if accepts(connect, None, old) is not True:
+            continue
+        client = connect(None, old)
+        try:
+            outcome = converge_default_user(client, passwords, on, dry_run)
+        finally:
+            client.close()
+        unsaved = "" if dry_run or outcome["persisted"] else f"; {outcome['comment']}"
+        outcome["comment"] = (FORCED_CHANGE_PLANNED if dry_run else FORCED_CHANGE) + unsaved
+        return outcome
+    return None
+
+
+def forced_state_return(ret, outcome, what, test):
+    """A ``password_accepted`` state's return for :func:`forced_change`'s ``outcome`` on the
+    local ``what`` ("server", "Sentinel")."""
+    if outcome is None:
+        ret.update(result=False, comment=(
+            f"the local {what} refuses the deployment's password and the one Salt last applied on this host: "
+            f"force_password_change cannot log in to change it, nothing changed. Set cache.redis.previous_password "
+            f"to the password the {what} accepts and apply (README, Security)"
+        ))
+        return ret
+    ret.update(comment=outcome["comment"], changes={"password": "changed in one step (force_password_change)"})
+    if test:
+        ret["result"] = None
+    elif not outcome["persisted"]:
+        ret["result"] = False
+    return ret
+
+
 def accepts(connect, user, password):
     """Whether the node that ``connect(username, password)`` (a redis-py client factory) reaches
     lets ``user`` (None: ``default``) in with ``password``: ``True``, ``False`` (refused) or

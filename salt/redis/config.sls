@@ -72,6 +72,7 @@ redis-server-accepts-the-password:
     - port: {{ redis.port }}
     - settings: {{ redis_settings | json }}
     - service: {{ redis.service }}
+    - settings_file: {{ redis.salt_config_file }}
     - require:
       - redis_cluster: redis-deployment-shape-kept
 {%- endif %}

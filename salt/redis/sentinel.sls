@@ -45,6 +45,15 @@ redis-sentinel-running:
       - redis_cluster: redis-deployment-shape-kept
 {%-   endif %}
 
+{#- Before monitored talks to it: a Sentinel taken over must accept the password, or change
+    it in one step under force_password_change. #}
+redis-sentinel-accepts-the-password:
+  redis_sentinel.password_accepted:
+    - name: {{ redis.master_name }}
+    - config_file: {{ redis.sentinel_config_file }}
+    - require:
+      - service: redis-sentinel-running
+
 redis-sentinel-monitors-the-master:
   redis_sentinel.monitored:
     - name: {{ redis.master_name }}
@@ -53,6 +62,7 @@ redis-sentinel-monitors-the-master:
     - daemonize: {{ not supervised_by_systemd }}
     - require:
       - service: redis-sentinel-running
+      - redis_sentinel: redis-sentinel-accepts-the-password
 
 {#- After monitored (which writes a bare host's Sentinel file): the Sentinel's own logins. #}
 redis-sentinel-logins:

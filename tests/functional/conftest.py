@@ -300,6 +300,15 @@ def load_module(name, relative_path):
     return module
 
 
+def give_opts(module, opts):
+    """``__opts__`` for ``module`` and, as Salt's loader gives the minion's options to every
+    utils module too, for the utils modules behind its ``__utils__``."""
+    module.__opts__ = opts
+    for function in module.__utils__.values():
+        if hasattr(function, "__globals__"):
+            function.__globals__["__opts__"] = opts
+
+
 def load_execution_module(port, password=PASSWORD, role="cluster-node"):
     mod = load_module("redis_cluster_mod", "_modules/redis_cluster.py")
     mod.__pillar__ = {"redis": {"role": role, "mode": "cluster", "port": port, "password": password}}
@@ -382,3 +391,15 @@ def wrong_password():
 def closed_port():
     """A local port nothing listens on."""
     return free_port()
+
+
+@pytest.fixture
+def formed_cluster(tmp_path_factory, server_build):
+    """Three servers of ``server_build`` formed into a cluster by the formula's own module:
+    ``(servers, execution modules)``."""
+    from cluster_support import node_modules  # cluster_support imports this module
+
+    with cluster_nodes(tmp_path_factory, server_build, 3) as servers:
+        nodes = node_modules(servers)
+        assert nodes[0][1].formed("cluster", timeout=30)["result"] is True
+        yield servers, [mod for mod, _, _ in nodes]

@@ -9,9 +9,8 @@ anything changes.
 """
 
 import pytest
-import redis
-from cluster_support import node_modules
-from conftest import RedisServer, cluster_nodes, load_module, load_node_module
+from cluster_support import accepts, wired_state
+from conftest import RedisServer, load_module
 from support.waits import wait_until
 
 pytestmark = pytest.mark.usefixtures("server_build")
@@ -19,42 +18,13 @@ pytestmark = pytest.mark.usefixtures("server_build")
 NEW_PASSWORD = 'new "rotated" \\ pw'
 
 
-def wired_state(mod, cachedir):
-    """_states/redis_node.py as the node's minion loads it, on ``mod``'s pillar."""
-    state = load_module(f"rotation_state_{id(mod)}", "_states/redis_node.py")
-    node = load_node_module(mod.__pillar__)
-    node.__opts__ = {"cachedir": str(cachedir)}
-    state.__salt__ = {f"redis_node.{name}": getattr(node, name)
-                      for name in ("config_diff", "config_set", "wait_ready", "logins")}
-    state.__salt__["redis_cluster.in_formed_deployment"] = mod.in_formed_deployment
-    state.__salt__["service.restart"] = lambda service: pytest.fail(f"{service} restarted during a rotation")
-    state.__opts__ = {"test": False, "cachedir": str(cachedir)}
-    state.__pillar__ = mod.__pillar__
-    return state
-
-
-def accepts(server, password, username=None):
-    try:
-        return redis.Redis(port=server.port, username=username, password=password, socket_timeout=5).ping()
-    except redis.AuthenticationError:
-        return False
-
-
-@pytest.fixture
-def formed(tmp_path_factory, server_build):
-    with cluster_nodes(tmp_path_factory, server_build, 3) as servers:
-        nodes = node_modules(servers)
-        assert nodes[0][1].formed("cluster", timeout=30)["result"] is True
-        yield servers, [mod for mod, _, _ in nodes]
-
-
 def rotate(mods, previous):
     for mod in mods:
         mod.__pillar__["redis"].update(password=NEW_PASSWORD, previous_password=previous)
 
 
-def test_both_phases_on_a_formed_cluster_restart_nothing_and_refuse_no_client(formed, tmp_path, no_password):
-    servers, mods = formed
+def test_both_phases_on_a_formed_cluster_restart_nothing_and_refuse_no_client(formed_cluster, tmp_path, no_password):
+    servers, mods = formed_cluster
     old = servers[0].password
     run_ids = [s.info()["run_id"] for s in servers]
     states = [wired_state(mod, tmp_path / f"cache{i}") for i, mod in enumerate(mods)]
@@ -90,8 +60,8 @@ def test_both_phases_on_a_formed_cluster_restart_nothing_and_refuse_no_client(fo
         assert server.client().info("cluster")["cluster_enabled"] == 1
 
 
-def test_a_password_change_without_the_previous_one_is_refused_before_anything_changes(formed, tmp_path):
-    servers, mods = formed
+def test_a_password_change_without_the_previous_one_is_refused_before_anything_changes(formed_cluster, tmp_path):
+    servers, mods = formed_cluster
     state = wired_state(mods[1], tmp_path / "cache")
     mods[1].__pillar__["redis"]["password"] = NEW_PASSWORD
 

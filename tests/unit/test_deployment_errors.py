@@ -347,7 +347,7 @@ def test_a_password_quoted_inside_a_longer_value_is_not_shown(tmp_path):
 
 SETTINGS_LISTED = (
     "acl, backup, cluster_node_timeout_ms, cluster_rebalance_timeout_s, cluster_require_full_coverage, "
-    "master_name, maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, "
+    "force_password_change, master_name, maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, "
     "min_replicas_to_write, mode, monitoring, password, port, previous_password, replicas_per_master, sentinel, "
     "sentinel_port"
 )
@@ -394,7 +394,6 @@ UNREAD_KEYS = [
         case(redis_setting(name, value), f"cache.redis.{name}", NOT_SUPPORTED, f"not-supported-{name}")
         for name, value in (
             ("tls", {"cert_file": "/etc/ssl/redis.pem", "key_file": "/etc/ssl/redis.key"}),
-            ("force_password_change", True),
             ("firewall", True),
             ("client_networks", ["10.0.0.0/24"]),
             ("server", "valkey"),

@@ -1,5 +1,5 @@
 """
-The YAML's security keys (cache.redis.previous_password, acl.users):
+The YAML's security keys (cache.redis.previous_password, force_password_change, acl.users):
 validated before anything reaches a host, each error naming the file and the key, no
 secret in any message; a minion's pillar carries application users' passwords as SHA-256
 only, and the previous password is hidden like the password outside the master daemon.
@@ -55,6 +55,20 @@ def test_a_previous_password_equal_to_the_password_is_refused(tmp_path):
 @pytest.mark.parametrize("value", ["", 12345, "two\nlines"])
 def test_a_malformed_previous_password_is_refused_without_echoing_it(tmp_path, value):
     assert ": cache.redis.previous_password: expected " in refused(tmp_path, doc(previous_password=value))
+
+
+def test_force_password_change_reaches_every_node_only_when_set(tmp_path):
+    forced = load(tmp_path, doc(force_password_change=True), ENVIRON)
+    assert node_pillar_of(forced, "server2")["force_password_change"] is True
+    assert "force_password_change" not in node_pillar_of(load(tmp_path, doc(force_password_change=False), ENVIRON),
+                                                         "server2")
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_force_password_change_must_be_true_or_false(tmp_path, value):
+    assert refused(tmp_path, doc(force_password_change=value)).endswith(
+        f"cache.redis.force_password_change: expected true or false, got {value!r}"
+    )
 
 
 def test_application_users_reach_minions_as_hashes_only(tmp_path):
