@@ -104,11 +104,11 @@ def status():
         client = _client()
         info = client.info()  # answers only with the password: no separate PING needed
         keys = client.dbsize()
-        default_user = dict(zip(*[iter(client.execute_command("ACL", "GETUSER", "default") or [])] * 2))
+        accepted = __utils__["redis_acl.password_hashes"](client)
     except redis.RedisError as exc:
         result.update({"ping": False, "error": __utils__["redis_common.error_text"](exc)})
         return result
-    result["password_phase"] = "rotating" if len(default_user.get("passwords") or []) > 1 else "one password"
+    result["password_phase"] = "rotating" if len(accepted) > 1 else "one password"
     result.update(
         {
             "ping": True,

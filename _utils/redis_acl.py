@@ -181,10 +181,15 @@ def phase(passwords):
     return "one password accepted"
 
 
+def password_hashes(client, user="default"):
+    """The hashes of the passwords ``user`` accepts on the process behind ``client`` (one per
+    password: two during a rotation)."""
+    return list(_pairs(client.execute_command("ACL", "GETUSER", user) or []).get("passwords") or [])
+
+
 def default_user_differs(client, passwords, on="server"):
     """``default``'s passwords (and a server's ``requirepass``) differ from the deployment's."""
-    current = _pairs(client.execute_command("ACL", "GETUSER", "default") or [])
-    if set(current.get("passwords", [])) != set(digests(passwords)):
+    if set(password_hashes(client)) != set(digests(passwords)):
         return True
     return on == "server" and client.config_get("requirepass").get("requirepass") != _secrets(passwords)[0]
 

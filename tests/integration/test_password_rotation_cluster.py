@@ -10,10 +10,13 @@ new connection for every write, alternating the old and the new password:
   naming the phase; a second apply of each phase changes nothing.
 
 The rotation then goes back the same way, so the session's other tests keep their password.
-A change without `previous_password` is refused with the recipe, nothing changed.
+A change without `previous_password` is refused with the recipe, nothing changed; with
+`force_password_change` it is made in one step, live: the old password refused at once, no
+restart, the data there.
 """
 
 import pytest
+import redis
 import yaml
 from redis.crc import key_slot
 from support.cluster import wait_cluster_ok
@@ -106,3 +109,38 @@ def test_a_password_change_without_the_previous_one_is_refused_and_changes_nothi
     assert states_with_changes(refused) == []
     assert NEW_PASSWORD not in refused.stdout
     assert run_ids(PASSWORD) == before
+
+
+def test_a_forced_change_refuses_the_old_password_at_once_and_restarts_nothing(
+        first_apply, salt_cli, deployment_file, restore_deployment):
+    wait_cluster_ok()
+    owners = slot_owners()
+    before = run_ids(PASSWORD)
+    key = "forced:kept"
+    owner = next(host for host, ip in REDIS_HOSTS.items() if owners[key_slot(key.encode())].startswith(f"{ip}:"))
+    node_client(owner).set(key, "yes")
+    deployment_file.write_text(yaml.safe_dump(deployment(password=NEW_PASSWORD, force_password_change=True)))
+    try:
+        forced = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        assert forced.returncode == 0, forced.stdout
+        for minion in REDIS_HOSTS:
+            gate = state_by_id(forced, minion, "redis-server-accepts-the-password")
+            assert gate["changes"] == {"password": "changed in one step (force_password_change)"}, minion
+            assert "Downtime: every client still using the old password is refused" in gate["comment"]
+        for ip in REDIS_HOSTS.values():
+            with pytest.raises(redis.AuthenticationError):
+                redis_client(ip, password=PASSWORD).ping()
+            assert redis_client(ip, password=NEW_PASSWORD).cluster("info")["cluster_state"] == "ok"
+        assert run_ids(NEW_PASSWORD) == before
+        assert node_client(owner, password=NEW_PASSWORD).get(key) == "yes"
+        again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        assert states_with_changes(again) == [], again.stdout
+        assert NEW_PASSWORD not in forced.stdout
+    finally:
+        # Back to the session's password, forced too.
+        deployment_file.write_text(yaml.safe_dump(deployment(force_password_change=True)))
+        back = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        deployment_file.write_text(yaml.safe_dump(deployment()))
+    assert back.returncode == 0, back.stdout
+    assert run_ids(PASSWORD) == before
+    wait_cluster_ok()
