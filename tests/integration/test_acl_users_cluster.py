@@ -10,37 +10,14 @@ import pytest
 import redis
 import yaml
 from redis.cluster import ClusterNode, RedisCluster
+from support.acl import ADMIN_COMMANDS, APP_PASSWORD, APP_RULES, app_client, own_key
 from support.cluster import wait_cluster_ok
 from support.lab import REDIS_HOSTS, REDIS_PORT, assert_no_password, deployment, host_file, node_client, password_forms
 from support.states import state_by_id
 
 pytestmark = pytest.mark.integration
 
-APP_PASSWORD = 'app "pass" \\ word #7'
-# What an application on a Redis Cluster needs besides its data commands: the cluster's
-# topology (CLUSTER SLOTS/SHARDS) and the connection commands (PING, COMMAND...); -@dangerous
-# last, so that it wins over @connection's CLIENT KILL.
-APP_RULES = "~* +@read +@write +@connection +cluster|slots +cluster|shards -@dangerous"
 STATE = "redis-application-users-on-this-server"
-# Refused to the app user on every node. DEBUG is refused to every client before the ACLs
-# are asked (enable-debug-command no): the ACLs' own verdict is checked with ACL DRYRUN.
-ADMIN_COMMANDS = (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("SHUTDOWN",), ("ACL", "LIST"))
-
-
-def app_client(address):
-    return redis.Redis(host=address, port=REDIS_PORT, username="app", password=APP_PASSWORD, socket_timeout=5,
-                       decode_responses=True)
-
-
-def own_key(client, prefix):
-    """A key of ``prefix`` that the node behind ``client`` serves (the others answer MOVED), set."""
-    for number in range(200):
-        try:
-            client.set(f"{prefix}:{number}", number)
-            return f"{prefix}:{number}"
-        except redis.exceptions.MovedError:
-            continue
-    raise AssertionError(f"no key of {prefix} on this node")
 
 
 def test_an_application_user_reaches_every_node_then_goes_when_the_yaml_drops_it(
