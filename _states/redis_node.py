@@ -391,6 +391,17 @@ def _note_pending(port, run_id, wanted):
         log.warning("cannot note the pending restart in %s: %s", path, exc.strerror)
 
 
+def _journal_tail(service, lines=6):
+    """``"; its journal: ..."``: the last lines the unit logged (Redis's own start-up errors,
+    systemd's verdict), or ``""``."""
+    found = __salt__["cmd.run_all"](
+        ["journalctl", "--unit", f"{service}.service", "--lines", str(lines), "--no-pager", "--output", "cat"],
+        python_shell=False, ignore_retcode=True, output_loglevel="quiet",
+    )
+    text = " | ".join(line.strip() for line in (found.get("stdout") or "").splitlines() if line.strip())
+    return f"; its journal: {text}" if text else ""
+
+
 def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
     """The server refuses the deployment's password and belongs to a formed deployment."""
     sentinels = " and the Sentinels' login" if (__pillar__.get("redis") or {}).get("mode") == "sentinel" else ""
@@ -627,9 +638,16 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         except CommandExecutionError as exc:
             restarted, reason = False, f"{reason}; {exc}"
         if restarted is False:
-            ret.update(result=False, changes={}, comment=f"{service} could not be restarted (restart for: {reason})")
-            return ret
-        if not __salt__["redis_node.wait_ready"](timeout=timeout, port=port):
+            # The unit's Restart= may start a server whose start failed once (for a passing
+            # reason) again: wait for it before calling the restart failed. The journal says why.
+            journal = _journal_tail(service)
+            if not __salt__["redis_node.wait_ready"](timeout=timeout, port=port):
+                ret.update(result=False, changes={},
+                           comment=f"{service} could not be restarted (restart for: {reason}){journal}")
+                return ret
+            reason = f"{reason}; its first start failed and systemd started it again{journal}"
+            ret["changes"]["reason"] = reason
+        elif not __salt__["redis_node.wait_ready"](timeout=timeout, port=port):
             ret.update(result=False, comment=f"{service} restarted but does not answer within {timeout}s")
             return ret
     elif live:

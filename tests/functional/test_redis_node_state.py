@@ -243,6 +243,45 @@ def test_settings_applied_restarts_for_logfile(fresh_redis_server, redis_node_st
     no_password(ret)
 
 
+def test_a_failed_restart_that_systemd_repeats_counts_once_the_server_answers(fresh_redis_server, redis_node_state):
+    server = fresh_redis_server
+    server.settings["logfile"] = str(server.dir / "redis-new.log")
+    server.write_salt_conf()
+
+    def restart_reported_failed(service):
+        server.restart(service)  # the unit's Restart= started it again
+        return False
+
+    redis_node_state.__salt__["service.restart"] = restart_reported_failed
+    ret = redis_node_state.settings_applied("node", dict(server.settings), "redis-server")
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["reason"] == (
+        "changed: logfile; its first start failed and systemd started it again; its journal: "
+        "Starting redis-server.service | redis-server.service: Failed with result 'exit-code'."
+    )
+    assert server.config("logfile") == server.settings["logfile"]
+
+
+def test_a_failed_restart_says_what_the_unit_logged(fresh_redis_server, redis_node_state):
+    server = fresh_redis_server
+    server.settings["logfile"] = str(server.dir / "redis-new.log")
+    server.write_salt_conf()
+
+    def restart_failed(service):
+        server.stop()
+        return False
+
+    redis_node_state.__salt__["service.restart"] = restart_failed
+    ret = redis_node_state.settings_applied("node", dict(server.settings), "redis-server", timeout=1)
+
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == (
+        "redis-server could not be restarted (restart for: changed: logfile); its journal: "
+        "Starting redis-server.service | redis-server.service: Failed with result 'exit-code'."
+    )
+
+
 def test_settings_applied_test_mode_reports_restart(fresh_redis_server, redis_node_state, tmp_path, no_password):
     redis_node_state.__opts__["test"] = True
     run_id = fresh_redis_server.info()["run_id"]
