@@ -78,6 +78,10 @@ def status():
     ``salt-run redis_deployment.rolling_restart`` on a formed deployment (empty when none).
     It is computed from the running server each time, so any restart clears it.
 
+    ``password_phase`` says where the server is in a two-phase password rotation:
+    ``rotating`` while its ``default`` user accepts two passwords (the deployment's and the
+    previous one: ``cache.redis.previous_password`` is set), ``one password`` otherwise.
+
     CLI Example:
 
     .. code-block:: bash
@@ -100,9 +104,11 @@ def status():
         client = _client()
         info = client.info()  # answers only with the password: no separate PING needed
         keys = client.dbsize()
+        accepted = __utils__["redis_acl.password_hashes"](client)
     except redis.RedisError as exc:
         result.update({"ping": False, "error": __utils__["redis_common.error_text"](exc)})
         return result
+    result["password_phase"] = "rotating" if len(accepted) > 1 else "one password"
     result.update(
         {
             "ping": True,

@@ -783,7 +783,140 @@ def monitoring_user(dry_run=False, port=None, sentinel=False):
     where = "Sentinel" if sentinel else "Redis server"
     try:
         client = _sentinel_client(port=port) if sentinel else _client(port)
-        return __utils__["redis_acl.converge"](client, settings.get("password") or "", user,
+        return __utils__["redis_acl.converge"](client, __utils__["redis_acl.secrets"](settings), user,
                                                on="sentinel" if sentinel else "server", dry_run=dry_run)
     except redis.RedisError as exc:
         raise CommandExecutionError(f"ACL user {user} on the local {where}: {_error(exc)}") from None
+
+
+# ---------------------------------------------------------------- the server's own logins
+
+REPLICATION_USER = "salt-replication"  # _utils/redis_acl.py says what it may run
+
+
+def _master_link(client):
+    """``(host, port)`` of the master this server replicates from, or None for a master."""
+    info = client.info("replication")
+    if info.get("role") != "slave":
+        return None
+    return info.get("master_host"), int(info.get("master_port") or 0)
+
+
+def _replication_login(client, dry_run, wait):
+    """Point ``masteruser``/``masterauth`` at the replication user, with the new derived secret
+    once this server's master accepts it (waiting up to ``wait`` seconds for a master not
+    applied yet), else the login in use. Returns ``(changed, comment)``."""
+    acl = __utils__["redis_acl.secrets"]
+    passwords = acl(_settings())
+    running = client.config_get("master*")
+    current = (running.get("masteruser") or None, running.get("masterauth") or "")
+    link = _master_link(client)
+    connects = {}
+    if link:
+        connects[f"{link[0]}:{link[1]}"] = __utils__["redis_common.connector"](link[0], link[1], timeout=3)
+
+    def decide():
+        return __utils__["redis_acl.outgoing_login"](passwords, REPLICATION_USER, current, connects)
+
+    login, waiting = decide()
+    if waiting and not dry_run:
+        _wait(lambda: not decide()[1], wait)
+        login, waiting = decide()
+    note = f"; waiting for {', '.join(waiting)} to accept the new replication login" if waiting else ""
+    if login == current:
+        return False, f"replication logs in as {login[0] or 'default'}{note}"
+    if not dry_run:
+        client.config_set("masteruser", login[0])
+        client.config_set("masterauth", login[1])
+    return True, f"replication login {'would be ' if dry_run else ''}set to {login[0]}{note}"
+
+
+def logins(dry_run=False, port=None, wait=30):
+    """
+    Converge the local Redis server's own logins with the deployment's password (pillar
+    ``redis:password``, and ``redis:previous_password`` during a two-phase rotation), live,
+    without a restart:
+
+    - Redis's ``default`` user accepts the password (and the previous one while it is set)
+      and ``requirepass`` is the password, changed together in one MULTI;
+    - the replication user ``salt-replication`` (``PSYNC``, ``REPLCONF``, ``PING``) accepts
+      the secrets derived from them;
+    - ``masteruser``/``masterauth`` log in to the master as ``salt-replication``, with the
+      new derived secret as soon as the master accepts it (up to ``wait`` seconds for a
+      master not applied yet; until then the login in use).
+
+    Persisted in Redis's own file (``CONFIG REWRITE``). Returns ``{"changed": bool,
+    "changes": {...}, "comment": str}``; no secret in it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.logins dry_run=True
+    """
+    acl = __utils__["redis_acl.secrets"](_settings())
+    try:
+        client = _client(port)
+        converge = __utils__["redis_acl.users_converged"]
+        changes, comments, unsaved = converge(client, acl, [REPLICATION_USER], dry_run=dry_run)
+        if unsaved:
+            raise CommandExecutionError(unsaved)
+        changed, comment = _replication_login(client, dry_run, wait)
+        comments.append(comment)
+        if changed:
+            changes["replication_login"] = comment
+            if not dry_run:
+                why = __utils__["redis_acl.persist"](client)
+                if why:
+                    raise CommandExecutionError(f"replication login: {why}")
+    except redis.RedisError as exc:
+        if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
+            return __utils__["redis_acl.not_deployed_yet"]("server", _error(exc))
+        raise CommandExecutionError(f"logins of the local Redis server: {_error(exc)}") from None
+    if not dry_run:
+        # What a later force_password_change logs in with (Redis keeps only a hash).
+        settings = _settings()
+        process = f"server-{port or settings.get('port', 6379)}"
+        __utils__["redis_common.remember_password"](__opts__.get("cachedir"), process, settings.get("password"))
+    return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
+
+
+def forced_password_change(port=None, settings_file=None, dry_run=False):
+    """
+    ``force_password_change`` (pillar ``redis:force_password_change``) on the local Redis
+    server when it refuses the deployment's password: log in with the password last accepted
+    on this host (Salt's root-only record, written at every apply, else ``requirepass`` in
+    ``settings_file``, Salt's settings file as last applied) and give ``default`` and
+    ``requirepass`` the deployment's password, live, in one MULTI: no restart, and every
+    client still using the old password is refused from then on.
+
+    Returns ``{"changed": bool, "persisted": bool, "comment": str}`` (no secret), or None when
+    the server accepts neither of those passwords either.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt redis1 redis_node.forced_password_change settings_file=/etc/redis-salt/redis.conf dry_run=True
+    """
+    port = int(port or _settings().get("port", 6379))
+    candidates = [__utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"server-{port}")]
+    if settings_file:
+        candidates.append(_file_password(settings_file))
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
+    acl = __utils__["redis_acl.secrets"](_settings())
+    try:
+        return __utils__["redis_acl.forced_change"](connect, acl, candidates, dry_run=dry_run)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"127.0.0.1:{port}: {_error(exc)}") from None
+
+
+def _file_password(path):
+    """``requirepass`` in Salt's settings file (root writes it, in a directory only root
+    writes), or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return __utils__["redis_config.values"](text, {"requirepass"}).get("requirepass")

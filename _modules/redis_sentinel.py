@@ -21,6 +21,8 @@ never appears on a command line, in a return value or in a log line.
 
 import collections
 import logging
+import os
+import stat
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -116,9 +118,30 @@ def _sentinel_command(client, *args):
     return client.execute_command("SENTINEL", *args)
 
 
-def _auth_password(user=ACL_USER):
+def _auth_password(password=None, user=ACL_USER):
     """The Sentinels' password for ``user``: hex, derived from the deployment's password."""
-    return __utils__["redis_acl.derived_password"](_settings().get("password") or "", user)
+    return __utils__["redis_acl.derived_password"](password or _settings().get("password") or "", user)
+
+
+def _server_connects():
+    connector = __utils__["redis_common.connector"]
+    return {_address(p["ip"], p["port"]): connector(p["ip"], p["port"]) for p in _peers()}
+
+
+def _outgoing(current, connects, dry_run, wait=30, cautious=False):
+    """The login (``(user, password)``) towards ``connects`` (``redis_acl.outgoing_login``),
+    waiting up to ``wait`` seconds for nodes not applied yet to accept the new one. Returns
+    ``(login, waiting)``."""
+    passwords = __utils__["redis_acl.secrets"](_settings())
+
+    def decide():
+        return __utils__["redis_acl.outgoing_login"](passwords, ACL_USER, current, connects, cautious)
+
+    login, waiting = decide()
+    if waiting and not dry_run:
+        _wait(lambda: not decide()[1], wait)
+        login, waiting = decide()
+    return login, waiting
 
 
 # ---------------------------------------------------------------- the live master
@@ -419,10 +442,125 @@ def sentinel_user(user=ACL_USER, dry_run=False, port=None):
         salt '*' redis_sentinel.sentinel_user
     """
     try:
-        return __utils__["redis_acl.converge"](_client(port), _settings().get("password") or "", user,
+        return __utils__["redis_acl.converge"](_client(port), __utils__["redis_acl.secrets"](_settings()), user,
                                                dry_run=dry_run)
     except redis.RedisError as exc:
         raise CommandExecutionError(f"ACL user {user} on the local Redis server: {_error(exc)}") from None
+
+
+def sentinel_logins(dry_run=False, port=None):
+    """
+    Converge the local Sentinel's own logins, live: Redis's ``default`` user (what clients and
+    our tools log in as) accepts the deployment's password, and the previous one during a
+    two-phase rotation; the ACL user ``salt-sentinel`` (what the other Sentinels log in as)
+    accepts the secrets derived from them; and this Sentinel logs in to the others as
+    ``salt-sentinel`` (``sentinel-user``/``sentinel-pass``), with the new secret once they
+    accept it. Persisted with ``SENTINEL FLUSHCONFIG``.
+
+    Returns ``{"changed": bool, "changes": {...}, "comment"}``; no secret in it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.sentinel_logins dry_run=True
+    """
+    acl = __utils__["redis_acl.secrets"](_settings())
+    try:
+        client = _sentinel_client(port=port)
+        converge = __utils__["redis_acl.users_converged"]
+        changes, comments, unsaved = converge(client, acl, [ACL_USER], on="sentinel", dry_run=dry_run)
+        if unsaved:
+            raise CommandExecutionError(unsaved)
+        running = _pairs(_sentinel_command(client, "CONFIG", "GET", "sentinel-*"))
+        current = (running.get("sentinel-user") or None, running.get("sentinel-pass") or None)
+        me = _my_address()
+        connector = __utils__["redis_common.connector"]
+        peers = {address: connector(*address.rsplit(":", 1))
+                 for address in (_address(h["ip"], h["port"]) for h in _sentinel_hosts()) if address != me}
+        login, waiting = _outgoing(current, peers, dry_run, cautious=True)
+        note = f" (waiting for {', '.join(waiting)})" if waiting else ""
+        if login != current:
+            changes["peer_login"] = f"{login[0]} / <hidden>{note}"
+            if not dry_run:
+                _sentinel_command(client, "CONFIG", "SET", "sentinel-user", login[0])
+                _sentinel_command(client, "CONFIG", "SET", "sentinel-pass", login[1])
+                _sentinel_command(client, "FLUSHCONFIG")
+        comments.append(f"the other Sentinels log in as {login[0] or 'default'}{note}")
+    except redis.RedisError as exc:
+        if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
+            return __utils__["redis_acl.not_deployed_yet"]("Sentinel", _error(exc))
+        raise CommandExecutionError(f"logins of the local Sentinel: {_error(exc)}") from None
+    if not dry_run:
+        # What a later force_password_change logs in with (Sentinel keeps only a hash).
+        settings = _settings()
+        process = f"sentinel-{port or settings.get('sentinel_port', 26379)}"
+        __utils__["redis_common.remember_password"](__opts__.get("cachedir"), process, settings.get("password"))
+    return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
+
+
+def accepts_password(port=None, timeout=5):
+    """
+    Whether the local Sentinel lets the deployment's password in (or, during a two-phase
+    rotation, the previous one): ``True``, ``False`` (refused) or ``None`` (no answer).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.accepts_password
+    """
+    settings = _settings()
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("sentinel_port", 26379), timeout)
+    # Each of the pillar's secrets, not redis_common.client: that one also tries, during a
+    # force_password_change, the password being replaced.
+    answers = [__utils__["redis_acl.accepts"](connect, None, secret)
+               for secret in __utils__["redis_acl.secrets"](settings)]
+    return True if True in answers else (False if False in answers else None)
+
+
+def forced_password_change(config_file="/etc/redis/sentinel.conf", dry_run=False, port=None):
+    """
+    ``force_password_change`` (pillar ``redis:force_password_change``) on the local Sentinel
+    when it refuses the deployment's password: log in with the password last accepted on this
+    host (Salt's root-only record, written at every apply, else ``requirepass`` in
+    ``config_file``) and give Sentinel's ``default`` user the deployment's password, live
+    (``ACL SETUSER``, ``SENTINEL FLUSHCONFIG``): no restart; every client still using the old
+    password is refused from then on.
+
+    Returns ``{"changed": bool, "persisted": bool, "comment": str}`` (no secret), or None when
+    the Sentinel accepts neither of those passwords either.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.forced_password_change dry_run=True
+    """
+    settings = _settings()
+    port = int(port or settings.get("sentinel_port", 26379))
+    remembered = __utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"sentinel-{port}")
+    candidates = [remembered, _file_password(config_file)]
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
+    passwords = __utils__["redis_acl.secrets"](settings)
+    try:
+        return __utils__["redis_acl.forced_change"](connect, passwords, candidates, on="sentinel", dry_run=dry_run)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"the local Sentinel: {_error(exc)}") from None
+
+
+def _file_password(path):
+    """``requirepass`` in the Sentinel's file, read without following a link (the redis user
+    can write /etc/redis), or None."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        text = handle.read().decode("utf-8", "surrogateescape")
+    return __utils__["redis_config.values"](text, {"requirepass"}).get("requirepass")
 
 
 # ---------------------------------------------------------------- the local Sentinel
@@ -557,10 +695,13 @@ def sentinel_configure(name=None, quorum=None, config_file=None, dry_run=False, 
         for directive, value in differs.items():
             changes[directive] = {"old": current.get(directive), "new": value}
         # Sentinel never shows the login; it persists it in its file, unquoted.
-        login = bool(config_file) and _auth_in_file(config_file, name) != (ACL_USER, _auth_password())
+        login = bool(config_file)
     if login:
-        differs.update({"auth-user": ACL_USER, "auth-pass": _auth_password()})
-        changes["auth"] = f"{ACL_USER} / <hidden>"
+        current = (_auth_in_file(config_file, name) if config_file else None) or (None, None)
+        wanted, waiting = _outgoing(current, _server_connects(), dry_run)
+        if tuple(current) != wanted:
+            differs.update({"auth-user": wanted[0], "auth-pass": wanted[1]})
+            changes["auth"] = f"{ACL_USER} / <hidden>" + (f" (waiting for {', '.join(waiting)})" if waiting else "")
     if differs:
         commands.append(("SET", name, *[word for pair in differs.items() for word in pair]))
     if not changes:
@@ -572,7 +713,9 @@ def sentinel_configure(name=None, quorum=None, config_file=None, dry_run=False, 
         try:
             _sentinel_command(client, *command)
         except redis.RedisError as exc:
-            why = _error(exc).replace(_auth_password(), "<hidden>")
+            why = _error(exc)
+            for secret in __utils__["redis_acl.secrets"](settings):
+                why = why.replace(_auth_password(secret), "<hidden>")
             raise CommandExecutionError(f"SENTINEL {command[0]} {name} failed: {why}") from None
     return {"changes": changes, "comment": f"changed the Sentinel's {name} at run time: {described}"}
 

@@ -131,15 +131,15 @@ MONITORING_LIMITS = {
 }
 # The keys cache.redis may hold. Anything else is an error: a typo must not run with the
 # default (`maxmemroy_percent: 50` would run with 25 %).
-SETTINGS_KEYS = (*DEFAULTS, "password", "sentinel", "backup", "monitoring")
+SETTINGS_KEYS = (
+    *DEFAULTS, "password", "previous_password", "force_password_change", "acl", "sentinel", "backup", "monitoring"
+)
 # Keys of the public interface whose feature this formula does not build yet: refused, so
 # nobody believes that TLS, ACLs or a firewall are on.
 NOT_SUPPORTED_YET = (
     "tls",
-    "acl",
     "firewall",
     "client_networks",
-    "previous_password",
     "server",
     "host_baseline",
 )
@@ -380,9 +380,9 @@ def _controllers(document, path, environ):
     return result
 
 
-def _password(settings, path):
-    key = "cache.redis.password"
-    password = settings.get("password")
+def _password(settings, path, name="password", key=None):
+    key = key or f"cache.redis.{name}"
+    password = settings.get(name)
     if password is None:
         raise DeploymentError(path, key, "is missing: expected a password (for example ${REDIS_PASSWORD})")
     if not isinstance(password, str):
@@ -397,6 +397,108 @@ def _password(settings, path):
     return password
 
 
+def _rotation(settings, path):
+    """cache.redis.previous_password: phase 1 of a two-phase password rotation (every node
+    accepts both); cache.redis.force_password_change: a one-step change that refuses clients
+    still holding the old password."""
+    if settings.get("previous_password") is not None:
+        settings["previous_password"] = _password(settings, path, "previous_password")
+        if settings["previous_password"] == settings["password"]:
+            raise DeploymentError(
+                path, "cache.redis.previous_password",
+                "expected the password being replaced, got the same as cache.redis.password "
+                "(remove previous_password once every node has been applied with the new password)",
+            )
+    else:
+        settings.pop("previous_password", None)
+    force = settings.get("force_password_change", False)
+    if not isinstance(force, bool):
+        raise DeploymentError(path, "cache.redis.force_password_change", f"expected true or false, got {force!r}")
+    settings["force_password_change"] = force
+
+
+# Our own logins (_utils/redis_acl.py) and Redis's default user: not an application's to define.
+RESERVED_USER = re.compile(r"^(default|salt-.*)$")
+_USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# ACL rules an application user may carry (Redis's syntax, checked again by Redis itself on each
+# node before anything changes). Passwords come from password/password_sha256 only.
+_ACL_RULE = re.compile(
+    r"^(on|off|allkeys|allchannels|allcommands|nocommands|resetkeys|resetchannels|clearselectors"
+    r"|sanitize-payload|skip-sanitize-payload|(%R|%W|%RW)?~\S+|&\S+|[+-]@?[A-Za-z0-9_.|:-]+)$",
+    re.IGNORECASE,
+)
+_PASSWORD_RULES = re.compile(r"^([<>#!].*|nopass|resetpass|reset)$", re.IGNORECASE)
+
+
+def _acl_rules(rules, key, path):
+    """Rules as a list of words (a string is split like Redis's config file splits a line);
+    a selector ``(...)`` is kept as one word."""
+    if isinstance(rules, str):
+        words = rules.split()
+    elif isinstance(rules, list) and all(isinstance(word, str) for word in rules):
+        words = [part for word in rules for part in word.split()]
+    else:
+        raise DeploymentError(path, key, "expected ACL rules as a string or a list of strings, e.g. '~app:* +@read'")
+    result, selector = [], None
+    for word in words:
+        if selector is not None or word.startswith("("):
+            selector = word if selector is None else f"{selector} {word}"
+            if selector.endswith(")"):
+                result.append(selector)
+                selector = None
+            continue
+        if _PASSWORD_RULES.match(word):
+            raise DeploymentError(
+                path, key, f"expected no password rule ({word.split()[0][:1] or word!r}...): give the user's password "
+                "in password or password_sha256, Salt sets it",
+            )
+        if not _ACL_RULE.match(word):
+            raise DeploymentError(path, key, f"expected Redis ACL rules, got {word!r}")
+        result.append(word)
+    if selector is not None:
+        raise DeploymentError(path, key, "expected a selector closed by ')'")
+    return result
+
+
+def _acl_users(raw, path):
+    """cache.redis.acl.users -> [{name, password_sha256, rules}]: minions get hashes only."""
+    acl = _mapping(raw, "cache.redis.acl", path)
+    _refuse_unknown_keys(acl, ("users",), "cache.redis.acl", path)
+    users = acl.get("users") or []
+    if not isinstance(users, list):
+        raise DeploymentError(path, "cache.redis.acl.users", "expected a list of {name, password, rules}")
+    result, seen = [], set()
+    for index, user in enumerate(users):
+        key = f"cache.redis.acl.users[{index}]"
+        if not isinstance(user, dict):
+            raise DeploymentError(path, key, "expected a mapping with name, password (or password_sha256) and rules")
+        _refuse_unknown_keys(user, ("name", "password", "password_sha256", "rules"), key, path)
+        name = user.get("name")
+        if not isinstance(name, str) or not _USER_NAME.match(name):
+            raise DeploymentError(path, f"{key}.name", f"expected a user name (letters, digits, . _ @ -), got {name!r}")
+        if RESERVED_USER.match(name):
+            raise DeploymentError(path, f"{key}.name", f"expected a name of your own: {name!r} is reserved for Redis "
+                                  "and this formula (default, salt-*)")
+        if name in seen:
+            raise DeploymentError(path, f"{key}.name", f"duplicate user {name!r}")
+        seen.add(name)
+        if ("password" in user) == ("password_sha256" in user):
+            raise DeploymentError(path, key, "expected exactly one of password or password_sha256")
+        if "password" in user:
+            password = _password(user, path, key=f"{key}.password")
+            digest = hashlib.sha256(password.encode("utf-8")).hexdigest()
+        else:
+            digest = user["password_sha256"]
+            if not isinstance(digest, str) or not _SHA256.match(digest):
+                raise DeploymentError(path, f"{key}.password_sha256",
+                                      "expected 64 hex digits (sha256sum of the password)")
+            digest = digest.lower()
+        rules = _acl_rules(user.get("rules", ""), f"{key}.rules", path)
+        result.append({"name": name, "password_sha256": digest, "rules": rules})
+    return result
+
+
 def _redis_settings(document, path, environ):
     cache = _mapping(document.get("cache"), "cache", path)
     raw = _mapping(cache.get("redis"), "cache.redis", path)
@@ -404,6 +506,8 @@ def _redis_settings(document, path, environ):
     settings = dict(DEFAULTS)
     settings.update(_expand(raw, "cache.redis", path, environ))
     settings["password"] = _password(settings, path)
+    _rotation(settings, path)
+    settings["acl_users"] = _acl_users(settings.pop("acl", None), path)
     _choice(settings, "mode", "cache.redis.mode", path, MODES)
     _integer(settings, "port", "cache.redis.port", path, 1, 65535)
     _integer(settings, "sentinel_port", "cache.redis.sentinel_port", path, 1, 65535)
@@ -532,26 +636,33 @@ def _resolve_mode(settings, redis_nodes, path):
     return mode
 
 
-def _hide(text, password):
-    """`text` with `password` replaced wherever it shows: as is, or inside a value that a
-    message quotes with repr() (between single quotes, where ' reads \\', or double quotes)."""
-    if not isinstance(password, str) or not password:
-        return text
-    in_single_quotes = repr(password + "'\"")[1:-4]  # both quotes present: repr() picks '...'
-    spellings = {password, in_single_quotes, in_single_quotes.replace("\\'", "'")}
+def _hide(text, secrets):
+    """`text` with each of `secrets` (the password, or a list: the password, the previous one,
+    the ACL users') replaced wherever it shows: as is, or inside a value that a message quotes
+    with repr() (between single quotes, where ' reads \\', or double quotes)."""
+    spellings = set()
+    for secret in [secrets] if isinstance(secrets, str) else secrets or ():
+        if isinstance(secret, str) and secret:
+            in_single_quotes = repr(secret + "'\"")[1:-4]  # both quotes present: repr() picks '...'
+            spellings |= {secret, in_single_quotes, in_single_quotes.replace("\\'", "'")}
     for spelling in sorted(spellings, key=len, reverse=True):
         text = text.replace(spelling, PASSWORD_IN_MESSAGE)
     return text
 
 
-def _document_password(document, environ):
-    """The password the YAML gives, expanded as far as the environment allows (or None)."""
+def _document_secrets(document, environ):
+    """The passwords the YAML gives (password, previous_password, the ACL users'), expanded
+    as far as the environment allows."""
     cache = document.get("cache")
     redis = cache.get("redis") if isinstance(cache, dict) else None
-    password = redis.get("password") if isinstance(redis, dict) else None
-    if not isinstance(password, str):
-        return None
-    return _VAR.sub(lambda match: environ.get(match.group(1), match.group(0)), password)
+    if not isinstance(redis, dict):
+        return []
+    found = [redis.get("password"), redis.get("previous_password")]
+    acl = redis.get("acl")
+    users = acl.get("users") if isinstance(acl, dict) else None
+    found += [user.get("password") for user in users or () if isinstance(user, dict)] if isinstance(users, list) else []
+    return [_VAR.sub(lambda match: environ.get(match.group(1), match.group(0)), secret)
+            for secret in found if isinstance(secret, str)]
 
 
 def load_deployment(path, environ=None):
@@ -565,8 +676,7 @@ def load_deployment(path, environ=None):
     try:
         return _shape(document, path, environ)
     except DeploymentError as exc:
-        password = _document_password(document, environ)
-        raise DeploymentError(exc.path, exc.key, _hide(exc.expected, password)) from None
+        raise DeploymentError(exc.path, exc.key, _hide(exc.expected, _document_secrets(document, environ))) from None
 
 
 def _shape(document, path, environ):
@@ -758,6 +868,7 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "port": settings["port"],
             "sentinel_port": settings["sentinel_port"],
             "password": settings["password"],
+            "acl_users": copy.deepcopy(settings["acl_users"]),
             "peers": copy.deepcopy(deployment["peers"]),
             "initial_master": dict(deployment["initial_master"]),
             "master_name": settings["master_name"],
@@ -778,6 +889,10 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
     )
     if maxmemory is None:  # a Sentinel-only witness without a usable mem_total: it runs no redis-server
         del pillar["maxmemory"]
+    if "previous_password" in settings:
+        pillar["previous_password"] = settings["previous_password"]
+    if settings["force_password_change"]:
+        pillar["force_password_change"] = True
     if deployment["mode"] == "cluster":
         pillar["slot_plan"] = copy.deepcopy(deployment["slot_plan"])
         pillar["slots"] = copy.deepcopy(deployment["slot_plan"].get(node["hostname"], []))
@@ -818,7 +933,8 @@ def error_pillar(message):
 
 def _redis_pillar(minion_id, pillar, config):
     deployment = load_deployment(config)
-    password = deployment["settings"]["password"]
+    settings = deployment["settings"]
+    secrets = [settings["password"], settings.get("previous_password")]
     try:
         overrides = pillar.get("redis") if isinstance(pillar.get("redis"), dict) else {}
         maxmemory = memory_bytes(overrides["maxmemory"]) if "maxmemory" in overrides else None
@@ -834,13 +950,15 @@ def _redis_pillar(minion_id, pillar, config):
         if maxmemory is not None:
             result["maxmemory"] = maxmemory
     except DeploymentError as exc:
-        raise DeploymentError(exc.path, exc.key, _hide(exc.expected, password)) from None
+        raise DeploymentError(exc.path, exc.key, _hide(exc.expected, secrets)) from None
     result["formula_modules"] = formula_modules()
     if "password" in result and not _rendered_for_minion(minion_id):
         # Only minions need the password, and they get pillar from the salt-master daemon.
         # Any other process renders pillar for display (salt-run pillar.show_pillar,
         # salt-api) and would print it and publish it in its return event.
         result["password"] = PASSWORD_HIDDEN
+        if "previous_password" in result:
+            result["previous_password"] = PASSWORD_HIDDEN
     return result
 
 

@@ -13,7 +13,6 @@ every node at once, so that restart is left to ``salt-run redis_deployment.rolli
 import contextlib
 import errno
 import grp
-import hashlib
 import json
 import logging
 import os
@@ -53,17 +52,20 @@ def _quoted(value):
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _stale_password_line(directive, argument, password):
-    """A password line Redis copied in (CONFIG REWRITE) that no longer holds the deployment's password.
+def _stale_password_line(directive, argument, passwords):
+    """A password line Redis copied in (CONFIG REWRITE) that holds none of the deployment's
+    secrets (``passwords``: the password, and the previous one during a rotation).
 
     Redis applies ``user`` lines after the whole configuration, so a stale ``user default``
-    would beat a new password wherever it stands.
+    would beat a new password wherever it stands. ``masterauth`` is Redis's to keep:
+    ``logins_converged`` sets it live (the replication user's secret) and CONFIG REWRITE
+    writes it.
     """
-    if directive in PASSWORD_DIRECTIVES:
-        return __utils__["redis_config.config_args"](argument) != [password]
+    if directive == "requirepass":
+        return __utils__["redis_config.config_args"](argument)[:1] != passwords[:1]
     if directive == "user" and argument.split(None, 1)[:1] == ["default"]:
-        digest = hashlib.sha256((password or "").encode()).hexdigest()
-        return not password or f"#{digest}" not in argument.split()
+        hashes = {f"#{h}" for h in __utils__["redis_acl.digests"](passwords)}
+        return not passwords[0] or not hashes & set(argument.split())
     return False
 
 
@@ -180,11 +182,11 @@ def _replace(name, text, uid, gid, mode, snapshot):
                 os.unlink(temporary)
 
 
-def _plan(lines, include, managed, password, exists):
+def _plan(lines, include, managed, passwords, exists):
     """What config_included has to do to ``lines``: ``(actions, new lines)``."""
     directives = __utils__["redis_config.directives"](lines)
     ours = [i for i, directive, arg in directives if directive == "include" and arg == include]
-    stale = [i for i, directive, arg in directives if _stale_password_line(directive, arg, password)]
+    stale = [i for i, directive, arg in directives if _stale_password_line(directive, arg, passwords)]
     after = [(i, d) for i, d, _ in directives if ours and i > ours[-1]]
     present = {directive for i, directive, _ in directives if i not in stale}
     unstated = [directive for directive in managed if directive not in present]
@@ -221,9 +223,10 @@ def config_included(name, include, settings=None, user="redis", group="redis", m
     when the two differ). After that a CONFIG REWRITE moves nothing, and a restart
     reads every managed setting from the include, once: Redis adds up ``save`` lines.
     Redis's own lines (``replicaof`` after a failover, other CONFIG REWRITE output, an
-    operator's additions) are kept, except password lines (``requirepass``,
-    ``masterauth``, ``user default``) that do not hold the deployment's password
-    (pillar ``redis:password``). The file stays ``user:group`` with ``mode``.
+    operator's additions) are kept, except password lines (``requirepass``, ``user
+    default``) that do not hold the deployment's password (pillar ``redis:password``; a
+    ``user default`` line may hold ``redis:previous_password`` instead during a rotation).
+    The file stays ``user:group`` with ``mode``.
 
     The directory of ``name`` is writable by the Redis user, so Salt never follows a
     link there: a symlink (or hard-linked file) at ``name`` fails the state and nothing
@@ -249,10 +252,10 @@ def config_included(name, include, settings=None, user="redis", group="redis", m
     redis_pillar = __pillar__.get("redis") or {}
     if redis_pillar.get("error"):
         return _pillar_failed(ret, redis_pillar["error"])
-    password = redis_pillar.get("password")
+    passwords = __utils__["redis_acl.secrets"](redis_pillar)
     managed = dict(settings or {})
-    if password:
-        managed.update(requirepass=password, masterauth=password)
+    if passwords[0]:
+        managed.update(requirepass=passwords[0])
     try:
         uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
     except KeyError:
@@ -272,7 +275,7 @@ def config_included(name, include, settings=None, user="redis", group="redis", m
                 lines = MAIN_FILE_HEADER.splitlines()
             else:
                 lines = snapshot.content.decode("utf-8", "surrogateescape").splitlines()
-            actions, new_lines = _plan(lines, include, managed, password, snapshot.content is not None)
+            actions, new_lines = _plan(lines, include, managed, passwords, snapshot.content is not None)
             if not actions:
                 ret["comment"] = f"{name}: the settings of {include} win"
                 return _owner_and_mode(ret, name, descriptor, info, (uid, gid, user, group), wanted_mode)
@@ -388,6 +391,17 @@ def _note_pending(port, run_id, wanted):
         log.warning("cannot note the pending restart in %s: %s", path, exc.strerror)
 
 
+def _journal_tail(service, lines=6):
+    """``"; its journal: ..."``: the last lines the unit logged (Redis's own start-up errors,
+    systemd's verdict), or ``""``."""
+    found = __salt__["cmd.run_all"](
+        ["journalctl", "--unit", f"{service}.service", "--lines", str(lines), "--no-pager", "--output", "cat"],
+        python_shell=False, ignore_retcode=True, output_loglevel="quiet",
+    )
+    text = " | ".join(line.strip() for line in (found.get("stdout") or "").splitlines() if line.strip())
+    return f"; its journal: {text}" if text else ""
+
+
 def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
     """The server refuses the deployment's password and belongs to a formed deployment."""
     sentinels = " and the Sentinels' login" if (__pillar__.get("redis") or {}).get("mode") == "sentinel" else ""
@@ -397,11 +411,101 @@ def _password_not_rotated(ret, diff, member, port, socket_timeout, service):
         comment=(
             f"{_reason('auth', diff, port, socket_timeout)}: the deployment's password differs from the running "
             f"server's, and this node belongs to a formed deployment ({member['why']}). A plain apply restarts "
-            f"every node at once, which would cut off every client{sentinels}: {service} not restarted. Change "
-            "the password through a rolling restart: salt-run redis_deployment.rolling_restart"
+            f"every node at once, which would cut off every client{sentinels}: {service} not restarted, nothing "
+            f"changed. To change the password, {__utils__['redis_acl.rotation_recipe']()}"
         ),
     )
     return ret
+
+
+def password_accepted(name, port=None, settings=None, service="redis-server", socket_timeout=5, settings_file=None):
+    """
+    Before any file changes: the running server must accept the deployment's password, or
+    the previous one during a two-phase rotation (pillar ``redis:previous_password``). A
+    server of a formed deployment that refuses both fails the state with the two-phase
+    recipe, so nothing else changes (not even Salt's settings file, which a later restart
+    would read). A server that is down, or belongs to no formed deployment (a package's
+    server on a bare host), passes: the first apply gives it the password. The comment says
+    which phase of a rotation the deployment is in.
+
+    With pillar ``redis:force_password_change`` the refused change is made instead, live and
+    in one step (no restart): the state logs in with the password last accepted on this host
+    (Salt's root-only record, or ``requirepass`` in ``settings_file``, Salt's settings file
+    before this apply rewrites it) and says the downtime: clients still using the old
+    password are refused from then on.
+
+    ``settings`` (the managed directives) tells where Redis keeps its nodes file; ``service``
+    is the server's unit, as the comment names it.
+
+    .. code-block:: yaml
+
+        redis-server-accepts-the-password:
+          redis_node.password_accepted:
+            - name: 127.0.0.1:6379
+    """
+    ret = _ret(name)
+    redis_pillar = __pillar__.get("redis") or {}
+    if redis_pillar.get("error"):
+        return _pillar_failed(ret, redis_pillar["error"])
+    port = port or redis_pillar.get("port", 6379)
+    passwords = __utils__["redis_acl.secrets"](redis_pillar)
+    # Any directive makes the server answer (an empty comparison would not even log in).
+    diff = __salt__["redis_node.config_diff"]({"port": port}, port=port, timeout=socket_timeout)
+    if redis_pillar.get("force_password_change") and diff["reachable"] and diff["failure"] != "auth":
+        # The module's client also tries the password being replaced: ask with the pillar's own.
+        connect = __utils__["redis_common.connector"]("127.0.0.1", port, socket_timeout)
+        if not any(__utils__["redis_acl.accepts"](connect, None, secret) for secret in passwords):
+            diff = dict(diff, failure="auth")
+    if diff["failure"] != "auth":
+        ret["comment"] = (__utils__["redis_acl.phase"](passwords) if diff["reachable"]
+                          else f"nothing to check: {_reason(diff['failure'], diff, port, socket_timeout)}")
+        return ret
+    member = __salt__["redis_cluster.in_formed_deployment"](
+        port=port, nodes_file=_nodes_file(settings or {}), timeout=socket_timeout
+    )
+    if member["formed"] and redis_pillar.get("force_password_change"):
+        return _password_forced(ret, port, settings_file)
+    if member["formed"]:
+        return _password_not_rotated(ret, diff, member, port, socket_timeout, service)
+    ret["comment"] = "the server refuses the password but belongs to no formed deployment: the apply sets it"
+    return ret
+
+
+def _password_forced(ret, port, settings_file):
+    """``force_password_change`` on a formed deployment's server that refuses the password."""
+    try:
+        outcome = __salt__["redis_node.forced_password_change"](port=port, settings_file=settings_file,
+                                                                dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    return __utils__["redis_acl.forced_state_return"](ret, outcome, "server", __opts__["test"])
+
+
+def logins_converged(name, port=None, wait=30):
+    """
+    The running server's own logins as the deployment wants them, live
+    (``redis_node.logins``): ``default`` accepts the password (and the previous one during
+    a rotation), the replication user ``salt-replication`` likewise, and the server logs in
+    to its master as that user, with the new secret once the master accepts it. The comment
+    says which phase of a rotation the node is in; no secret in the return.
+
+    .. code-block:: yaml
+
+        redis-server-logins:
+          redis_node.logins_converged:
+            - name: 127.0.0.1:6379
+    """
+    ret = _ret(name)
+    redis_pillar = __pillar__.get("redis") or {}
+    if redis_pillar.get("error"):
+        return _pillar_failed(ret, redis_pillar["error"])
+    try:
+        outcome = __salt__["redis_node.logins"](dry_run=__opts__["test"], port=port, wait=wait)
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    return __utils__["redis_acl.logins_state_return"](ret, outcome, __opts__["test"])
 
 
 def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
@@ -467,11 +571,9 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     if redis_pillar.get("error"):
         return _pillar_failed(ret, redis_pillar["error"])
     port = settings.get("port") or redis_pillar.get("port", 6379)
-    password = redis_pillar.get("password")
     nodes_file = _nodes_file(settings)
-    if password:
-        # Compared and set like the rest, but taken from pillar, never from arguments.
-        settings = dict(settings, requirepass=password, masterauth=password)
+    # The password is in the settings file for a start; a running server gets it, with the
+    # previous one during a rotation, from logins_converged (one MULTI, nobody refused).
 
     def compare():
         return __salt__["redis_node.config_diff"](settings, port=port, timeout=socket_timeout)
@@ -536,9 +638,16 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         except CommandExecutionError as exc:
             restarted, reason = False, f"{reason}; {exc}"
         if restarted is False:
-            ret.update(result=False, changes={}, comment=f"{service} could not be restarted (restart for: {reason})")
-            return ret
-        if not __salt__["redis_node.wait_ready"](timeout=timeout, port=port):
+            # The unit's Restart= may start a server whose start failed once (for a passing
+            # reason) again: wait for it before calling the restart failed. The journal says why.
+            journal = _journal_tail(service)
+            if not __salt__["redis_node.wait_ready"](timeout=timeout, port=port):
+                ret.update(result=False, changes={},
+                           comment=f"{service} could not be restarted (restart for: {reason}){journal}")
+                return ret
+            reason = f"{reason}; its first start failed and systemd started it again{journal}"
+            ret["changes"]["reason"] = reason
+        elif not __salt__["redis_node.wait_ready"](timeout=timeout, port=port):
             ret.update(result=False, comment=f"{service} restarted but does not answer within {timeout}s")
             return ret
     elif live:

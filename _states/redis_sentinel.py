@@ -62,6 +62,89 @@ def _refused(ret, settings, need_server):
     return None
 
 
+# ---------------------------------------------------------------- logins_converged
+
+
+def logins_converged(name):
+    """
+    The local Sentinel's own logins as the deployment wants them, live
+    (``redis_sentinel.sentinel_logins``): clients log in with the password (and the previous
+    one during a two-phase rotation), the other Sentinels as ``salt-sentinel``, and this
+    Sentinel logs in to them with the new secret once they accept it. No restart, no
+    secret in the return.
+
+    .. code-block:: yaml
+
+        redis-sentinel-logins:
+          redis_sentinel.logins_converged:
+            - name: mymaster
+    """
+    ret = _ret(name)
+    refused = _refused(ret, _pillar(), need_server=False)
+    if refused:
+        return refused
+    try:
+        outcome = __salt__["redis_sentinel.sentinel_logins"](dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    return __utils__["redis_acl.logins_state_return"](ret, outcome, __opts__["test"])
+
+
+# ---------------------------------------------------------------- password_accepted
+
+
+def password_accepted(name, config_file="/etc/redis/sentinel.conf"):
+    """
+    Before the Sentinel is configured: a Sentinel Salt has taken over (its file in
+    ``config_file`` carries Salt's marker) must accept the deployment's password, or the
+    previous one during a two-phase rotation. One that refuses both fails the state with the
+    two-phase recipe, nothing changed; with pillar ``redis:force_password_change`` the change
+    is made instead, live and in one step (``redis_sentinel.forced_password_change``), and the
+    comment says the downtime. A Sentinel not answering, or not taken over yet (a package's
+    Sentinel on a bare host), passes: the takeover gives it the password.
+
+    .. code-block:: yaml
+
+        redis-sentinel-accepts-the-password:
+          redis_sentinel.password_accepted:
+            - name: mymaster
+            - config_file: /etc/redis/sentinel.conf
+    """
+    ret = _ret(name)
+    settings = _pillar()
+    refused = _refused(ret, settings, need_server=False)
+    if refused:
+        return refused
+    passwords = __utils__["redis_acl.secrets"](settings)
+    answer = __salt__["redis_sentinel.accepts_password"]()
+    if answer is not False:
+        ret["comment"] = (__utils__["redis_acl.phase"](passwords) if answer
+                          else "nothing to check: the local Sentinel does not answer")
+        return ret
+    try:
+        content, _ = _read(config_file)
+    except _Unsafe as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    if content is None or MARKER not in content.splitlines():
+        ret["comment"] = "the local Sentinel refuses the password but Salt has not taken it over yet: the apply does"
+        return ret
+    if not settings.get("force_password_change"):
+        ret.update(result=False, comment=(
+            "the local Sentinel refuses the deployment's password: it differs from the one in use, nothing changed. "
+            f"To change the password, {__utils__['redis_acl.rotation_recipe']()}"
+        ))
+        return ret
+    try:
+        outcome = __salt__["redis_sentinel.forced_password_change"](config_file=config_file,
+                                                                    dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    return __utils__["redis_acl.forced_state_return"](ret, outcome, "Sentinel", __opts__["test"])
+
+
 # ---------------------------------------------------------------- sentinel_user
 
 

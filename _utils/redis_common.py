@@ -3,6 +3,8 @@ What every Redis module of the deployment needs, in one place (Salt's ``_utils``
 reach it as ``__utils__["redis_common.<name>"]``):
 
 - an authenticated redis-py client for a node, its password handed over in memory only;
+- the root-only record of the password last accepted on this host (what a
+  ``force_password_change`` logs in with);
 - a one-line, password-free description of a redis-py error, and what kind of trouble it
   tells of (so a caller can decide whether a restart may help);
 - polling a condition, bounded;
@@ -37,19 +39,108 @@ def __virtual__():
 def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, username=None):
     """A redis-py client for the node at ``host:port`` (default: ``settings``' own port), with
     the deployment's password from ``settings`` (pillar ``redis``) unless ``password`` (and
-    ``username``, an ACL user's) is given."""
-    return redis.Redis(
-        host=host,
-        port=int(port or settings.get("port", 6379)),
-        username=username,
-        password=password or settings.get("password") or None,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        # Our callers poll or decide themselves; redis-py's default retries would
-        # stretch every timeout (and retry refused passwords) by seconds.
-        retry=Retry(NoBackoff(), 0),
-    )
+    ``username``, an ACL user's) is given.
+
+    During a two-phase password rotation (``previous_password`` in ``settings``) a node not
+    applied yet accepts only the previous password: the new one is tried first (one PING),
+    and the previous one when the node refuses it. Likewise, with ``force_password_change``,
+    the password last accepted on this host (:func:`remembered_password`)."""
+
+    def connect(secret):
+        return redis.Redis(
+            host=host,
+            port=int(port or settings.get("port", 6379)),
+            username=username,
+            password=secret or None,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            # Our callers poll or decide themselves; redis-py's default retries would
+            # stretch every timeout (and retry refused passwords) by seconds.
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    fallbacks = [] if password else _fallback_passwords(settings)
+    if not fallbacks:
+        return connect(password or settings.get("password"))
+    candidates = [settings.get("password"), *fallbacks]
+    for index, secret in enumerate(candidates):
+        tried = connect(secret)
+        try:
+            tried.ping()
+        except redis.RedisError as exc:
+            if is_auth_failure(exc) and index < len(candidates) - 1:
+                tried.close()
+                continue
+        return tried
+
+
+def _fallback_passwords(settings):
+    """What :func:`client` tries after the deployment's password: the previous one during a
+    two-phase rotation; during a ``force_password_change`` the one last accepted on this host
+    (a node not changed yet accepts only that)."""
+    found = [settings["previous_password"]] if settings.get("previous_password") else []
+    if settings.get("force_password_change"):
+        for remembered in remembered_passwords((globals().get("__opts__") or {}).get("cachedir")):
+            if remembered not in found and remembered != settings.get("password"):
+                found.append(remembered)
+    return found
+
+
+LOGIN_RECORDS = "redis_logins"
+
+
+def _login_record(cachedir, process=None):
+    directory = os.path.join(cachedir or "/var/cache/salt/minion", LOGIN_RECORDS)
+    return os.path.join(directory, process) if process else directory
+
+
+def remembered_password(cachedir, process):
+    """The deployment's password that the local ``process`` (``server-<port>`` or
+    ``sentinel-<port>``) last accepted (:func:`remember_password`), or None. Only a file owned
+    by us that no one else may read counts; no link is followed."""
+    try:
+        descriptor = os.open(_login_record(cachedir, process), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            return None
+        return handle.read().decode("utf-8", "surrogateescape") or None
+
+
+def remembered_passwords(cachedir):
+    """Every password the local processes last accepted (:func:`remembered_password`), distinct."""
+    try:
+        processes = sorted(os.listdir(_login_record(cachedir)))
+    except OSError:
+        return []
+    return list(dict.fromkeys(p for p in (remembered_password(cachedir, n) for n in processes) if p))
+
+
+def remember_password(cachedir, process, password):
+    """Keep ``password`` (the one the local ``process`` accepts now) in a root-only file under
+    the minion's ``cachedir``: the one a later ``force_password_change`` logs in with, since
+    Redis keeps only its hash. One file per process: a host's server may change before its
+    Sentinel. Written (whole) only when it differs; returns whether it was."""
+    if not password or remembered_password(cachedir, process) == password:
+        return False
+    path = _login_record(cachedir, process)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    replace_file(path, password, os.geteuid(), os.getegid(), 0o600)
+    return True
+
+
+def connector(host, port, timeout=2):
+    """A client factory ``connect(username, password)`` for the node at ``host:port``, for
+    checks that try logins (``redis_acl.outgoing_login``). Defined here so that it runs in the
+    utils loader's context wherever it is called from."""
+
+    def connect(username, password):
+        return client({}, int(port), host=host, timeout=timeout, username=username, password=password)
+
+    return connect
 
 
 def error_text(exc):

@@ -13,5 +13,5 @@ redis-cluster-formed:
     - timeout: {{ redis.get("cluster_form_timeout_s", 120) }}
     - marker: {{ redis.cluster_member_marker }}
     - require:
-      - redis_node: redis-server-runs-the-managed-settings
+      - redis_node: redis-server-logins
 {%- endif %}

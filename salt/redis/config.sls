@@ -62,6 +62,21 @@ redis-deployment-shape-kept:
 {%-   endif %}
 {%- endif %}
 
+{%- if custom_states_usable %}
+
+{#- Before the settings file changes: a formed deployment's server must accept the password
+    or, during a two-phase rotation, the previous one. #}
+redis-server-accepts-the-password:
+  redis_node.password_accepted:
+    - name: {{ redis.get("bind_ip", "127.0.0.1") }}:{{ redis.port }}
+    - port: {{ redis.port }}
+    - settings: {{ redis_settings | json }}
+    - service: {{ redis.service }}
+    - settings_file: {{ redis.salt_config_file }}
+    - require:
+      - redis_cluster: redis-deployment-shape-kept
+{%- endif %}
+
 redis-salt-settings-file:
   file.managed:
     - name: {{ redis.salt_config_file }}
@@ -83,6 +98,7 @@ redis-salt-settings-file:
       - file: redis-config-checker-installed
 {%- if custom_states_usable %}
       - redis_cluster: redis-deployment-shape-kept
+      - redis_node: redis-server-accepts-the-password
 {%- endif %}
 
 {%- if custom_states_usable %}

@@ -15,6 +15,7 @@ include:
 {%-   elif redis.mode == "sentinel" %}
   - {{ tplroot }}.sentinel
 {%-   endif %}
+  - {{ tplroot }}.acl
   - {{ tplroot }}.backup
   - {{ tplroot }}.health
 {%-   if exporter %}
@@ -22,6 +23,7 @@ include:
 {%-   endif %}
 {%- elif sentinel_node %}
   - {{ tplroot }}.sentinel
+  - {{ tplroot }}.acl
   - {{ tplroot }}.health
 {%-   if exporter %}
   - {{ tplroot }}.monitoring

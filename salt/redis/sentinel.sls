@@ -19,7 +19,7 @@ redis-sentinel-login-on-this-server:
   redis_sentinel.sentinel_user:
     - name: salt-sentinel
     - require:
-      - redis_node: redis-server-runs-the-managed-settings
+      - redis_node: redis-server-logins
 
 redis-replication-follows-the-live-master:
   redis_sentinel.replicating:
@@ -45,6 +45,15 @@ redis-sentinel-running:
       - redis_cluster: redis-deployment-shape-kept
 {%-   endif %}
 
+{#- Before monitored talks to it: a Sentinel taken over must accept the password, or change
+    it in one step under force_password_change. #}
+redis-sentinel-accepts-the-password:
+  redis_sentinel.password_accepted:
+    - name: {{ redis.master_name }}
+    - config_file: {{ redis.sentinel_config_file }}
+    - require:
+      - service: redis-sentinel-running
+
 redis-sentinel-monitors-the-master:
   redis_sentinel.monitored:
     - name: {{ redis.master_name }}
@@ -53,4 +62,12 @@ redis-sentinel-monitors-the-master:
     - daemonize: {{ not supervised_by_systemd }}
     - require:
       - service: redis-sentinel-running
+      - redis_sentinel: redis-sentinel-accepts-the-password
+
+{#- After monitored (which writes a bare host's Sentinel file): the Sentinel's own logins. #}
+redis-sentinel-logins:
+  redis_sentinel.logins_converged:
+    - name: {{ redis.master_name }}
+    - require:
+      - redis_sentinel: redis-sentinel-monitors-the-master
 {%- endif %}

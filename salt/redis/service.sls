@@ -94,6 +94,14 @@ redis-server-runs-the-managed-settings:
     - require:
       - service: redis-server-running
 
+{#- Live, never a restart: default accepts the password (and, during a rotation, the previous
+    one), replication logs in as its own user. #}
+redis-server-logins:
+  redis_node.logins_converged:
+    - name: {{ redis.get("bind_ip", "127.0.0.1") }}:{{ redis.port }}
+    - require:
+      - redis_node: redis-server-runs-the-managed-settings
+
 {%- if redis.mode == "cluster" %}
 
 {#- Debian's redis-sentinel package starts a Sentinel; a Redis Cluster has no use for it. #}

@@ -1,8 +1,9 @@
 """What the functional cluster tests share: each node's execution and state module as its
 minion would load them, and a node's CLUSTER INFO."""
 
+import pytest
 import redis
-from conftest import load_module
+from conftest import give_opts, load_module, load_node_module
 from support.writers import Writer
 
 
@@ -72,3 +73,25 @@ class ClusterWriter(Writer):
             return [key for number, (key, value) in enumerate(zip(keys, values)) if value != str(number)]
         finally:
             reader.close()
+
+
+def wired_state(mod, cachedir):
+    """_states/redis_node.py as the node's minion loads it, on ``mod``'s pillar."""
+    state = load_module(f"rotation_state_{id(mod)}", "_states/redis_node.py")
+    node = load_node_module(mod.__pillar__)
+    give_opts(node, {"cachedir": str(cachedir)})
+    state.__salt__ = {f"redis_node.{name}": getattr(node, name)
+                      for name in ("config_diff", "config_set", "wait_ready", "logins", "forced_password_change")}
+    state.__salt__["redis_cluster.in_formed_deployment"] = mod.in_formed_deployment
+    state.__salt__["service.restart"] = lambda service: pytest.fail(f"{service} restarted during a rotation")
+    state.__opts__ = {"test": False, "cachedir": str(cachedir)}
+    state.__pillar__ = mod.__pillar__
+    return state
+
+
+def accepts(server, password, username=None):
+    """Whether ``server`` lets ``username`` (None: ``default``) in with ``password``."""
+    try:
+        return redis.Redis(port=server.port, username=username, password=password, socket_timeout=5).ping()
+    except redis.AuthenticationError:
+        return False

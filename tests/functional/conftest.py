@@ -139,6 +139,7 @@ class RedisServer:
 
     def write_salt_conf(self):
         lines = [f"{directive} {value}" for directive, value in self.settings.items()]
+        # masterauth: what logins_converged sets live on a deployed node (here the test's own file).
         lines += [f"requirepass {redis_quote(self.password)}", f"masterauth {redis_quote(self.password)}"]
         self.salt_conf.write_text("\n".join(lines) + "\n")
 
@@ -299,6 +300,15 @@ def load_module(name, relative_path):
     return module
 
 
+def give_opts(module, opts):
+    """``__opts__`` for ``module`` and, as Salt's loader gives the minion's options to every
+    utils module too, for the utils modules behind its ``__utils__``."""
+    module.__opts__ = opts
+    for function in module.__utils__.values():
+        if hasattr(function, "__globals__"):
+            function.__globals__["__opts__"] = opts
+
+
 def load_execution_module(port, password=PASSWORD, role="cluster-node"):
     mod = load_module("redis_cluster_mod", "_modules/redis_cluster.py")
     mod.__pillar__ = {"redis": {"role": role, "mode": "cluster", "port": port, "password": password}}
@@ -324,6 +334,9 @@ def redis_node_mod(redis_server):
     return load_node_module(load_execution_module(redis_server.port).__pillar__)
 
 
+JOURNAL_TAIL = "Starting redis-server.service\nredis-server.service: Failed with result 'exit-code'.\n"
+
+
 def load_state_module(port, restart):
     """_states/redis_node.py as a node's minion loads it: its execution functions from
     _modules/redis_node.py, whether the node is formed from _modules/redis_cluster.py."""
@@ -336,6 +349,8 @@ def load_state_module(port, restart):
         "redis_node.wait_ready": node.wait_ready,
         "redis_cluster.in_formed_deployment": mod.in_formed_deployment,
         "service.restart": restart,
+        # journalctl: the host's journal is not the test server's; what a unit logs is stood in.
+        "cmd.run_all": lambda command, **kwargs: {"retcode": 0, "stdout": JOURNAL_TAIL},
     }
     state.__opts__ = {"test": False}
     state.__pillar__ = mod.__pillar__
@@ -381,3 +396,15 @@ def wrong_password():
 def closed_port():
     """A local port nothing listens on."""
     return free_port()
+
+
+@pytest.fixture
+def formed_cluster(tmp_path_factory, server_build):
+    """Three servers of ``server_build`` formed into a cluster by the formula's own module:
+    ``(servers, execution modules)``."""
+    from cluster_support import node_modules  # cluster_support imports this module
+
+    with cluster_nodes(tmp_path_factory, server_build, 3) as servers:
+        nodes = node_modules(servers)
+        assert nodes[0][1].formed("cluster", timeout=30)["result"] is True
+        yield servers, [mod for mod, _, _ in nodes]

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import redis
-from conftest import PASSWORD, SERVERS, RedisServer, free_port, load_module, stop_process
+from conftest import PASSWORD, SERVERS, RedisServer, free_port, give_opts, load_module, stop_process
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -158,6 +158,8 @@ class Minion:
         }
         self.state.__salt__["service.restart"] = sentinel.restart
         self.state.__opts__ = {"test": False}
+        # One minion per host: its Redis server's and its Sentinel's modules share the cache.
+        give_opts(self.mod, {"cachedir": str((server or sentinel).dir / "minion-cache")})
         self.refresh_pillar()
 
     def pillar(self):
@@ -208,6 +210,7 @@ class Minion:
         if self.server:
             rets.append(self.state.sentinel_user())
             rets.append(self.state.replicating(MASTER_NAME))
+        rets.append(self.state.password_accepted(MASTER_NAME, config_file=str(self.sentinel.conf)))
         rets.append(self.monitored(test=test))
         return rets
 
@@ -262,6 +265,13 @@ class Deployment:
         return next(s for s in self.servers if f"127.0.0.1:{s.port}" == address)
 
     def apply_all(self, test=False):
+        # Salt applies every host at once: each server's login for the Sentinels exists before
+        # a Sentinel (which waits for the servers to accept its login) is applied.
+        for minion in self.minions:
+            if minion.server and not test:
+                minion.refresh_pillar()
+                minion.state.__opts__ = {"test": False}
+                minion.state.sentinel_user()
         return {minion.hostname: minion.apply(test=test) for minion in self.minions}
 
     def wait_converged(self, timeout=20):

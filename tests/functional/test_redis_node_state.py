@@ -42,7 +42,7 @@ def test_config_included_creates_missing_file(tmp_path, included, no_password):
     assert ret["result"] is True
     assert ret["changes"] == {
         "include": str(tmp_path / "etc" / "salt.conf"),
-        "action": "created; stated before the include: maxclients, save, requirepass, masterauth",
+        "action": "created; stated before the include: maxclients, save, requirepass",
     }
     # Stated as CONFIG REWRITE would write them, so that it rewrites them in place.
     assert directives(main) == [
@@ -50,7 +50,6 @@ def test_config_included_creates_missing_file(tmp_path, included, no_password):
         "save 900 1",
         "save 300 10",
         f"requirepass {redis_quote(PASSWORD)}",
-        f"masterauth {redis_quote(PASSWORD)}",
         f"include {tmp_path / 'etc' / 'salt.conf'}",
     ]
     assert stat.S_IMODE(main.stat().st_mode) == 0o640
@@ -71,15 +70,27 @@ def test_config_included_removes_only_stale_password_lines(tmp_path, included, n
 
     ret = included(settings={"maxclients": 1000})
 
-    assert ret["changes"]["action"] == "2 stale password line(s) removed; stated before the include: masterauth"
+    assert ret["changes"]["action"] == "2 stale password line(s) removed"
     assert directives(main) == [
         "maxclients 5",
         f"requirepass {redis_quote(PASSWORD)}",
-        f"masterauth {redis_quote(PASSWORD)}",
         f"include {tmp_path / 'etc' / 'salt.conf'}",
         f"user default on #{current_digest} ~* &* +@all",
     ]
     no_password(ret)
+
+
+def test_config_included_keeps_the_previous_passwords_line_during_a_rotation(tmp_path, included, config_state):
+    main = tmp_path / "etc" / "redis.conf"
+    main.parent.mkdir()
+    previous_digest = hashlib.sha256(b"old secret").hexdigest()
+    line = f"user default on #{previous_digest} ~* &* +@all"
+    main.write_text(f"maxclients 5\ninclude {tmp_path / 'etc' / 'salt.conf'}\n{line}\n")
+    config_state.__pillar__["redis"]["previous_password"] = "old secret"
+
+    included(settings={"maxclients": 1000})
+
+    assert line in directives(main)
 
 
 def test_config_included_second_run_changes_nothing(tmp_path, included):
@@ -103,7 +114,7 @@ def test_config_included_test_mode_leaves_file_alone(tmp_path, included, config_
 
     assert ret["result"] is None
     assert ret["changes"]["action"] == (
-        "include moved to the last line; stated before the include: requirepass, masterauth"
+        "include moved to the last line; stated before the include: requirepass"
     )
     assert main.read_text() == f"include {tmp_path / 'etc' / 'salt.conf'}\nmaxclients 5\n"
 
@@ -159,7 +170,8 @@ def test_a_second_config_rewrite_moves_nothing(fresh_redis_server, redis_node_st
     lines = directives(server.main_conf)
     after_include = {line.split()[0] for line in lines[lines.index(f"include {server.salt_conf}") + 1 :]}
     assert "maxclients 77" in lines
-    assert after_include <= {"user", "latency-tracking-info-percentiles"}  # what Salt does not manage
+    # What Salt does not manage (masterauth: the replication login, Redis's to keep).
+    assert after_include <= {"user", "latency-tracking-info-percentiles", "masterauth", "primaryauth"}
 
 
 def test_settings_applied_nothing_to_do(fresh_redis_server, redis_node_state, no_password):
@@ -231,6 +243,45 @@ def test_settings_applied_restarts_for_logfile(fresh_redis_server, redis_node_st
     no_password(ret)
 
 
+def test_a_failed_restart_that_systemd_repeats_counts_once_the_server_answers(fresh_redis_server, redis_node_state):
+    server = fresh_redis_server
+    server.settings["logfile"] = str(server.dir / "redis-new.log")
+    server.write_salt_conf()
+
+    def restart_reported_failed(service):
+        server.restart(service)  # the unit's Restart= started it again
+        return False
+
+    redis_node_state.__salt__["service.restart"] = restart_reported_failed
+    ret = redis_node_state.settings_applied("node", dict(server.settings), "redis-server")
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["reason"] == (
+        "changed: logfile; its first start failed and systemd started it again; its journal: "
+        "Starting redis-server.service | redis-server.service: Failed with result 'exit-code'."
+    )
+    assert server.config("logfile") == server.settings["logfile"]
+
+
+def test_a_failed_restart_says_what_the_unit_logged(fresh_redis_server, redis_node_state):
+    server = fresh_redis_server
+    server.settings["logfile"] = str(server.dir / "redis-new.log")
+    server.write_salt_conf()
+
+    def restart_failed(service):
+        server.stop()
+        return False
+
+    redis_node_state.__salt__["service.restart"] = restart_failed
+    ret = redis_node_state.settings_applied("node", dict(server.settings), "redis-server", timeout=1)
+
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == (
+        "redis-server could not be restarted (restart for: changed: logfile); its journal: "
+        "Starting redis-server.service | redis-server.service: Failed with result 'exit-code'."
+    )
+
+
 def test_settings_applied_test_mode_reports_restart(fresh_redis_server, redis_node_state, tmp_path, no_password):
     redis_node_state.__opts__["test"] = True
     run_id = fresh_redis_server.info()["run_id"]
@@ -282,7 +333,7 @@ def test_new_password_works_after_config_rewrite(
     included = redis_node_state.config_included(
         str(server.main_conf), str(server.salt_conf), dict(server.settings), user=USER, group=GROUP
     )
-    assert "3 stale password line(s) removed" in included["changes"]["action"]
+    assert "2 stale password line(s) removed" in included["changes"]["action"]  # requirepass, user default
 
     ret = redis_node_state.settings_applied("node", dict(server.settings), "redis-server", timeout=2)
 
@@ -322,7 +373,7 @@ def test_config_included_with_a_failed_deployment_pillar_changes_nothing(tmp_pat
     assert main.read_text() == before
 
 
-def test_settings_applied_sets_a_password_directive_without_showing_it(
+def test_settings_applied_leaves_the_replication_login_alone(
     fresh_redis_server, redis_node_state, wrong_password, no_password
 ):
     server = fresh_redis_server
@@ -332,7 +383,8 @@ def test_settings_applied_sets_a_password_directive_without_showing_it(
     ret = redis_node_state.settings_applied("node", dict(server.settings, maxclients=1200), "redis-server")
 
     assert ret["result"] is True, ret["comment"]
-    assert ret["changes"] == {"masterauth": "set (value not shown)", "maxclients": {"old": "1000", "new": "1200"}}
-    assert server.config("masterauth") == PASSWORD
+    # masterauth is the replication login's, set by logins_converged: settings_applied leaves it.
+    assert ret["changes"] == {"maxclients": {"old": "1000", "new": "1200"}}
+    assert server.config("masterauth") == wrong_password
     assert server.info()["run_id"] == run_id
     no_password(ret)

@@ -24,7 +24,7 @@ def test_a_started_server_runs_every_setting_of_the_file(server_build, tmp_path,
     server.start()
     try:
         diff = load_node_module(load_execution_module(server.port).__pillar__).config_diff(
-            dict(settings, requirepass=PASSWORD, masterauth=PASSWORD)
+            dict(settings, requirepass=PASSWORD)
         )
     finally:
         server.stop()

@@ -14,6 +14,7 @@ import pytest
 import redis
 import yaml
 from lab.saltconf import minion_settings
+from support.acl import APP_USERS, assert_app_user_limited
 from support.cluster import cluster_client, cluster_info, cluster_ok, wait_aof_written, wait_cluster_ok
 from support.events import master_events
 from support.lab import (ADDRESSES, PASSWORD, REDIS_HOSTS, deployment, host_file, host_output, host_processes,
@@ -226,9 +227,12 @@ def test_a_master_without_replica_down_fails_the_cluster_until_it_returns_with_e
 
 
 def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
-    first_apply, salt_cli, salt_master, lab_hosts
+    first_apply, salt_cli, salt_master, lab_hosts, deployment_file, restore_deployment
 ):
     lab = lab_hosts[0]
+    # An application user on every node before the host dies (ACLs are not replicated).
+    deployment_file.write_text(yaml.safe_dump(deployment(acl={"users": APP_USERS})))
+    assert salt_cli.run("state.apply", "redis", minion_tgt="it*").returncode == 0
     dead = node_client("it3").execute_command("CLUSTER", "MYID")
     ports = {"master_port": salt_master.config["ret_port"], "publish_port": salt_master.config["publish_port"]}
 
@@ -248,8 +252,14 @@ def test_a_dead_master_rebuilt_bare_takes_its_place_with_its_slots_empty(
     wait_cluster_ok()
     assert dead not in node_client("it1").execute_command("CLUSTER", "NODES")
     assert node_client("it3").execute_command("CLUSTER", "COUNTKEYSINSLOT", 12000) == 0
+    # The rebuilt host has the application user too, as limited as on the others.
+    for host, ip in REDIS_HOSTS.items():
+        assert_app_user_limited(ip, f"rebuilt:{host}")
     again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
     assert states_with_changes(again) == []
+    deployment_file.write_text(yaml.safe_dump(deployment()))
+    dropped = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert dropped.returncode == 0, dropped.stdout
 
 
 def test_the_orchestrated_rollout_on_a_healthy_cluster_changes_and_restarts_nothing(first_apply, salt_run_cli):

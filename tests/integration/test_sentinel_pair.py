@@ -34,7 +34,9 @@ from support.lab import (
     redis_client,
     wait_for_minions,
 )
+from support.leaks import Watch, deployment_secrets, report, scan_result, sweep
 from support.rolling import RoleWatcher, runner_events
+from support.rotation import AlternatingWriter
 from support.sentinel import WaitWriter
 from support.states import changed_ids, state_by_id, states_with_changes
 from support.waits import wait_until
@@ -82,17 +84,17 @@ def first_apply(cli):
     return cli.run("state.apply", "redis", minion_tgt="*")
 
 
-def server(host):
-    return redis_client(ALL[host], timeout=3)
+def server(host, password=PASSWORD):
+    return redis_client(ALL[host], password=password, timeout=3)
 
 
 def sentinel(host, password=PASSWORD):
     return redis_client(ALL[host], SENTINEL_PORT, password=password, timeout=3)
 
 
-def sentinel_client():
+def sentinel_client(password=PASSWORD):
     return Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], socket_timeout=3,
-                    sentinel_kwargs={"password": PASSWORD, "socket_timeout": 3}, password=PASSWORD,
+                    sentinel_kwargs={"password": password, "socket_timeout": 3}, password=password,
                     decode_responses=True)
 
 
@@ -125,8 +127,8 @@ def master_seen_by(host):
     return sentinel(host).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0]
 
 
-def current_master():
-    return next(h for h in SERVERS if server(h).info("replication")["role"] == "master")
+def current_master(password=PASSWORD):
+    return next(h for h in SERVERS if server(h, password).info("replication")["role"] == "master")
 
 
 def test_bare_hosts_get_a_replicating_pair_and_three_sentinels_that_agree(first_apply, cli, sentinel_lab):
@@ -599,3 +601,183 @@ def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_c
                and server(old).info("replication")["master_link_status"] == "up", 120, f"{old} back as a replica")
     assert [server(new).get(k) for k in keys] == [str(n) for n in range(len(keys))]
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+
+
+NEW_PASSWORD = "rotated 'pw' \\ #2"
+
+
+def run_ids(password):
+    """Every server's and every Sentinel's run_id."""
+    ids = {host: server(host, password).info("server")["run_id"] for host in SERVERS}
+    ids.update({f"{host} sentinel": sentinel(host, password).info("server")["run_id"] for host in ALL})
+    return ids
+
+
+def apply_phase(cli, config, writer, phase, **redis_settings):
+    config.write_text(yaml.safe_dump(deployment(redis_settings)))
+    writer.phase = f"{phase} apply"
+    applied = cli.run("state.apply", "redis", minion_tgt="*")
+    writer.phase = f"{phase} done"
+    writer.wait_for(f"{phase} done")
+    assert applied.returncode == 0, applied.stdout
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert states_with_changes(again) == [], again.stdout
+
+
+def test_a_two_phase_rotation_refuses_no_client_restarts_nothing_and_the_pair_still_fails_over(
+        first_apply, cli, sentinel_lab):
+    lab, _, config = sentinel_lab
+    master = current_master()
+    before = run_ids(PASSWORD)
+    writer = AlternatingWriter(lambda key: f"{SERVERS[master]}:6379", {"old": PASSWORD, "new": NEW_PASSWORD})
+    writer.start()
+    try:
+        apply_phase(cli, config, writer, "phase 1", password=NEW_PASSWORD, previous_password="${REDIS_PASSWORD}")
+        for host in ALL:
+            for password in (PASSWORD, NEW_PASSWORD):
+                assert master_seen_by_with(host, password) == SERVERS[master], host
+        apply_phase(cli, config, writer, "phase 2", password=NEW_PASSWORD)
+        writer.stop()
+        assert run_ids(NEW_PASSWORD) == before
+        for host in ALL:
+            with pytest.raises(redis.AuthenticationError):
+                sentinel(host).ping()
+        # The Sentinels still log in to the servers and to each other: a power cut fails over.
+        new = next(h for h in SERVERS if h != master)
+        lab.kill(master)
+        wait_until(lambda: server(new, NEW_PASSWORD).info("replication")["role"] == "master", 60, f"{new} promoted")
+        client = sentinel_client(NEW_PASSWORD).master_for("mymaster")
+        wait_until(lambda: client.set("rotation:after-failover", "ok"), 30, "a write through the Sentinels")
+        lab.boot(master)
+        wait_for_minions(cli, [master])
+        wait_until(lambda: server(master, NEW_PASSWORD).info("replication").get("master_link_status") == "up", 120,
+                   f"{master} back as a replica")
+    finally:
+        writer.stop()
+        config.write_text(yaml.safe_dump(deployment({"previous_password": NEW_PASSWORD})))
+        cli.run("state.apply", "redis", minion_tgt="*")
+        config.write_text(yaml.safe_dump(deployment()))
+        back = cli.run("state.apply", "redis", minion_tgt="*")
+    assert back.returncode == 0, back.stdout
+
+    writer.assert_no_client_refused()
+    live = current_master()
+    stored = server(live).mget([w.key for w in writer.acknowledged()])
+    assert stored == [w.phase for w in writer.acknowledged()]
+
+
+def master_seen_by_with(host, password):
+    return sentinel(host, password).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0]
+
+
+LEAK_PREVIOUS_PASSWORD = "leak 'previous' \\ pw #3"
+LEAK_APP_PASSWORD = 'leak "app" pw #4'
+
+
+def test_no_secret_on_any_channel_through_an_apply_a_backup_set_and_a_failover(
+        first_apply, cli, sentinel_lab, sentinel_master, event_listener):
+    lab, _, config = sentinel_lab
+    document = deployment({"previous_password": LEAK_PREVIOUS_PASSWORD,
+                           "acl": {"users": [{"name": "app", "password": LEAK_APP_PASSWORD, "rules": "~* +@read"}]}})
+    config.write_text(yaml.safe_dump(document))
+    secrets = deployment_secrets(document)
+    results = {}
+    try:
+        with Watch(event_listener, lab, list(ALL), sentinel_master, secrets) as watch:
+            results["state.apply redis"] = cli.run("state.apply", "redis", minion_tgt="*")
+            results["salt-run redis_backup.run"] = run_cli(sentinel_master).run("redis_backup.run", "type=rdb")
+            old = current_master()
+            new = next(h for h in SERVERS if h != old)
+            sentinel(new).execute_command("SENTINEL", "FAILOVER", "mymaster")
+            wait_until(lambda: current_master() == new and all(master_seen_by(h) == SERVERS[new] for h in ALL), 60,
+                       f"{new} promoted, every Sentinel agreeing")
+            results["redis_cluster.status"] = cli.run("redis_cluster.status", minion_tgt="*")
+    finally:
+        config.write_text(yaml.safe_dump(deployment()))
+        restored = cli.run("state.apply", "redis", minion_tgt="*")
+    assert restored.returncode == 0, restored.stdout
+    findings = list(watch.findings)
+    for what, result in results.items():
+        findings += scan_result(result, secrets, what)
+    findings += sweep(lab, list(ALL), sentinel_master, secrets)
+    assert not findings, "LEAK (product code): " + report(findings)
+    assert results["state.apply redis"].returncode == 0, results["state.apply redis"].stdout
+    assert results["salt-run redis_backup.run"].returncode == 0, results["salt-run redis_backup.run"].stdout
+
+
+APP_PASSWORD = 'app "pass" \\ word #7'
+
+
+def app_login(address, port=6379):
+    return redis.Redis(host=address, port=port, username="app", password=APP_PASSWORD, socket_timeout=3,
+                       decode_responses=True)
+
+
+def app_through_the_sentinels():
+    """An application's client with its own login everywhere: the Sentinels and the master."""
+    return Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], socket_timeout=3,
+                    sentinel_kwargs={"username": "app", "password": APP_PASSWORD, "socket_timeout": 3},
+                    username="app", password=APP_PASSWORD, decode_responses=True).master_for("mymaster")
+
+
+def test_an_application_user_on_both_servers_and_every_sentinel_survives_a_failover(first_apply, cli, sentinel_lab):
+    _, _, config = sentinel_lab
+    users = [{"name": "app", "password": APP_PASSWORD, "rules": "~* +@read +@write +@connection -@dangerous"}]
+    config.write_text(yaml.safe_dump(deployment({"acl": {"users": users}})))
+    removed = None
+    try:
+        added = cli.run("state.apply", "redis", minion_tgt="*")
+        again = cli.run("state.apply", "redis", minion_tgt="*")
+
+        assert added.returncode == 0, added.stdout
+        for host in ALL:
+            if host in SERVERS:
+                assert state_by_id(added, host, "redis-application-users-on-this-server")["changes"] == {
+                    "created": ["app"]}, host
+            assert state_by_id(added, host, "redis-application-users-on-this-sentinel")["changes"] == {
+                "created": ["app"]}, host
+        assert states_with_changes(again) == []
+        assert_no_password(added.stdout, "the apply's output")
+        assert APP_PASSWORD not in added.stdout
+        for host, address in SERVERS.items():
+            app = app_login(address)
+            assert app.ping() and app.get("acl:none") is None
+            for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("SHUTDOWN",),
+                            ("REPLICAOF", "NO", "ONE")):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    app.execute_command(*command)
+        for host, address in ALL.items():  # the Sentinels: discovery only
+            on_sentinel = app_login(address, SENTINEL_PORT)
+            assert on_sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0] in SERVERS.values()
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                on_sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        client = app_through_the_sentinels()
+        client.set("acl:before", "1")
+
+        old = current_master()
+        new = next(h for h in SERVERS if h != old)
+        sentinel(new).execute_command("SENTINEL", "FAILOVER", "mymaster")
+        wait_until(lambda: current_master() == new and all(master_seen_by(h) == SERVERS[new] for h in ALL), 60,
+                   f"{new} promoted, every Sentinel agreeing")
+        client = app_through_the_sentinels()
+        wait_until(lambda: client.set("acl:after", "2"), 30, "the app writing on the new master")
+        assert client.get("acl:before") == "1"
+        after_failover = cli.run("state.apply", "redis", minion_tgt="*")
+        assert states_with_changes(after_failover) == []
+
+        config.write_text(yaml.safe_dump(deployment()))
+        removed = cli.run("state.apply", "redis", minion_tgt="*")
+
+        assert removed.returncode == 0, removed.stdout
+        for host, address in ALL.items():
+            assert "app" not in sentinel(host).acl_users(), host
+            with pytest.raises(redis.AuthenticationError):
+                app_login(address, SENTINEL_PORT).ping()
+        for host, address in SERVERS.items():
+            assert "app" not in server(host).acl_users(), host
+            with pytest.raises(redis.AuthenticationError):
+                app_login(address).ping()
+    finally:
+        config.write_text(yaml.safe_dump(deployment()))
+        if removed is None:  # failed before: the later tests want the module's deployment
+            cli.run("state.apply", "redis", minion_tgt="*")

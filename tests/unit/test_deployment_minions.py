@@ -31,6 +31,7 @@ EXAMPLE_SERVER1 = {
     "port": 6379,
     "sentinel_port": 26379,
     "password": PASSWORD,
+    "acl_users": [],
     "peers": [
         {"hostname": "server1", "minion_id": "server1", "ip": "192.168.1.101", "port": 6379},
         {"hostname": "server2", "minion_id": "server2", "ip": "192.168.1.102", "port": 6379},
