@@ -78,7 +78,11 @@ DEFAULTS = {
     # Sentinel mode: 0 = off. With one replica, 1 stops every write while the replica is down.
     "min_replicas_to_write": 0,
     "min_replicas_max_lag": 10,
+    # The host settings Redis asks for (salt/redis/sysctl.sls): `apply` them, or only `report`
+    # those global to a machine (overcommit, transparent huge pages), as on a shared machine.
+    "host_baseline": "apply",
 }
+HOST_BASELINES = ("apply", "report")
 SENTINEL_DEFAULTS = {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []}
 BACKUP_DEFAULTS = {
     "dir": "/var/backups/redis",
@@ -141,7 +145,6 @@ NOT_SUPPORTED_YET = (
     "firewall",
     "client_networks",
     "server",
-    "host_baseline",
 )
 # Keys an operator sets under `redis:` in ordinary pillar (pillar.example), never in the YAML.
 PILLAR_ONLY = ("maxmemory", "cluster_form_timeout_s")
@@ -526,6 +529,7 @@ def _redis_settings(document, path, environ):
     _integer(settings, "min_replicas_to_write", "cache.redis.min_replicas_to_write", path, 0, 100)
     _integer(settings, "min_replicas_max_lag", "cache.redis.min_replicas_max_lag", path, 1, 3600)
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
+    _choice(settings, "host_baseline", "cache.redis.host_baseline", path, HOST_BASELINES)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
         raise DeploymentError(
@@ -882,6 +886,7 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "maxmemory": maxmemory,
             "maxmemory_policy": settings["maxmemory_policy"],
             "maxclients": settings["maxclients"],
+            "host_baseline": settings["host_baseline"],
             "sentinel": copy.deepcopy(deployment["sentinel"]),
             "backup": copy.deepcopy(settings["backup"]),
             "monitoring": copy.deepcopy(settings["monitoring"]),

@@ -8,6 +8,7 @@
 include:
 {%- if redis_node %}
   - {{ tplroot }}.install
+  - {{ tplroot }}.sysctl
   - {{ tplroot }}.config
   - {{ tplroot }}.service
 {%-   if redis.mode == "cluster" %}

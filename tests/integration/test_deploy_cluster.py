@@ -9,6 +9,7 @@ import datetime
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
@@ -332,3 +333,39 @@ def test_the_prometheus_exporters_on_and_off(first_apply, salt_cli, deployment_f
     assert host_run(lab, "it1", "systemctl", "is-active", "prometheus-redis-exporter").stdout.strip() != "active"
     assert not host_file(lab, "it1", "/etc/redis-salt/redis-exporter.env").exists()
     assert states_with_changes(off_again) == []
+
+
+def machine_knobs():
+    """The machine's own global settings that a lab host must never change."""
+    return (Path("/proc/sys/vm/overcommit_memory").read_text(),
+            Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text())
+
+
+def test_the_host_baseline_raises_somaxconn_in_the_host_and_reports_the_machine_wide_settings(
+        first_apply, salt_cli, lab_hosts):
+    lab = lab_hosts[0]
+    machine = machine_knobs()
+    host_run(lab, "it1", "sysctl", "-w", "net.core.somaxconn=128", check=True)
+    # The lab keeps the machine's global settings out of reach of its hosts.
+    assert host_run(lab, "it1", "sysctl", "-w", "vm.overcommit_memory=1").returncode != 0
+
+    applied = salt_cli.run("state.apply", "redis.sysctl", minion_tgt="it*")
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert applied.returncode == 0, applied.stdout
+    assert state_by_id(applied, "it1", "redis-host-somaxconn")["changes"]
+    assert host_output(lab, "it1", "sysctl", "-n", "net.core.somaxconn") == "511"
+    assert "net.core.somaxconn = 511" in host_file(lab, "it1", "/etc/sysctl.d/60-redis-salt.conf").read_text()
+    overcommit = state_by_id(applied, "it2", "redis-host-overcommit-memory-reported")
+    assert overcommit["comment"].startswith(f"vm.overcommit_memory is {machine[0].strip()}")
+    assert overcommit["comment"].endswith("not changed: host_baseline is report")
+    thp = state_by_id(applied, "it2", "redis-host-transparent-hugepages-reported")["comment"]
+    assert thp.startswith(f"transparent huge pages: {machine[1].split('[')[1].split(']')[0]}")
+    assert machine_knobs() == machine
+    assert states_with_changes(again) == []
+    for host in REDIS_HOSTS:
+        pid = host_output(lab, host, "systemctl", "show", "--property", "MainPID", "--value", "redis-server")
+        limits = host_file(lab, host, f"/proc/{pid}/limits").read_text()
+        open_files = next(line for line in limits.splitlines() if line.startswith("Max open files")).split()
+        assert int(open_files[3]) >= 10000 + 32, limits
+        assert "somaxconn" not in host_file(lab, host, "/var/log/redis/redis-server.log").read_text()

@@ -347,9 +347,9 @@ def test_a_password_quoted_inside_a_longer_value_is_not_shown(tmp_path):
 
 SETTINGS_LISTED = (
     "acl, backup, cluster_node_timeout_ms, cluster_rebalance_timeout_s, cluster_require_full_coverage, "
-    "force_password_change, master_name, maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, "
-    "min_replicas_to_write, mode, monitoring, password, port, previous_password, replicas_per_master, sentinel, "
-    "sentinel_port"
+    "force_password_change, host_baseline, master_name, maxclients, maxmemory_percent, maxmemory_policy, "
+    "min_replicas_max_lag, min_replicas_to_write, mode, monitoring, password, port, previous_password, "
+    "replicas_per_master, sentinel, sentinel_port"
 )
 NOT_SUPPORTED = "not supported yet by this formula; remove it"
 
@@ -397,7 +397,6 @@ UNREAD_KEYS = [
             ("firewall", True),
             ("client_networks", ["10.0.0.0/24"]),
             ("server", "valkey"),
-            ("host_baseline", "apply"),
         )
     ],
 ]

@@ -49,6 +49,7 @@ EXAMPLE_SERVER1 = {
     "maxmemory": 2147483648,
     "maxmemory_policy": "allkeys-lru",
     "maxclients": 10000,
+    "host_baseline": "apply",
     "sentinel": {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []},
     "backup": {"dir": "/var/backups/redis", "retention_days": 7, "compress": "gzip", "schedule": None,
                "copy_to": None, "keep_min": 2, "safety_copy_days": 7},
