@@ -9,6 +9,7 @@ include:
 {%- if redis_node %}
   - {{ tplroot }}.install
   - {{ tplroot }}.sysctl
+  - {{ tplroot }}.firewall
   - {{ tplroot }}.config
   - {{ tplroot }}.service
 {%-   if redis.mode == "cluster" %}
@@ -23,6 +24,7 @@ include:
   - {{ tplroot }}.monitoring
 {%-   endif %}
 {%- elif sentinel_node %}
+  - {{ tplroot }}.firewall
   - {{ tplroot }}.sentinel
   - {{ tplroot }}.acl
   - {{ tplroot }}.health

@@ -50,6 +50,8 @@ EXAMPLE_SERVER1 = {
     "maxmemory_policy": "allkeys-lru",
     "maxclients": 10000,
     "host_baseline": "apply",
+    "firewall": {"enabled": False, "members": ["192.168.1.101", "192.168.1.102", "192.168.1.103"],
+                 "client_networks": []},
     "sentinel": {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []},
     "backup": {"dir": "/var/backups/redis", "retention_days": 7, "compress": "gzip", "schedule": None,
                "copy_to": None, "keep_min": 2, "safety_copy_days": 7},
