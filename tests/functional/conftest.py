@@ -398,13 +398,20 @@ def closed_port():
     return free_port()
 
 
-@pytest.fixture
-def formed_cluster(tmp_path_factory, server_build):
-    """Three servers of ``server_build`` formed into a cluster by the formula's own module:
+@contextlib.contextmanager
+def formed_cluster_of(tmp_path_factory, build):
+    """Three servers of ``build`` formed into a cluster by the formula's own module:
     ``(servers, execution modules)``."""
     from cluster_support import node_modules  # cluster_support imports this module
 
-    with cluster_nodes(tmp_path_factory, server_build, 3) as servers:
+    with cluster_nodes(tmp_path_factory, build, 3) as servers:
         nodes = node_modules(servers)
         assert nodes[0][1].formed("cluster", timeout=30)["result"] is True
         yield servers, [mod for mod, _, _ in nodes]
+
+
+@pytest.fixture
+def formed_cluster(tmp_path_factory, server_build):
+    """:func:`formed_cluster_of` ``server_build``."""
+    with formed_cluster_of(tmp_path_factory, server_build) as formed:
+        yield formed

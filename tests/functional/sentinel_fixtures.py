@@ -210,7 +210,6 @@ class Minion:
         if self.server:
             rets.append(self.state.sentinel_user())
             rets.append(self.state.replicating(MASTER_NAME))
-        rets.append(self.state.password_accepted(MASTER_NAME, config_file=str(self.sentinel.conf)))
         rets.append(self.monitored(test=test))
         return rets
 

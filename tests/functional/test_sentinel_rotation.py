@@ -47,7 +47,9 @@ def apply_host(minion):
             # redis_node.password_accepted's part (config.sls, before anything else).
             assert node.forced_password_change()["changed"]
         assert node.logins(wait=10)
-    return [*minion.apply(), minion.state.logins_converged(MASTER_NAME)]
+    # sentinel.sls: the Sentinel's password gate before monitored.
+    gate = minion.state.password_accepted(MASTER_NAME, config_file=str(minion.sentinel.conf))
+    return [gate, *minion.apply(), minion.state.logins_converged(MASTER_NAME)]
 
 
 def server_accepts(minion):
