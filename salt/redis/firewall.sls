@@ -150,4 +150,12 @@ redis-firewall-table-removed:
     - onlyif: /usr/sbin/nft list table inet redis_salt
     - require:
       - service: redis-firewall-stopped
+{%- elif redis_node or sentinel_node %}
+
+redis-firewall-off:
+  test.succeed_without_changes:
+    - comment: "cache.redis.firewall is false: Salt's table inet redis_salt is not on this host"
+{%- else %}
+include:
+  - {{ tplroot }}.inactive
 {%- endif %}

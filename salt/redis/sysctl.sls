@@ -111,4 +111,7 @@ redis-server-open-files:
   file.absent:
     - name: {{ redis.open_files_dropin }}
 {%-   endif %}
+{%- else %}
+include:
+  - {{ tplroot }}.inactive
 {%- endif %}
