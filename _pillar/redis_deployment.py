@@ -78,7 +78,15 @@ DEFAULTS = {
     # Sentinel mode: 0 = off. With one replica, 1 stops every write while the replica is down.
     "min_replicas_to_write": 0,
     "min_replicas_max_lag": 10,
+    # The host settings Redis asks for (salt/redis/sysctl.sls): `apply` them, or only `report`
+    # those global to a machine (overcommit, transparent huge pages), as on a shared machine.
+    "host_baseline": "apply",
+    # salt/redis/firewall.sls: the Redis, cluster bus and Sentinel ports open to the members,
+    # these networks and loopback only.
+    "firewall": False,
+    "client_networks": [],
 }
+HOST_BASELINES = ("apply", "report")
 SENTINEL_DEFAULTS = {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []}
 BACKUP_DEFAULTS = {
     "dir": "/var/backups/redis",
@@ -138,10 +146,7 @@ SETTINGS_KEYS = (
 # nobody believes that TLS, ACLs or a firewall are on.
 NOT_SUPPORTED_YET = (
     "tls",
-    "firewall",
-    "client_networks",
     "server",
-    "host_baseline",
 )
 # Keys an operator sets under `redis:` in ordinary pillar (pillar.example), never in the YAML.
 PILLAR_ONLY = ("maxmemory", "cluster_form_timeout_s")
@@ -526,6 +531,7 @@ def _redis_settings(document, path, environ):
     _integer(settings, "min_replicas_to_write", "cache.redis.min_replicas_to_write", path, 0, 100)
     _integer(settings, "min_replicas_max_lag", "cache.redis.min_replicas_max_lag", path, 1, 3600)
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
+    _choice(settings, "host_baseline", "cache.redis.host_baseline", path, HOST_BASELINES)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
         raise DeploymentError(
@@ -564,7 +570,30 @@ def _redis_settings(document, path, environ):
         raise DeploymentError(path, "cache.redis.backup.copy_to", f"expected an absolute path, got {copy_to!r}")
     settings["backup"] = backup
     settings["monitoring"] = _monitoring(settings.get("monitoring"), path)
+    _firewall(settings, path)
     return settings
+
+
+def _firewall(settings, path):
+    """cache.redis.firewall (true/false) and cache.redis.client_networks (CIDRs, normalized)."""
+    if not isinstance(settings["firewall"], bool):
+        raise DeploymentError(path, "cache.redis.firewall", f"expected true or false, got {settings['firewall']!r}")
+    networks = settings["client_networks"]
+    if not isinstance(networks, list):
+        raise DeploymentError(path, "cache.redis.client_networks",
+                              f"expected a list of networks (CIDR, e.g. 10.0.0.0/24), got {networks!r}")
+    normalized = []
+    for index, network in enumerate(networks):
+        try:
+            if not isinstance(network, str):
+                raise ValueError
+            normalized.append(str(ipaddress.ip_network(network.strip(), strict=False)))
+        except ValueError:
+            raise DeploymentError(
+                path, f"cache.redis.client_networks[{index}]",
+                f"expected a network in CIDR notation (10.0.0.0/24, fd00::/64), got {network!r}",
+            ) from None
+    settings["client_networks"] = list(dict.fromkeys(normalized))
 
 
 _GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -882,6 +911,14 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "maxmemory": maxmemory,
             "maxmemory_policy": settings["maxmemory_policy"],
             "maxclients": settings["maxclients"],
+            "host_baseline": settings["host_baseline"],
+            "firewall": {
+                "enabled": settings["firewall"],
+                # Every host of the deployment: its Redis servers and its Sentinels' hosts.
+                "members": sorted({p["ip"] for p in deployment["peers"]}
+                                  | {h["ip"] for h in deployment["sentinel"].get("hosts", [])}),
+                "client_networks": list(settings["client_networks"]),
+            },
             "sentinel": copy.deepcopy(deployment["sentinel"]),
             "backup": copy.deepcopy(settings["backup"]),
             "monitoring": copy.deepcopy(settings["monitoring"]),

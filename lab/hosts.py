@@ -58,6 +58,9 @@ FRESH_DIRS = (
 # modified copies: a used sentinel.conf carries a `sentinel myid`).
 PACKAGE_FILES = {"redis-server": ("/etc/redis/redis.conf",), "redis-sentinel": ("/etc/redis/sentinel.conf",)}
 REDIS_UNITS = ("redis-server.service", "redis-sentinel.service")
+# Kernel settings that belong to the whole machine (memory overcommit, transparent huge
+# pages): mounted read-only in every host, so nothing run there can change them.
+GLOBAL_KNOBS = ("/proc/sys/vm", "/sys/kernel/mm")
 # What a lab host must not run: the machine's own services, consoles, anything that
 # writes global kernel settings or the clock, or reaches outside the lab.
 MASKED_UNITS = (
@@ -406,6 +409,9 @@ class Lab:
             *(f"mkdir -p {shlex.quote(path)} && mount --move /var/lib/lab-kept/{i} {shlex.quote(path)}"
               for i, path in enumerate(kept)),
             "mount -t sysfs sysfs /sys",
+            # Kernel settings global to the machine stay the machine's: read-only inside a host
+            # (a host's own network settings, /proc/sys/net, stay writable).
+            *(f"mount --bind {knob} {knob} && mount -o remount,bind,ro {knob}" for knob in GLOBAL_KNOBS),
             "mount -t tmpfs -o mode=0755 cgroup-root /sys/fs/cgroup",
             "mkdir /sys/fs/cgroup/systemd /sys/fs/cgroup/unified",
             "mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd",

@@ -8,6 +8,8 @@
 include:
 {%- if redis_node %}
   - {{ tplroot }}.install
+  - {{ tplroot }}.sysctl
+  - {{ tplroot }}.firewall
   - {{ tplroot }}.config
   - {{ tplroot }}.service
 {%-   if redis.mode == "cluster" %}
@@ -22,6 +24,7 @@ include:
   - {{ tplroot }}.monitoring
 {%-   endif %}
 {%- elif sentinel_node %}
+  - {{ tplroot }}.firewall
   - {{ tplroot }}.sentinel
   - {{ tplroot }}.acl
   - {{ tplroot }}.health

@@ -46,7 +46,7 @@ PLANNED_REPLICAS = {"cs4": "cs1", "cs5": "cs2", "cs6": "cs3"}
 
 def deployment(hosts):
     return {
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "replicas_per_master": 1,
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "replicas_per_master": 1,
                             "cluster_node_timeout_ms": 2000}},
         "nodes": {"controllers": [{"hostname": h, "ip_address": ALL[h], "services": {"redis": True}}
                                   for h in hosts]},

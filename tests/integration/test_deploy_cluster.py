@@ -9,6 +9,7 @@ import datetime
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,8 +18,8 @@ from lab.saltconf import minion_settings
 from support.acl import APP_USERS, assert_app_user_limited
 from support.cluster import cluster_client, cluster_info, cluster_ok, wait_aof_written, wait_cluster_ok
 from support.events import master_events
-from support.lab import (ADDRESSES, PASSWORD, REDIS_HOSTS, deployment, host_file, host_output, host_processes,
-                         host_run, node_client, wait_for_minions)
+from support.lab import (ADDRESSES, PASSWORD, PLAIN_HOST, REDIS_HOSTS, deployment, host_file, host_output,
+                         host_processes, host_run, node_client, wait_for_minions)
 from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
 
@@ -332,3 +333,90 @@ def test_the_prometheus_exporters_on_and_off(first_apply, salt_cli, deployment_f
     assert host_run(lab, "it1", "systemctl", "is-active", "prometheus-redis-exporter").stdout.strip() != "active"
     assert not host_file(lab, "it1", "/etc/redis-salt/redis-exporter.env").exists()
     assert states_with_changes(off_again) == []
+
+
+def machine_knobs():
+    """The machine's own global settings that a lab host must never change."""
+    return (Path("/proc/sys/vm/overcommit_memory").read_text(),
+            Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text())
+
+
+def test_the_host_baseline_raises_somaxconn_in_the_host_and_reports_the_machine_wide_settings(
+        first_apply, salt_cli, lab_hosts):
+    lab = lab_hosts[0]
+    machine = machine_knobs()
+    host_run(lab, "it1", "sysctl", "-w", "net.core.somaxconn=128", check=True)
+    # The lab keeps the machine's global settings out of reach of its hosts.
+    assert host_run(lab, "it1", "sysctl", "-w", "vm.overcommit_memory=1").returncode != 0
+
+    applied = salt_cli.run("state.apply", "redis.sysctl", minion_tgt="it*")
+    again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+
+    assert applied.returncode == 0, applied.stdout
+    assert state_by_id(applied, "it1", "redis-host-somaxconn")["changes"]
+    assert host_output(lab, "it1", "sysctl", "-n", "net.core.somaxconn") == "511"
+    assert "net.core.somaxconn = 511" in host_file(lab, "it1", "/etc/sysctl.d/60-redis-salt.conf").read_text()
+    overcommit = state_by_id(applied, "it2", "redis-host-overcommit-memory-reported")
+    assert overcommit["comment"].startswith(f"vm.overcommit_memory is {machine[0].strip()}")
+    assert overcommit["comment"].endswith("not changed: host_baseline is report")
+    thp = state_by_id(applied, "it2", "redis-host-transparent-hugepages-reported")["comment"]
+    assert thp.startswith(f"transparent huge pages: {machine[1].split('[')[1].split(']')[0]}")
+    assert machine_knobs() == machine
+    assert states_with_changes(again) == []
+    for host in REDIS_HOSTS:
+        pid = host_output(lab, host, "systemctl", "show", "--property", "MainPID", "--value", "redis-server")
+        limits = host_file(lab, host, f"/proc/{pid}/limits").read_text()
+        open_files = next(line for line in limits.splitlines() if line.startswith("Max open files")).split()
+        assert int(open_files[3]) >= 10000 + 32, limits
+        assert "somaxconn" not in host_file(lab, host, "/var/log/redis/redis-server.log").read_text()
+
+
+def connects(lab, host, address, port):
+    """Whether a TCP connection from inside ``host`` to ``address:port`` opens within 3 s."""
+    return host_run(lab, host, "timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{address}/{port}").returncode == 0
+
+
+def test_the_firewall_opens_the_redis_ports_to_members_and_client_networks_only_and_goes_cleanly(
+        first_apply, salt_cli, lab_hosts, deployment_file, restore_deployment):
+    lab, bridge_ip = lab_hosts[0], lab_hosts[1]
+    plain, plain_ip = PLAIN_HOST
+    wait_cluster_ok()
+    # Another table of the host's, which the firewall must leave alone.
+    host_run(lab, "it1", "nft", "add", "table", "inet", "operators_own", check=True)
+    assert connects(lab, plain, REDIS_HOSTS["it1"], 6379)
+    # This test's own clients come from the lab's bridge: a client network.
+    deployment_file.write_text(yaml.safe_dump(deployment(firewall=True, client_networks=[f"{bridge_ip}/32"])))
+    try:
+        applied = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        again = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        assert applied.returncode == 0, applied.stdout
+        assert states_with_changes(again) == [], again.stdout
+        for ip in REDIS_HOSTS.values():
+            assert not connects(lab, plain, ip, 6379) and not connects(lab, plain, ip, 16379)
+        assert connects(lab, "it2", REDIS_HOSTS["it1"], 16379) and connects(lab, "it2", REDIS_HOSTS["it1"], 6379)
+        # Members still talk (bus, replication), and a client network's clients still write.
+        client = cluster_client()
+        client.set("firewall:on", "1")
+        assert client.get("firewall:on") == "1"
+        wait_cluster_ok()
+        # Salt's own ports and every other port stay as they were.
+        assert salt_cli.run("test.ping", minion_tgt="it1").data is True
+        assert "operators_own" in host_output(lab, "it1", "nft", "list", "tables")
+
+        # A client network reaches the Redis port, never the cluster bus.
+        deployment_file.write_text(yaml.safe_dump(deployment(
+            firewall=True, client_networks=[f"{bridge_ip}/32", f"{plain_ip}/32"])))
+        widened = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        assert widened.returncode == 0, widened.stdout
+        assert connects(lab, plain, REDIS_HOSTS["it1"], 6379) and not connects(lab, plain, REDIS_HOSTS["it1"], 16379)
+    finally:
+        deployment_file.write_text(yaml.safe_dump(deployment()))
+        off = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert off.returncode == 0, off.stdout
+    for host, ip in REDIS_HOSTS.items():
+        assert host_run(lab, host, "nft", "list", "table", "inet", "redis_salt").returncode != 0
+        assert not host_file(lab, host, "/etc/systemd/system/redis-salt-firewall.service").exists()
+        assert connects(lab, plain, ip, 16379)
+    assert "operators_own" in host_output(lab, "it1", "nft", "list", "tables")
+    host_run(lab, "it1", "nft", "delete", "table", "inet", "operators_own", check=True)
+    assert states_with_changes(salt_cli.run("state.apply", "redis", minion_tgt="it*")) == []

@@ -66,7 +66,8 @@ def test_make_lab_then_down_leaves_the_machine_unchanged(tmp_path_factory):
     config = state_dir.parent / "cli-lab.yaml"
     controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in HOSTS.items()]
     config.write_text(
-        yaml.safe_dump({"cache": {"redis": {"password": "${REDIS_PASSWORD}"}}, "nodes": {"controllers": controllers}})
+        yaml.safe_dump({"cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report"}},
+                        "nodes": {"controllers": controllers}})
     )
     # A host's systemd empties its /tmp at boot: never the machine's.
     markers = {"/tmp/lab-cli-test-marker": "still here\n", "/var/tmp/lab-cli-test-marker": "here too\n"}

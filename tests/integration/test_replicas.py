@@ -37,7 +37,7 @@ def write_deployment(deployment_file, extra, **redis_settings):
     controllers.append({"hostname": PLAIN_HOST[0], "ip_address": PLAIN_HOST[1], "services": {"redis": False}})
     controllers += [{"hostname": h, "ip_address": REPLICAS[h], "services": {"redis": on}} for h, on in extra.items()]
     deployment_file.write_text(yaml.safe_dump({
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", **redis_settings}},
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", **redis_settings}},
         "nodes": {"controllers": controllers},
     }))
 

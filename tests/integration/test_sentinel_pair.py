@@ -54,7 +54,8 @@ def deployment(redis_settings=None, **sentinel):
     controllers.append({"hostname": WITNESS[0], "ip_address": WITNESS[1], "services": {"redis": False}})
     settings = {"down_after_ms": 2000, "failover_timeout_ms": 10000, "witnesses": [WITNESS[0]], **sentinel}
     redis_settings = {"min_replicas_max_lag": 3, **(redis_settings or {})}
-    return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "sentinel": settings, **redis_settings}},
+    cache_redis = {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "sentinel": settings, **redis_settings}
+    return {"cache": {"redis": cache_redis},
             "nodes": {"controllers": controllers}}
 
 

@@ -30,7 +30,7 @@ def deployment():
     controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}} for h, ip in HOSTS.items()]
     return {
         "cluster": {"name": "drills"},
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "backup": {"schedule": []}}},
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "backup": {"schedule": []}}},
         "nodes": {"controllers": controllers},
     }
 

@@ -41,7 +41,7 @@ def deployment(**redis_settings):
     controllers.append({"hostname": PLAIN_HOST[0], "ip_address": PLAIN_HOST[1], "services": {"redis": False}})
     return {
         "cluster": {"name": "integration"},
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", **redis_settings}},
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", **redis_settings}},
         "nodes": {"controllers": controllers},
     }
 

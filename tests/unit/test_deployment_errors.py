@@ -346,10 +346,10 @@ def test_a_password_quoted_inside_a_longer_value_is_not_shown(tmp_path):
 # ---------------------------------------------------------------- keys the formula does not read
 
 SETTINGS_LISTED = (
-    "acl, backup, cluster_node_timeout_ms, cluster_rebalance_timeout_s, cluster_require_full_coverage, "
-    "force_password_change, master_name, maxclients, maxmemory_percent, maxmemory_policy, min_replicas_max_lag, "
-    "min_replicas_to_write, mode, monitoring, password, port, previous_password, replicas_per_master, sentinel, "
-    "sentinel_port"
+    "acl, backup, client_networks, cluster_node_timeout_ms, cluster_rebalance_timeout_s, "
+    "cluster_require_full_coverage, firewall, force_password_change, host_baseline, master_name, maxclients, "
+    "maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, monitoring, password, "
+    "port, previous_password, replicas_per_master, sentinel, sentinel_port"
 )
 NOT_SUPPORTED = "not supported yet by this formula; remove it"
 
@@ -394,10 +394,7 @@ UNREAD_KEYS = [
         case(redis_setting(name, value), f"cache.redis.{name}", NOT_SUPPORTED, f"not-supported-{name}")
         for name, value in (
             ("tls", {"cert_file": "/etc/ssl/redis.pem", "key_file": "/etc/ssl/redis.key"}),
-            ("firewall", True),
-            ("client_networks", ["10.0.0.0/24"]),
             ("server", "valkey"),
-            ("host_baseline", "apply"),
         )
     ],
 ]

@@ -130,3 +130,36 @@ def test_the_yaml_file_is_named_in_every_security_error(tmp_path):
     with pytest.raises(rd.DeploymentError) as err:
         rd.load_deployment(path, dict(ENVIRON))
     assert str(err.value) == f"{path}: cache.redis.acl.users: expected a list of {{name, password, rules}}"
+
+
+def test_the_firewall_reaches_every_node_with_the_deployments_hosts_and_the_client_networks(tmp_path):
+    deployment = load(tmp_path, doc(firewall=True, client_networks=["10.0.20.7/24", "fd00:20::/64", "10.0.20.0/24"]),
+                      ENVIRON)
+    firewall = node_pillar_of(deployment, "server2")["firewall"]
+    assert firewall == {"enabled": True, "members": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                        "client_networks": ["10.0.20.0/24", "fd00:20::/64"]}
+
+
+def test_a_sentinel_pairs_firewall_members_include_the_witness(tmp_path):
+    document = make_doc(2, {"firewall": True, "sentinel": {"witnesses": ["server3"]}}, witnesses_without_redis=1)
+    firewall = node_pillar_of(load(tmp_path, document, ENVIRON), "server3")["firewall"]
+    assert firewall["members"] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+@pytest.mark.parametrize("value, key, expected", [
+    ("yes", "cache.redis.firewall", "expected true or false, got 'yes'"),
+])
+def test_a_firewall_that_is_not_true_or_false_is_refused(tmp_path, value, key, expected):
+    assert refused(tmp_path, doc(firewall=value)).endswith(f"{key}: {expected}")
+
+
+@pytest.mark.parametrize("networks, key, expected", [
+    ("10.0.0.0/8", "cache.redis.client_networks",
+     "expected a list of networks (CIDR, e.g. 10.0.0.0/24), got '10.0.0.0/8'"),
+    (["10.0.0.0/33"], "cache.redis.client_networks[0]",
+     "expected a network in CIDR notation (10.0.0.0/24, fd00::/64), got '10.0.0.0/33'"),
+    (["10.0.0.0/8", 7], "cache.redis.client_networks[1]",
+     "expected a network in CIDR notation (10.0.0.0/24, fd00::/64), got 7"),
+])
+def test_client_networks_must_be_cidrs(tmp_path, networks, key, expected):
+    assert refused(tmp_path, doc(firewall=True, client_networks=networks)).endswith(f"{key}: {expected}")
