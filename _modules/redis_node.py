@@ -854,11 +854,13 @@ def logins(dry_run=False, port=None, wait=30):
 
         salt '*' redis_node.logins dry_run=True
     """
-    acl = __utils__["redis_acl.secrets"](_settings())
-    try:
+    settings = _settings()
+    acl = __utils__["redis_acl.secrets"](settings)
+
+    def converge():
         client = _client(port)
-        converge = __utils__["redis_acl.users_converged"]
-        changes, comments, unsaved = converge(client, acl, [REPLICATION_USER], dry_run=dry_run)
+        changes, comments, unsaved = __utils__["redis_acl.users_converged"](
+            client, acl, [REPLICATION_USER], dry_run=dry_run)
         if unsaved:
             raise CommandExecutionError(unsaved)
         changed, comment = _replication_login(client, dry_run, wait)
@@ -869,16 +871,26 @@ def logins(dry_run=False, port=None, wait=30):
                 why = __utils__["redis_acl.persist"](client)
                 if why:
                     raise CommandExecutionError(f"replication login: {why}")
-    except redis.RedisError as exc:
-        if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
-            return __utils__["redis_acl.not_deployed_yet"]("server", _error(exc))
-        raise CommandExecutionError(f"logins of the local Redis server: {_error(exc)}") from None
-    if not dry_run:
-        # What a later force_password_change logs in with (Redis keeps only a hash).
-        settings = _settings()
-        process = f"server-{port or settings.get('port', 6379)}"
-        __utils__["redis_common.remember_password"](__opts__.get("cachedir"), process, settings.get("password"))
-    return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
+        return changes, comments
+
+    process = f"server-{port or settings.get('port', 6379)}"
+    return __utils__["redis_common.local_logins"]("server", process, settings, converge, dry_run)
+
+
+def accepts_password(port=None, timeout=5):
+    """
+    Whether the local Redis server lets the deployment's password in (or, during a two-phase
+    rotation, the previous one): ``True``, ``False`` (refused) or ``None`` (no answer).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.accepts_password
+    """
+    settings = _settings()
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("port", 6379), timeout)
+    return __utils__["redis_acl.accepts_any"](connect, __utils__["redis_acl.secrets"](settings))
 
 
 def forced_password_change(port=None, settings_file=None, dry_run=False):
@@ -902,21 +914,10 @@ def forced_password_change(port=None, settings_file=None, dry_run=False):
     port = int(port or _settings().get("port", 6379))
     candidates = [__utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"server-{port}")]
     if settings_file:
-        candidates.append(_file_password(settings_file))
+        candidates.append(__utils__["redis_config.file_values"](settings_file, {"requirepass"}).get("requirepass"))
     connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
     acl = __utils__["redis_acl.secrets"](_settings())
     try:
         return __utils__["redis_acl.forced_change"](connect, acl, candidates, dry_run=dry_run)
     except redis.RedisError as exc:
         raise CommandExecutionError(f"127.0.0.1:{port}: {_error(exc)}") from None
-
-
-def _file_password(path):
-    """``requirepass`` in Salt's settings file (root writes it, in a directory only root
-    writes), or None."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    return __utils__["redis_config.values"](text, {"requirepass"}).get("requirepass")

@@ -21,8 +21,6 @@ never appears on a command line, in a return value or in a log line.
 
 import collections
 import logging
-import os
-import stat
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -465,11 +463,13 @@ def sentinel_logins(dry_run=False, port=None):
 
         salt '*' redis_sentinel.sentinel_logins dry_run=True
     """
-    acl = __utils__["redis_acl.secrets"](_settings())
-    try:
+    settings = _settings()
+    acl = __utils__["redis_acl.secrets"](settings)
+
+    def converge():
         client = _sentinel_client(port=port)
-        converge = __utils__["redis_acl.users_converged"]
-        changes, comments, unsaved = converge(client, acl, [ACL_USER], on="sentinel", dry_run=dry_run)
+        changes, comments, unsaved = __utils__["redis_acl.users_converged"](
+            client, acl, [ACL_USER], on="sentinel", dry_run=dry_run)
         if unsaved:
             raise CommandExecutionError(unsaved)
         running = _pairs(_sentinel_command(client, "CONFIG", "GET", "sentinel-*"))
@@ -487,16 +487,10 @@ def sentinel_logins(dry_run=False, port=None):
                 _sentinel_command(client, "CONFIG", "SET", "sentinel-pass", login[1])
                 _sentinel_command(client, "FLUSHCONFIG")
         comments.append(f"the other Sentinels log in as {login[0] or 'default'}{note}")
-    except redis.RedisError as exc:
-        if dry_run and __utils__["redis_common.failure"](exc) in ("auth", "refused"):
-            return __utils__["redis_acl.not_deployed_yet"]("Sentinel", _error(exc))
-        raise CommandExecutionError(f"logins of the local Sentinel: {_error(exc)}") from None
-    if not dry_run:
-        # What a later force_password_change logs in with (Sentinel keeps only a hash).
-        settings = _settings()
-        process = f"sentinel-{port or settings.get('sentinel_port', 26379)}"
-        __utils__["redis_common.remember_password"](__opts__.get("cachedir"), process, settings.get("password"))
-    return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
+        return changes, comments
+
+    process = f"sentinel-{port or settings.get('sentinel_port', 26379)}"
+    return __utils__["redis_common.local_logins"]("Sentinel", process, settings, converge, dry_run)
 
 
 def accepts_password(port=None, timeout=5):
@@ -512,11 +506,7 @@ def accepts_password(port=None, timeout=5):
     """
     settings = _settings()
     connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("sentinel_port", 26379), timeout)
-    # Each of the pillar's secrets, not redis_common.client: that one also tries, during a
-    # force_password_change, the password being replaced.
-    answers = [__utils__["redis_acl.accepts"](connect, None, secret)
-               for secret in __utils__["redis_acl.secrets"](settings)]
-    return True if True in answers else (False if False in answers else None)
+    return __utils__["redis_acl.accepts_any"](connect, __utils__["redis_acl.secrets"](settings))
 
 
 def forced_password_change(config_file="/etc/redis/sentinel.conf", dry_run=False, port=None):
@@ -540,27 +530,13 @@ def forced_password_change(config_file="/etc/redis/sentinel.conf", dry_run=False
     settings = _settings()
     port = int(port or settings.get("sentinel_port", 26379))
     remembered = __utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"sentinel-{port}")
-    candidates = [remembered, _file_password(config_file)]
+    candidates = [remembered, __utils__["redis_config.file_values"](config_file, {"requirepass"}).get("requirepass")]
     connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
     passwords = __utils__["redis_acl.secrets"](settings)
     try:
         return __utils__["redis_acl.forced_change"](connect, passwords, candidates, on="sentinel", dry_run=dry_run)
     except redis.RedisError as exc:
         raise CommandExecutionError(f"the local Sentinel: {_error(exc)}") from None
-
-
-def _file_password(path):
-    """``requirepass`` in the Sentinel's file, read without following a link (the redis user
-    can write /etc/redis), or None."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        text = handle.read().decode("utf-8", "surrogateescape")
-    return __utils__["redis_config.values"](text, {"requirepass"}).get("requirepass")
 
 
 # ---------------------------------------------------------------- the local Sentinel

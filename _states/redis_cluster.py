@@ -288,14 +288,8 @@ def _announce(outcome, was_member):
 
 def _deployed_port(settings_file):
     """The port in Salt's settings file as last deployed (the server may still run there)."""
-    try:
-        with open(settings_file, encoding="utf-8") as handle:
-            for _, directive, argument in __utils__["redis_config.directives"](handle.read().splitlines()):
-                if directive == "port" and argument.isdigit():
-                    return int(argument)
-    except OSError:
-        pass
-    return None
+    port = __utils__["redis_config.file_values"](settings_file, {"port"}).get("port", "")
+    return int(port) if port.isdigit() else None
 
 
 def shape_kept(name, mode, port, dir, settings_file=None):  # pylint: disable=redefined-builtin

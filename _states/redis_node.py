@@ -11,7 +11,6 @@ every node at once, so that restart is left to ``salt-run redis_deployment.rolli
 """
 
 import contextlib
-import errno
 import grp
 import json
 import logging
@@ -97,39 +96,13 @@ def _pillar_failed(ret, error):
 
 
 def _open_main(name):
-    """``(descriptor, stat)`` of Redis's main file, opened without following a symlink, or
-    ``(None, None)`` when it does not exist.
-
-    The directory is writable by the redis user (CONFIG REWRITE needs that), so whatever
-    stands at ``name`` may have been planted there: root reads or changes only a regular
-    file with one link, never what a symlink (or a hard link) leads to. A FIFO does not
-    block the open (O_NONBLOCK) and is refused like any other non-regular file.
-    """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    """``(descriptor, stat)`` of Redis's main file, or ``(None, None)`` when it does not exist
+    (``redis_config.open_file``: the directory is writable by the redis user, since CONFIG
+    REWRITE needs that, so root opens only a regular file with one link, never a link)."""
     try:
-        descriptor = os.open(name, flags)
-    except FileNotFoundError:
-        return None, None
+        return __utils__["redis_config.open_file"](name)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _Unsafe(
-                f"{name} is a symbolic link: Salt does not follow links in a directory the Redis user "
-                "can write; replace it with a regular file"
-            ) from None
-        raise _Unsafe(f"{name} cannot be opened: {exc.strerror}") from None
-    info = os.fstat(descriptor)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        problem = f"{name} is not a regular file; replace it with one"
-    elif info.st_nlink != 1:
-        problem = (
-            f"{name} has {info.st_nlink} hard links: Salt does not change a file that also stands "
-            "elsewhere; replace it with a file of its own"
-        )
-    if problem:
-        os.close(descriptor)
-        raise _Unsafe(problem)
-    return descriptor, info
+        raise _Unsafe(exc.strerror) from None
 
 
 def _read_descriptor(descriptor):
@@ -449,17 +422,19 @@ def password_accepted(name, port=None, settings=None, service="redis-server", so
         return _pillar_failed(ret, redis_pillar["error"])
     port = port or redis_pillar.get("port", 6379)
     passwords = __utils__["redis_acl.secrets"](redis_pillar)
+    answer = __salt__["redis_node.accepts_password"](port=port, timeout=socket_timeout)
+    if answer is True:
+        ret["comment"] = __utils__["redis_acl.phase"](passwords)
+        return ret
     # Any directive makes the server answer (an empty comparison would not even log in).
     diff = __salt__["redis_node.config_diff"]({"port": port}, port=port, timeout=socket_timeout)
-    if redis_pillar.get("force_password_change") and diff["reachable"] and diff["failure"] != "auth":
-        # The module's client also tries the password being replaced: ask with the pillar's own.
-        connect = __utils__["redis_common.connector"]("127.0.0.1", port, socket_timeout)
-        if not any(__utils__["redis_acl.accepts"](connect, None, secret) for secret in passwords):
-            diff = dict(diff, failure="auth")
-    if diff["failure"] != "auth":
-        ret["comment"] = (__utils__["redis_acl.phase"](passwords) if diff["reachable"]
-                          else f"nothing to check: {_reason(diff['failure'], diff, port, socket_timeout)}")
+    if answer is None and diff["failure"] != "auth":
+        ret["comment"] = ("nothing to check: " + (_reason(diff["failure"], diff, port, socket_timeout)
+                                                  if not diff["reachable"] else "the server did not answer a PING"))
         return ret
+    if diff["failure"] != "auth":
+        # Refused the pillar's passwords, let in with the one a force_password_change replaces.
+        diff = dict(diff, failure="auth", error="every password of the pillar refused")
     member = __salt__["redis_cluster.in_formed_deployment"](
         port=port, nodes_file=_nodes_file(settings or {}), timeout=socket_timeout
     )

@@ -313,38 +313,16 @@ def _left_to_the_sentinels(ret, local, live, timeout, why):
 # ---------------------------------------------------------------- monitored: the file
 
 
+def _read(path):
+    """``(text, stat)`` of ``path``, never through a link (``redis_config.read_file``)."""
+    try:
+        return __utils__["redis_config.read_file"](path)
+    except OSError as exc:
+        raise _Unsafe(exc.strerror) from None
+
+
 class _Unsafe(Exception):
     """The Sentinel file is something root must not read or replace through its name."""
-
-
-def _read(path):
-    """``(text, stat)`` of ``path`` opened without following a link, or ``(None, None)``.
-
-    /etc/redis is writable by the redis user: root reads and replaces only a regular file
-    with one link, never what a symlink leads to."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        descriptor = os.open(path, flags)
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _Unsafe(f"{path} is a symbolic link: Salt does not follow links in a directory the redis user "
-                          "can write; replace it with a regular file") from None
-        raise _Unsafe(f"{path} cannot be opened: {exc.strerror}") from None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            raise _Unsafe(f"{path} is not a regular file with a single link; replace it with one")
-        chunks = []
-        while True:
-            chunk = os.read(descriptor, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", "surrogateescape"), info
-    finally:
-        os.close(descriptor)
 
 
 def _write(path, text, uid, gid, mode):

@@ -292,6 +292,16 @@ def accepts(connect, user, password):
         return None
 
 
+def accepts_any(connect, passwords):
+    """Whether the node behind ``connect`` lets ``default`` in with one of ``passwords`` (the
+    pillar's: during a two-phase rotation the new and the previous one): ``True``, ``False``
+    (every one refused) or ``None`` (no answer). Only ``passwords`` are tried, never a
+    password remembered for a ``force_password_change``: a gate asks whether the node is
+    already changed."""
+    answers = [accepts(connect, None, secret) for secret in passwords]
+    return True if True in answers else (False if False in answers else None)
+
+
 def outgoing_login(passwords, user, current, connects, cautious=False):
     """The login ``(user, password)`` a node should use towards the nodes behind ``connects``
     (``{name: client factory}``): ``user`` with the password derived from the deployment's
@@ -333,14 +343,6 @@ def users_converged(client, passwords, users, on="server", dry_run=False):
         if not outcome["persisted"] and not dry_run:
             return changes, comments, outcome["comment"]
     return changes, comments, ""
-
-
-def not_deployed_yet(what, why):
-    """A dry run's outcome where the local process does not run the deployment's own
-    settings yet (a bare host's package server or Sentinel, refusing our password or down):
-    the apply gives it them first, then its logins."""
-    return {"changed": True, "changes": {"logins": f"set once the {what} runs the deployment's settings"},
-            "comment": f"the local {what} does not run the deployment's settings yet ({why})"}
 
 
 def logins_state_return(ret, outcome, test):

@@ -18,6 +18,8 @@ import os
 import tempfile
 import time
 
+from salt.exceptions import CommandExecutionError
+
 try:
     import redis
     from redis.backoff import NoBackoff
@@ -85,6 +87,26 @@ def _fallback_passwords(settings):
             if remembered not in found and remembered != settings.get("password"):
                 found.append(remembered)
     return found
+
+
+def local_logins(what, process, settings, converge, dry_run):
+    """The outcome of converging the logins of the local ``what`` ("server", "Sentinel"):
+    ``converge()`` returns ``(changes, comments)`` and raises redis-py's errors. After a real
+    run, the password it now accepts is recorded for a later ``force_password_change``
+    (:func:`remember_password`: Redis keeps only a hash). A dry run on a process that does not
+    run the deployment's settings yet (a bare host's package server, refusing our password or
+    down) says the apply gives it them first. Returns ``{"changed", "changes", "comment"}``."""
+    try:
+        changes, comments = converge()
+    except redis.RedisError as exc:
+        if dry_run and failure(exc) in ("auth", "refused"):
+            return {"changed": True,
+                    "changes": {"logins": f"set once the {what} runs the deployment's settings"},
+                    "comment": f"the local {what} does not run the deployment's settings yet ({error_text(exc)})"}
+        raise CommandExecutionError(f"logins of the local {what}: {error_text(exc)}") from None
+    if not dry_run:
+        remember_password((globals().get("__opts__") or {}).get("cachedir"), process, settings.get("password"))
+    return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
 
 
 LOGIN_RECORDS = "redis_logins"

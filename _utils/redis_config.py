@@ -6,10 +6,13 @@ module's own functions are out of an execution module's reach):
 - the directives of a config file's lines, and a line's arguments unquoted as Redis does;
 - which directives Redis reads only at start (a change needs a restart);
 - the values a config file gives to some directives;
-- what the running server's configuration (CONFIG GET) differs on from wanted settings.
+- what the running server's configuration (CONFIG GET) differs on from wanted settings;
+- a config file read as root without following what the redis account could have planted.
 """
 
+import errno
 import os
+import stat
 
 try:
     import redis
@@ -98,6 +101,65 @@ def values(text, wanted):
         if directive in wanted:
             found[directive] = " ".join(config_args(argument))
     return found
+
+
+def open_file(path):
+    """``(descriptor, stat)`` of the config file ``path`` opened for reading, or ``(None,
+    None)`` when there is none.
+
+    Raises ``OSError`` (its ``strerror`` says what to do) for a symbolic link, or anything
+    but a regular file with a single link: /etc/redis is writable by the redis account, and
+    root never reads or replaces through a name that account could have redirected (a FIFO
+    does not block the open: O_NONBLOCK)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, f"{path} is a symbolic link: Salt does not follow links in a directory the "
+                          "redis user can write; replace it with a regular file") from None
+        raise OSError(exc.errno, f"{path} cannot be opened: {exc.strerror}") from None
+    info = os.fstat(descriptor)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"{path} is not a regular file; replace it with one"
+    elif info.st_nlink != 1:
+        problem = (f"{path} has {info.st_nlink} hard links: Salt does not change a file that also stands "
+                   "elsewhere; replace it with a file of its own")
+    if problem:
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, problem)
+    return descriptor, info
+
+
+def read_file(path):
+    """``(text, stat)`` of the config file ``path`` (opened as :func:`open_file` does), or
+    ``(None, None)`` when there is none. Raises ``OSError`` as :func:`open_file` does."""
+    descriptor, info = open_file(path)
+    if descriptor is None:
+        return None, None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(descriptor, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "surrogateescape"), info
+    finally:
+        os.close(descriptor)
+
+
+def file_values(path, wanted):
+    """:func:`values` of the config file ``path`` (read as :func:`read_file` does), or ``{}``
+    when it is missing or unsafe to read."""
+    try:
+        text, _ = read_file(path)
+    except OSError:
+        return {}
+    return values(text, wanted) if text is not None else {}
 
 
 def secret(directive):

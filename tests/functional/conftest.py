@@ -345,6 +345,7 @@ def load_state_module(port, restart):
     state = load_module("redis_node_state", "_states/redis_node.py")
     state.__salt__ = {
         "redis_node.config_diff": node.config_diff,
+        "redis_node.accepts_password": node.accepts_password,
         "redis_node.config_set": node.config_set,
         "redis_node.wait_ready": node.wait_ready,
         "redis_cluster.in_formed_deployment": mod.in_formed_deployment,
