@@ -18,8 +18,6 @@ import os
 import tempfile
 import time
 
-from salt.exceptions import CommandExecutionError
-
 try:
     import redis
     from redis.backoff import NoBackoff
@@ -96,6 +94,9 @@ def local_logins(what, process, settings, converge, dry_run):
     (:func:`remember_password`: Redis keeps only a hash). A dry run on a process that does not
     run the deployment's settings yet (a bare host's package server, refusing our password or
     down) says the apply gives it them first. Returns ``{"changed", "changes", "comment"}``."""
+    # Imported here: the health script loads this file with a Python that has no Salt.
+    from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
+
     try:
         changes, comments = converge()
     except redis.RedisError as exc:

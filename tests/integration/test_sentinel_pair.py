@@ -8,6 +8,10 @@ a replica, and re-applying changes nothing: Salt never reverts a failover. A par
 shows what `min_replicas_to_write` decides. `salt-run redis_deployment.rolling_restart`
 under a client writing with WAIT 1 restarts each server once, the master after SENTINEL
 FAILOVER, and loses no acknowledged write.
+
+The whole lab runs with the firewall on (``firewall: true``) from bare hosts: every test
+here also shows that members form, replicate, elect and fail over through it, and that an
+address that is neither a member nor a client network reaches no Redis or Sentinel port.
 """
 
 import json
@@ -47,6 +51,10 @@ SUBNET = "10.213.13"
 SERVERS = {"st1": f"{SUBNET}.11", "st2": f"{SUBNET}.12"}
 WITNESS = ("st3", f"{SUBNET}.13")
 ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
+# The lab's bridge (its last free address), where this test's clients come from: the one
+# client network. Any other address of the subnet that is no member is dropped.
+BRIDGE = f"{SUBNET}.254"
+STRANGER = f"{SUBNET}.50"
 
 
 def deployment(redis_settings=None, **sentinel):
@@ -54,7 +62,8 @@ def deployment(redis_settings=None, **sentinel):
     controllers.append({"hostname": WITNESS[0], "ip_address": WITNESS[1], "services": {"redis": False}})
     settings = {"down_after_ms": 2000, "failover_timeout_ms": 10000, "witnesses": [WITNESS[0]], **sentinel}
     redis_settings = {"min_replicas_max_lag": 3, **(redis_settings or {})}
-    cache_redis = {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "sentinel": settings, **redis_settings}
+    cache_redis = {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "sentinel": settings,
+                   "firewall": True, "client_networks": [f"{BRIDGE}/32"], **redis_settings}
     return {"cache": {"redis": cache_redis},
             "nodes": {"controllers": controllers}}
 
@@ -62,6 +71,7 @@ def deployment(redis_settings=None, **sentinel):
 @pytest.fixture(scope="module")
 def sentinel_lab(tmp_path_factory):
     with lab_of_its_own(tmp_path_factory, "rsent", deployment()) as own_lab:
+        assert own_lab[1] == BRIDGE, f"the lab's bridge is {own_lab[1]}: client_networks names {BRIDGE}"
         yield own_lab
 
 
@@ -154,6 +164,32 @@ def test_bare_hosts_get_a_replicating_pair_and_three_sentinels_that_agree(first_
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
     assert states_with_changes(again) == []
+
+
+def connects_from(lab, host, source, address, port):
+    """Whether a TCP connection from ``source`` (an address of ``host``) to ``address:port`` opens."""
+    probe = ("import socket, sys\ns = socket.socket(); s.settimeout(3); s.bind((sys.argv[1], 0))\n"
+             "try:\n    s.connect((sys.argv[2], int(sys.argv[3])))\nexcept OSError:\n    sys.exit(1)")
+    return host_run(lab, host, "python3", "-c", probe, source, address, str(port)).returncode == 0
+
+
+def test_through_the_firewall_members_reach_each_other_and_anyone_else_nothing(first_apply, cli, sentinel_lab):
+    lab = sentinel_lab[0]
+    assert first_apply.returncode == 0, first_apply.stdout
+    for host in ALL:
+        assert "redis_salt" in host_output(lab, host, "nft", "list", "tables"), host
+    # The witness, a member, reaches the servers and the other Sentinels; the same host from
+    # an address that is no member and no client network reaches none of them.
+    host_run(lab, "st3", "ip", "addr", "add", f"{STRANGER}/24", "dev", "eth0", check=True)
+    try:
+        for host in SERVERS:
+            for port in (6379, SENTINEL_PORT):
+                assert connects_from(lab, "st3", WITNESS[1], ALL[host], port), (host, port)
+                assert not connects_from(lab, "st3", STRANGER, ALL[host], port), (host, port)
+    finally:
+        host_run(lab, "st3", "ip", "addr", "del", f"{STRANGER}/24", "dev", "eth0", check=True)
+    # Salt's own ports are not Redis's: the minions still answer.
+    assert cli.run("test.ping", minion_tgt="st1").data is True
 
 
 def test_a_healthy_pair_and_its_witness_are_ok_on_every_minion_and_in_the_runners_table(
