@@ -856,8 +856,7 @@ def logins(dry_run=False, port=None, wait=30):
     """
     settings = _settings()
     acl = __utils__["redis_acl.secrets"](settings)
-
-    def converge():
+    try:
         client = _client(port)
         changes, comments, unsaved = __utils__["redis_acl.users_converged"](
             client, acl, [REPLICATION_USER], dry_run=dry_run)
@@ -871,10 +870,10 @@ def logins(dry_run=False, port=None, wait=30):
                 why = __utils__["redis_acl.persist"](client)
                 if why:
                     raise CommandExecutionError(f"replication login: {why}")
-        return changes, comments
-
+    except redis.RedisError as exc:
+        return __utils__["redis_common.logins_refused"]("server", exc, dry_run)
     process = f"server-{port or settings.get('port', 6379)}"
-    return __utils__["redis_common.local_logins"]("server", process, settings, converge, dry_run)
+    return __utils__["redis_common.logins_converged"](process, settings.get("password"), changes, comments, dry_run)
 
 
 def accepts_password(port=None, timeout=5):

@@ -465,8 +465,7 @@ def sentinel_logins(dry_run=False, port=None):
     """
     settings = _settings()
     acl = __utils__["redis_acl.secrets"](settings)
-
-    def converge():
+    try:
         client = _sentinel_client(port=port)
         changes, comments, unsaved = __utils__["redis_acl.users_converged"](
             client, acl, [ACL_USER], on="sentinel", dry_run=dry_run)
@@ -487,10 +486,10 @@ def sentinel_logins(dry_run=False, port=None):
                 _sentinel_command(client, "CONFIG", "SET", "sentinel-pass", login[1])
                 _sentinel_command(client, "FLUSHCONFIG")
         comments.append(f"the other Sentinels log in as {login[0] or 'default'}{note}")
-        return changes, comments
-
+    except redis.RedisError as exc:
+        return __utils__["redis_common.logins_refused"]("Sentinel", exc, dry_run)
     process = f"sentinel-{port or settings.get('sentinel_port', 26379)}"
-    return __utils__["redis_common.local_logins"]("Sentinel", process, settings, converge, dry_run)
+    return __utils__["redis_common.logins_converged"](process, settings.get("password"), changes, comments, dry_run)
 
 
 def accepts_password(port=None, timeout=5):

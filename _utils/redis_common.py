@@ -87,26 +87,28 @@ def _fallback_passwords(settings):
     return found
 
 
-def local_logins(what, process, settings, converge, dry_run):
-    """The outcome of converging the logins of the local ``what`` ("server", "Sentinel"):
-    ``converge()`` returns ``(changes, comments)`` and raises redis-py's errors. After a real
-    run, the password it now accepts is recorded for a later ``force_password_change``
-    (:func:`remember_password`: Redis keeps only a hash). A dry run on a process that does not
-    run the deployment's settings yet (a bare host's package server, refusing our password or
-    down) says the apply gives it them first. Returns ``{"changed", "changes", "comment"}``."""
+def logins_refused(what, exc, dry_run):
+    """The outcome of converging the logins of the local ``what`` ("server", "Sentinel") when
+    it failed with redis-py's ``exc``: a dry run on a process that does not run the
+    deployment's settings yet (a bare host's package server, refusing our password or down)
+    says the apply gives it them first; anything else raises ``CommandExecutionError``."""
     # Imported here: the health script loads this file with a Python that has no Salt.
     from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
 
-    try:
-        changes, comments = converge()
-    except redis.RedisError as exc:
-        if dry_run and failure(exc) in ("auth", "refused"):
-            return {"changed": True,
-                    "changes": {"logins": f"set once the {what} runs the deployment's settings"},
-                    "comment": f"the local {what} does not run the deployment's settings yet ({error_text(exc)})"}
-        raise CommandExecutionError(f"logins of the local {what}: {error_text(exc)}") from None
+    if dry_run and failure(exc) in ("auth", "refused"):
+        return {"changed": True,
+                "changes": {"logins": f"set once the {what} runs the deployment's settings"},
+                "comment": f"the local {what} does not run the deployment's settings yet ({error_text(exc)})"}
+    raise CommandExecutionError(f"logins of the local {what}: {error_text(exc)}") from None
+
+
+def logins_converged(process, password, changes, comments, dry_run):
+    """The outcome of converging the logins of the local ``process`` (``server-<port>``,
+    ``sentinel-<port>``): ``{"changed", "changes", "comment"}``. After a real run, the
+    password it now accepts is recorded for a later ``force_password_change``
+    (:func:`remember_password`: Redis keeps only a hash)."""
     if not dry_run:
-        remember_password((globals().get("__opts__") or {}).get("cachedir"), process, settings.get("password"))
+        remember_password((globals().get("__opts__") or {}).get("cachedir"), process, password)
     return {"changed": bool(changes), "changes": changes, "comment": "; ".join(comments)}
 
 
