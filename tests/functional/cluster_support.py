@@ -80,9 +80,8 @@ def wired_state(mod, cachedir):
     state = load_module(f"rotation_state_{id(mod)}", "_states/redis_node.py")
     node = load_node_module(mod.__pillar__)
     give_opts(node, {"cachedir": str(cachedir)})
-    state.__salt__ = {f"redis_node.{name}": getattr(node, name)
-                      for name in ("config_diff", "config_set", "wait_ready", "logins", "accepts_password",
-                                  "forced_password_change")}
+    wired = ("config_diff", "config_set", "wait_ready", "logins", "accepts_password", "forced_password_change")
+    state.__salt__ = {f"redis_node.{name}": getattr(node, name) for name in wired}
     state.__salt__["redis_cluster.in_formed_deployment"] = mod.in_formed_deployment
     state.__salt__["service.restart"] = lambda service: pytest.fail(f"{service} restarted during a rotation")
     state.__opts__ = {"test": False, "cachedir": str(cachedir)}
