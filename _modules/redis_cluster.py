@@ -563,10 +563,12 @@ def _reshape(plan, clients, ids, actions):
 def _redis_cli_cluster(args, timeout):
     """``redis-cli --cluster ARGS`` (the tool operators use to move slots), the password in
     REDISCLI_AUTH, never in argv. Returns (exit code, output)."""
-    env = dict(os.environ, REDISCLI_AUTH=_settings().get("password") or "")
+    settings = _settings()
+    env = dict(os.environ, REDISCLI_AUTH=settings.get("password") or "")
+    tls = __utils__["redis_common.redis_cli_tls"](settings.get("tls"))
     try:
         done = subprocess.run(
-            ["redis-cli", "--cluster", *[str(a) for a in args]],
+            ["redis-cli", *tls, "--cluster", *[str(a) for a in args]],
             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired as exc:

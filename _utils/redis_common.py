@@ -44,10 +44,15 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
     During a two-phase password rotation (``previous_password`` in ``settings``) a node not
     applied yet accepts only the previous password: the new one is tried first (one PING),
     and the previous one when the node refuses it. Likewise, with ``force_password_change``,
-    the password last accepted on this host (:func:`remembered_password`)."""
+    the password last accepted on this host (:func:`remembered_password`).
+
+    With TLS on (``tls`` in ``settings``: pillar ``redis:tls``) the client speaks TLS
+    (:func:`tls_options`)."""
+    tls = tls_options(settings.get("tls"), host)
 
     def connect(secret):
         return redis.Redis(
+            **tls,
             host=host,
             port=int(port or settings.get("port", 6379)),
             username=username,
@@ -73,6 +78,28 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
                 tried.close()
                 continue
         return tried
+
+
+def tls_options(tls, host):
+    """redis-py's keyword arguments for a node of a deployment with TLS on (pillar
+    ``redis:tls``: ``ca_file``, and ``cert_file``/``key_file`` where the caller may read
+    the host's key; without them no client certificate is shown, which the servers allow),
+    ``{}`` with TLS off. The server's certificate must come from the deployment's CA, and
+    name ``host`` (a peer's IP address) unless ``host`` is this machine's loopback."""
+    if not tls:
+        return {}
+    options = {"ssl": True, "ssl_ca_certs": tls["ca_file"], "ssl_cert_reqs": "required",
+               "ssl_check_hostname": not str(host).startswith("127.")}
+    if tls.get("cert_file") and tls.get("key_file"):
+        options.update(ssl_certfile=tls["cert_file"], ssl_keyfile=tls["key_file"])
+    return options
+
+
+def redis_cli_tls(tls):
+    """redis-cli's arguments for a deployment with TLS on (pillar ``redis:tls``), or []."""
+    if not tls:
+        return []
+    return ["--tls", "--cacert", tls["ca_file"], "--cert", tls["cert_file"], "--key", tls["key_file"]]
 
 
 def _fallback_passwords(settings):
@@ -157,13 +184,13 @@ def remember_password(cachedir, process, password):
     return True
 
 
-def connector(host, port, timeout=2):
+def connector(host, port, timeout=2, tls=None):
     """A client factory ``connect(username, password)`` for the node at ``host:port``, for
-    checks that try logins (``redis_acl.outgoing_login``). Defined here so that it runs in the
-    utils loader's context wherever it is called from."""
+    checks that try logins (``redis_acl.outgoing_login``); ``tls``: pillar ``redis:tls``.
+    Defined here so that it runs in the utils loader's context wherever it is called from."""
 
     def connect(username, password):
-        return client({}, int(port), host=host, timeout=timeout, username=username, password=password)
+        return client({"tls": tls}, int(port), host=host, timeout=timeout, username=username, password=password)
 
     return connect
 
