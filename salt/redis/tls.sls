@@ -10,6 +10,7 @@
 {%- if redis_node and tls %}
 include:
   - {{ tplroot }}.install
+  - {{ tplroot }}.shape
 
 {%-   if tls.issue %}
 {%-     set directory = tls.key_file.rsplit("/", 1)[0] %}
@@ -37,6 +38,9 @@ redis-tls-{{ purpose }}-file:
     - show_changes: False
     - require:
       - file: redis-tls-directory
+{%-       if custom_states_usable %}
+      - redis_cluster: redis-deployment-shape-kept
+{%-       endif %}
 {%-       if purpose != "key" %}
       - file: redis-tls-key-file
 {%-       endif %}
