@@ -15,6 +15,7 @@ reach it as ``__utils__["redis_common.<name>"]``):
 
 import contextlib
 import os
+import socket
 import tempfile
 import time
 
@@ -47,8 +48,12 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
     the password last accepted on this host (:func:`remembered_password`).
 
     With TLS on (``tls`` in ``settings``: pillar ``redis:tls``) the client speaks TLS
-    (:func:`tls_options`)."""
+    (:func:`tls_options`), except to a local server that still speaks plain TCP (the
+    package's server on a bare host, until its first restart with the deployment's settings:
+    :func:`speaks_plain`)."""
     tls = tls_options(settings.get("tls"), host)
+    if tls and str(host).startswith("127.") and speaks_plain(host, int(port or settings.get("port", 6379)), timeout):
+        tls = {}
 
     def connect(secret):
         return redis.Redis(
@@ -93,6 +98,18 @@ def tls_options(tls, host):
     if tls.get("cert_file") and tls.get("key_file"):
         options.update(ssl_certfile=tls["cert_file"], ssl_keyfile=tls["key_file"])
     return options
+
+
+def speaks_plain(host, port, timeout=5):
+    """Whether the server at ``host:port`` answers plain TCP: an inline ``PING`` (no
+    password sent) gets ``+PONG`` or an error from a plain server, while a TLS port takes it
+    for a broken handshake and closes the connection at once."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as probe:
+            probe.sendall(b"PING\r\n")
+            return probe.recv(64)[:1] in (b"+", b"-")
+    except OSError:
+        return False
 
 
 def redis_cli_tls(tls):

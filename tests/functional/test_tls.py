@@ -6,6 +6,7 @@ certificate is served without a restart."""
 
 import os
 import shutil
+import time
 
 import pytest
 import redis
@@ -115,3 +116,19 @@ def test_reload_on_a_server_without_tls_changes_nothing(redis_server):
                                        "password": redis_server.password}})
     outcome = node.reload_tls(port=redis_server.port)
     assert outcome["reloaded"] is False and "does not run TLS" in outcome["comment"], outcome
+
+
+def test_the_local_server_is_asked_in_the_protocol_it_speaks(tls_cluster, redis_server):
+    """A bare host's package server speaks plain TCP until its first restart with the
+    deployment's settings: our local client must reach it, then the TLS one."""
+    from support.loaders import utils_dunder  # pylint: disable=import-outside-toplevel
+
+    common = utils_dunder(["redis_common"])
+    tls_server = tls_cluster[0][0]
+    started = time.monotonic()
+    assert common["redis_common.speaks_plain"]("127.0.0.1", tls_server.port, 5) is False
+    assert time.monotonic() - started < 2, "a TLS port closes the plain probe at once"
+    assert common["redis_common.speaks_plain"]("127.0.0.1", redis_server.port, 5) is True
+    settings = {"password": redis_server.password, "tls": tls_server.tls}
+    assert common["redis_common.client"](dict(settings, port=redis_server.port)).ping()
+    assert common["redis_common.client"](dict(settings, password=tls_server.password, port=tls_server.port)).ping()
