@@ -876,14 +876,15 @@ def server_shape(port=None, timeout=5):
     try:
         client = _client(port, timeout=float(timeout))
         info = client.info()
-        running = __utils__["redis_config.config_get"](client, ["port", "dir"])
+        running = __utils__["redis_config.config_get"](client, ["port", "tls-port", "dir"])
         view = _view(client) if info.get("cluster_enabled") else {}
     except redis.RedisError as exc:
         return {"reachable": False, "error": __utils__["redis_common.error_text"](exc)}
     return {
         "reachable": True,
         "run_id": info.get("run_id"),
-        "port": int(running.get("port", 0)),
+        # A TLS-only server (port 0) serves the deployment's port as its tls-port.
+        "port": int(running.get("port", 0)) or int(running.get("tls-port") or 0),
         "dir": running.get("dir", ""),
         "cluster_enabled": bool(info.get("cluster_enabled")),
         "slots_assigned": view.get("slots_assigned", 0),

@@ -26,6 +26,7 @@ from support.lab import (
     master_of_its_own,
     wait_for_minions,
 )
+from support.leaks import Secrets, Watch, deployment_secrets, report, scan_result, sweep
 from support.states import state_by_id, states_with_changes
 from support.tls import certificates, file_serial, served_serial
 from support.waits import wait_until
@@ -159,3 +160,34 @@ def test_dropping_tls_from_the_formed_cluster_is_refused_and_nothing_changes(fir
     finally:
         config.write_text(yaml.safe_dump(deployment()))
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="tl2")) == []
+
+
+def key_body(pem):
+    """The longest base64 line of a PEM private key: in every encoding a leak could take."""
+    return max((line for line in pem.splitlines() if "-----" not in line), key=len)
+
+
+def test_no_private_key_on_any_channel_through_renewals_and_a_backup_set(
+        first_apply, cli, tls_master, tls_lab, event_listener):
+    lab, _, config = tls_lab
+    store = certificates.store_for(tls_master.config["cachedir"], str(config))
+    known = deployment_secrets(deployment())
+    keys = {f"TLS key of {host}": key_body(host_file(lab, host, "/etc/redis-tls/redis.key").read_text())
+            for host in HOSTS}
+    with open(os.path.join(store, "ca.key"), encoding="utf-8") as handle:
+        keys["the CA's key"] = key_body(handle.read())
+    secrets = Secrets({**known.values, **keys}, known.allowed, known.backup_dirs)
+    for host in HOSTS:  # every host's certificate is renewed by the next apply
+        os.unlink(os.path.join(store, "hosts", f"{host}.crt"))
+    results = {}
+    with Watch(event_listener, lab, list(HOSTS), tls_master, secrets) as watch:
+        results["state.apply redis"] = cli.run("state.apply", "redis", minion_tgt="*")
+        results["salt-run redis_backup.run"] = tls_master.salt_run_cli(timeout=600).run("redis_backup.run", "type=rdb")
+        results["pillar.items"] = cli.run("pillar.items", minion_tgt="*")
+    findings = list(watch.findings)
+    for what, result in results.items():
+        findings += scan_result(result, secrets, what)
+    findings += sweep(lab, list(HOSTS), tls_master, secrets)
+    assert not findings, "LEAK (product code): " + report(findings)
+    assert results["state.apply redis"].returncode == 0, results["state.apply redis"].stdout
+    assert results["salt-run redis_backup.run"].data["status"] == "complete"
