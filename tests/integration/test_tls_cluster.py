@@ -138,7 +138,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(first_apply, cli, tls
     renewed = cli.run("state.apply", "redis", minion_tgt="tl1")
 
     assert renewed.returncode == 0, renewed.stdout
-    reload = state_by_id(renewed, "tl1", "redis-server-serves-the-renewed-certificate")
+    reload = state_by_id(renewed, None, "redis-server-serves-the-renewed-certificate")
     assert reload["result"] is True and reload["changes"], reload
     after = served_serial(HOSTS["tl1"], REDIS_PORT, ca_file)
     assert after == file_serial(host_file(lab, "tl1", "/etc/redis-tls/redis.crt")) != before
@@ -153,7 +153,7 @@ def test_dropping_tls_from_the_formed_cluster_is_refused_and_nothing_changes(fir
     config.write_text(yaml.safe_dump(deployment(tls=False)))
     try:
         refused = cli.run("state.apply", "redis", minion_tgt="tl2")
-        kept = state_by_id(refused, "tl2", "redis-deployment-shape-kept")
+        kept = state_by_id(refused, None, "redis-deployment-shape-kept")
         assert kept["result"] is False and "TLS and the YAML now says plain TCP" in kept["comment"], kept
         assert host_file(lab, "tl2", "/etc/redis-salt/redis-server.conf").read_text() == settings
         assert tls_client("tl2", ca_file).info("server")["run_id"] == run_id
