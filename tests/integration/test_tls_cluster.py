@@ -3,12 +3,13 @@ TLS-only Redis Cluster from bare hosts, on a lab of its own (three Redis hosts, 
 salt-master): with `cache.redis.tls: {issue: true}` one `salt '*' state.apply redis` has the
 master's CA issue each host its certificate and forms a cluster that speaks TLS only, its
 bus too; the plain port refuses; `redis-cli --tls` answers; health, the Nagios script and a
-backup set work over TLS; the host's key is root's and the redis group's, and never in any
+backup set and the exporter work over TLS; the host's key is root's and the redis group's, and never in any
 output. A renewed certificate is served without a restart (new serial, same run_id).
 """
 
 import os
 import shutil
+import urllib.request
 
 import pytest
 import redis
@@ -38,10 +39,10 @@ HOSTS = {f"tl{n}": f"{SUBNET}.{10 + n}" for n in range(1, 4)}
 CA_FILE = "/etc/redis-tls/ca.crt"
 
 
-def deployment(tls=True):
+def deployment(tls=True, **settings):
     tls_settings = {"tls": {"issue": True}} if tls else {}
     return {
-        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", **tls_settings}},
+        "cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", **tls_settings, **settings}},
         "nodes": {"controllers": [{"hostname": h, "ip_address": ip, "services": {"redis": True}}
                                   for h, ip in HOSTS.items()]},
     }
@@ -143,7 +144,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(first_apply, cli, tls
     after = served_serial(HOSTS["tl1"], REDIS_PORT, ca_file)
     assert after == file_serial(host_file(lab, "tl1", "/etc/redis-tls/redis.crt")) != before
     assert tls_client("tl1", ca_file).info("server")["run_id"] == run_id, "no restart"
-    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="tl1")) == []
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
 
 
 def test_dropping_tls_from_the_formed_cluster_is_refused_and_nothing_changes(first_apply, cli, tls_lab, ca_file):
@@ -159,7 +160,7 @@ def test_dropping_tls_from_the_formed_cluster_is_refused_and_nothing_changes(fir
         assert tls_client("tl2", ca_file).info("server")["run_id"] == run_id
     finally:
         config.write_text(yaml.safe_dump(deployment()))
-    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="tl2")) == []
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
 
 
 def key_body(pem):
@@ -191,3 +192,25 @@ def test_no_private_key_on_any_channel_through_renewals_and_a_backup_set(
     assert not findings, "LEAK (product code): " + report(findings)
     assert results["state.apply redis"].returncode == 0, results["state.apply redis"].stdout
     assert results["salt-run redis_backup.run"].data["status"] == "complete"
+
+
+def scrape(address, port=9121):
+    """What the exporter at ``address`` answers Prometheus: ``{sample: value}``."""
+    with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_the_exporter_reads_each_node_over_tls(first_apply, cli, tls_lab):
+    _, _, config = tls_lab
+    config.write_text(yaml.safe_dump(deployment(monitoring={"exporter": True})))
+    try:
+        applied = cli.run("state.apply", "redis", minion_tgt="*")
+        assert applied.returncode == 0, applied.stdout
+        for host, ip in HOSTS.items():
+            wait_until(lambda ip=ip: scrape(ip).get("redis_up") == "1", 30, f"{host}'s exporter reading its node")
+            assert scrape(ip).get("redis_cluster_state") == "1"
+    finally:
+        config.write_text(yaml.safe_dump(deployment()))
+    assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
