@@ -563,10 +563,12 @@ def _reshape(plan, clients, ids, actions):
 def _redis_cli_cluster(args, timeout):
     """``redis-cli --cluster ARGS`` (the tool operators use to move slots), the password in
     REDISCLI_AUTH, never in argv. Returns (exit code, output)."""
-    env = dict(os.environ, REDISCLI_AUTH=_settings().get("password") or "")
+    settings = _settings()
+    env = dict(os.environ, REDISCLI_AUTH=settings.get("password") or "")
+    tls = __utils__["redis_common.redis_cli_tls"](settings.get("tls"))
     try:
         done = subprocess.run(
-            ["redis-cli", "--cluster", *[str(a) for a in args]],
+            ["redis-cli", *tls, "--cluster", *[str(a) for a in args]],
             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -874,14 +876,15 @@ def server_shape(port=None, timeout=5):
     try:
         client = _client(port, timeout=float(timeout))
         info = client.info()
-        running = __utils__["redis_config.config_get"](client, ["port", "dir"])
+        running = __utils__["redis_config.config_get"](client, ["port", "tls-port", "dir"])
         view = _view(client) if info.get("cluster_enabled") else {}
     except redis.RedisError as exc:
         return {"reachable": False, "error": __utils__["redis_common.error_text"](exc)}
     return {
         "reachable": True,
         "run_id": info.get("run_id"),
-        "port": int(running.get("port", 0)),
+        # A TLS-only server (port 0) serves the deployment's port as its tls-port.
+        "port": int(running.get("port", 0)) or int(running.get("tls-port") or 0),
         "dir": running.get("dir", ""),
         "cluster_enabled": bool(info.get("cluster_enabled")),
         "slots_assigned": view.get("slots_assigned", 0),

@@ -813,7 +813,8 @@ def _replication_login(client, dry_run, wait):
     link = _master_link(client)
     connects = {}
     if link:
-        connects[f"{link[0]}:{link[1]}"] = __utils__["redis_common.connector"](link[0], link[1], timeout=3)
+        connect = __utils__["redis_common.connector"](link[0], link[1], timeout=3, tls=_settings().get("tls"))
+        connects[f"{link[0]}:{link[1]}"] = connect
 
     def decide():
         return __utils__["redis_acl.outgoing_login"](passwords, REPLICATION_USER, current, connects)
@@ -876,6 +877,39 @@ def logins(dry_run=False, port=None, wait=30):
     return __utils__["redis_common.logins_converged"](process, settings.get("password"), changes, comments, dry_run)
 
 
+def reload_tls(port=None, dry_run=False):
+    """
+    Have the local Redis server load its TLS files again (a renewed certificate), live:
+    ``CONFIG SET tls-cert-file`` with the path it already has makes Redis read the key,
+    certificate and CA files anew; no restart, no client cut off. Nothing to do where the
+    server does not run TLS yet (its next start reads the files) or is not reachable.
+
+    Returns ``{"reloaded": bool, "comment": str}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.reload_tls
+    """
+    port = int(port or _settings().get("port", 6379))
+    try:
+        client = _client(port)
+        running = __utils__["redis_config.config_get"](client, ["tls-port", "tls-cert-file"])
+        if not int(running.get("tls-port") or 0):
+            return {"reloaded": False, "comment": f"the server on port {port} does not run TLS yet: its start reads "
+                                                  "the files"}
+        if dry_run:
+            return {"reloaded": True, "comment": f"the server on port {port} would load its TLS files again"}
+        client.config_set("tls-cert-file", running["tls-cert-file"])
+    except redis.RedisError as exc:
+        failure = __utils__["redis_common.failure"](exc)
+        if failure in ("refused", "auth", "timeout"):
+            return {"reloaded": False, "comment": f"nothing to reload: {_error(exc)}"}
+        raise CommandExecutionError(f"TLS files of the local server: {_error(exc)}") from None
+    return {"reloaded": True, "comment": f"the server on port {port} loaded its TLS files again (no restart)"}
+
+
 def accepts_password(port=None, timeout=5):
     """
     Whether the local Redis server lets the deployment's password in (or, during a two-phase
@@ -888,7 +922,8 @@ def accepts_password(port=None, timeout=5):
         salt '*' redis_node.accepts_password
     """
     settings = _settings()
-    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("port", 6379), timeout)
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("port", 6379), timeout,
+                                                  tls=settings.get("tls"))
     return __utils__["redis_acl.accepts_any"](connect, __utils__["redis_acl.secrets"](settings))
 
 
@@ -914,7 +949,7 @@ def forced_password_change(port=None, settings_file=None, dry_run=False):
     candidates = [__utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"server-{port}")]
     if settings_file:
         candidates.append(__utils__["redis_config.file_values"](settings_file, {"requirepass"}).get("requirepass"))
-    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5, tls=_settings().get("tls"))
     acl = __utils__["redis_acl.secrets"](_settings())
     try:
         return __utils__["redis_acl.forced_change"](connect, acl, candidates, dry_run=dry_run)

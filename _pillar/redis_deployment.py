@@ -33,6 +33,7 @@ imported directly by the lab and the unit tests.
 import copy
 import difflib
 import hashlib
+import importlib.util
 import ipaddress
 import logging
 import math
@@ -85,7 +86,20 @@ DEFAULTS = {
     # these networks and loopback only.
     "firewall": False,
     "client_networks": [],
+    # TLS on every Redis port (salt/redis/tls.sls): absent or null = plain TCP.
+    "tls": None,
 }
+# cache.redis.tls: certificate files already on the minions, or `issue: true` (the master's
+# CA, _pillar/redis_certificates.py). `plain_port: true` keeps the plain port open too (a
+# migration); `days_valid`: an issued host certificate's lifetime, renewed with a third left.
+TLS_FILE_KEYS = ("cert_file", "key_file", "ca_file")
+# Where salt/redis/tls.sls puts what Salt issued, the same on every distribution: a directory
+# of its own that the monitoring users may enter (the certificates are public; the key is
+# root's and the redis group's), as /etc/redis-salt is closed to them.
+TLS_ISSUED_FILES = {"cert_file": "/etc/redis-tls/redis.crt", "key_file": "/etc/redis-tls/redis.key",
+                    "ca_file": "/etc/redis-tls/ca.crt"}
+TLS_DEFAULTS = {"issue": False, "plain_port": False, "days_valid": 365}
+TLS_PLAIN_PORT = "expected false, or the port number where plain TCP stays open during a migration"
 HOST_BASELINES = ("apply", "report")
 SENTINEL_DEFAULTS = {"down_after_ms": 5000, "failover_timeout_ms": 60000, "witnesses": []}
 BACKUP_DEFAULTS = {
@@ -144,10 +158,7 @@ SETTINGS_KEYS = (
 )
 # Keys of the public interface whose feature this formula does not build yet: refused, so
 # nobody believes that TLS, ACLs or a firewall are on.
-NOT_SUPPORTED_YET = (
-    "tls",
-    "server",
-)
+NOT_SUPPORTED_YET = ("server",)
 # Keys an operator sets under `redis:` in ordinary pillar (pillar.example), never in the YAML.
 PILLAR_ONLY = ("maxmemory", "cluster_form_timeout_s")
 # The keys of one cache.redis.backup.schedule entry, as _states/redis_backup.py reads them
@@ -165,6 +176,10 @@ LIVE_DIRS = {
     "/etc/redis-salt": "this formula's settings directory",
 }
 PASSWORD_HIDDEN = "(hidden: only minions receive the password)"
+KEY_HIDDEN = "(hidden: only its minion receives the private key)"
+# What _pillar/redis_certificates.py uses of Salt's x509 (x509_v2) execution module.
+X509_FUNCTIONS = ("x509.create_private_key", "x509.create_certificate", "x509.read_certificate", "x509.expires",
+                  "x509.verify_signature")
 # What an error message shows where the password would have been.
 PASSWORD_IN_MESSAGE = "(the password)"
 MISSING_CONFIG = "ext_pillar redis_deployment: expected option 'config' with the YAML's path"
@@ -571,7 +586,50 @@ def _redis_settings(document, path, environ):
     settings["backup"] = backup
     settings["monitoring"] = _monitoring(settings.get("monitoring"), path)
     _firewall(settings, path)
+    settings["tls"] = _tls(settings["tls"], path)
+    _tls_ports(settings, path)
     return settings
+
+
+def _tls(raw, path):
+    """cache.redis.tls: ``None`` (off) or ``{"issue", "plain_port", "days_valid", and with
+    ``issue: false`` the three files}``."""
+    if raw is None:
+        return None
+    key = "cache.redis.tls"
+    tls = dict(TLS_DEFAULTS)
+    tls.update(_mapping(raw, key, path))
+    _refuse_unknown_keys(tls, (*TLS_DEFAULTS, *TLS_FILE_KEYS), key, path)
+    if not isinstance(tls["issue"], bool):
+        raise DeploymentError(path, f"{key}.issue", f"expected true or false, got {tls['issue']!r}")
+    # TLS takes over `port` (tls-port); plain TCP cannot share it, so it stays on a port of its own.
+    plain = tls["plain_port"]
+    if plain is not False and (isinstance(plain, bool) or not isinstance(plain, int) or not 1 <= plain <= 65535):
+        raise DeploymentError(path, f"{key}.plain_port", f"{TLS_PLAIN_PORT}, got {plain!r}")
+    _integer(tls, "days_valid", f"{key}.days_valid", path, 2, 3650)
+    files = [name for name in TLS_FILE_KEYS if name in tls]
+    if tls["issue"] and files:
+        raise DeploymentError(path, f"{key}.{files[0]}",
+                              "expected either issue: true (Salt issues the certificates) or the three files, not both")
+    if tls["issue"]:
+        tls.update(TLS_ISSUED_FILES)
+    else:
+        for name in TLS_FILE_KEYS:
+            value = tls.get(name)
+            if not isinstance(value, str) or not os.path.isabs(value):
+                raise DeploymentError(path, f"{key}.{name}", (
+                    f"expected the absolute path of a PEM file on every Redis host (or issue: true instead of "
+                    f"{', '.join(TLS_FILE_KEYS)}), got {value!r}"))
+    return tls
+
+
+def _tls_ports(settings, path):
+    """A plain port kept during a TLS migration must not take another port of the deployment."""
+    plain = (settings["tls"] or {}).get("plain_port")
+    taken = {settings["port"]: "cache.redis.port", settings["port"] + 10000: "the cluster bus (port + 10000)",
+             settings["sentinel_port"]: "cache.redis.sentinel_port"}
+    if plain and plain in taken:
+        raise DeploymentError(path, "cache.redis.tls.plain_port", f"{TLS_PLAIN_PORT}; {plain} is {taken[plain]}")
 
 
 def _firewall(settings, path):
@@ -725,6 +783,10 @@ def _shape(document, path, environ):
         if by_hostname[name]["redis"]:
             raise DeploymentError(path, key, f"expected a controller without services.redis, {name!r} runs Redis")
         witnesses.append(by_hostname[name])
+
+    if settings["tls"] and mode == "sentinel":
+        raise DeploymentError(path, "cache.redis.tls", (
+            "TLS is built for cluster mode only so far; a Sentinel pair runs plain TCP (remove cache.redis.tls)"))
 
     port = settings["port"]
     peers = [{"hostname": n["hostname"], "minion_id": n["minion_id"], "ip": n["ip"], "port": port} for n in redis_nodes]
@@ -930,6 +992,8 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
         pillar["previous_password"] = settings["previous_password"]
     if settings["force_password_change"]:
         pillar["force_password_change"] = True
+    if settings["tls"]:
+        pillar["tls"] = copy.deepcopy(settings["tls"])
     if deployment["mode"] == "cluster":
         pillar["slot_plan"] = copy.deepcopy(deployment["slot_plan"])
         pillar["slots"] = copy.deepcopy(deployment["slot_plan"].get(node["hostname"], []))
@@ -989,6 +1053,11 @@ def _redis_pillar(minion_id, pillar, config):
     except DeploymentError as exc:
         raise DeploymentError(exc.path, exc.key, _hide(exc.expected, secrets)) from None
     result["formula_modules"] = formula_modules()
+    tls = result.get("tls")
+    if tls and tls.get("issue") and result.get("role") in SERVER_ROLES:
+        tls["issued"] = _issued_certificates(config, result["hostname"], result["bind_ip"], tls["days_valid"])
+        if not _rendered_for_minion(minion_id):
+            tls["issued"]["key"] = KEY_HIDDEN
     if "password" in result and not _rendered_for_minion(minion_id):
         # Only minions need the password, and they get pillar from the salt-master daemon.
         # Any other process renders pillar for display (salt-run pillar.show_pillar,
@@ -997,6 +1066,19 @@ def _redis_pillar(minion_id, pillar, config):
         if "previous_password" in result:
             result["previous_password"] = PASSWORD_HIDDEN
     return result
+
+
+def _issued_certificates(config, hostname, ip, days_valid):
+    """The host's key and certificate and the CA's certificate (PEM), from the deployment's
+    CA on this master (_pillar/redis_certificates.py, with Salt's x509 module)."""
+    # Loaded by path: a sibling file is no importable module wherever Salt loads this one from.
+    spec = importlib.util.spec_from_file_location(
+        "redis_deployment_certificates", Path(__file__).with_name("redis_certificates.py"))
+    certificates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(certificates)
+    x509 = {name: __salt__[name] for name in X509_FUNCTIONS}
+    store = certificates.store_for(__opts__["cachedir"], config)
+    return certificates.issued(store, hostname, ip, x509, days_valid=days_valid)
 
 
 def _rendered_for_minion(minion_id):

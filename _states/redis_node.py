@@ -659,6 +659,34 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
 # ---------------------------------------------------------------- monitoring
 
 
+def tls_reloaded(name, port=None):
+    """
+    The running server serves the TLS files as they are now (``redis_node.reload_tls``):
+    for ``onchanges`` of the key, certificate and CA files, so a renewed certificate is
+    served without a restart.
+
+    .. code-block:: yaml
+
+        redis-server-serves-the-renewed-certificate:
+          redis_node.tls_reloaded:
+            - name: /etc/redis-salt/tls/redis.crt
+            - onchanges:
+              - file: redis-tls-cert-file
+    """
+    ret = _ret(name)
+    try:
+        outcome = __salt__["redis_node.reload_tls"](port=port, dry_run=__opts__["test"])
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret["comment"] = outcome["comment"]
+    if outcome["reloaded"]:
+        ret["changes"] = {"tls": "files loaded again"}
+        if __opts__["test"]:
+            ret["result"] = None
+    return ret
+
+
 def monitoring_user(name="salt-monitor", sentinel=False):
     """
     Make sure the local Redis server (``sentinel: True``: the local Sentinel) has the
@@ -698,6 +726,10 @@ def _login_text(settings, form, save):
         return f"REDIS_USER={MONITORING_USER}\nREDIS_PASSWORD={password}\n"
     data = {key: settings.get(key) for key in HEALTH_SCRIPT_KEYS}
     data.update(save=save, user=MONITORING_USER, password=password)
+    if settings.get("tls"):
+        # The script's user (nagios) reads the CA's certificate, never the host's key: it shows no
+        # client certificate, which the servers allow (tls-auth-clients optional).
+        data["tls"] = {"ca_file": settings["tls"]["ca_file"]}
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 

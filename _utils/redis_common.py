@@ -15,6 +15,7 @@ reach it as ``__utils__["redis_common.<name>"]``):
 
 import contextlib
 import os
+import socket
 import tempfile
 import time
 
@@ -44,10 +45,19 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
     During a two-phase password rotation (``previous_password`` in ``settings``) a node not
     applied yet accepts only the previous password: the new one is tried first (one PING),
     and the previous one when the node refuses it. Likewise, with ``force_password_change``,
-    the password last accepted on this host (:func:`remembered_password`)."""
+    the password last accepted on this host (:func:`remembered_password`).
+
+    With TLS on (``tls`` in ``settings``: pillar ``redis:tls``) the client speaks TLS
+    (:func:`tls_options`), except to a local server that still speaks plain TCP (the
+    package's server on a bare host, until its first restart with the deployment's settings:
+    :func:`speaks_plain`)."""
+    tls = tls_options(settings.get("tls"), host)
+    if tls and str(host).startswith("127.") and speaks_plain(host, int(port or settings.get("port", 6379)), timeout):
+        tls = {}
 
     def connect(secret):
         return redis.Redis(
+            **tls,
             host=host,
             port=int(port or settings.get("port", 6379)),
             username=username,
@@ -73,6 +83,40 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
                 tried.close()
                 continue
         return tried
+
+
+def tls_options(tls, host):
+    """redis-py's keyword arguments for a node of a deployment with TLS on (pillar
+    ``redis:tls``: ``ca_file``, and ``cert_file``/``key_file`` where the caller may read
+    the host's key; without them no client certificate is shown, which the servers allow),
+    ``{}`` with TLS off. The server's certificate must come from the deployment's CA, and
+    name ``host`` (a peer's IP address) unless ``host`` is this machine's loopback."""
+    if not tls:
+        return {}
+    options = {"ssl": True, "ssl_ca_certs": tls["ca_file"], "ssl_cert_reqs": "required",
+               "ssl_check_hostname": not str(host).startswith("127.")}
+    if tls.get("cert_file") and tls.get("key_file"):
+        options.update(ssl_certfile=tls["cert_file"], ssl_keyfile=tls["key_file"])
+    return options
+
+
+def speaks_plain(host, port, timeout=5):
+    """Whether the server at ``host:port`` answers plain TCP: an inline ``PING`` (no
+    password sent) gets ``+PONG`` or an error from a plain server, while a TLS port takes it
+    for a broken handshake and closes the connection at once."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as probe:
+            probe.sendall(b"PING\r\n")
+            return probe.recv(64)[:1] in (b"+", b"-")
+    except OSError:
+        return False
+
+
+def redis_cli_tls(tls):
+    """redis-cli's arguments for a deployment with TLS on (pillar ``redis:tls``), or []."""
+    if not tls:
+        return []
+    return ["--tls", "--cacert", tls["ca_file"], "--cert", tls["cert_file"], "--key", tls["key_file"]]
 
 
 def _fallback_passwords(settings):
@@ -157,13 +201,13 @@ def remember_password(cachedir, process, password):
     return True
 
 
-def connector(host, port, timeout=2):
+def connector(host, port, timeout=2, tls=None):
     """A client factory ``connect(username, password)`` for the node at ``host:port``, for
-    checks that try logins (``redis_acl.outgoing_login``). Defined here so that it runs in the
-    utils loader's context wherever it is called from."""
+    checks that try logins (``redis_acl.outgoing_login``); ``tls``: pillar ``redis:tls``.
+    Defined here so that it runs in the utils loader's context wherever it is called from."""
 
     def connect(username, password):
-        return client({}, int(port), host=host, timeout=timeout, username=username, password=password)
+        return client({"tls": tls}, int(port), host=host, timeout=timeout, username=username, password=password)
 
     return connect
 

@@ -25,7 +25,8 @@ __virtualname__ = "redis_config"
 
 # Directives Redis cannot change at run time (or that we refuse to change live).
 RESTART_DIRECTIVES = frozenset(
-    ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind")
+    ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind",
+     "tls-port", "tls-cluster", "tls-replication")
 )
 # Other names of directives Salt manages, as some servers write them (Valkey's CONFIG
 # REWRITE writes `primaryauth` for masterauth).

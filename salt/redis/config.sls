@@ -3,6 +3,7 @@
                                        modules_need_sync, custom_states_usable with context %}
 include:
   - {{ tplroot }}.install
+  - {{ tplroot }}.shape
 {%- if redis_node %}
 
 {#- Owner and mode as the distribution's packages set them. The run directory is
@@ -41,26 +42,6 @@ redis-salt-settings-directory:
     - mode: "0750"
     - require:
       - pkg: redis-packages-installed
-
-{%- if custom_states_usable %}
-
-{#- Before any file changes: never turn a formed cluster into a Sentinel pair (or back),
-    nor move a formed cluster's port or dir. #}
-redis-deployment-shape-kept:
-  redis_cluster.shape_kept:
-    - name: {{ redis.mode }} deployment
-    - mode: {{ redis.mode }}
-    - port: {{ redis.port }}
-    - dir: {{ redis.data_dir }}
-    - settings_file: {{ redis.salt_config_file }}
-    - require:
-      - pkg: redis-packages-installed
-{%-   if modules_need_sync and not opts.get("test") %}
-      - saltutil: redis-salt-utils-synced
-      - saltutil: redis-salt-modules-synced
-      - saltutil: redis-salt-states-synced
-{%-   endif %}
-{%- endif %}
 
 {%- if custom_states_usable %}
 

@@ -6,7 +6,7 @@
     is one file loaded atomically (nft -f: delete and create in one transaction), by a
     oneshot unit at boot and live at each change. Turned off, the unit and the table go. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
 {%- set firewall = redis.get("firewall") or {} %}
 {%- set rules_file = redis.firewall_rules_file %}
 {%- set unit = redis.firewall_unit %}
@@ -14,6 +14,12 @@
 {%- if (redis_node or sentinel_node) and firewall.get("enabled") %}
 {%-   set member_ports = [redis.port] %}
 {%-   set client_ports = [redis.port] %}
+{#-   TLS with plain TCP kept during a migration: its port is a Redis port too. #}
+{%-   set plain_port = (redis.get("tls") or {}).get("plain_port") %}
+{%-   if plain_port %}
+{%-     do member_ports.append(plain_port) %}
+{%-     do client_ports.append(plain_port) %}
+{%-   endif %}
 {%-   if redis.mode == "cluster" %}
 {%-     do member_ports.append(redis.port + 10000) %}
 {%-   else %}
@@ -29,6 +35,11 @@
 {%-   for network in networks %}
 {%-     do (clients6 if ":" in network else clients4).append(network) %}
 {%-   endfor %}
+
+{%-   if redis_node %}
+include:
+  - {{ tplroot }}.shape
+{%-   endif %}
 
 redis-firewall-package:
   pkg.installed:
@@ -86,6 +97,9 @@ redis-firewall-rules:
     - check_cmd: /usr/sbin/nft --check -f
     - require:
       - pkg: redis-firewall-package
+{%-   if redis_node and custom_states_usable %}
+      - redis_cluster: redis-deployment-shape-kept
+{%-   endif %}
 
 redis-firewall-unit:
   file.managed:
@@ -131,10 +145,19 @@ redis-firewall-table-loaded:
 {%- elif salt["file.file_exists"](unit_file) or salt["file.file_exists"](rules_file) %}
 
 {#- Turned off (or this host left the deployment): the unit, the file and the table go. #}
+{%-   if redis_node %}
+include:
+  - {{ tplroot }}.shape
+{%-   endif %}
+
 redis-firewall-stopped:
   service.dead:
     - name: {{ unit }}
     - enable: False
+{%-   if redis_node and custom_states_usable %}
+    - require:
+      - redis_cluster: redis-deployment-shape-kept
+{%-   endif %}
 
 redis-firewall-files-removed:
   file.absent:

@@ -10,6 +10,9 @@ include:
   - {{ tplroot }}.install
   - {{ tplroot }}.sysctl
   - {{ tplroot }}.firewall
+{%-   if redis.get("tls") %}
+  - {{ tplroot }}.tls
+{%-   endif %}
   - {{ tplroot }}.config
   - {{ tplroot }}.service
 {%-   if redis.mode == "cluster" %}

@@ -116,6 +116,27 @@ def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, s
         node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
 
 
+def test_tls_on_a_formed_plain_cluster_is_refused_and_nothing_changes(
+        first_apply, salt_cli, lab_hosts, deployment_file, restore_deployment):
+    wait_cluster_ok()
+    settings = {host: host_file(lab_hosts[0], host, "/etc/redis-salt/redis-server.conf").read_text()
+                for host in REDIS_HOSTS}
+    run_ids = {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS}
+    deployment_file.write_text(yaml.safe_dump(deployment(tls={"issue": True})))
+    try:
+        refused = salt_cli.run("state.apply", "redis", minion_tgt="it[1-3]")
+        assert refused.returncode != 0
+        for host in REDIS_HOSTS:
+            kept = state_by_id(refused, host, "redis-deployment-shape-kept")
+            assert kept["result"] is False and "plain TCP and the YAML now says TLS" in kept["comment"], kept
+            assert host_file(lab_hosts[0], host, "/etc/redis-salt/redis-server.conf").read_text() == settings[host]
+            assert node_client(host).info("server")["run_id"] == run_ids[host]
+    finally:
+        deployment_file.write_text(yaml.safe_dump(deployment()))
+    assert cluster_ok()
+    assert states_with_changes(salt_cli.run("state.apply", "redis", minion_tgt="it*")) == []
+
+
 def test_a_healthy_cluster_is_ok_on_every_node_and_in_the_runners_table(first_apply, salt_cli, salt_run_cli):
     wait_cluster_ok()
     answers = salt_cli.run("redis_cluster.health", minion_tgt="it*")

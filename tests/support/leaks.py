@@ -47,7 +47,7 @@ from support.loaders import load_file
 # Where a Redis host keeps what Salt and Redis write: files in them that anyone but root and
 # redis can read must hold no secret (root- and redis-only files may hold the password).
 HOST_DIRS = (
-    "/etc/redis", "/etc/redis-salt", "/etc/redis-monitoring", "/var/lib/redis", "/var/backups/redis",
+    "/etc/redis", "/etc/redis-salt", "/etc/redis-monitoring", "/etc/redis-tls", "/var/lib/redis", "/var/backups/redis",
     "/var/cache/salt/minion", "/var/log/redis", "/run/redis", "/run/redis-salt", "/etc/salt",
     "/etc/systemd/system", "/var/lib/prometheus/node-exporter", "/usr/local/lib/redis-salt",
 )  # fmt: skip

@@ -243,11 +243,11 @@ def test_cluster_node_pillar_has_own_slots_and_full_plan(example_path):
 
 
 def test_node_pillar_carries_no_setting_that_nothing_reads(tmp_path, base_doc):
-    # tls and acl are refused in the YAML; even a deployment that holds them passes them on no more.
+    # acl becomes acl_users (hashes only): a deployment that still holds it passes it on no more.
     dep = load(tmp_path, base_doc)
-    dep["settings"].update(tls={"issue": True}, acl={"users": []})
+    dep["settings"].update(acl={"users": []})
     pillar = rd.node_pillar(dep, "server1", 4096)
-    assert "tls" not in pillar and "acl" not in pillar
+    assert "acl" not in pillar
 
 
 def test_sentinel_replica_pillar_names_its_master(tmp_path):

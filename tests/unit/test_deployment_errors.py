@@ -349,7 +349,7 @@ SETTINGS_LISTED = (
     "acl, backup, client_networks, cluster_node_timeout_ms, cluster_rebalance_timeout_s, "
     "cluster_require_full_coverage, firewall, force_password_change, host_baseline, master_name, maxclients, "
     "maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, monitoring, password, "
-    "port, previous_password, replicas_per_master, sentinel, sentinel_port"
+    "port, previous_password, replicas_per_master, sentinel, sentinel_port, tls"
 )
 NOT_SUPPORTED = "not supported yet by this formula; remove it"
 
@@ -393,7 +393,6 @@ UNREAD_KEYS = [
     *[
         case(redis_setting(name, value), f"cache.redis.{name}", NOT_SUPPORTED, f"not-supported-{name}")
         for name, value in (
-            ("tls", {"cert_file": "/etc/ssl/redis.pem", "key_file": "/etc/ssl/redis.key"}),
             ("server", "valkey"),
         )
     ],
@@ -409,10 +408,10 @@ def test_a_key_the_formula_does_not_read_is_refused(tmp_path, build, key, expect
 
 
 def test_the_first_unread_key_in_file_order_is_reported(tmp_path):
-    path = write_yaml(tmp_path, _case_doc([(REDIS + ("tls",), {"issue": True}), (REDIS + ("maxclient",), 5)])())
+    path = write_yaml(tmp_path, _case_doc([(REDIS + ("server",), "valkey"), (REDIS + ("maxclient",), 5)])())
     with pytest.raises(rd.DeploymentError) as err:
         rd.load_deployment(path, dict(ENV))
-    assert str(err.value) == f"{path}: cache.redis.tls: {NOT_SUPPORTED}"
+    assert str(err.value) == f"{path}: cache.redis.server: {NOT_SUPPORTED}"
 
 
 def test_a_valid_backup_schedule_passes(tmp_path):

@@ -1,0 +1,108 @@
+"""
+cache.redis.tls: validated before anything reaches a host (file, key, what was expected);
+a node's pillar names the files Redis and the tools use; with ``issue: true`` the master's
+CA (_pillar/redis_certificates.py, Salt's x509 module) gives each Redis host its own
+certificate (its IP and hostname), the same at every render until renewal is due, and the
+private key only to the minion's own pillar request.
+"""
+
+import os
+import stat
+
+import pytest
+from support.tls import certificates, x509_functions
+from test_deployment import ENV, MASTER_OPTS, load, make_doc, minion_pillar_request, rd, write_yaml
+
+FILES = {"cert_file": "/etc/ssl/redis/node.crt", "key_file": "/etc/ssl/private/redis.key",
+         "ca_file": "/etc/ssl/redis/ca.crt"}
+
+
+def refused(tmp_path, tls, **settings):
+    with pytest.raises(rd.DeploymentError) as err:
+        load(tmp_path, make_doc(3, {"tls": tls, **settings}))
+    return str(err.value)
+
+
+def test_no_tls_key_means_plain_tcp(tmp_path):
+    assert "tls" not in rd.node_pillar(load(tmp_path, make_doc(3)), "server1", 4096)
+
+
+def test_the_yamls_own_files_reach_every_node(tmp_path):
+    pillar = rd.node_pillar(load(tmp_path, make_doc(3, {"tls": dict(FILES)})), "server2", 4096)
+    assert pillar["tls"] == {**FILES, "issue": False, "plain_port": False, "days_valid": 365}
+
+
+def test_issue_names_the_files_salt_writes(tmp_path):
+    pillar = rd.node_pillar(load(tmp_path, make_doc(3, {"tls": {"issue": True}})), "server1", 4096)
+    assert pillar["tls"]["issue"] is True
+    assert {pillar["tls"][name] for name in FILES} == set(rd.TLS_ISSUED_FILES.values())
+
+
+@pytest.mark.parametrize("tls, key, expected", [
+    ({"cert_file": "/a.crt", "key_file": "/a.key"}, "cache.redis.tls.ca_file", "expected the absolute path"),
+    ({**FILES, "key_file": "relative.key"}, "cache.redis.tls.key_file", "expected the absolute path"),
+    ({"issue": True, "ca_file": "/ca.crt"}, "cache.redis.tls.ca_file", "either issue: true"),
+    ({"issue": "yes"}, "cache.redis.tls.issue", "expected true or false"),
+    ({"issue": True, "plain_port": True}, "cache.redis.tls.plain_port", "the port number where plain TCP"),
+    ({"issue": True, "plain_port": 6379}, "cache.redis.tls.plain_port", "6379 is cache.redis.port"),
+    ({"issue": True, "plain_port": 16379}, "cache.redis.tls.plain_port", "the cluster bus"),
+    ({"issue": True, "days_valid": 1}, "cache.redis.tls.days_valid", "expected"),
+    ({"issue": True, "ca": "/x"}, "cache.redis.tls.ca", "unknown key"),
+    ("yes", "cache.redis.tls", "expected"),
+])
+def test_a_wrong_tls_setting_is_refused_naming_the_key(tmp_path, tls, key, expected):
+    message = refused(tmp_path, tls)
+    assert f": {key}: " in message and expected in message, message
+    assert "Traceback" not in message
+
+
+def test_tls_in_sentinel_mode_is_refused_until_it_is_built(tmp_path):
+    message = refused(tmp_path, {"issue": True}, mode="sentinel")
+    assert ": cache.redis.tls: TLS is built for cluster mode only so far" in message
+
+
+# ---------------------------------------------------------------- the master's CA
+
+
+def test_each_host_gets_its_own_certificate_from_one_ca_the_same_at_every_render(tmp_path):
+    x509 = x509_functions()
+    first = certificates.issued(str(tmp_path), "server1", "10.0.0.1", x509)
+    other = certificates.issued(str(tmp_path), "server2", "10.0.0.2", x509)
+    assert certificates.issued(str(tmp_path), "server1", "10.0.0.1", x509) == first
+    assert first["ca"] == other["ca"] and first["cert"] != other["cert"] and first["key"] != other["key"]
+    assert x509["x509.verify_signature"](first["cert"], first["ca"])
+    read = x509["x509.read_certificate"](first["cert"])
+    assert set(read["extensions"]["subjectAltName"]["value"]) == {"IP:10.0.0.1", "DNS:server1"}
+    assert read["extensions"]["extendedKeyUsage"]["value"] == ["serverAuth", "clientAuth"]
+    # Root's alone on the master.
+    for path in (tmp_path / "ca.key", tmp_path / "hosts" / "server1.key", tmp_path / "hosts" / "server1.crt"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o700
+
+
+def test_a_certificate_is_issued_again_for_a_new_address_and_when_renewal_is_due(tmp_path):
+    x509 = x509_functions()
+    first = certificates.issued(str(tmp_path), "server1", "10.0.0.1", x509, days_valid=30)
+    moved = certificates.issued(str(tmp_path), "server1", "10.0.0.9", x509, days_valid=30)
+    assert moved["cert"] != first["cert"] and moved["key"] == first["key"]
+    # 30 days valid, renewed with a third left: a certificate of 9 days is due at once.
+    short = x509["x509.create_certificate"](
+        signing_private_key=(tmp_path / "ca.key").read_text(), signing_cert=first["ca"], private_key=first["key"],
+        CN="server1", subjectAltName="IP:10.0.0.9, DNS:server1", days_valid=9)
+    (tmp_path / "hosts" / "server1.crt").write_text(short)
+    renewed = certificates.issued(str(tmp_path), "server1", "10.0.0.9", x509, days_valid=30)
+    assert renewed["cert"] not in (short, moved["cert"])
+    assert not x509["x509.expires"](renewed["cert"], days=10)
+
+
+def test_ext_pillar_gives_the_key_to_the_minions_own_request_only(tmp_path, monkeypatch):
+    path = write_yaml(tmp_path, make_doc(3, {"tls": {"issue": True}}))
+    monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096, "ipv4": ["127.0.0.1", "10.0.0.1"]}, raising=False)
+    monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS, cachedir=str(tmp_path / "cache")), raising=False)
+    monkeypatch.setattr(rd, "__salt__", x509_functions(), raising=False)
+    monkeypatch.setenv("REDIS_PASSWORD", ENV["REDIS_PASSWORD"])
+    with minion_pillar_request("server1"):
+        own = rd.ext_pillar("server1", {}, config=path)["redis"]["tls"]["issued"]
+    shown = rd.ext_pillar("server1", {}, config=path)["redis"]["tls"]["issued"]
+    assert "PRIVATE KEY" in own["key"] and "PRIVATE KEY" not in repr(shown)
+    assert shown["key"] == rd.KEY_HIDDEN and shown["cert"] == own["cert"] and shown["ca"] == own["ca"]
