@@ -51,15 +51,16 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
     (:func:`tls_options`), except to a local server that still speaks plain TCP (the
     package's server on a bare host, until its first restart with the deployment's settings:
     :func:`speaks_plain`)."""
+    port = int(port or settings.get("port", 6379))
     tls = tls_options(settings.get("tls"), host)
-    if tls and str(host).startswith("127.") and speaks_plain(host, int(port or settings.get("port", 6379)), timeout):
+    if tls and _loopback(host) and speaks_plain(host, port, timeout):
         tls = {}
 
     def connect(secret):
         return redis.Redis(
             **tls,
             host=host,
-            port=int(port or settings.get("port", 6379)),
+            port=port,
             username=username,
             password=secret or None,
             socket_timeout=timeout,
@@ -94,10 +95,15 @@ def tls_options(tls, host):
     if not tls:
         return {}
     options = {"ssl": True, "ssl_ca_certs": tls["ca_file"], "ssl_cert_reqs": "required",
-               "ssl_check_hostname": not str(host).startswith("127.")}
+               "ssl_check_hostname": not _loopback(host)}
     if tls.get("cert_file") and tls.get("key_file"):
         options.update(ssl_certfile=tls["cert_file"], ssl_keyfile=tls["key_file"])
     return options
+
+
+def _loopback(host):
+    """This machine's loopback address: no certificate names it."""
+    return str(host).startswith("127.")
 
 
 def speaks_plain(host, port, timeout=5):

@@ -8,7 +8,6 @@ by hand formed again by the next apply (after a dry run that says what it would 
 import datetime
 import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from support.cluster import cluster_client, cluster_info, cluster_ok, wait_aof_w
 from support.events import master_events
 from support.lab import (ADDRESSES, PASSWORD, PLAIN_HOST, REDIS_HOSTS, deployment, host_file, host_output,
                          host_processes, host_run, node_client, wait_for_minions)
+from support.metrics import scrape
 from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
 
@@ -303,14 +303,6 @@ def test_the_orchestrated_rollout_on_a_healthy_cluster_changes_and_restarts_noth
                for state in states.values() if isinstance(state, dict) and state.get("changes")]
     assert changed == []
     assert {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS} == run_ids
-
-
-def scrape(address, port=9121, path="/metrics"):
-    """What an exporter in the lab answers Prometheus: ``{sample name with labels: value}``."""
-    with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=10) as answer:
-        text = answer.read().decode()
-    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
-            if line and not line.startswith("#")}
 
 
 def test_the_prometheus_exporters_on_and_off(first_apply, salt_cli, deployment_file, lab_hosts, restore_deployment):

@@ -18,7 +18,6 @@ import json
 import os
 import threading
 import time
-import urllib.request
 
 import pytest
 import redis
@@ -38,6 +37,7 @@ from support.lab import (
     redis_client,
     wait_for_minions,
 )
+from support.metrics import scrape
 from support.leaks import Watch, deployment_secrets, report, scan_result, sweep
 from support.rolling import RoleWatcher, runner_events
 from support.rotation import AlternatingWriter
@@ -168,7 +168,7 @@ def test_bare_hosts_get_a_replicating_pair_and_three_sentinels_that_agree(first_
 
 def connects_from(lab, host, source, address, port):
     """Whether a TCP connection from ``source`` (an address of ``host``) to ``address:port`` opens."""
-    probe = ("import socket, sys\ns = socket.socket(); s.settimeout(3); s.bind((sys.argv[1], 0))\n"
+    probe = ("import socket, sys\ns = socket.socket(); s.settimeout(1); s.bind((sys.argv[1], 0))\n"
              "try:\n    s.connect((sys.argv[2], int(sys.argv[3])))\nexcept OSError:\n    sys.exit(1)")
     return host_run(lab, host, "python3", "-c", probe, source, address, str(port)).returncode == 0
 
@@ -246,13 +246,6 @@ def test_a_stopped_replica_is_critical_on_its_host_in_the_module_the_script_and_
     assert table.returncode == 2 and table.data["nodes"][replica]["status"] == "CRITICAL", table.stdout
 
 
-def scrape(address, path="/metrics"):
-    """The Prometheus exporter on ``address`` (port 9121): ``{sample with labels: value}``."""
-    with urllib.request.urlopen(f"http://{address}:9121{path}", timeout=10) as answer:
-        lines = answer.read().decode().splitlines()
-    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines if line and not line.startswith("#")}
-
-
 def test_the_exporter_on_the_servers_their_sentinels_and_the_witness(first_apply, cli, sentinel_lab):
     _, _, config = sentinel_lab
     config.write_text(yaml.safe_dump(deployment({"monitoring": {"exporter": True}})))
@@ -263,7 +256,7 @@ def test_the_exporter_on_the_servers_their_sentinels_and_the_witness(first_apply
             wait_until(lambda ip=ip: scrape(ip).get("redis_up") == "1", 30, f"{host}'s exporter answering")
         sentinel_target = f"/scrape?target=redis://127.0.0.1:{SENTINEL_PORT}"
         servers = {host: scrape(ip) for host, ip in SERVERS.items()}
-        sentinels = {host: scrape(ip, sentinel_target) for host, ip in SERVERS.items()}
+        sentinels = {host: scrape(ip, path=sentinel_target) for host, ip in SERVERS.items()}
         witness = scrape(WITNESS[1])
     finally:
         config.write_text(yaml.safe_dump(deployment()))

@@ -9,7 +9,6 @@ output. A renewed certificate is served without a restart (new serial, same run_
 
 import os
 import shutil
-import urllib.request
 
 import pytest
 import redis
@@ -28,6 +27,7 @@ from support.lab import (
     wait_for_minions,
 )
 from support.leaks import Secrets, Watch, deployment_secrets, report, scan_result, sweep
+from support.metrics import scrape
 from support.states import state_by_id, states_with_changes
 from support.tls import certificates, file_serial, served_serial
 from support.waits import wait_until
@@ -192,14 +192,6 @@ def test_no_private_key_on_any_channel_through_renewals_and_a_backup_set(
     assert not findings, "LEAK (product code): " + report(findings)
     assert results["state.apply redis"].returncode == 0, results["state.apply redis"].stdout
     assert results["salt-run redis_backup.run"].data["status"] == "complete"
-
-
-def scrape(address, port=9121):
-    """What the exporter at ``address`` answers Prometheus: ``{sample: value}``."""
-    with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
-            if line and not line.startswith("#")}
 
 
 def test_the_exporter_reads_each_node_over_tls(first_apply, cli, tls_lab):
