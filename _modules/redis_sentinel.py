@@ -121,9 +121,14 @@ def _auth_password(password=None, user=ACL_USER):
     return __utils__["redis_acl.derived_password"](password or _settings().get("password") or "", user)
 
 
+def _tls():
+    """Pillar ``redis:tls`` (None: plain TCP), for the connectors the ACL checks use."""
+    return _settings().get("tls") or None
+
+
 def _server_connects():
     connector = __utils__["redis_common.connector"]
-    return {_address(p["ip"], p["port"]): connector(p["ip"], p["port"]) for p in _peers()}
+    return {_address(p["ip"], p["port"]): connector(p["ip"], p["port"], tls=_tls()) for p in _peers()}
 
 
 def _outgoing(current, connects, dry_run, wait=30, cautious=False):
@@ -475,7 +480,7 @@ def sentinel_logins(dry_run=False, port=None):
         current = (running.get("sentinel-user") or None, running.get("sentinel-pass") or None)
         me = _my_address()
         connector = __utils__["redis_common.connector"]
-        peers = {address: connector(*address.rsplit(":", 1))
+        peers = {address: connector(*address.rsplit(":", 1), tls=_tls())
                  for address in (_address(h["ip"], h["port"]) for h in _sentinel_hosts()) if address != me}
         login, waiting = _outgoing(current, peers, dry_run, cautious=True)
         note = f" (waiting for {', '.join(waiting)})" if waiting else ""
@@ -504,7 +509,8 @@ def accepts_password(port=None, timeout=5):
         salt '*' redis_sentinel.accepts_password
     """
     settings = _settings()
-    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("sentinel_port", 26379), timeout)
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port or settings.get("sentinel_port", 26379), timeout,
+                                                  tls=_tls())
     return __utils__["redis_acl.accepts_any"](connect, __utils__["redis_acl.secrets"](settings))
 
 
@@ -530,7 +536,7 @@ def forced_password_change(config_file="/etc/redis/sentinel.conf", dry_run=False
     port = int(port or settings.get("sentinel_port", 26379))
     remembered = __utils__["redis_common.remembered_password"](__opts__.get("cachedir"), f"sentinel-{port}")
     candidates = [remembered, __utils__["redis_config.file_values"](config_file, {"requirepass"}).get("requirepass")]
-    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5)
+    connect = __utils__["redis_common.connector"]("127.0.0.1", port, 5, tls=_tls())
     passwords = __utils__["redis_acl.secrets"](settings)
     try:
         return __utils__["redis_acl.forced_change"](connect, passwords, candidates, on="sentinel", dry_run=dry_run)
@@ -595,6 +601,94 @@ def wait_sentinel(name=None, timeout=30, port=None):
         return view["reachable"] and name in view["masters"]
 
     return bool(_wait(ready, timeout, interval=0.2))
+
+
+def _certificate_file_fingerprint():
+    """The SHA-256 of the certificate file the local Sentinel is configured with (pillar
+    ``redis:tls:cert_file``), or None without TLS or without the file."""
+    tls = _settings().get("tls") or {}
+    if not tls.get("cert_file"):
+        return None
+    try:
+        text, _ = __utils__["redis_config.read_file"](tls["cert_file"])
+    except OSError:
+        return None
+    return __utils__["redis_common.pem_fingerprint"](text) if text else None
+
+
+def _restart_refused(name, order_wait):
+    """Why the local Sentinel may not restart now, or None when it may. The other Sentinels
+    that answer must hold a majority of all without this one (with fewer than three
+    Sentinels, all of them must answer). The Sentinels listed before this host in
+    ``sentinel:hosts`` restart first: up to ``order_wait`` seconds are given to each that
+    answers but does not serve its current certificate yet (pillar
+    ``tls:sentinel_certificates``), so that two never restart at once; one whose minion is
+    not being applied does not hold this one up for longer."""
+    settings = _settings()
+    me, hosts = settings.get("hostname"), _sentinel_hosts()
+    wanted = (settings.get("tls") or {}).get("sentinel_certificates") or {}
+    served = __utils__["redis_common.served_fingerprint"]
+    earlier = []
+    for host in hosts:
+        if host["hostname"] == me:
+            break
+        if wanted.get(host["hostname"]):
+            earlier.append(host)
+
+    def earlier_restarted():
+        return all(served(h["ip"], h["port"], 1) in (None, wanted[h["hostname"]]) for h in earlier)
+
+    if earlier:
+        _wait(earlier_restarted, order_wait, interval=0.5)
+    others = [h for h in hosts if h["hostname"] != me]
+    answering = [h["hostname"] for h in others if _reachable(_address(h["ip"], h["port"]))]
+    needed = len(hosts) // 2 + 1 if len(hosts) >= 3 else len(others)
+    if len(answering) < needed:
+        who = ", ".join(answering) or "none"
+        return (f"only {len(answering)} of the {len(others)} other Sentinels answer ({who}): "
+                f"without this one they would not hold a majority ({needed} needed)")
+    return None
+
+
+def serve_current_certificate(name=None, service="redis-sentinel", dry_run=False, timeout=60, order_wait=30):
+    """
+    Have the local Sentinel serve its TLS certificate as the file holds it now (a renewed
+    one): Sentinel cannot load its TLS files again while it runs, so it is restarted, but
+    only when the other Sentinels hold a majority without it, and after the Sentinels listed
+    before this host in ``sentinel:hosts`` (see ``_restart_refused``). Nothing to do where
+    it already serves that certificate, or does not speak TLS yet (a bare host's package
+    Sentinel: its takeover starts it with the files).
+
+    Returns ``{"restarted": bool, "comment": str}``; raises ``CommandExecutionError`` when a
+    restart is due but would cost the majority, or the restarted Sentinel does not come back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.serve_current_certificate dry_run=True
+    """
+    name = _master_name(name)
+    port = int(_settings().get("sentinel_port", 26379))
+    wanted = _certificate_file_fingerprint()
+    serving = __utils__["redis_common.served_fingerprint"]("127.0.0.1", port, 2)
+    if wanted is None or serving is None:
+        return {"restarted": False, "comment": f"the Sentinel on port {port} does not speak TLS yet: its start reads "
+                                               "the files"}
+    if serving == wanted:
+        return {"restarted": False, "comment": f"the Sentinel on port {port} serves the current certificate"}
+    if dry_run:
+        return {"restarted": True, "comment": f"would restart {service} (one Sentinel at a time, the others holding "
+                                              "a majority): it serves an older certificate"}
+    refused = _restart_refused(name, order_wait)
+    if refused:
+        raise CommandExecutionError(f"{service} serves an older certificate but was not restarted: {refused}")
+    __salt__["service.restart"](service)
+    if not _wait(lambda: __utils__["redis_common.served_fingerprint"]("127.0.0.1", port, 1) == wanted, timeout):
+        raise CommandExecutionError(f"{service} restarted but does not serve the current certificate within {timeout}s")
+    if not wait_sentinel(name, timeout=timeout, port=port):
+        raise CommandExecutionError(f"{service} restarted but does not monitor {name} within {timeout}s")
+    return {"restarted": True, "comment": f"restarted {service}: it serves the current certificate"}
 
 
 def _auth_in_file(config_file, name):
@@ -711,7 +805,7 @@ def _reachable(address, timeout=1):
     """Something that speaks Redis answers at ``address`` (a password refusal is an answer)."""
     ip, port = address.rsplit(":", 1)
     try:
-        __utils__["redis_common.client"]({}, int(port), host=ip, timeout=timeout).ping()
+        __utils__["redis_common.client"]({"tls": _tls()}, int(port), host=ip, timeout=timeout).ping()
     except redis.RedisError as exc:
         return __utils__["redis_common.failure"](exc) == "auth"
     return True

@@ -32,6 +32,7 @@ imported directly by the lab and the unit tests.
 
 import copy
 import difflib
+import functools
 import hashlib
 import importlib.util
 import ipaddress
@@ -39,6 +40,7 @@ import logging
 import math
 import os
 import re
+import ssl
 from pathlib import Path
 
 import yaml
@@ -784,10 +786,6 @@ def _shape(document, path, environ):
             raise DeploymentError(path, key, f"expected a controller without services.redis, {name!r} runs Redis")
         witnesses.append(by_hostname[name])
 
-    if settings["tls"] and mode == "sentinel":
-        raise DeploymentError(path, "cache.redis.tls", (
-            "TLS is built for cluster mode only so far; a Sentinel pair runs plain TCP (remove cache.redis.tls)"))
-
     port = settings["port"]
     peers = [{"hostname": n["hostname"], "minion_id": n["minion_id"], "ip": n["ip"], "port": port} for n in redis_nodes]
     roles, slot_plan, replica_of = {}, {}, {}
@@ -1054,10 +1052,17 @@ def _redis_pillar(minion_id, pillar, config):
         raise DeploymentError(exc.path, exc.key, _hide(exc.expected, secrets)) from None
     result["formula_modules"] = formula_modules()
     tls = result.get("tls")
-    if tls and tls.get("issue") and result.get("role") in SERVER_ROLES:
+    if tls and tls.get("issue") and result.get("role") in (*SERVER_ROLES, *SENTINEL_ROLES):
         tls["issued"] = _issued_certificates(config, result["hostname"], result["bind_ip"], tls["days_valid"])
         if not _rendered_for_minion(minion_id):
             tls["issued"]["key"] = KEY_HIDDEN
+        if result.get("mode") == "sentinel":
+            # Sentinels cannot reload a certificate: each is restarted in the order of
+            # sentinel:hosts once those before it serve theirs (salt/redis/tls.sls).
+            tls["sentinel_certificates"] = {
+                host["hostname"]: _fingerprint(_issued_certificates(config, host["hostname"], host["ip"],
+                                                                    tls["days_valid"])["cert"])
+                for host in result["sentinel"]["hosts"]}
     if "password" in result and not _rendered_for_minion(minion_id):
         # Only minions need the password, and they get pillar from the salt-master daemon.
         # Any other process renders pillar for display (salt-run pillar.show_pillar,
@@ -1068,14 +1073,26 @@ def _redis_pillar(minion_id, pillar, config):
     return result
 
 
-def _issued_certificates(config, hostname, ip, days_valid):
-    """The host's key and certificate and the CA's certificate (PEM), from the deployment's
-    CA on this master (_pillar/redis_certificates.py, with Salt's x509 module)."""
-    # Loaded by path: a sibling file is no importable module wherever Salt loads this one from.
+def _fingerprint(pem):
+    """The SHA-256 of a PEM certificate's DER form: what a TLS client sees served."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _certificates_module():
+    """_pillar/redis_certificates.py, loaded by path (once): a sibling file is no importable
+    module wherever Salt loads this one from."""
     spec = importlib.util.spec_from_file_location(
         "redis_deployment_certificates", Path(__file__).with_name("redis_certificates.py"))
     certificates = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(certificates)
+    return certificates
+
+
+def _issued_certificates(config, hostname, ip, days_valid):
+    """The host's key and certificate and the CA's certificate (PEM), from the deployment's
+    CA on this master (_pillar/redis_certificates.py, with Salt's x509 module)."""
+    certificates = _certificates_module()
     x509 = {name: __salt__[name] for name in X509_FUNCTIONS}
     store = certificates.store_for(__opts__["cachedir"], config)
     return certificates.issued(store, hostname, ip, x509, days_valid=days_valid)

@@ -382,6 +382,13 @@ def _quoted(value):
     return '"' + "".join(out) + '"'
 
 
+def _speaks_tls(content):
+    """Whether the Sentinel file ``content`` gives the Sentinel a TLS port."""
+    lines = content.splitlines()
+    return any(directive == "tls-port" and argument.strip() not in ("", "0")
+               for _, directive, argument in __utils__["redis_config.directives"](lines))
+
+
 def _render(name, live, settings, quorum, paths, backup):
     """The Sentinel file Salt writes once. The login to the Redis servers (ACL user and
     derived password) is not in it: ``sentinel_configure`` sets it at run time right after
@@ -389,13 +396,30 @@ def _render(name, live, settings, quorum, paths, backup):
     sentinel = settings.get("sentinel") or {}
     bind_ip = settings.get("bind_ip") or "127.0.0.1"
     bind = " ".join(dict.fromkeys([bind_ip, "127.0.0.1"]))
+    port = int(settings.get("sentinel_port", 26379))
+    tls = settings.get("tls") or {}
     lines = [
         MARKER,
         "# Written once by Salt when it took this file over; from then on Sentinel owns it (it",
         "# rewrites it on every change and failover) and Salt changes the running Sentinel with",
         "# SENTINEL SET / RESET, never this file. The package's file was kept as",
         f"# {backup} (if there was one).",
-        f"port {int(settings.get('sentinel_port', 26379))}",
+    ]
+    if tls:
+        # TLS only, to clients, to the Redis servers and to the other Sentinels (tls-replication);
+        # its own certificate is its client certificate too.
+        lines += [
+            "port 0",
+            f"tls-port {port}",
+            f"tls-cert-file {_quoted(tls['cert_file'])}",
+            f"tls-key-file {_quoted(tls['key_file'])}",
+            f"tls-ca-cert-file {_quoted(tls['ca_file'])}",
+            "tls-auth-clients optional",
+            "tls-replication yes",
+        ]
+    else:
+        lines.append(f"port {port}")
+    lines += [
         f"bind {bind}",
         f"daemonize {'yes' if paths['daemonize'] else 'no'}",
     ]
@@ -549,6 +573,13 @@ def monitored(
         return ret
     comments = []
     ours = content is not None and MARKER in content.splitlines()
+    if ours and _speaks_tls(content) != bool(settings.get("tls")):
+        now = "TLS" if settings.get("tls") else "plain TCP"
+        ret.update(result=False, comment=(
+            f"{config_file}: the running Sentinel speaks {'plain TCP' if now == 'TLS' else 'TLS'} and the YAML now "
+            f"says {now}: switching a formed Sentinel pair between plain TCP and TLS is not built yet "
+            "(cache.redis.tls); nothing changed"))
+        return ret
     if not ours:
         paths = {"logfile": logfile, "dir": dir, "pidfile": pidfile, "daemonize": daemonize}
         done = _take_over(ret, name, settings, config_file, content, info, service, (uid, gid), wanted_mode,
@@ -595,4 +626,33 @@ def monitored(
     ret["comment"] = "; ".join(comments)
     if __opts__["test"] and ret["changes"]:
         ret["result"] = None
+    return ret
+
+
+def serves_current_certificate(name, service="redis-sentinel", timeout=60):
+    """
+    The local Sentinel serves its TLS certificate as the file holds it now: after a renewal it
+    is restarted (it cannot reload), one Sentinel at a time and only while the others hold a
+    majority without it (``redis_sentinel.serve_current_certificate``). Nothing to do without
+    TLS, or where it serves the current certificate already.
+
+    .. code-block:: yaml
+
+        redis-sentinel-serves-the-renewed-certificate:
+          redis_sentinel.serves_current_certificate:
+            - name: mymaster
+            - service: redis-sentinel
+    """
+    ret = _ret(name)
+    try:
+        outcome = __salt__["redis_sentinel.serve_current_certificate"](
+            name, service=service, dry_run=__opts__["test"], timeout=timeout)
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret["comment"] = outcome["comment"]
+    if outcome["restarted"]:
+        ret["changes"] = {"restarted": service}
+        if __opts__["test"]:
+            ret["result"] = None
     return ret

@@ -14,8 +14,10 @@ reach it as ``__utils__["redis_common.<name>"]``):
 """
 
 import contextlib
+import hashlib
 import os
 import socket
+import ssl
 import tempfile
 import time
 
@@ -116,6 +118,25 @@ def speaks_plain(host, port, timeout=5):
             return probe.recv(64)[:1] in (b"+", b"-")
     except OSError:
         return False
+
+
+def served_fingerprint(host, port, timeout=2):
+    """The SHA-256 of the certificate the TLS port at ``host:port`` serves (hex), or None where
+    nothing answers TLS there. Only read, never trusted: nothing is sent."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw) as wrapped:
+                return hashlib.sha256(wrapped.getpeercert(binary_form=True)).hexdigest()
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def pem_fingerprint(pem):
+    """The SHA-256 of a PEM certificate (hex), as :func:`served_fingerprint` sees it served."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
 def redis_cli_tls(tls):

@@ -28,6 +28,9 @@ include:
 {%-   endif %}
 {%- elif sentinel_node %}
   - {{ tplroot }}.firewall
+{%-   if redis.get("tls") %}
+  - {{ tplroot }}.tls
+{%-   endif %}
   - {{ tplroot }}.sentinel
   - {{ tplroot }}.acl
   - {{ tplroot }}.health

@@ -47,9 +47,9 @@ redis-exporter-points-at-this-node:
         EnvironmentFile=
         EnvironmentFile={{ environment_file }}
         ExecStart=
-{%-   if redis_node and redis.get("tls") %}
+{%-   if redis.get("tls") %}
 {#-     TLS: at the node's own address, which its certificate names (127.0.0.1 it does not). #}
-        ExecStart=/usr/bin/prometheus-redis-exporter --redis.addr=rediss://{{ redis.bind_ip }}:{{ redis.port }} --tls-ca-cert-file={{ redis.tls.ca_file }} --web.listen-address={{ redis.bind_ip }}:9121 --config-command=-
+        ExecStart=/usr/bin/prometheus-redis-exporter --redis.addr=rediss://{{ redis.bind_ip }}:{{ redis.port if redis_node else redis.sentinel_port }} --tls-ca-cert-file={{ redis.tls.ca_file }} --web.listen-address={{ redis.bind_ip }}:9121 --config-command=-
 {%-   else %}
         ExecStart=/usr/bin/prometheus-redis-exporter --redis.addr=redis://127.0.0.1:{{ redis.port if redis_node else redis.sentinel_port }} --web.listen-address={{ redis.bind_ip }}:9121 --config-command=-
 {%-   endif %}

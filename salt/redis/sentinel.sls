@@ -11,6 +11,9 @@ include:
 {%- else %}
   - {{ tplroot }}.install
 {%- endif %}
+{%- if redis.get("tls") %}
+  - {{ tplroot }}.tls
+{%- endif %}
 {%- if sentinel_node and custom_states_usable %}
 {%-   if redis_node %}
 
@@ -63,6 +66,23 @@ redis-sentinel-monitors-the-master:
     - require:
       - service: redis-sentinel-running
       - redis_sentinel: redis-sentinel-accepts-the-password
+{%-   if redis.get("tls") %}
+      {#- A Sentinel taken over starts with its TLS files (redis.tls). #}
+      - file: redis-tls-key-file
+      - file: redis-tls-cert-file
+      - file: redis-tls-ca-file
+
+{#- A renewed certificate: Sentinel cannot reload it, so it is restarted, one Sentinel at a
+    time, each only while the others hold a majority. #}
+redis-sentinel-serves-the-renewed-certificate:
+  redis_sentinel.serves_current_certificate:
+    - name: {{ redis.master_name }}
+    - service: {{ redis.sentinel_service }}
+    - require:
+      - redis_sentinel: redis-sentinel-monitors-the-master
+    - require_in:
+      - redis_sentinel: redis-sentinel-logins
+{%-   endif %}
 
 {#- After monitored (which writes a bare host's Sentinel file): the Sentinel's own logins. #}
 redis-sentinel-logins:

@@ -3,11 +3,13 @@
     the monitoring users may enter: the key readable by root and the redis group only, never
     shown in a diff.
     A renewed certificate reaches the running server without a restart (Redis reloads its
-    TLS files on CONFIG SET). With the YAML's own files, they must be there. #}
+    TLS files on CONFIG SET); a Sentinel cannot reload, so redis.sentinel restarts it, one
+    Sentinel at a time. With the YAML's own files, they must be there. A witness (Sentinel
+    only) gets its own certificate too. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
 {%- set tls = redis.get("tls") or {} %}
-{%- if redis_node and tls %}
+{%- if (redis_node or sentinel_node) and tls %}
 include:
   - {{ tplroot }}.install
   - {{ tplroot }}.shape
@@ -38,14 +40,14 @@ redis-tls-{{ purpose }}-file:
     - show_changes: False
     - require:
       - file: redis-tls-directory
-{%-       if custom_states_usable %}
+{%-       if redis_node and custom_states_usable %}
       - redis_cluster: redis-deployment-shape-kept
 {%-       endif %}
 {%-       if purpose != "key" %}
       - file: redis-tls-key-file
 {%-       endif %}
 {%-     endfor %}
-{%-     if custom_states_usable %}
+{%-     if redis_node and custom_states_usable %}
 
 redis-server-serves-the-renewed-certificate:
   redis_node.tls_reloaded:
@@ -64,7 +66,7 @@ redis-tls-{{ purpose }}-file:
     - name: {{ path }}
 {%-     endfor %}
 {%-   endif %}
-{%- elif redis_node %}
+{%- elif redis_node or sentinel_node %}
 
 redis-tls-off:
   test.succeed_without_changes:

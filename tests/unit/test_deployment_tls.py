@@ -56,9 +56,23 @@ def test_a_wrong_tls_setting_is_refused_naming_the_key(tmp_path, tls, key, expec
     assert "Traceback" not in message
 
 
-def test_tls_in_sentinel_mode_is_refused_until_it_is_built(tmp_path):
-    message = refused(tmp_path, {"issue": True}, mode="sentinel")
-    assert ": cache.redis.tls: TLS is built for cluster mode only so far" in message
+def test_a_sentinel_pair_and_its_witness_each_get_a_certificate_and_know_every_sentinels(tmp_path, monkeypatch):
+    doc = make_doc(2, {"tls": {"issue": True}, "sentinel": {"witnesses": ["server3"]}}, witnesses_without_redis=1)
+    path = write_yaml(tmp_path, doc)
+    monkeypatch.setattr(rd, "__opts__", dict(MASTER_OPTS, cachedir=str(tmp_path / "cache")), raising=False)
+    monkeypatch.setattr(rd, "__salt__", x509_functions(), raising=False)
+    monkeypatch.setenv("REDIS_PASSWORD", ENV["REDIS_PASSWORD"])
+    pillars = {}
+    for number, host in enumerate(("server1", "server2", "server3"), 1):
+        monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096, "ipv4": [f"10.0.0.{number}"]}, raising=False)
+        with minion_pillar_request(host):
+            pillars[host] = rd.ext_pillar(host, {}, config=path)["redis"]
+    assert pillars["server3"]["role"] == "sentinel-only", pillars["server3"]
+    certs = {host: pillar["tls"]["issued"]["cert"] for host, pillar in pillars.items()}
+    assert len(set(certs.values())) == 3 and all("PRIVATE KEY" in p["tls"]["issued"]["key"] for p in pillars.values())
+    # Every node knows the certificate each Sentinel should serve: the restart order needs it.
+    served = {host: rd._fingerprint(cert) for host, cert in certs.items()}
+    assert all(pillar["tls"]["sentinel_certificates"] == served for pillar in pillars.values())
 
 
 # ---------------------------------------------------------------- the master's CA
