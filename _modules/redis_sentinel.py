@@ -616,38 +616,39 @@ def _certificate_file_fingerprint():
     return __utils__["redis_common.pem_fingerprint"](text) if text else None
 
 
-def _restart_refused(name, order_wait):
-    """Why the local Sentinel may not restart now, or None when it may. The other Sentinels
-    that answer must hold a majority of all without this one (with fewer than three
-    Sentinels, all of them must answer). The Sentinels listed before this host in
-    ``sentinel:hosts`` restart first: up to ``order_wait`` seconds are given to each that
-    answers but does not serve its current certificate yet (pillar
+def _restart_refused(order_wait, timeout):
+    """Why the local Sentinel may not restart now, or None when it may. Waits, up to
+    ``timeout`` seconds, until the other Sentinels that answer hold a majority of all without
+    this one (with fewer than three Sentinels: until all of them answer). The Sentinels
+    listed before this host in ``sentinel:hosts`` restart first: for up to ``order_wait``
+    seconds, each that answers must also serve its current certificate (pillar
     ``tls:sentinel_certificates``), so that two never restart at once; one whose minion is
     not being applied does not hold this one up for longer."""
     settings = _settings()
     me, hosts = settings.get("hostname"), _sentinel_hosts()
     wanted = (settings.get("tls") or {}).get("sentinel_certificates") or {}
     served = __utils__["redis_common.served_fingerprint"]
-    earlier = []
-    for host in hosts:
-        if host["hostname"] == me:
-            break
-        if wanted.get(host["hostname"]):
-            earlier.append(host)
-
-    def earlier_restarted():
-        return all(served(h["ip"], h["port"], 1) in (None, wanted[h["hostname"]]) for h in earlier)
-
-    if earlier:
-        _wait(earlier_restarted, order_wait, interval=0.5)
     others = [h for h in hosts if h["hostname"] != me]
-    answering = [h["hostname"] for h in others if _reachable(_address(h["ip"], h["port"]))]
+    position = next((i for i, h in enumerate(hosts) if h["hostname"] == me), len(hosts))
+    earlier = [h for h in hosts[:position] if wanted.get(h["hostname"])]
     needed = len(hosts) // 2 + 1 if len(hosts) >= 3 else len(others)
-    if len(answering) < needed:
-        who = ", ".join(answering) or "none"
-        return (f"only {len(answering)} of the {len(others)} other Sentinels answer ({who}): "
-                f"without this one they would not hold a majority ({needed} needed)")
-    return None
+    ordered_until = time.monotonic() + float(order_wait)
+    seen = {}
+
+    def may_restart():
+        answering = [h for h in others if _reachable(_address(h["ip"], h["port"]))]
+        seen["answering"] = [h["hostname"] for h in answering]
+        if len(answering) < needed:
+            return False
+        if time.monotonic() >= ordered_until:
+            return True
+        return all(served(h["ip"], h["port"], 1) == wanted[h["hostname"]] for h in earlier if h in answering)
+
+    if _wait(may_restart, timeout, interval=0.5):
+        return None
+    who = ", ".join(seen["answering"]) or "none"
+    return (f"only {len(seen['answering'])} of the {len(others)} other Sentinels answer ({who}) after {timeout}s: "
+            f"without this one they would not hold a majority ({needed} needed)")
 
 
 def serve_current_certificate(name=None, service="redis-sentinel", dry_run=False, timeout=60, order_wait=30):
@@ -680,7 +681,7 @@ def serve_current_certificate(name=None, service="redis-sentinel", dry_run=False
     if dry_run:
         return {"restarted": True, "comment": f"would restart {service} (one Sentinel at a time, the others holding "
                                               "a majority): it serves an older certificate"}
-    refused = _restart_refused(name, order_wait)
+    refused = _restart_refused(order_wait, timeout)
     if refused:
         raise CommandExecutionError(f"{service} serves an older certificate but was not restarted: {refused}")
     __salt__["service.restart"](service)
