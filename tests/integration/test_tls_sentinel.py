@@ -203,6 +203,18 @@ def test_renewed_certificates_servers_reload_and_sentinels_restart_one_at_a_time
     for host in ALL:
         os.unlink(os.path.join(store, "hosts", f"{host}.crt"))
 
+    # With the witness's Sentinel down, restarting ts1's would leave one Sentinel of three:
+    # refused, and ts1's keeps serving (its renewed file waits for the next apply).
+    assert host_run(lab, "ts3", "systemctl", "stop", "redis-sentinel").returncode == 0
+    try:
+        assert cli.run("state.apply", "redis.tls", minion_tgt="ts1").returncode == 0
+        refused = cli.run("redis_sentinel.serve_current_certificate", "timeout=2", minion_tgt="ts1")
+        assert "would not hold a majority" in refused.stdout and "(ts2)" in refused.stdout, refused.stdout
+        assert served_serial(ALL["ts1"], SENTINEL_PORT, ca_file) == before["ts1"], "ts1's Sentinel was restarted"
+    finally:
+        assert host_run(lab, "ts3", "systemctl", "start", "redis-sentinel").returncode == 0
+    wait_until(lambda: served_serial(ALL["ts3"], SENTINEL_PORT, ca_file), 30, "the witness's Sentinel back")
+
     with SentinelsAnswering(ca_file) as answering:
         renewed = cli.run("state.apply", "redis", minion_tgt="*")
 
