@@ -94,6 +94,9 @@ def _authority(directory, x509):
     key, cert = _read(key_path), _read(cert_path)
     if key and cert and not x509["x509.expires"](cert, days=CA_DAYS_VALID // 10):
         return key, cert
+    # A renewal keeps the key and the name: host certificates signed before still verify
+    # against the new CA certificate, and new ones against the old, so hosts that got the
+    # new ca.crt and hosts that did not yet trust each other.
     key = key or x509["x509.create_private_key"](algo="ec", keysize=256)
     cert = x509["x509.create_certificate"](
         signing_private_key=key,

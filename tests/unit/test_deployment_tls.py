@@ -120,3 +120,24 @@ def test_ext_pillar_gives_the_key_to_the_minions_own_request_only(tmp_path, monk
     shown = rd.ext_pillar("server1", {}, config=path)["redis"]["tls"]["issued"]
     assert "PRIVATE KEY" in own["key"] and "PRIVATE KEY" not in repr(shown)
     assert shown["key"] == rd.KEY_HIDDEN and shown["cert"] == own["cert"] and shown["ca"] == own["ca"]
+
+
+def test_a_renewed_ca_keeps_its_key_so_every_host_certificate_stays_trusted(tmp_path):
+    """The CA is renewed with a tenth of its validity left, with the same key and name: a host
+    certificate issued before verifies against the new CA certificate, and is not reissued
+    for it; hosts that already hold the new CA and hosts that do not yet trust each other."""
+    x509 = x509_functions()
+    first = certificates.issued(str(tmp_path), "server1", "10.0.0.1", x509)
+    ca_key = (tmp_path / "ca.key").read_text()
+    ending = x509["x509.create_certificate"](
+        signing_private_key=ca_key, CN=certificates.CA_COMMON_NAME, basicConstraints="critical, CA:true, pathlen:0",
+        keyUsage="critical, cRLSign, keyCertSign", days_valid=100)
+    (tmp_path / "ca.crt").write_text(ending)
+    (tmp_path / "hosts" / "server1.crt").write_text(first["cert"])
+    renewed = certificates.issued(str(tmp_path), "server1", "10.0.0.1", x509)
+    assert renewed["ca"] not in (ending, first["ca"]) and (tmp_path / "ca.key").read_text() == ca_key
+    assert not x509["x509.expires"](renewed["ca"], days=3000)
+    assert renewed["cert"] == first["cert"]
+    other = certificates.issued(str(tmp_path), "server2", "10.0.0.2", x509)
+    assert x509["x509.verify_signature"](first["cert"], renewed["ca"])
+    assert x509["x509.verify_signature"](other["cert"], ending)
