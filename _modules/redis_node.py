@@ -722,6 +722,68 @@ def config_set(settings, port=None):
     return result
 
 
+# A switch's CONFIG SET, in order: Redis applies the arguments of one CONFIG SET in the order
+# given, so the TLS files are loaded before the TLS port opens, and the port that changes
+# protocol is freed before it is bound again.
+TO_TLS = ("tls-cert-file", "tls-key-file", "tls-ca-cert-file", "tls-auth-clients", "port", "tls-port",
+          "tls-replication", "tls-cluster")
+
+
+def _switch_arguments(to, settings, port):
+    """CONFIG SET's arguments (name, value, ...) that switch the server to ``to``."""
+    if to == "tls":
+        wanted = [(d, settings[d]) for d in TO_TLS if d in settings]
+    else:
+        wanted = [("tls-port", 0), ("port", settings.get("port") or port), ("tls-replication", "no"),
+                  ("tls-cluster", "no")]
+    return [str(word) for pair in wanted for word in pair]
+
+
+def switch_tls(to, settings, port=None):
+    """
+    Switch the local server between plain TCP and TLS while it runs, with no restart: one
+    ``CONFIG SET`` (Redis 7 and later) of the TLS files, ``port``, ``tls-port``,
+    ``tls-replication`` and ``tls-cluster`` (``to="plain"``: ``tls-port 0`` and ``port``
+    back), in an order that frees the port before it is bound in the other protocol.
+    Connections already open stay open (a replica's link, a cluster bus link); new ones speak
+    ``to``. Then ``CONFIG REWRITE``, so that Redis's own file (which an earlier rewrite may
+    have given a ``tls-port``) starts the server as it runs now.
+
+    to
+        ``tls`` or ``plain``.
+    settings
+        The directives Salt owns (``redis_node.settings_applied``): the TLS files and ports.
+    port
+        The port clients use (pillar ``redis:port``), where the server listens before and
+        after, in either protocol.
+
+    Returns ``{"set": [directive, ...], "comment"}``; raises ``CommandExecutionError`` when
+    Redis refuses.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.switch_tls plain '{"port": 6379}'
+    """
+    if to not in ("tls", "plain"):
+        raise SaltInvocationError(f"to: expected tls or plain, got {to!r}")
+    port = _port(port)
+    arguments = _switch_arguments(to, settings, port)
+    try:
+        _client(port).execute_command("CONFIG", "SET", *arguments)
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"Redis on 127.0.0.1:{port} refused the switch to {to}: {_error(exc)}") from None
+    try:
+        # A new client: the old one spoke the protocol the port no longer speaks.
+        _client(port).execute_command("CONFIG", "REWRITE")
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"Redis on 127.0.0.1:{port} switched to {to} but cannot persist it "
+                                    f"(CONFIG REWRITE: {_error(exc)})") from None
+    speaks = "TLS" if to == "tls" else "plain TCP"
+    return {"set": arguments[::2], "comment": f"the server on port {port} speaks {speaks} now (no restart)"}
+
+
 def _unusable(exc, port, applied):
     done = f" (already applied: {', '.join(applied)})" if applied else ""
     return f"Redis on 127.0.0.1:{_port(port)} cannot take CONFIG SET: {__utils__['redis_common.error_text'](exc)}{done}"

@@ -23,7 +23,7 @@ import collections
 import logging
 import time
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import redis
@@ -616,39 +616,80 @@ def _certificate_file_fingerprint():
     return __utils__["redis_common.pem_fingerprint"](text) if text else None
 
 
-def _restart_refused(order_wait, timeout):
+def _restart_refused(order_wait, timeout, done=None):
     """Why the local Sentinel may not restart now, or None when it may. Waits, up to
-    ``timeout`` seconds, until the other Sentinels that answer hold a majority of all without
+    ``timeout`` seconds, until the other Sentinels that answer (in either protocol: during a
+    switch between plain TCP and TLS some speak the old one) hold a majority of all without
     this one (with fewer than three Sentinels: until all of them answer). The Sentinels
     listed before this host in ``sentinel:hosts`` restart first: for up to ``order_wait``
-    seconds, each that answers must also serve its current certificate (pillar
-    ``tls:sentinel_certificates``), so that two never restart at once; one whose minion is
-    not being applied does not hold this one up for longer."""
+    seconds, each that answers must be ``done(host)`` (default: it serves its current
+    certificate, pillar ``tls:sentinel_certificates``), so that two never restart at once; one
+    whose minion is not being applied does not hold this one up for longer."""
     settings = _settings()
     me, hosts = settings.get("hostname"), _sentinel_hosts()
-    wanted = (settings.get("tls") or {}).get("sentinel_certificates") or {}
-    served = __utils__["redis_common.served_fingerprint"]
+    if done is None:
+        wanted = (settings.get("tls") or {}).get("sentinel_certificates") or {}
+        served = __utils__["redis_common.served_fingerprint"]
+
+        def done(host):
+            return not wanted.get(host["hostname"]) or served(host["ip"], host["port"], 1) == wanted[host["hostname"]]
+
+    listens_as = __utils__["redis_common.listens_as"]
     others = [h for h in hosts if h["hostname"] != me]
     position = next((i for i, h in enumerate(hosts) if h["hostname"] == me), len(hosts))
-    earlier = [h for h in hosts[:position] if wanted.get(h["hostname"])]
+    earlier = hosts[:position]
     needed = len(hosts) // 2 + 1 if len(hosts) >= 3 else len(others)
     ordered_until = time.monotonic() + float(order_wait)
     seen = {}
 
     def may_restart():
-        answering = [h for h in others if _reachable(_address(h["ip"], h["port"]))]
+        answering = [h for h in others if listens_as(h["ip"], h["port"], 1)]
         seen["answering"] = [h["hostname"] for h in answering]
         if len(answering) < needed:
             return False
         if time.monotonic() >= ordered_until:
             return True
-        return all(served(h["ip"], h["port"], 1) == wanted[h["hostname"]] for h in earlier if h in answering)
+        return all(done(h) for h in earlier if h in answering)
 
     if _wait(may_restart, timeout, interval=0.5):
         return None
     who = ", ".join(seen["answering"]) or "none"
     return (f"only {len(seen['answering'])} of the {len(others)} other Sentinels answer ({who}) after {timeout}s: "
             f"without this one they would not hold a majority ({needed} needed)")
+
+
+def protocol_switch_refused(to, timeout=60, order_wait=30):
+    """
+    Why the local Sentinel may not be switched to ``to`` (``tls`` or ``plain``) now, or None
+    when it may be: a Sentinel switches by a restart (it cannot change its ports while it
+    runs), so this waits, up to ``timeout`` seconds, until
+
+    - the deployment's Redis servers that answer speak ``to`` already (at least one does):
+      their own apply switches them live; a Sentinel switched before them could reach none;
+    - the other Sentinels that answer, in either protocol, hold a majority without this one,
+      and those listed before this host in ``sentinel:hosts`` speak ``to`` already (up to
+      ``order_wait`` seconds), so that the Sentinels restart one at a time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_sentinel.protocol_switch_refused tls
+    """
+    if to not in ("tls", "plain"):
+        raise SaltInvocationError(f"to: expected tls or plain, got {to!r}")
+    listens_as = __utils__["redis_common.listens_as"]
+    seen = {}
+
+    def servers_switched():
+        seen.update({_address(p["ip"], p["port"]): listens_as(p["ip"], p["port"], 1) for p in _peers()})
+        speaking = [spoken for spoken in seen.values() if spoken]
+        return bool(speaking) and all(spoken == to for spoken in speaking)
+
+    if not _wait(servers_switched, timeout, interval=0.5):
+        found = ", ".join(f"{address} {spoken or 'does not answer'}" for address, spoken in sorted(seen.items()))
+        return f"the Redis servers do not all speak {to} after {timeout}s ({found})"
+    return _restart_refused(order_wait, timeout, done=lambda host: listens_as(host["ip"], host["port"], 1) == to)
 
 
 def serve_current_certificate(name=None, service="redis-sentinel", dry_run=False, timeout=60, order_wait=30):

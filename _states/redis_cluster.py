@@ -292,20 +292,6 @@ def _deployed_port(settings_file):
     return int(port) if port.isdigit() else None
 
 
-def _tls_switch(settings, settings_file):
-    """What the deployment would switch from and to (plain TCP / TLS), going by Salt's settings
-    file as last deployed (``tls-port``), or None."""
-    if not settings_file:
-        return None
-    deployed = __utils__["redis_config.file_values"](settings_file, {"tls-port", "port"})
-    if not deployed:
-        return None  # never deployed here: nothing to switch
-    was_tls = deployed.get("tls-port", "0") not in ("", "0")
-    if was_tls == bool(settings.get("tls")):
-        return None
-    return "TLS and the YAML now says plain TCP" if was_tls else "plain TCP and the YAML now says TLS"
-
-
 def shape_kept(name, mode, port, dir, settings_file=None):  # pylint: disable=redefined-builtin
     """
     Refuse, before any configuration file changes, what would tear a running deployment
@@ -313,9 +299,9 @@ def shape_kept(name, mode, port, dir, settings_file=None):  # pylint: disable=re
     2), a replicating Sentinel pair whose YAML now says cluster (2 grew to 3 with
     ``mode: auto``), a new ``port`` or ``dir`` on a formed cluster (peers know each
     other by address; a new ``dir`` starts an empty master whose replicas then wipe
-    themselves), and a formed deployment switched between plain TCP and TLS (nodes
-    restarted one by one would no longer reach each other). A server that does not answer,
-    or runs standalone, is not refused.
+    themselves). A server that does not answer, or runs standalone, is not refused. (A
+    switch between plain TCP and TLS is not refused: ``redis_node.settings_applied`` makes it
+    live, ``redis_sentinel.monitored`` restarts the Sentinels one at a time.)
 
     name
         Any label.
@@ -338,16 +324,6 @@ def shape_kept(name, mode, port, dir, settings_file=None):  # pylint: disable=re
     settings = __pillar__.get("redis") or {}
     if settings.get("error"):
         return _pillar_failed(ret, settings["error"])
-    switch = _tls_switch(settings, settings_file)
-    if switch:
-        member = __salt__["redis_cluster.in_formed_deployment"](port=port)
-        if member["formed"]:
-            ret.update(result=False, comment=(
-                f"this node belongs to a formed deployment ({member['why']}) that runs {switch}: nothing "
-                "reconfigured. Switching a running deployment between plain TCP and TLS needs a rolling switch "
-                "that keeps every node reachable by the others, which this formula does not do yet: keep "
-                "cache.redis.tls as the deployment was formed, or migrate: back up, rebuild, restore"))
-            return ret
     deployed = _deployed_port(settings_file) if settings_file else None
     running = __salt__["redis_cluster.server_shape"](port=deployed or port)
     if not running["reachable"] and deployed and deployed != int(port):

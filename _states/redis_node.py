@@ -325,6 +325,9 @@ def _changes(diff, settings):
     return changes
 
 
+# The two protocols a server can be switched between (redis_node.switch_tls), in words.
+_PROTOCOLS = {"tls": "TLS", "plain": "plain TCP"}
+_OTHER = {"tls": "plain", "plain": "tls"}
 # What a pending restart's comment tells the operator to run.
 ROLLING_RESTART = "a formed deployment is restarted one node at a time: salt-run redis_deployment.rolling_restart"
 
@@ -545,7 +548,10 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     redis_pillar = __pillar__.get("redis") or {}
     if redis_pillar.get("error"):
         return _pillar_failed(ret, redis_pillar["error"])
-    port = settings.get("port") or redis_pillar.get("port", 6379)
+    # Clients use the TLS port when there is one; a plain port beside it (tls.plain_port) is
+    # only for a migration. Before and after a switch, the server listens there in one protocol
+    # or the other, and the local client speaks what it finds.
+    port = settings.get("tls-port") or settings.get("port") or redis_pillar.get("port", 6379)
     nodes_file = _nodes_file(settings)
     # The password is in the settings file for a start; a running server gets it, with the
     # previous one during a rotation, from logins_converged (one MULTI, nobody refused).
@@ -573,7 +579,8 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         ret.update(result=False, comment=f"{why}{waited}: nothing applied, {service} not restarted")
         return ret
 
-    restart_for = __utils__["redis_config.start_only"](diff["differs"]) if diff["reachable"] else []
+    switch = diff.get("tls_switch") if diff["reachable"] else None
+    restart_for = __utils__["redis_config.start_only"](diff["differs"], switch) if diff["reachable"] else []
     restart = not diff["reachable"] or bool(restart_for)
     pending, run_id = [], None
     if restart and failure != "refused":
@@ -596,14 +603,18 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
         ret["changes"] = dict({"restarted": service, "reason": reason}, **changes)
     else:
         ret["changes"] = {d: changes[d] for d in live}
+        if switch:
+            ret["changes"]["protocol"] = {"old": _PROTOCOLS[_OTHER[switch]], "new": _PROTOCOLS[switch]}
         if set(wanted.items()) - set(reported.items()):
             ret["changes"]["restart_pending"] = pending
+    switching = f"switch to {_PROTOCOLS.get(switch)} live (no restart)" if switch and not restart else ""
     if __opts__["test"]:
         ret["result"] = None if ret["changes"] else True
         ret["comment"] = (
             f"{service} would be restarted ({reason})"
             if restart
-            else "; ".join(filter(None, [live and "would apply live: " + ", ".join(live), note]))
+            else "; ".join(filter(None, [switching and "would " + switching,
+                                         live and "would apply live: " + ", ".join(live), note]))
         )
         return ret
 
@@ -627,6 +638,10 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
             return ret
     elif live:
         try:
+            if switching:
+                # One CONFIG SET for the switch; the other live settings after it, one by one.
+                done = __salt__["redis_node.switch_tls"](switch, settings, port=port)["set"]
+                live = [d for d in live if d not in done]
             outcome = __salt__["redis_node.config_set"]({d: settings[d] for d in live}, port=port)
         except CommandExecutionError as exc:
             ret.update(result=False, changes={}, comment=str(exc))
@@ -651,7 +666,8 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     ret["comment"] = (
         f"{service} restarted ({reason})"
         if restart
-        else "; ".join(filter(None, [live and "applied live: " + ", ".join(live), note]))
+        else "; ".join(filter(None, [switching and "did " + switching, live and "applied live: " + ", ".join(live),
+                                     note]))
     )
     return ret
 

@@ -389,6 +389,43 @@ def _speaks_tls(content):
                for _, directive, argument in __utils__["redis_config.directives"](lines))
 
 
+# The lines of a Sentinel file that say which protocol it speaks, to clients, to the Redis
+# servers and to the other Sentinels.
+PROTOCOL_DIRECTIVES = frozenset(("port", "tls-port", "tls-cert-file", "tls-key-file", "tls-ca-cert-file",
+                                 "tls-auth-clients", "tls-replication"))
+
+
+def _protocol_lines(settings):
+    """The Sentinel file's lines for the protocol of pillar ``redis`` (``settings``): with TLS,
+    TLS only, to clients, to the Redis servers and to the other Sentinels
+    (tls-replication), its own certificate being its client certificate too."""
+    port = int(settings.get("sentinel_port", 26379))
+    tls = settings.get("tls") or {}
+    if not tls:
+        return [f"port {port}"]
+    return [
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {_quoted(tls['cert_file'])}",
+        f"tls-key-file {_quoted(tls['key_file'])}",
+        f"tls-ca-cert-file {_quoted(tls['ca_file'])}",
+        "tls-auth-clients optional",
+        "tls-replication yes",
+    ]
+
+
+def _with_protocol(content, settings):
+    """The Sentinel file ``content`` with its protocol lines replaced by those of ``settings``
+    (where the first of them was), everything Sentinel wrote left as it is."""
+    lines = content.splitlines()
+    found = {index for index, directive, _ in __utils__["redis_config.directives"](lines)
+             if directive in PROTOCOL_DIRECTIVES}
+    at = min(found) if found else len(lines)
+    kept = [line for index, line in enumerate(lines) if index not in found]
+    at -= sum(1 for index in found if index < at)
+    return "\n".join(kept[:at] + _protocol_lines(settings) + kept[at:]) + "\n"
+
+
 def _render(name, live, settings, quorum, paths, backup):
     """The Sentinel file Salt writes once. The login to the Redis servers (ACL user and
     derived password) is not in it: ``sentinel_configure`` sets it at run time right after
@@ -396,29 +433,15 @@ def _render(name, live, settings, quorum, paths, backup):
     sentinel = settings.get("sentinel") or {}
     bind_ip = settings.get("bind_ip") or "127.0.0.1"
     bind = " ".join(dict.fromkeys([bind_ip, "127.0.0.1"]))
-    port = int(settings.get("sentinel_port", 26379))
-    tls = settings.get("tls") or {}
     lines = [
         MARKER,
         "# Written once by Salt when it took this file over; from then on Sentinel owns it (it",
         "# rewrites it on every change and failover) and Salt changes the running Sentinel with",
-        "# SENTINEL SET / RESET, never this file. The package's file was kept as",
-        f"# {backup} (if there was one).",
+        "# SENTINEL SET / RESET, never this file, but for its protocol lines when the deployment",
+        "# switches between plain TCP and TLS (with Sentinel stopped). The package's file was",
+        f"# kept as {backup} (if there was one).",
+        *_protocol_lines(settings),
     ]
-    if tls:
-        # TLS only, to clients, to the Redis servers and to the other Sentinels (tls-replication);
-        # its own certificate is its client certificate too.
-        lines += [
-            "port 0",
-            f"tls-port {port}",
-            f"tls-cert-file {_quoted(tls['cert_file'])}",
-            f"tls-key-file {_quoted(tls['key_file'])}",
-            f"tls-ca-cert-file {_quoted(tls['ca_file'])}",
-            "tls-auth-clients optional",
-            "tls-replication yes",
-        ]
-    else:
-        lines.append(f"port {port}")
     lines += [
         f"bind {bind}",
         f"daemonize {'yes' if paths['daemonize'] else 'no'}",
@@ -443,6 +466,40 @@ def _render(name, live, settings, quorum, paths, backup):
 
 
 # ---------------------------------------------------------------- monitored
+
+
+def _switch_protocol(ret, name, settings, config_file, service, owner, wanted_mode, timeout):
+    """Switch the local Sentinel to the pillar's protocol (plain TCP or TLS): once the Redis
+    servers speak it and the other Sentinels can spare this one
+    (``redis_sentinel.protocol_switch_refused``), stop it, rewrite the protocol lines of its
+    file (stopped, it cannot rewrite the file over ours), start it. Returns the comment, or
+    None after filling ``ret`` with a failure."""
+    to = "tls" if settings.get("tls") else "plain"
+    words = {"tls": "TLS", "plain": "plain TCP"}
+    ret["changes"] = {"protocol": {"old": words["plain" if to == "tls" else "tls"], "new": words[to]},
+                      "restarted": service}
+    if __opts__["test"]:
+        ret["result"] = None
+        return f"would restart {service} speaking {words[to]} (one Sentinel at a time, once the servers speak it)"
+    refused = __salt__["redis_sentinel.protocol_switch_refused"](to, timeout=timeout)
+    if refused:
+        why = f"{service} not switched to {words[to]}: {refused}; nothing changed"
+        ret.update(result=False, changes={}, comment=why)
+        return None
+    try:
+        __salt__["service.stop"](service)
+        content, _ = _read(config_file)
+        _write(config_file, _with_protocol(content, settings), owner[0], owner[1], wanted_mode)
+    except (OSError, _Unsafe, CommandExecutionError) as exc:
+        __salt__["service.start"](service)
+        ret.update(result=False, changes={}, comment=f"{config_file}: cannot switch the Sentinel: {exc}")
+        return None
+    if __salt__["service.start"](service) is False or not __salt__["redis_sentinel.wait_sentinel"](
+            name, timeout=timeout):
+        ret.update(result=False, comment=f"{config_file} now says {words[to]} but {service} does not answer with "
+                                         f"the deployment's password and monitor {name} within {timeout}s")
+        return None
+    return f"{service} restarted speaking {words[to]}"
 
 
 def _take_over(ret, name, settings, config_file, content, info, service, owner, wanted_mode, paths, timeout):
@@ -519,7 +576,11 @@ def monitored(
       ``down-after-milliseconds``, ``failover-timeout``, ``parallel-syncs 1`` and the
       package's ``daemonize``/``pidfile``/``logfile``/``dir``; then ``service`` is
       restarted, the only restart this state ever does.
-    - A file with the marker is never written again: Sentinel owns it. Differences from
+    - A file with the marker is never written again: Sentinel owns it. The one exception is
+      a switch between plain TCP and TLS (``cache.redis.tls`` changed): once the servers
+      speak the new protocol, the Sentinel is stopped, its protocol lines are rewritten and
+      it is started, one Sentinel at a time while the others hold a majority
+      (``redis_sentinel.protocol_switch_refused``). Differences from
       the pillar (down_after_ms, failover_timeout_ms, quorum, the login to the Redis
       servers, a renamed master) go to the running Sentinel with ``SENTINEL SET`` (or
       ``REMOVE`` + ``MONITOR``), which persists them itself.
@@ -574,12 +635,13 @@ def monitored(
     comments = []
     ours = content is not None and MARKER in content.splitlines()
     if ours and _speaks_tls(content) != bool(settings.get("tls")):
-        now = "TLS" if settings.get("tls") else "plain TCP"
-        ret.update(result=False, comment=(
-            f"{config_file}: the running Sentinel speaks {'plain TCP' if now == 'TLS' else 'TLS'} and the YAML now "
-            f"says {now}: switching a formed Sentinel pair between plain TCP and TLS is not built yet "
-            "(cache.redis.tls); nothing changed"))
-        return ret
+        done = _switch_protocol(ret, name, settings, config_file, service, (uid, gid), wanted_mode, timeout)
+        if done is None:
+            return ret
+        comments.append(done)
+        if __opts__["test"]:
+            ret["comment"] = "; ".join(comments)
+            return ret
     if not ours:
         paths = {"logfile": logfile, "dir": dir, "pidfile": pidfile, "daemonize": daemonize}
         done = _take_over(ret, name, settings, config_file, content, info, service, (uid, gid), wanted_mode,

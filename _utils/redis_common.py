@@ -50,13 +50,12 @@ def client(settings, port=None, host="127.0.0.1", timeout=5, password=None, user
     the password last accepted on this host (:func:`remembered_password`).
 
     With TLS on (``tls`` in ``settings``: pillar ``redis:tls``) the client speaks TLS
-    (:func:`tls_options`), except to a local server that still speaks plain TCP (the
-    package's server on a bare host, until its first restart with the deployment's settings:
-    :func:`speaks_plain`)."""
+    (:func:`tls_options`). A local server is spoken to in the protocol it speaks now
+    (:func:`_loopback_tls`)."""
     port = int(port or settings.get("port", 6379))
     tls = tls_options(settings.get("tls"), host)
-    if tls and _loopback(host) and speaks_plain(host, port, timeout):
-        tls = {}
+    if _loopback(host):
+        tls = _loopback_tls(tls, host, port, timeout)
 
     def connect(secret):
         return redis.Redis(
@@ -108,16 +107,57 @@ def _loopback(host):
     return str(host).startswith("127.")
 
 
-def speaks_plain(host, port, timeout=5):
-    """Whether the server at ``host:port`` answers plain TCP: an inline ``PING`` (no
-    password sent) gets ``+PONG`` or an error from a plain server, while a TLS port takes it
-    for a broken handshake and closes the connection at once."""
+# What a local client of a deployment whose pillar says plain TCP uses towards a local
+# server that speaks TLS (one being switched back): the host's own server, over loopback,
+# which no certificate names, while the pillar names no CA any more.
+LOOPBACK_TLS = {"ssl": True, "ssl_cert_reqs": "none", "ssl_check_hostname": False}
+
+
+def _loopback_tls(tls, host, port, timeout):
+    """redis-py's TLS arguments towards the local server at ``port``, which may speak another
+    protocol than the pillar says for a while: the package's server on a bare host (plain
+    until its first restart with the deployment's settings), or one being switched between
+    plain TCP and TLS (``redis_node.switch_tls``)."""
+    speaks = listens_as(host, port, timeout)
+    if tls and speaks == "plain":
+        return {}
+    if not tls and speaks == "tls":
+        return dict(LOOPBACK_TLS)
+    return tls
+
+
+def _inline_ping(host, port, timeout):
+    """``"answered"`` when a plain ``PING`` (no password sent) gets ``+PONG`` or an error,
+    ``"closed"`` when the connection is closed at once (a TLS port takes it for a broken
+    handshake), None when nothing answers (refused, or no answer within ``timeout``)."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as probe:
             probe.sendall(b"PING\r\n")
-            return probe.recv(64)[:1] in (b"+", b"-")
+            reply = probe.recv(64)
+    except ConnectionResetError:
+        return "closed"
     except OSError:
-        return False
+        return None
+    if reply[:1] in (b"+", b"-"):
+        return "answered"
+    return "closed" if not reply else None
+
+
+def speaks_plain(host, port, timeout=5):
+    """Whether the server at ``host:port`` answers plain TCP (:func:`_inline_ping`)."""
+    return _inline_ping(host, port, timeout) == "answered"
+
+
+def listens_as(host, port, timeout=2):
+    """What the server at ``host:port`` speaks: ``"plain"``, ``"tls"``, or None when nothing
+    answers. A server that does not answer a plain PING within ``timeout`` is not asked
+    again in TLS: a stopped or swapping server costs one ``timeout``, not two."""
+    seen = _inline_ping(host, port, timeout)
+    if seen == "answered":
+        return "plain"
+    if seen == "closed" and served_fingerprint(host, port, timeout) is not None:
+        return "tls"
+    return None
 
 
 def served_fingerprint(host, port, timeout=2):

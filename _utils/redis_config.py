@@ -28,6 +28,9 @@ RESTART_DIRECTIVES = frozenset(
     ("daemonize", "pidfile", "logfile", "dir", "cluster-enabled", "cluster-config-file", "port", "bind",
      "tls-port", "tls-cluster", "tls-replication")
 )
+# What switches a server between plain TCP and TLS. Redis 7 changes them all at run time, in
+# one CONFIG SET (redis_node.switch_tls): such a switch needs no restart.
+TLS_SWITCH_DIRECTIVES = frozenset(("port", "tls-port", "tls-cluster", "tls-replication"))
 # Other names of directives Salt manages, as some servers write them (Valkey's CONFIG
 # REWRITE writes `primaryauth` for masterauth).
 DIRECTIVE_ALIASES = {"primaryauth": "masterauth"}
@@ -41,9 +44,24 @@ def __virtual__():
     return __virtualname__
 
 
-def start_only(directives):
-    """The directives among ``directives`` that Redis reads only at start, sorted."""
-    return sorted(set(directives) & RESTART_DIRECTIVES)
+def start_only(directives, switch=None):
+    """The directives among ``directives`` that Redis reads only at start, sorted; during a
+    switch between plain TCP and TLS (``switch``: see :func:`tls_switch`) those of the
+    switch are not."""
+    restart = RESTART_DIRECTIVES - TLS_SWITCH_DIRECTIVES if switch else RESTART_DIRECTIVES
+    return sorted(set(directives) & restart)
+
+
+def tls_switch(running, settings, version):
+    """``"tls"`` or ``"plain"`` when the server (``running``: CONFIG GET, ``tls-port``
+    included; ``version``: its ``redis_version``) speaks the other protocol than ``settings``
+    ask for, and can switch at run time (Redis 7 and later; 6.2 reads ports only at start);
+    else None."""
+    speaks_tls = str(running.get("tls-port") or "0") not in ("", "0")
+    wants_tls = str(settings.get("tls-port") or "0") not in ("", "0")
+    if speaks_tls == wants_tls or int(str(version).split(".", 1)[0] or 0) < 7:
+        return None
+    return "tls" if wants_tls else "plain"
 
 
 def directives(lines):
@@ -199,12 +217,16 @@ def same(directive, running, wanted):
 
 def running_diff(client, settings):
     """What the server behind ``client`` differs on from ``settings`` (directive -> value):
-    ``{"differs": [...], "running": {directive: value} (secrets left out), "loading": bool}``.
+    ``{"differs": [...], "running": {directive: value} (secrets left out), "loading": bool,
+    "tls_switch": "tls" | "plain" | None}`` (:func:`tls_switch`).
     A start-only directive CONFIG GET does not show (Redis 6.2 hides cluster-config-file)
     cannot be compared, before or after a restart: it never differs. Raises redis-py's errors."""
-    running = config_get(client, list(settings))
+    running = config_get(client, list(dict.fromkeys([*settings, "tls-port"])))
     unseen = start_only(d for d in settings if d not in running)
     differs = [d for d, value in settings.items() if d not in unseen and not same(d, running.get(d), value)]
     loading = bool(differs) and bool(client.info("persistence").get("loading"))
-    return {"differs": differs, "loading": loading,
+    switch = None
+    if set(differs) & TLS_SWITCH_DIRECTIVES:
+        switch = tls_switch(running, settings, client.info("server").get("redis_version", "0"))
+    return {"differs": differs, "loading": loading, "tls_switch": switch,
             "running": {d: running.get(d) for d in differs if d not in SECRET_DIRECTIVES}}

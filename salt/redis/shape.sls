@@ -1,6 +1,6 @@
 {#- Before any file of the deployment changes (the firewall's rules, the TLS files, Salt's
-    settings file): never turn a formed cluster into a Sentinel pair (or back), move a
-    formed cluster's port or dir, or switch a formed deployment between plain TCP and TLS.
+    settings file): never turn a formed cluster into a Sentinel pair (or back), or move a
+    formed cluster's port or dir.
     The states that change those files require this one (redis.firewall, redis.tls,
     redis.config). #}
 {%- set tplroot = tpldir.split("/")[0] %}

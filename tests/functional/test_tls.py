@@ -11,10 +11,10 @@ import time
 import pytest
 import redis
 from cluster_support import cluster_info, node_modules
-from conftest import SERVERS, RedisServer, cluster_port, load_node_module, stop_process
+from conftest import SERVERS, RedisServer, cluster_port, load_node_module, load_state_module, stop_process
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from support.tls import file_serial, issue_files, served_serial
+from support.tls import BothWaysWriter, file_serial, issue_files, served_serial
 from support.waits import wait_until
 
 TLS_BUILDS = ["redis-7.0"]
@@ -132,3 +132,62 @@ def test_the_local_server_is_asked_in_the_protocol_it_speaks(tls_cluster, redis_
     settings = {"password": redis_server.password, "tls": tls_server.tls}
     assert common["redis_common.client"](dict(settings, port=redis_server.port)).ping()
     assert common["redis_common.client"](dict(settings, password=tls_server.password, port=tls_server.port)).ping()
+
+
+def test_a_running_server_switches_to_tls_and_back_live_with_no_write_refused(server, tmp_path):
+    """cache.redis.tls turned on, then off, on a running server (of a formed deployment or
+    not): the settings state switches it live (one CONFIG SET, no restart), a client that
+    speaks both loses no write, and the server starts again as it runs (CONFIG REWRITE)."""
+    tls = issue_files(tmp_path / "ca", tmp_path / "tls", "n0", "127.0.0.1")
+
+    def no_restart(service=None):
+        raise AssertionError("a switch between plain TCP and TLS restarted the server")
+
+    state = load_state_module(server.port, no_restart)
+    state.__salt__["redis_node.switch_tls"] = load_node_module(state.__pillar__).switch_tls
+    plain = dict(server.settings)
+    to_tls = dict(plain, port=0, **{"tls-port": server.port, "tls-cert-file": tls["cert_file"],
+                                    "tls-key-file": tls["key_file"], "tls-ca-cert-file": tls["ca_file"],
+                                    "tls-auth-clients": "optional", "tls-replication": "yes", "tls-cluster": "no"})
+    run_id = server.info()["run_id"]
+    writer = BothWaysWriter("both", "127.0.0.1", server.port, server.password, tls["ca_file"], check_hostname=False)
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acknowledged) > 20, 10, "writes before the switch")
+        state.__pillar__["redis"]["tls"] = tls
+        state.__opts__["test"] = True
+        dry = state.settings_applied("n0", to_tls, "redis-server")
+        assert dry["result"] is None and "would switch to TLS live" in dry["comment"], dry
+        assert speaks("127.0.0.1", server.port) == "plain", "a dry run changed nothing"
+        state.__opts__["test"] = False
+        switched = state.settings_applied("n0", to_tls, "redis-server")
+        assert switched["result"] is True, switched
+        assert switched["changes"]["protocol"] == {"old": "plain TCP", "new": "TLS"}, switched
+        assert speaks("127.0.0.1", server.port) == "tls"
+        again = state.settings_applied("n0", to_tls, "redis-server")
+        assert again["result"] is True and again["changes"] == {}, again
+        seen = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > seen + 20 and writer.switches, 10, "writes over TLS")
+
+        state.__pillar__["redis"]["tls"] = None
+        back = state.settings_applied("n0", plain, "redis-server")
+        assert back["result"] is True and back["changes"]["protocol"]["new"] == "plain TCP", back
+        assert speaks("127.0.0.1", server.port) == "plain"
+        seen = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > seen + 20, 10, "writes over plain TCP again")
+    finally:
+        writer.finish()
+    assert writer.errors == [] and writer.switches >= 2, (writer.errors, writer.switches)
+    assert server.info()["run_id"] == run_id, "switched live, never restarted"
+    client = server.client()
+    stored = client.mget([f"both:{n}" for n in writer.acknowledged])
+    assert stored == [str(n) for n in writer.acknowledged], "every acknowledged write is there"
+    # Redis's own file agrees with Salt's: a restart comes back in plain TCP on the same port.
+    server.restart()
+    assert server.client().ping() and server.config("tls-port") == "0"
+
+
+def speaks(host, port):
+    from support.loaders import utils_dunder  # pylint: disable=import-outside-toplevel
+
+    return utils_dunder(["redis_common"])["redis_common.listens_as"](host, port, 3)

@@ -1,14 +1,18 @@
 """TLS for the tests: certificates from the formula's own CA code (_pillar/redis_certificates.py
 with Salt's x509 module, as the master issues them), a TLS client's view of a server's
-certificate, and what a plain client gets from a TLS-only port."""
+certificate, what a plain client gets from a TLS-only port, and a client that speaks both."""
 
 import socket
 import ssl
 
+import redis
 import salt.modules.x509_v2 as salt_x509
 from cryptography import x509 as crypto_x509
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from support.lab import ROOT
 from support.loaders import load_file
+from support.writers import Writer
 
 certificates = load_file("redis_certificates_for_tests", ROOT / "_pillar" / "redis_certificates.py")
 
@@ -48,3 +52,31 @@ def served_serial(host, port, ca_file):
 def file_serial(cert_file):
     with open(cert_file, "rb") as handle:
         return crypto_x509.load_pem_x509_certificate(handle.read()).serial_number
+
+
+class BothWaysWriter(Writer):
+    """A client that speaks both protocols (as an application does during a migration): each
+    write goes out on a new connection (an open one would outlive a switch), in the protocol
+    that worked last, and once in the other when that connection fails. A write refused both
+    ways ends the thread (``errors``); ``switches`` counts the changes of protocol."""
+
+    def __init__(self, prefix, host, port, password, ca_file, check_hostname=True):
+        super().__init__(prefix)
+        common = {"host": host, "port": port, "password": password, "socket_timeout": 1,
+                  "socket_connect_timeout": 1, "retry": Retry(NoBackoff(), 0)}
+        self.clients = {
+            "plain": redis.Redis(**common),
+            "tls": redis.Redis(**common, ssl=True, ssl_ca_certs=ca_file, ssl_check_hostname=check_hostname),
+        }
+        self.protocol, self.switches = "plain", 0
+
+    def write(self, key, value):
+        for client in self.clients.values():
+            client.connection_pool.disconnect()
+        try:
+            return self.clients[self.protocol].set(key, value)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # A plain port does not answer a TLS handshake: it waits for the rest of a line.
+            self.protocol = "tls" if self.protocol == "plain" else "plain"
+            self.switches += 1
+            return self.clients[self.protocol].set(key, value)
