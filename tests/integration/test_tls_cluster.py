@@ -4,7 +4,8 @@ salt-master): with `cache.redis.tls: {issue: true}` one `salt '*' state.apply re
 master's CA issue each host its certificate and forms a cluster that speaks TLS only, its
 bus too; the plain port refuses; `redis-cli --tls` answers; health, the Nagios script and a
 backup set and the exporter work over TLS; the host's key is root's and the redis group's, and never in any
-output. A renewed certificate is served without a restart (new serial, same run_id).
+output. A renewed certificate is served without a restart (new serial, same run_id). TLS
+dropped and set again switches the formed cluster live both ways, under a client writing.
 """
 
 import os
@@ -27,10 +28,13 @@ from support.lab import (
     wait_for_minions,
 )
 from support.leaks import Secrets, Watch, deployment_secrets, report, scan_result, sweep
+from support.loaders import utils_dunder
 from support.metrics import scrape
 from support.states import state_by_id, states_with_changes
-from support.tls import certificates, file_serial, served_serial
+from support.tls import BothWaysWriter, certificates, file_serial, served_serial
 from support.waits import wait_until
+
+listens_as = utils_dunder(["redis_common"])["redis_common.listens_as"]
 
 pytestmark = pytest.mark.integration
 
@@ -147,20 +151,70 @@ def test_a_renewed_certificate_is_served_without_a_restart(first_apply, cli, tls
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
 
 
-def test_dropping_tls_from_the_formed_cluster_is_refused_and_nothing_changes(first_apply, cli, tls_lab, ca_file):
+def speaks(host):
+    return listens_as(HOSTS[host], REDIS_PORT, 3)
+
+
+def cluster_ok_everywhere(ca_file, tls):
+    options = {"ssl": True, "ssl_ca_certs": ca_file} if tls else {}
+    for ip in HOSTS.values():
+        info = redis.Redis(host=ip, port=REDIS_PORT, password=PASSWORD, socket_timeout=3, decode_responses=True,
+                           **options).cluster("INFO")
+        if info["cluster_state"] != "ok" or int(info["cluster_slots_assigned"]) != 16384:
+            return False
+    return True
+
+
+def test_the_formed_cluster_switches_to_plain_tcp_and_back_live_with_no_write_refused(
+        first_apply, cli, tls_lab, ca_file):
+    """cache.redis.tls dropped, then set again, on the formed cluster under a client that
+    speaks both: each `state.apply` switches every node live (one CONFIG SET, no restart), the
+    cluster bus follows, and no acknowledged write is lost."""
     lab, _, config = tls_lab
-    run_id = tls_client("tl2", ca_file).info("server")["run_id"]
-    settings = host_file(lab, "tl2", "/etc/redis-salt/redis-server.conf").read_text()
-    config.write_text(yaml.safe_dump(deployment(tls=False)))
+    run_ids = {h: tls_client(h, ca_file).info("server")["run_id"] for h in HOSTS}
+    # The writer's keys live on tl1's slots (a hash tag), so that one node takes every write.
+    owner = tls_client("tl1", ca_file)
+    tag = next(t for t in range(1000) if owner.cluster("KEYSLOT", f"{{{t}}}") <= 5460
+               and owner.cluster("COUNTKEYSINSLOT", owner.cluster("KEYSLOT", f"{{{t}}}")) == 0)
+    writer = BothWaysWriter(f"{{{tag}}}:switch", HOSTS["tl1"], REDIS_PORT, PASSWORD, ca_file)
+    writer.start()
     try:
-        refused = cli.run("state.apply", "redis", minion_tgt="tl2")
-        kept = state_by_id(refused, None, "redis-deployment-shape-kept")
-        assert kept["result"] is False and "TLS and the YAML now says plain TCP" in kept["comment"], kept
-        assert host_file(lab, "tl2", "/etc/redis-salt/redis-server.conf").read_text() == settings
-        assert tls_client("tl2", ca_file).info("server")["run_id"] == run_id
+        wait_until(lambda: writer.acknowledged, 30, "writes before the switch")
+        config.write_text(yaml.safe_dump(deployment(tls=False)))
+        to_plain = cli.run("state.apply", "redis", minion_tgt="*")
+        assert to_plain.returncode == 0, to_plain.stdout
+        for host in HOSTS:
+            switched = state_by_id(to_plain, host, "redis-server-runs-the-managed-settings")
+            assert switched["changes"]["protocol"] == {"old": "TLS", "new": "plain TCP"}, switched
+            assert speaks(host) == "plain", host
+        wait_until(lambda: cluster_ok_everywhere(ca_file, tls=False), 60, "cluster ok over plain TCP")
+        pong = host_run(lab, "tl2", "redis-cli", "--no-auth-warning", "-h", HOSTS["tl2"], "ping", auth=True)
+        assert pong.stdout.strip() == "PONG", pong.stdout + pong.stderr
+        assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+        seen = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > seen + 20, 30, "writes over plain TCP")
+
+        config.write_text(yaml.safe_dump(deployment()))
+        to_tls = cli.run("state.apply", "redis", minion_tgt="*")
+        assert to_tls.returncode == 0, to_tls.stdout
+        for host in HOSTS:
+            assert speaks(host) == "tls", host
+        wait_until(lambda: cluster_ok_everywhere(ca_file, tls=True), 60, "cluster ok over TLS again")
+        seen = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > seen + 20, 30, "writes over TLS again")
     finally:
         config.write_text(yaml.safe_dump(deployment()))
+        writer.finish()
+    # plain (its first try) -> TLS -> plain -> TLS
+    assert writer.errors == [] and writer.switches >= 3, (writer.errors, writer.switches)
+    assert {h: tls_client(h, ca_file).info("server")["run_id"] for h in HOSTS} == run_ids, "no restart"
+    stored = owner.mget([f"{{{tag}}}:switch:{n}" for n in writer.acknowledged])
+    assert stored == [str(n) for n in writer.acknowledged], "every acknowledged write is there"
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+    # Each node's own file starts it as it runs now: a restart comes back over TLS, in the cluster.
+    assert host_run(lab, "tl3", "systemctl", "restart", "redis-server").returncode == 0
+    wait_until(lambda: speaks("tl3") == "tls" and cluster_ok_everywhere(ca_file, tls=True), 60,
+               "tl3 back over TLS, cluster ok")
 
 
 def key_body(pem):

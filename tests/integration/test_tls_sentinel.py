@@ -7,7 +7,8 @@ plain ports refuse. Health, the Nagios script and a backup set work over TLS. Re
 certificates: the servers serve theirs without a restart, the Sentinels (which cannot
 reload) are restarted one at a time, so that two of three always answer. A dead master
 host (`lab kill`) fails over with every acknowledged write kept, and the next apply changes
-nothing.
+nothing. TLS dropped and set again switches the formed pair both ways under a client writing:
+servers live, Sentinels one at a time.
 """
 
 import os
@@ -32,8 +33,11 @@ from support.lab import (
     wait_for_minions,
 )
 from support.states import state_by_id, states_with_changes
-from support.tls import certificates, file_serial, served_serial
+from support.loaders import utils_dunder
+from support.tls import BothWaysWriter, certificates, file_serial, served_serial
 from support.waits import wait_until
+
+listens_as = utils_dunder(["redis_common"])["redis_common.listens_as"]
 
 pytestmark = pytest.mark.integration
 
@@ -165,15 +169,18 @@ def test_health_the_nagios_script_and_a_backup_set_over_tls(first_apply, cli, tl
 
 
 class SentinelsAnswering(threading.Thread):
-    """How many of the three Sentinels answer over TLS, asked again and again until stopped:
-    ``fewest`` is the lowest count seen."""
+    """How many of the three Sentinels answer over TLS (or, ``either_protocol``, in plain TCP
+    or TLS), asked again and again until stopped: ``fewest`` is the lowest count seen."""
 
-    def __init__(self, ca_file):
+    def __init__(self, ca_file, either_protocol=False):
         super().__init__(daemon=True)
         self.ca_file, self.fewest, self.rounds = ca_file, len(ALL), 0
+        self.either_protocol = either_protocol
         self.done = threading.Event()
 
     def answers(self, host):
+        if self.either_protocol:
+            return listens_as(ALL[host], SENTINEL_PORT, 1) is not None
         try:
             return tls_client(host, self.ca_file, SENTINEL_PORT, timeout=1).ping()
         except redis.RedisError:
@@ -264,16 +271,67 @@ def test_the_master_host_dies_and_the_pair_fails_over_over_tls_keeping_every_ack
     assert tls_client(new, ca_file).info("server")["run_id"] == new_run and current_master(ca_file) == new
 
 
-def test_dropping_tls_from_the_formed_pair_is_refused_and_nothing_changes(first_apply, cli, tls_lab, ca_file):
+def sentinel_on(host, ca_file, tls):
+    options = {"ssl": True, "ssl_ca_certs": ca_file} if tls else {}
+    return redis.Redis(host=ALL[host], port=SENTINEL_PORT, password=PASSWORD, socket_timeout=3,
+                       decode_responses=True, **options)
+
+
+def sentinels_ready(ca_file, tls, master):
+    """Every Sentinel, in the protocol ``tls`` says, sees ``master``, knows the two others and
+    could authorize a failover (CKQUORUM)."""
+    for host in ALL:
+        sentinel = sentinel_on(host, ca_file, tls)
+        if sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0] != SERVERS[master]:
+            return False
+        if len(sentinel.execute_command("SENTINEL", "SENTINELS", "mymaster")) != 2:
+            return False
+        if not str(sentinel.execute_command("SENTINEL", "CKQUORUM", "mymaster")).startswith("OK 3 usable"):
+            return False
+    return True
+
+
+def test_the_formed_pair_switches_to_plain_tcp_and_back_with_no_write_refused_one_sentinel_at_a_time(
+        first_apply, cli, tls_lab, ca_file):
+    """cache.redis.tls dropped, then set again, under a client that speaks both: the servers
+    switch live (no restart, no failover), each Sentinel is restarted in the new protocol
+    once the servers speak it, one at a time (two of three always answer), and every
+    acknowledged write is there."""
     lab, _, config = tls_lab
-    sentinel_run = tls_client("ts3", ca_file, SENTINEL_PORT).info("server")["run_id"]
-    config.write_text(yaml.safe_dump(deployment(tls=False)))
+    master = current_master(ca_file)
+    run_ids = {h: tls_client(h, ca_file).info("server")["run_id"] for h in SERVERS}
+    writer = BothWaysWriter("switch", ALL[master], REDIS_PORT, PASSWORD, ca_file)
+    writer.start()
     try:
-        refused = cli.run("state.apply", "redis", minion_tgt="ts3")
-        monitored = state_by_id(refused, None, "redis-sentinel-monitors-the-master")
-        assert monitored["result"] is False and "between plain TCP and TLS is not built yet" in monitored["comment"]
-        assert tls_client("ts3", ca_file, SENTINEL_PORT).info("server")["run_id"] == sentinel_run
-        assert plain_refused("ts3", SENTINEL_PORT)
+        wait_until(lambda: writer.acknowledged, 30, "writes before the switch")
+        for tls in (False, True):
+            config.write_text(yaml.safe_dump(deployment(tls=tls)))
+            with SentinelsAnswering(ca_file, either_protocol=True) as answering:
+                switched = cli.run("state.apply", "redis", minion_tgt="*")
+            assert switched.returncode == 0, switched.stdout
+            assert answering.rounds > 10 and answering.fewest >= 2, (tls, answering.rounds, answering.fewest)
+            protocol = "tls" if tls else "plain"
+            for host in ALL:
+                assert listens_as(ALL[host], SENTINEL_PORT, 3) == protocol, (host, "Sentinel")
+                monitored = state_by_id(switched, host, "redis-sentinel-monitors-the-master")
+                assert monitored["changes"]["protocol"]["new"] == ("TLS" if tls else "plain TCP"), monitored
+            for host in SERVERS:
+                assert listens_as(ALL[host], REDIS_PORT, 3) == protocol, (host, "server")
+            wait_until(lambda tls=tls: sentinels_ready(ca_file, tls, master), 60,
+                       f"the Sentinels agree on {master}, know each other and have a quorum ({protocol})")
+            assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+            seen = len(writer.acknowledged)
+            wait_until(lambda seen=seen: len(writer.acknowledged) > seen + 20, 30, f"writes over {protocol}")
     finally:
         config.write_text(yaml.safe_dump(deployment()))
-    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+        writer.finish()
+    # plain (its first try) -> TLS -> plain -> TLS
+    assert writer.errors == [] and writer.switches >= 3, (writer.errors, writer.switches)
+    assert {h: tls_client(h, ca_file).info("server")["run_id"] for h in SERVERS} == run_ids, "no restart"
+    assert current_master(ca_file) == master, "no failover"
+    client = tls_client(master, ca_file)
+    assert client.execute_command("WAIT", 1, 5000) == 1
+    replica = tls_client(next(h for h in SERVERS if h != master), ca_file)
+    keys = [f"switch:{n}" for n in writer.acknowledged]
+    for stored in (client.mget(keys), replica.mget(keys)):
+        assert stored == [str(n) for n in writer.acknowledged], "every acknowledged write is there, on both"
