@@ -658,7 +658,7 @@ def _restart_refused(order_wait, timeout, done=None):
             f"without this one they would not hold a majority ({needed} needed)")
 
 
-def protocol_switch_refused(to, timeout=60, order_wait=30):
+def protocol_switch_refused(to, timeout=120, order_wait=None):
     """
     Why the local Sentinel may not be switched to ``to`` (``tls`` or ``plain``) now, or None
     when it may be: a Sentinel switches by a restart (it cannot change its ports while it
@@ -668,7 +668,9 @@ def protocol_switch_refused(to, timeout=60, order_wait=30):
       their own apply switches them live; a Sentinel switched before them could reach none;
     - the other Sentinels that answer, in either protocol, hold a majority without this one,
       and those listed before this host in ``sentinel:hosts`` speak ``to`` already (up to
-      ``order_wait`` seconds), so that the Sentinels restart one at a time.
+      ``order_wait`` seconds, by default the whole ``timeout``: an earlier Sentinel's apply
+      may be slow to reach its own switch, and two Sentinels restarting at once would leave
+      one of three), so that the Sentinels restart one at a time.
 
     CLI Example:
 
@@ -689,7 +691,8 @@ def protocol_switch_refused(to, timeout=60, order_wait=30):
     if not _wait(servers_switched, timeout, interval=0.5):
         found = ", ".join(f"{address} {spoken or 'does not answer'}" for address, spoken in sorted(seen.items()))
         return f"the Redis servers do not all speak {to} after {timeout}s ({found})"
-    return _restart_refused(order_wait, timeout, done=lambda host: listens_as(host["ip"], host["port"], 1) == to)
+    return _restart_refused(timeout if order_wait is None else order_wait, timeout,
+                            done=lambda host: listens_as(host["ip"], host["port"], 1) == to)
 
 
 def serve_current_certificate(name=None, service="redis-sentinel", dry_run=False, timeout=60, order_wait=30):

@@ -1058,10 +1058,12 @@ def _redis_pillar(minion_id, pillar, config):
             tls["issued"]["key"] = KEY_HIDDEN
         if result.get("mode") == "sentinel":
             # Sentinels cannot reload a certificate: each is restarted in the order of
-            # sentinel:hosts once those before it serve theirs (salt/redis/tls.sls).
+            # sentinel:hosts once those before it serve theirs
+            # (_modules/redis_sentinel.py, _restart_refused).
             tls["sentinel_certificates"] = {
-                host["hostname"]: _fingerprint(_issued_certificates(config, host["hostname"], host["ip"],
-                                                                    tls["days_valid"])["cert"])
+                host["hostname"]: _fingerprint(
+                    tls["issued"]["cert"] if host["hostname"] == result["hostname"]
+                    else _issued_certificates(config, host["hostname"], host["ip"], tls["days_valid"])["cert"])
                 for host in result["sentinel"]["hosts"]}
     if "password" in result and not _rendered_for_minion(minion_id):
         # Only minions need the password, and they get pillar from the salt-master daemon.
@@ -1074,7 +1076,9 @@ def _redis_pillar(minion_id, pillar, config):
 
 
 def _fingerprint(pem):
-    """The SHA-256 of a PEM certificate's DER form: what a TLS client sees served."""
+    """The SHA-256 of a PEM certificate's DER form: what a TLS client sees served (the master
+    has no ``__utils__``: this is ``redis_common.pem_fingerprint``'s twin, kept equal by
+    tests/unit, which compare the two)."""
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 

@@ -481,7 +481,8 @@ def _switch_protocol(ret, name, settings, config_file, service, owner, wanted_mo
     if __opts__["test"]:
         ret["result"] = None
         return f"would restart {service} speaking {words[to]} (one Sentinel at a time, once the servers speak it)"
-    refused = __salt__["redis_sentinel.protocol_switch_refused"](to, timeout=timeout)
+    # The Sentinels go one after the other, each after the servers: longer than one restart.
+    refused = __salt__["redis_sentinel.protocol_switch_refused"](to, timeout=max(timeout, 120))
     if refused:
         why = f"{service} not switched to {words[to]}: {refused}; nothing changed"
         ret.update(result=False, changes={}, comment=why)

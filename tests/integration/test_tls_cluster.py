@@ -192,7 +192,8 @@ def test_the_formed_cluster_switches_to_plain_tcp_and_back_live_with_no_write_re
         assert pong.stdout.strip() == "PONG", pong.stdout + pong.stderr
         assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
         seen = len(writer.acknowledged)
-        wait_until(lambda: len(writer.acknowledged) > seen + 20, 30, "writes over plain TCP")
+        wait_until(lambda: len(writer.acknowledged) > seen + 20, 30,
+                   lambda: f"writes over plain TCP (writer: {writer.errors})")
 
         config.write_text(yaml.safe_dump(deployment()))
         to_tls = cli.run("state.apply", "redis", minion_tgt="*")
@@ -201,7 +202,8 @@ def test_the_formed_cluster_switches_to_plain_tcp_and_back_live_with_no_write_re
             assert speaks(host) == "tls", host
         wait_until(lambda: cluster_ok_everywhere(ca_file, tls=True), 60, "cluster ok over TLS again")
         seen = len(writer.acknowledged)
-        wait_until(lambda: len(writer.acknowledged) > seen + 20, 30, "writes over TLS again")
+        wait_until(lambda: len(writer.acknowledged) > seen + 20, 30,
+                   lambda: f"writes over TLS again (writer: {writer.errors})")
     finally:
         config.write_text(yaml.safe_dump(deployment()))
         writer.finish()

@@ -309,7 +309,9 @@ def test_the_formed_pair_switches_to_plain_tcp_and_back_with_no_write_refused_on
             with SentinelsAnswering(ca_file, either_protocol=True) as answering:
                 switched = cli.run("state.apply", "redis", minion_tgt="*")
             assert switched.returncode == 0, switched.stdout
-            assert answering.rounds > 10 and answering.fewest >= 2, (tls, answering.rounds, answering.fewest)
+            timing = {h: {k: state_by_id(switched, h, "redis-sentinel-monitors-the-master").get(k)
+                          for k in ("start_time", "duration", "comment")} for h in ALL}
+            assert answering.rounds > 10 and answering.fewest >= 2, (tls, answering.rounds, answering.fewest, timing)
             protocol = "tls" if tls else "plain"
             for host in ALL:
                 assert listens_as(ALL[host], SENTINEL_PORT, 3) == protocol, (host, "Sentinel")
@@ -321,7 +323,8 @@ def test_the_formed_pair_switches_to_plain_tcp_and_back_with_no_write_refused_on
                        f"the Sentinels agree on {master}, know each other and have a quorum ({protocol})")
             assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
             seen = len(writer.acknowledged)
-            wait_until(lambda seen=seen: len(writer.acknowledged) > seen + 20, 30, f"writes over {protocol}")
+            wait_until(lambda seen=seen: len(writer.acknowledged) > seen + 20, 30,
+                       lambda: f"writes over {protocol} (writer: {writer.errors})")
     finally:
         config.write_text(yaml.safe_dump(deployment()))
         writer.finish()

@@ -6,10 +6,13 @@ certificate (its IP and hostname), the same at every render until renewal is due
 private key only to the minion's own pillar request.
 """
 
+import hashlib
 import os
+import ssl
 import stat
 
 import pytest
+from support.loaders import utils_dunder
 from support.tls import certificates, x509_functions
 from test_deployment import ENV, MASTER_OPTS, load, make_doc, minion_pillar_request, rd, write_yaml
 
@@ -73,6 +76,10 @@ def test_a_sentinel_pair_and_its_witness_each_get_a_certificate_and_know_every_s
     # Every node knows the certificate each Sentinel should serve: the restart order needs it.
     served = {host: rd._fingerprint(cert) for host, cert in certs.items()}
     assert all(pillar["tls"]["sentinel_certificates"] == served for pillar in pillars.values())
+    # The master's fingerprint is the one a minion computes of its file (redis_common), and what a client sees.
+    common = utils_dunder(["redis_common"])
+    assert served["server1"] == common["redis_common.pem_fingerprint"](certs["server1"])
+    assert served["server1"] == hashlib.sha256(ssl.PEM_cert_to_DER_cert(certs["server1"])).hexdigest()
 
 
 # ---------------------------------------------------------------- the master's CA
