@@ -23,7 +23,7 @@ down: setup
 
 test: setup
 	$(PY) -m flake8 _pillar _modules _states _runners _utils _beacons lab tests bench
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest -n 2 --dist loadscope --no-loadscope-reorder tests
 
 unit: setup
 	$(PY) -m pytest tests/unit

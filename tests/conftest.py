@@ -6,32 +6,58 @@ each, here, so that every master of the run forwards its events to the listener 
 read, whichever layer started first.
 """
 
+import functools
 import logging
 import os
+from pathlib import Path
 
 import pytest
 from saltfactories.plugins.event_listener import EventListener
 
 
-# The session-scoped labs (tests/integration's hosts `rtest`, tests/drills' `rdrill`): each
-# may start only once per run.
-SESSION_LABS = ("lab_hosts", "drill_lab")
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _session_lab(item):
-    return next((lab for lab in SESSION_LABS if lab in getattr(item, "fixturenames", ())), None)
+@functools.lru_cache(maxsize=None)
+def run_group(path):
+    """What must run on one pytest-xdist worker, in file order, with the test file ``path``
+    (relative to the repository): the session-scoped labs start only once per run, so every
+    test of tests/drills (its lab `rdrill`) is one group, and every test of tests/integration
+    but those of a module with a lab of its own (``lab_of_its_own``) is another (the shared
+    hosts `rtest`); any other file is a group of its own (a module's own lab or server starts
+    once)."""
+    if path.startswith("tests/drills/"):
+        return "drill-lab"
+    if path.startswith("tests/integration/") and "lab_of_its_own(" not in (ROOT / path).read_text():
+        return "shared-lab"
+    return path
+
+
+def _first(item):
+    """The shared lab's tests first, then the drills', then the rest (collection order)."""
+    return ("shared-lab", "drill-lab", run_group(item.nodeid.split("::", 1)[0])).index(
+        run_group(item.nodeid.split("::", 1)[0]))
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers (``--dist loadgroup``). Every test of a
-    session-scoped lab is one group, and any other test file is one, so that a lab (or a
-    module's fixtures: a lab of its own, a shared server) starts once, on one worker, and its
-    tests run in file order. Under xdist the labs' groups go first: the longest ones start
-    at once, while the other worker takes the rest."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_session_lab(item) or item.nodeid.split("::", 1)[0]))
+    """`make test` runs two pytest-xdist workers, each given whole run groups
+    (``run_group``) in collection order: the labs' groups, the longest, go first, so that
+    one worker starts on the shared lab at once while the other takes the rest."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: SESSION_LABS.index(_session_lab(item)) if _session_lab(item) else len(SESSION_LABS))
+        items.sort(key=_first)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling, a scope being a run group (``run_group``; xdist's own
+    ``xdist_group`` marks do not reach its scheduler under pytest 9)."""
+    from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+    class RunGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return run_group(nodeid.split("::", 1)[0])
+
+    return RunGroupScheduling(config, log)
 
 
 def pytest_unconfigure(config):
