@@ -2208,7 +2208,8 @@ def _recover(journal, timeout):
             left = _abandon(journal)
             outcome = "rolled back"
             comment = (f"the restore of {journal['backup']} had been cut short ({journal['phase']}) before its data "
-                       "was in place, and Redis runs on the previous data: that stays, the restore was not done"
+                       "was in place, and Redis runs on the previous data: that stays, the restore was rolled back "
+                       "(not done)"
                        + (f"; previous entries Redis has replaced since are in {left}" if left else ""))
     elif journal["phase"] == "rolling back":  # a failed restore's rollback was cut short: finish it
         undone = _undo(journal, timeout)

@@ -25,6 +25,7 @@ def test_config_diff_matching_settings(redis_node_mod):
         "error": "",
         "differs": [],
         "running": {},
+        "tls_switch": None,
     }
 
 

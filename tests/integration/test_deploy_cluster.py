@@ -20,8 +20,11 @@ from support.events import master_events
 from support.lab import (ADDRESSES, PASSWORD, PLAIN_HOST, REDIS_HOSTS, deployment, host_file, host_output,
                          host_processes, host_run, node_client, wait_for_minions)
 from support.metrics import scrape
+from support.loaders import utils_dunder
 from support.states import state_by_id, states_with_changes
 from support.waits import wait_until
+
+listens_as = utils_dunder(["redis_common"])["redis_common.listens_as"]
 
 pytestmark = pytest.mark.integration
 
@@ -116,24 +119,42 @@ def test_a_node_of_another_cluster_is_refused_and_nothing_changes(first_apply, s
         node_client("it1").execute_command("CLUSTER", "ADDSLOTS", 0)  # every slot is taken again
 
 
-def test_tls_on_a_formed_plain_cluster_is_refused_and_nothing_changes(
-        first_apply, salt_cli, lab_hosts, deployment_file, restore_deployment):
+def test_tls_on_a_formed_plain_cluster_switches_live_and_back_with_no_restart(
+        first_apply, salt_cli, lab_hosts, deployment_file, restore_deployment, tmp_path):
+    """The other way round from test_tls_cluster.py's lab (formed over TLS): a cluster formed
+    in plain TCP gets `tls: {issue: true}`, then loses it; each apply switches every node live."""
     wait_cluster_ok()
-    settings = {host: host_file(lab_hosts[0], host, "/etc/redis-salt/redis-server.conf").read_text()
-                for host in REDIS_HOSTS}
+    client = cluster_client()
+    keys = {f"switch:{n}": str(n) for n in range(100)}
+    for key, value in keys.items():
+        client.set(key, value)
+    client.close()
     run_ids = {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS}
     deployment_file.write_text(yaml.safe_dump(deployment(tls={"issue": True})))
     try:
-        refused = salt_cli.run("state.apply", "redis", minion_tgt="it[1-3]")
-        assert refused.returncode != 0
+        to_tls = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+        assert to_tls.returncode == 0, to_tls.stdout
+        ca_file = tmp_path / "ca.crt"
+        ca_file.write_bytes(host_file(lab_hosts[0], "it1", "/etc/redis-tls/ca.crt").read_bytes())
         for host in REDIS_HOSTS:
-            kept = state_by_id(refused, host, "redis-deployment-shape-kept")
-            assert kept["result"] is False and "plain TCP and the YAML now says TLS" in kept["comment"], kept
-            assert host_file(lab_hosts[0], host, "/etc/redis-salt/redis-server.conf").read_text() == settings[host]
-            assert node_client(host).info("server")["run_id"] == run_ids[host]
+            switched = state_by_id(to_tls, host, "redis-server-runs-the-managed-settings")
+            assert switched["changes"]["protocol"] == {"old": "plain TCP", "new": "TLS"}, switched
+            assert listens_as(ADDRESSES[host], 6379, 3) == "tls", host
+        over_tls = [redis.Redis(host=ADDRESSES[h], password=PASSWORD, socket_timeout=3, decode_responses=True,
+                                ssl=True, ssl_ca_certs=str(ca_file)) for h in REDIS_HOSTS]
+        wait_until(lambda: all(c.cluster("INFO")["cluster_state"] == "ok" for c in over_tls), 60,
+                   "cluster_state:ok over TLS")
     finally:
         deployment_file.write_text(yaml.safe_dump(deployment()))
-    assert cluster_ok()
+        back = salt_cli.run("state.apply", "redis", minion_tgt="it*")
+    assert back.returncode == 0, back.stdout
+    for host in REDIS_HOSTS:
+        assert listens_as(ADDRESSES[host], 6379, 3) == "plain", host
+    wait_cluster_ok(timeout=60)
+    assert {host: node_client(host).info("server")["run_id"] for host in REDIS_HOSTS} == run_ids, "no restart"
+    client = cluster_client()
+    assert {key: client.get(key) for key in keys} == keys
+    client.close()
     assert states_with_changes(salt_cli.run("state.apply", "redis", minion_tgt="it*")) == []
 
 
