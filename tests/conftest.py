@@ -34,15 +34,18 @@ def run_group(path):
 
 
 def _first(item):
-    """The shared lab's tests first, then the drills', then the rest (collection order)."""
-    return ("shared-lab", "drill-lab", run_group(item.nodeid.split("::", 1)[0])).index(
-        run_group(item.nodeid.split("::", 1)[0]))
+    """The shared lab's tests first, then every other lab's (the drills', each module's own),
+    then the rest: the long groups start early, the many short ones even the workers out."""
+    path = item.nodeid.split("::", 1)[0]
+    if run_group(path) == "shared-lab":
+        return 0
+    return 1 if run_group(path) == "drill-lab" or path.startswith("tests/integration/") else 2
 
 
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two pytest-xdist workers, each given whole run groups
-    (``run_group``) in collection order: the labs' groups, the longest, go first, so that
-    one worker starts on the shared lab at once while the other takes the rest."""
+    (``run_group``) in this order (``_first``): one worker starts on the shared lab at once
+    while the other takes the other labs, then the rest."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=_first)
 
