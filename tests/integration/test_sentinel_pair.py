@@ -47,7 +47,7 @@ from support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
-SUBNET = "10.213.13"
+SUBNET = "10.213.23"
 SERVERS = {"st1": f"{SUBNET}.11", "st2": f"{SUBNET}.12"}
 WITNESS = ("st3", f"{SUBNET}.13")
 ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
@@ -70,7 +70,7 @@ def deployment(redis_settings=None, **sentinel):
 
 @pytest.fixture(scope="module")
 def sentinel_lab(tmp_path_factory):
-    with lab_of_its_own(tmp_path_factory, "rsent", deployment()) as own_lab:
+    with lab_of_its_own(tmp_path_factory, "rpair", deployment()) as own_lab:
         assert own_lab[1] == BRIDGE, f"the lab's bridge is {own_lab[1]}: client_networks names {BRIDGE}"
         yield own_lab
 
