@@ -325,9 +325,6 @@ def _changes(diff, settings):
     return changes
 
 
-# The two protocols a server can be switched between (redis_node.switch_tls), in words.
-_PROTOCOLS = {"tls": "TLS", "plain": "plain TCP"}
-_OTHER = {"tls": "plain", "plain": "tls"}
 # What a pending restart's comment tells the operator to run.
 ROLLING_RESTART = "a formed deployment is restarted one node at a time: salt-run redis_deployment.rolling_restart"
 
@@ -604,10 +601,12 @@ def settings_applied(name, settings, service, timeout=30, socket_timeout=5):
     else:
         ret["changes"] = {d: changes[d] for d in live}
         if switch:
-            ret["changes"]["protocol"] = {"old": _PROTOCOLS[_OTHER[switch]], "new": _PROTOCOLS[switch]}
+            ret["changes"]["protocol"] = __utils__["redis_common.protocol_change"](switch)
         if set(wanted.items()) - set(reported.items()):
             ret["changes"]["restart_pending"] = pending
-    switching = f"switch to {_PROTOCOLS.get(switch)} live (no restart)" if switch and not restart else ""
+    switching = ""
+    if switch and not restart:
+        switching = f"switch to {__utils__['redis_common.protocol_change'](switch)['new']} live (no restart)"
     if __opts__["test"]:
         ret["result"] = None if ret["changes"] else True
         ret["comment"] = (

@@ -475,16 +475,16 @@ def _switch_protocol(ret, name, settings, config_file, service, owner, wanted_mo
     file (stopped, it cannot rewrite the file over ours), start it. Returns the comment, or
     None after filling ``ret`` with a failure."""
     to = "tls" if settings.get("tls") else "plain"
-    words = {"tls": "TLS", "plain": "plain TCP"}
-    ret["changes"] = {"protocol": {"old": words["plain" if to == "tls" else "tls"], "new": words[to]},
-                      "restarted": service}
+    change = __utils__["redis_common.protocol_change"](to)
+    ret["changes"] = {"protocol": change, "restarted": service}
+    speaking = change["new"]
     if __opts__["test"]:
         ret["result"] = None
-        return f"would restart {service} speaking {words[to]} (one Sentinel at a time, once the servers speak it)"
+        return f"would restart {service} speaking {speaking} (one Sentinel at a time, once the servers speak it)"
     # The Sentinels go one after the other, each after the servers: longer than one restart.
     refused = __salt__["redis_sentinel.protocol_switch_refused"](to, timeout=max(timeout, 120))
     if refused:
-        why = f"{service} not switched to {words[to]}: {refused}; nothing changed"
+        why = f"{service} not switched to {speaking}: {refused}; nothing changed"
         ret.update(result=False, changes={}, comment=why)
         return None
     try:
@@ -497,10 +497,10 @@ def _switch_protocol(ret, name, settings, config_file, service, owner, wanted_mo
         return None
     if __salt__["service.start"](service) is False or not __salt__["redis_sentinel.wait_sentinel"](
             name, timeout=timeout):
-        ret.update(result=False, comment=f"{config_file} now says {words[to]} but {service} does not answer with "
+        ret.update(result=False, comment=f"{config_file} now says {speaking} but {service} does not answer with "
                                          f"the deployment's password and monitor {name} within {timeout}s")
         return None
-    return f"{service} restarted speaking {words[to]}"
+    return f"{service} restarted speaking {speaking}"
 
 
 def _take_over(ret, name, settings, config_file, content, info, service, owner, wanted_mode, paths, timeout):

@@ -143,9 +143,11 @@ def _inline_ping(host, port, timeout):
     return "closed" if not reply else None
 
 
-def speaks_plain(host, port, timeout=5):
-    """Whether the server at ``host:port`` answers plain TCP (:func:`_inline_ping`)."""
-    return _inline_ping(host, port, timeout) == "answered"
+def protocol_change(to):
+    """A switch to ``to`` (``tls`` or ``plain``, as ``listens_as`` names them) in a state's
+    changes: ``{"old": ..., "new": ...}`` in words."""
+    words = {"tls": "TLS", "plain": "plain TCP"}
+    return {"old": words["plain" if to == "tls" else "tls"], "new": words[to]}
 
 
 def listens_as(host, port, timeout=2):

@@ -126,9 +126,9 @@ def test_the_local_server_is_asked_in_the_protocol_it_speaks(tls_cluster, redis_
     common = utils_dunder(["redis_common"])
     tls_server = tls_cluster[0][0]
     started = time.monotonic()
-    assert common["redis_common.speaks_plain"]("127.0.0.1", tls_server.port, 5) is False
+    assert common["redis_common.listens_as"]("127.0.0.1", tls_server.port, 5) != "plain"
     assert time.monotonic() - started < 2, "a TLS port closes the plain probe at once"
-    assert common["redis_common.speaks_plain"]("127.0.0.1", redis_server.port, 5) is True
+    assert common["redis_common.listens_as"]("127.0.0.1", redis_server.port, 5) == "plain"
     settings = {"password": redis_server.password, "tls": tls_server.tls}
     assert common["redis_common.client"](dict(settings, port=redis_server.port)).ping()
     assert common["redis_common.client"](dict(settings, password=tls_server.password, port=tls_server.port)).ping()
