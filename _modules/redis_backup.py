@@ -1842,8 +1842,7 @@ def _swap(journal, forward, replace_foreign=False):
 def _placed(journal):
     """Whether the entry Redis loads is the backup's."""
     loading = next(entry for entry in journal["entries"] if entry["loading"])
-    found = __utils__["redis_backup_swap.identity"](os.path.join(journal["data_dir"], loading["name"]))
-    return found == list(loading["new"])
+    return __utils__["redis_backup_swap.holds"](os.path.join(journal["data_dir"], loading["name"]), loading["new"])
 
 
 def _finish(journal):

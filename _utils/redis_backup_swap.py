@@ -5,7 +5,7 @@ filesystem, so that whatever stops the restore, the data directory holds each en
 as it was or as the backup has it, never neither for the entry Redis loads.
 
 An entry ``NAME`` of the data directory ``data`` has three places: ``data/NAME`` (what Redis
-loads), ``new/NAME`` (the staged entry from the backup, identified by its ``(st_dev, st_ino)``
+loads), ``new/NAME`` (the staged entry from the backup, identified by its inode number,
 recorded in the journal before anything stops) and ``old/NAME`` (the previous entry, moved
 aside into the safety copy). ``settle`` moves one entry to the end state of either direction
 from whatever state a killed restore left it in: forward (the backup's entry in ``data``, the
@@ -37,12 +37,30 @@ def __virtual__():
 
 
 def identity(path):
-    """``[st_dev, st_ino]`` of ``path`` itself (a symlink is not followed), or None when absent."""
+    """The inode number of ``path`` itself (a symlink is not followed), or None when absent.
+
+    Only the inode number: the three places of an entry are on one filesystem (every step is
+    a rename), and the device number is not stable across a boot, which is when a journal is
+    read again after a power cut (an overlay or a device-mapper volume gets whichever number
+    is free at its mount: the backup's entry, in place, then looked foreign)."""
     try:
-        found = os.lstat(path)
+        return os.lstat(path).st_ino
     except FileNotFoundError:
         return None
-    return [found.st_dev, found.st_ino]
+
+
+def recorded(ident):
+    """An identity as the journal holds it: an inode number, or ``[st_dev, st_ino]`` from a
+    journal written before the device number was dropped (only its inode number counts)."""
+    if isinstance(ident, (list, tuple)):
+        return ident[-1]
+    return ident
+
+
+def holds(path, ident):
+    """Whether ``path`` is the entry the journal recorded as ``ident``."""
+    ident = recorded(ident)
+    return ident is not None and identity(path) == ident
 
 
 def fsync_dir(path):
@@ -110,7 +128,7 @@ def settle(data_dir, new_dir, old_dir, name, new_ident, forward=True, replace_fo
     and the data directory does not hold it, changing nothing."""
     data, new, old = (os.path.join(directory, name) for directory in (data_dir, new_dir, old_dir))
     at_data, at_new, at_old = identity(data), identity(new), identity(old)
-    ident = list(new_ident) if new_ident is not None else None
+    ident = recorded(new_ident)
     placed = ident is not None and at_data == ident
     if forward:
         if ident is None:

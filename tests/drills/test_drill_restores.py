@@ -8,6 +8,8 @@ the system says what happened.
 - A power cut (`lab.kill`) right after the restore stopped Redis: after the boot and
   `state.apply redis` the node serves the backup's keys or its old ones, never none, and the
   state `redis_backup.restore_recovered` says which.
+- A power cut once the backup is in place (journal phase ``swapped``), then a boot that
+  mounts /var under another device number: the recovery completes the restore.
 - The same with `saltutil.kill_job` on the restore's job (no boot: Redis stays down, masked,
   until the apply completes or undoes the restore).
 - One corrupted byte in a backup file: the forced restore is refused before anything stops
@@ -26,6 +28,7 @@ Drilled elsewhere, on the real parts they need:
   tests/integration/test_backup_sets.py.
 """
 
+import os
 import threading
 import time
 
@@ -35,9 +38,11 @@ from support.drills import (
     HOSTS,
     STRIKE_INTERVAL,
     command_lines,
+    device_number_held,
     hash_tag,
     job_pids,
     journal_exists,
+    journal_phase,
     keys_for,
     missing,
     publish,
@@ -122,6 +127,35 @@ def test_a_power_cut_right_after_the_restore_stopped_redis(healthy_lab, cli, pub
     assert recovered["result"] is True, recovered
     assert_backup_or_old_keys("dr1", recovered, backup_keys, old_keys)
     assert recovered["changes"]["restore"]["backup"] == backup, recovered
+    assert not journal_exists(lab, "dr1")
+
+
+def test_a_power_cut_once_the_backup_is_in_place_and_a_boot_that_renumbers_the_disk(
+        healthy_lab, cli, publisher, restore_ballast):
+    """The restore has put every entry of the backup in place (journal phase ``swapped``)
+    when the power goes; the boot mounts /var under another device number and starts Redis
+    on the backup's data: the recovery completes the restore (it once took the backup's
+    entries for foreign ones, "rolled back", and left the node serving neither dataset)."""
+    lab = healthy_lab
+    backup, backup_keys = backup_with(cli, "dr1", "placed")
+    old_keys = keys_for("dr1", "placedold", 200)
+    write_keys("dr1", old_keys)
+    wait_aof_written("dr1")
+    device = os.stat(lab.path("dr1", "/var/lib/redis")).st_dev
+
+    publish(publisher, "dr1", "redis_backup.restore", backup=backup, force=True)
+    wait_until(lambda: journal_phase(lab, "dr1") == "swapped", 120, "dr1's restore placing the backup",
+               interval=STRIKE_INTERVAL)
+    lab.kill("dr1")
+    with device_number_held(device):
+        lab.boot("dr1")
+    assert os.stat(lab.path("dr1", "/var/lib/redis")).st_dev != device, "same device number: nothing drilled"
+    wait_for_minions(cli, ["dr1"])
+    recovered = recovered_by_apply(cli, "dr1")
+
+    assert recovered["result"] is True, recovered
+    assert recovered["changes"]["restore"]["outcome"] == "completed", recovered
+    assert missing("dr1", backup_keys) == [], "the restore completed but the backup's keys are not all there"
     assert not journal_exists(lab, "dr1")
 
 

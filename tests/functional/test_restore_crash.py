@@ -288,6 +288,31 @@ def test_killed_after_the_swap_a_boot_serves_the_backup_and_the_recovery_complet
     assert not journal(node).exists()
 
 
+def test_after_the_swap_a_boot_that_renumbers_the_device_still_completes_the_restore(crash_node):
+    """A boot mounts the data directory's filesystem again and it may get another device
+    number (an overlay, a device-mapper volume): the backup's entries, in place, are still the
+    backup's. The journal here is one that recorded ``[st_dev, st_ino]`` (as before the device
+    number was dropped), its device number now stale."""
+    node = crash_node
+    kill_restore_at(node, "swapped-2")
+    written = json.loads(journal(node).read_text())
+    for entry in written["entries"]:
+        inode = entry["new"][-1] if isinstance(entry["new"], list) else entry["new"]
+        entry["new"] = [os.stat(node.data).st_dev + 7, inode]
+    journal(node).write_text(json.dumps(written))
+    node.services.boot()
+    wait_until(node.up, 10, "Redis up after the boot")
+    assert node.keys() == BACKUP_KEYS
+    node.server.client().set("written:after:boot", "acknowledged")
+
+    ret = node.mod.restore_recovered()
+
+    assert ret["outcome"] == "completed" and ret["result"] is True, ret
+    assert node.keys() == dict(BACKUP_KEYS, **{"written:after:boot": "acknowledged"})
+    assert sorted(p.name for p in pathlib.Path(ret["safety_copy"]).iterdir()) == ["appendonlydir", "dump.rdb"]
+    assert not journal(node).exists()
+
+
 def test_a_new_restore_first_deals_with_the_one_cut_short(crash_node):
     node = crash_node
     kill_restore_at(node, "stopped")

@@ -3,9 +3,12 @@ chosen node's slots, watching a lab host from outside (its files, its processes)
 enough to inject a fault at the moment that matters, and jobs published without waiting
 (so that the drill can act while the job runs)."""
 
+import contextlib
+import json
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 from redis.crc import key_slot
@@ -174,6 +177,47 @@ def partial_backups(lab, host, kind="rdb"):
 
 def journal_exists(lab, host):
     return lab.path(host, JOURNAL).exists()
+
+
+def journal_phase(lab, host):
+    """The phase ``host``'s restore journal records, or None when there is none (it is
+    replaced atomically: never read half-written)."""
+    try:
+        return json.loads(lab.path(host, JOURNAL).read_text()).get("phase")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+# Stacks tmpfs mounts on /mnt of a private mount namespace (the machine's mounts stay as they
+# are) until one gets the device number wanted, then holds them until killed.
+_HOLD_DEVICE_NUMBER = r"""
+for attempt in $(seq 1000); do
+    mount -t tmpfs -o size=4k drill-hold /mnt
+    got=$(awk '$5 == "/mnt" { found = $3 } END { print found }' /proc/self/mountinfo)
+    if [ "$got" = "$1" ]; then echo held; exec sleep 600; fi
+    sleep 0.01
+done
+echo "not held (last $got)"; exec sleep 600
+"""
+
+
+@contextlib.contextmanager
+def device_number_held(device):
+    """Hold the (anonymous) device number ``device`` once a host's power cut has freed it, so
+    that the host's next boot mounts its filesystem under another number, as a device-mapper
+    volume or an overlay may come back after a reboot. Yields once it is held."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", _HOLD_DEVICE_NUMBER,
+                               "hold", wanted], stdout=subprocess.PIPE, text=True)
+    try:
+        said = holder.stdout.readline().strip()
+        if said != "held":
+            raise AssertionError(f"could not take device number {wanted} once the power cut freed it: {said}")
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
 
 
 # Jobs published without waiting

@@ -189,3 +189,15 @@ def test_forward_never_overwrites_a_previous_entry_already_aside(dirs):
     assert settle(dirs, "dump.rdb", new, True) == "placed"
     assert read(dirs["data"] / "dump.rdb") == "new"
     assert read(dirs["old"] / "dump.rdb") == "aside before" and read(dirs["old"] / "dump.rdb.1") == "made since"
+
+
+def test_an_entry_is_known_by_its_inode_whatever_device_number_a_boot_gave_its_filesystem(dirs):
+    """A journal of before recorded ``[st_dev, st_ino]``; a boot may mount the filesystem under
+    another device number: the backup's entry in place is still the backup's."""
+    put(dirs["data"] / "dump.rdb", "old")
+    new = put(dirs["new"] / "dump.rdb", "new")
+    stale = [os.stat(dirs["data"]).st_dev + 7, new]
+    assert settle(dirs, "dump.rdb", stale, forward=True) == "placed"
+    assert swap.holds(str(dirs["data"] / "dump.rdb"), stale) and swap.holds(str(dirs["data"] / "dump.rdb"), new)
+    assert settle(dirs, "dump.rdb", stale, forward=False) == "put back"
+    assert where(dirs, "dump.rdb") == {"data": "old", "new": "new", "old": None}
