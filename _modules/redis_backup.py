@@ -2176,6 +2176,68 @@ def _journal_summary(journal):
                                               "phase", "pid")}
 
 
+def _previous_left_out(journal):
+    """Where the previous entry Redis loads still is when it is not in the data directory
+    although a Redis runs there (it started, at a boot, in the moment of a two-step swap
+    without that entry, and made one of its own: it serves neither the previous data nor
+    the backup's), else None."""
+    loading = next(entry for entry in journal["entries"] if entry["loading"])
+    data = os.path.join(journal["data_dir"], loading["name"])
+    if not os.path.lexists(data) or __utils__["redis_backup_swap.holds"](data, loading["new"]):
+        return None
+    new = os.path.join(journal["new_dir"], loading["name"])
+    if os.path.lexists(new) and not __utils__["redis_backup_swap.holds"](new, loading["new"]):
+        return new  # where an exchange left it
+    old = os.path.join(journal["old_dir"], loading["name"])
+    return old if os.path.lexists(old) else None
+
+
+def _put_previous_back_under(journal, summary, event, timeout):
+    """The running Redis serves a dataset of its own (see ``_previous_left_out``): it is
+    stopped, what it made is kept in the safety copy (``NAME.since-boot``: writes it
+    acknowledged are there), the previous entry goes back and Redis starts on it."""
+    loading = next(entry for entry in journal["entries"] if entry["loading"])
+    service = journal["service"]
+    try:
+        if not journal.get("masked"):
+            journal.save(masked=_mask(service))
+    except CommandExecutionError as exc:
+        log.warning("redis_backup: %s", exc)
+    problem = _ensure_down(service, timeout)
+    if problem:
+        result = {"result": False, "changed": False, "outcome": "failed", **summary,
+                  "comment": f"the restore of {journal['backup']} had been cut short and Redis started since without "
+                             f"the entry it loads ({loading['name']}): it serves neither the previous data nor the "
+                             f"backup's, and does not stop ({problem}); the previous entry is in "
+                             f"{_previous_left_out(journal)}, the journal {journal.path} stays"}
+        _fire("recovered", dict(event, outcome="failed", error=result["comment"]), kind="restore")
+        return result
+    made = os.path.join(journal["data_dir"], loading["name"])
+    kept = __utils__["redis_backup_swap.free"](os.path.join(journal["old_dir"], f"{loading['name']}.since-boot"))
+    os.rename(made, kept)
+    _fsync_dir(journal["data_dir"])
+    _fsync_dir(journal["old_dir"])
+    _swap(journal, forward=False)
+    _unmask(journal)
+    left = _abandon(journal)
+    kept = os.path.join(left, os.path.basename(kept)) if left else kept
+    state = None
+    if journal["start"]:
+        _service_call("start", service)
+        state = _wait_up(timeout)
+    comment = (f"the restore of {journal['backup']} had been cut short ({journal['phase']}) and Redis started since "
+               f"without the entry it loads ({loading['name']}), on a dataset of its own: it was stopped, the "
+               f"previous data put back and Redis started on it; the restore was rolled back (not done). What that "
+               f"Redis wrote is kept in {kept}")
+    result = {"result": True, "changed": True, "outcome": "rolled back", "comment": comment,
+              "warnings": [f"writes acknowledged between the boot and this recovery are not served: they are in "
+                           f"{kept}"],
+              "keys": state["keys"] if state else None,
+              "loaded_keys": state["loaded"]["keys"] if state and state["loaded"] else None, **summary}
+    _fire("recovered", dict(event, outcome="rolled back"), kind="restore")
+    return result
+
+
 def _recover(journal, timeout):
     """Complete a restore cut short, or put its previous data back; say which. Redis running
     means something started it since (a boot: the runtime mask is gone then): the data it
@@ -2203,6 +2265,8 @@ def _recover(journal, timeout):
                        f"was started since: completed; the previous data is in {journal['safety_copy']}")
         else:
             _swap(journal, forward=False)
+            if _previous_left_out(journal):
+                return _put_previous_back_under(journal, summary, event, timeout)
             _unmask(journal)
             left = _abandon(journal)
             outcome = "rolled back"
@@ -2256,8 +2320,11 @@ def restore_recovered(journal_dir=None, timeout=600):
     Redis down: the restore is completed (its staged data was checked before anything
     stopped) and Redis started and checked as the restore would have; if that fails, the
     previous data goes back. Redis running (started by something else meanwhile, e.g. at
-    boot): what it serves stays. The state ``redis_backup.restore_recovered`` calls this on
-    every ``state.apply redis`` before Redis is started.
+    boot): what it serves stays, unless it started without the entry it loads (it then
+    serves a dataset of its own: it is stopped, what it wrote kept in the safety copy as
+    ``NAME.since-boot``, the previous data put back and Redis started again). The state
+    ``redis_backup.restore_recovered`` calls this on every ``state.apply redis`` before
+    Redis is started.
 
     CLI Example:
 

@@ -104,7 +104,7 @@ def _rename(source, target):
     os.rename(source, target)
 
 
-def _free(path):
+def free(path):
     """``path``, or ``path.1``, ``path.2``... whichever is free."""
     candidate, number = path, 0
     while os.path.lexists(candidate):
@@ -134,20 +134,20 @@ def settle(data_dir, new_dir, old_dir, name, new_ident, forward=True, replace_fo
         if ident is None:
             if at_data is None:
                 return "as it was" if at_old is not None else "absent"
-            _rename(data, _free(old))
+            _rename(data, free(old))
             return "moved aside"
         if placed:
             if at_new is not None:  # the previous entry, where an exchange left it
-                _rename(new, _free(old))
+                _rename(new, free(old))
             return "placed"
         if at_new != ident:
             raise FileNotFoundError(errno.ENOENT, "the staged entry of the restore is gone", new)
         if at_data is None:
             _rename(new, data)
         elif exchange(new, data):
-            _rename(new, _free(old))
+            _rename(new, free(old))
         else:
-            _rename(data, _free(old))  # a moment without data/NAME: only where exchange is impossible
+            _rename(data, free(old))  # a moment without data/NAME: only where exchange is impossible
             _rename(new, data)
         return "placed"
     # back: where is the previous entry?
@@ -159,7 +159,7 @@ def settle(data_dir, new_dir, old_dir, name, new_ident, forward=True, replace_fo
         previous = None
     if previous is None:
         if placed:
-            _rename(data, _free(new))  # the data directory had no such entry before
+            _rename(data, free(new))  # the data directory had no such entry before
             return "taken out"
         return "as it was"
     if at_data is None:
@@ -169,15 +169,15 @@ def settle(data_dir, new_dir, old_dir, name, new_ident, forward=True, replace_fo
         return "as it was"  # not the backup's entry: Redis made it since, and runs on it
     if previous == new:
         if not exchange(new, data):
-            parked = _free(old)
+            parked = free(old)
             _rename(data, parked)
             _rename(new, data)
             _rename(parked, new)
         return "put back"
     if exchange(old, data):
-        _rename(old, _free(new))
+        _rename(old, free(new))
     else:
-        _rename(data, _free(new))
+        _rename(data, free(new))
         _rename(old, data)
     return "put back"
 

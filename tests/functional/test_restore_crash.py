@@ -273,6 +273,33 @@ def test_killed_mid_swap_then_a_boot_serves_the_previous_data_and_the_recovery_k
     assert node.keys() == dict(OLD_KEYS, **{"written:after:boot": "acknowledged"})
 
 
+def test_a_boot_between_the_two_renames_of_the_entry_redis_loads_never_leaves_it_serving_neither(crash_node):
+    """Where the filesystem has no RENAME_EXCHANGE the swap renames the entry Redis loads in
+    two steps: a power cut between them and a boot start Redis without its AOF, on a dataset
+    of its own. The recovery stops it, keeps what it wrote, and puts the previous data back."""
+    node = crash_node
+    kill_restore_at(node, "swapped-1")
+    written = json.loads(journal(node).read_text())
+    os.rename(node.data / "appendonlydir", pathlib.Path(written["old_dir"]) / "appendonlydir")  # the first rename
+    node.services.boot()
+    wait_until(node.up, 10, "Redis up after the boot")
+    assert node.keys() != OLD_KEYS, "Redis loaded the previous data: nothing was drilled"
+    node.server.client().set("written:after:boot", "acknowledged")
+
+    ret = node.mod.restore_recovered()
+
+    assert ret["result"] is True and ret["outcome"] == "rolled back", ret
+    assert node.keys() == OLD_KEYS
+    kept = next(pathlib.Path(word) for word in ret["warnings"][0].split() if word.endswith(".since-boot"))
+    assert kept.name == "appendonlydir.since-boot" and kept.is_dir() and str(kept) in ret["comment"]
+    assert not journal(node).exists() and not node.services.mask_file.exists()
+    assert not list(node.data.parent.glob(".salt-restore-*")), "the work area is left behind"
+    node.services.stop("redis-server")
+    node.services.boot()
+    wait_until(node.up, 10, "Redis back after another boot")
+    assert node.keys() == OLD_KEYS
+
+
 def test_killed_after_the_swap_a_boot_serves_the_backup_and_the_recovery_completes(crash_node):
     node = crash_node
     kill_restore_at(node, "swapped-2")  # every entry is the backup's; Redis not started yet
