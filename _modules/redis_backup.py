@@ -1887,18 +1887,24 @@ def _abandon(journal):
     return old_dir if left else None
 
 
+def _masked_and_down(journal, timeout):
+    """Keep systemd from starting Redis (a mask failing is logged: stopping matters more),
+    then stop it: None once it is down, else why not."""
+    try:
+        if not journal.get("masked"):
+            journal.save(masked=_mask(journal["service"]))
+    except CommandExecutionError as exc:
+        log.warning("redis_backup: %s", exc)
+    return _ensure_down(journal["service"], timeout)
+
+
 def _undo(journal, timeout):
     """Put the previous data back (Redis stopped first, whatever a failed start left running,
     and kept from starting meanwhile); start it again unless the restore was asked not to.
     Returns what came of it. When that fails too, the journal stays for
     ``redis_backup.restore_recovered``."""
     service, old_dir = journal["service"], journal["old_dir"]
-    try:
-        if not journal.get("masked"):
-            journal.save(masked=_mask(service))
-    except CommandExecutionError as exc:
-        log.warning("redis_backup: %s", exc)
-    problem = _ensure_down(service, timeout)
+    problem = _masked_and_down(journal, timeout)
     if problem:
         return (f"The previous data was not put back, Redis does not stop ({problem}): it is in {old_dir}, the "
                 f"restored data is in place; the restore journal {journal.path} stays for "
@@ -2198,12 +2204,7 @@ def _put_previous_back_under(journal, summary, event, timeout):
     acknowledged are there), the previous entry goes back and Redis starts on it."""
     loading = next(entry for entry in journal["entries"] if entry["loading"])
     service = journal["service"]
-    try:
-        if not journal.get("masked"):
-            journal.save(masked=_mask(service))
-    except CommandExecutionError as exc:
-        log.warning("redis_backup: %s", exc)
-    problem = _ensure_down(service, timeout)
+    problem = _masked_and_down(journal, timeout)
     if problem:
         result = {"result": False, "changed": False, "outcome": "failed", **summary,
                   "comment": f"the restore of {journal['backup']} had been cut short and Redis started since without "
