@@ -42,6 +42,18 @@ SERVICE_TEMPLATE = '{%- from "redis/map.jinja" import redis with context %}{{ re
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9@._-]+$")
 # CLUSTER NODES flags of a node the cluster does not count as working.
 FAILING_FLAGS = frozenset(("fail", "fail?", "noaddr", "handshake"))
+# What a Sentinel requires of a replica before it promotes it (sentinelSelectSlave in Redis's
+# sentinel.c, for a master that is up), in SENTINEL REPLICAS fields: none of these flags, a
+# ping answered within 5 ping periods, INFO at most 3 INFO periods old, and its link to the
+# master down for at most 10 down-after periods.
+PROMOTION_BLOCKING_FLAGS = frozenset(("s_down", "o_down", "disconnected"))
+PING_REPLY_MAX_AGE_MS = 5000
+INFO_MAX_AGE_MS = 30000
+MASTER_LINK_DOWN_PERIODS = 10
+# How long a failover waits for the Sentinel to see a replica fit to promote (before the
+# writes are paused), and then asks it again while it answers NOGOODSLAVE (writes paused).
+PROMOTABLE_WAIT_SECONDS = 30.0
+NOGOODSLAVE_RETRY_SECONDS = 5.0
 
 
 def __virtual__():
@@ -526,18 +538,103 @@ def _live_master(name):
     return __salt__["redis_sentinel.live_master"](name)
 
 
-def _ask_failover(name):
-    """SENTINEL FAILOVER, to the local Sentinel first, then the others; the one that took it."""
+def _sentinels_to_ask():
+    """The Sentinels asked for a failover, in the order they are asked: this host's first, then
+    those of ``sentinel:hosts``."""
     local = {"hostname": "local", "ip": "127.0.0.1", "port": int(_settings().get("sentinel_port", 26379))}
-    reasons = []
-    for host in [local] + _sentinel_hosts():
+    return [local] + _sentinel_hosts()
+
+
+def _unfit(replica):
+    """Why a Sentinel would not promote ``replica`` (its SENTINEL REPLICAS fields): what
+    sentinelSelectSlave (Redis's sentinel.c) checks for a master that is up, as far as SENTINEL
+    REPLICAS shows it, and a master link that is up (a replica syncing has not got every write)."""
+    flags = set(replica.get("flags", "").split(","))
+    down_after = int(replica.get("down-after-milliseconds", 0))
+    checks = [
+        (flags & PROMOTION_BLOCKING_FLAGS, "flagged " + ",".join(sorted(flags & PROMOTION_BLOCKING_FLAGS))),
+        (replica.get("master-link-status") != "ok", "its master link is not up"),
+        (int(replica.get("last-ok-ping-reply", 0)) > PING_REPLY_MAX_AGE_MS,
+         f"last ping answered {replica.get('last-ok-ping-reply')} ms ago"),
+        (int(replica.get("slave-priority", 1)) == 0, "slave-priority 0"),
+        (int(replica.get("info-refresh", 0)) > INFO_MAX_AGE_MS, f"INFO {replica.get('info-refresh')} ms old"),
+        (int(replica.get("master-link-down-time", 0)) > MASTER_LINK_DOWN_PERIODS * down_after,
+         f"master link down for {replica.get('master-link-down-time')} ms"),
+    ]
+    return [why for failed, why in checks if failed]
+
+
+def _replicas_seen(client, name, peers):
+    """The deployment's replicas of ``name`` as the Sentinel behind ``client`` sees them:
+    ``[{"unfit": [why], "seen": one line for an operator}]``."""
+    seen = []
+    for flat in client.execute_command("SENTINEL", "REPLICAS", name):
+        replica = dict(zip(flat[::2], flat[1::2]))
+        address = _address(replica["ip"], replica["port"])
+        if address not in peers:
+            continue
+        unfit = _unfit(replica)
+        line = (f"{peers[address]} ({address}) flags {replica.get('flags')}, master link "
+                f"{replica.get('master-link-status')}: " + (f"unfit ({', '.join(unfit)})" if unfit else "fit"))
+        seen.append({"unfit": unfit, "seen": line})
+    return seen
+
+
+def _sentinel_named(hostname):
+    return "the local Sentinel" if hostname == "local" else f"the Sentinel on {hostname}"
+
+
+def _told(replicas):
+    """What ``_replicas_seen`` found, for an error message."""
+    return "; ".join(r["seen"] for r in replicas) or "no replica of the deployment"
+
+
+def _asked_sentinel_sees(name, peers):
+    """``(hostname, replicas)``: what the first Sentinel that answers, the one asked first for the
+    failover, sees of the deployment's replicas (``_replicas_seen``); ``(None, [])`` when none
+    answers."""
+    for host in _sentinels_to_ask():
         try:
-            _sentinel_client(host["ip"], host["port"], timeout=2).execute_command("SENTINEL", "FAILOVER", name)
-            return host["hostname"]
+            return host["hostname"], _replicas_seen(_sentinel_client(host["ip"], host["port"], timeout=2), name, peers)
+        except redis.RedisError:
+            continue
+    return None, []
+
+
+def _ask_failover(name, peers, retry_for):
+    """SENTINEL FAILOVER, to the local Sentinel first, then the others; the one that took it.
+    A Sentinel that sees no replica fit to promote yet (NOGOODSLAVE: nothing started) is asked
+    again for up to ``retry_for`` seconds: its view of the replica may have changed since it was
+    looked at."""
+    reasons = []
+    for host in _sentinels_to_ask():
+        client = _sentinel_client(host["ip"], host["port"], timeout=2)
+        refusal = {}
+
+        def taken():
+            try:
+                client.execute_command("SENTINEL", "FAILOVER", name)
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("NOGOODSLAVE"):
+                    raise
+                refusal["error"] = exc
+                return False
+            return True
+
+        try:
+            if _wait(taken, retry_for, interval=0.1):
+                return host["hostname"]
         except redis.ResponseError as exc:
             raise CommandExecutionError(f"SENTINEL FAILOVER {name} refused: {_error(exc)}") from None
         except redis.RedisError as exc:
             reasons.append(f"{host['hostname']}: {_error(exc)}")
+            continue
+        try:
+            seen = _told(_replicas_seen(client, name, peers))
+        except redis.RedisError as exc:
+            seen = f"(SENTINEL REPLICAS: {_error(exc)})"
+        raise CommandExecutionError(f"SENTINEL FAILOVER {name} refused by {_sentinel_named(host['hostname'])} for "
+                                    f"{round(retry_for, 1)}s: {_error(refusal['error'])}; it sees {seen}")
     raise CommandExecutionError(f"no Sentinel takes SENTINEL FAILOVER {name}: " + "; ".join(reasons))
 
 
@@ -557,10 +654,16 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
         client's write then waits a moment and goes to the new master, instead of
         landing on the old master after its replica was promoted (where it is lost).
 
+    A replica just restarted may be online for Redis while the Sentinel still sees it down: this
+    waits first, bounded, until the Sentinel asked sees a replica of the deployment it would
+    promote (``SENTINEL REPLICAS``), and asks again for a few seconds while it answers
+    NOGOODSLAVE.
+
     Returns ``{"failed_over": True, "old_master", "new_master" (hostnames),
     "old_address", "new_address", "sentinel" (the one that ran it), "seconds",
     "comment"}``; raises CommandExecutionError when the Sentinels have not decided on a
-    master, it has no replica in sync, or they do not agree on a new one in time.
+    master, it has no replica in sync, the Sentinel sees none it would promote (the message
+    says what it sees), or they do not agree on a new one in time.
 
     CLI Example:
 
@@ -598,6 +701,20 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
     if info["role"] != "master" or not online:
         raise CommandExecutionError(f"{old_host} ({old_address}) has no replica of the deployment online: a failover "
                                     "would lose its data set")
+    # Redis calls a replica back from a restart online before the Sentinels have seen it answer
+    # again (they ping every second, read INFO every 10s): asked then, a Sentinel refuses.
+    # Waited for before the writes are paused, so that the pause stays short.
+    seen = {}
+
+    def promotable():
+        seen["sentinel"], seen["replicas"] = _asked_sentinel_sees(name, peers)
+        return any(not r["unfit"] for r in seen["replicas"])
+
+    if not _wait(promotable, remaining(PROMOTABLE_WAIT_SECONDS), interval=0.2):
+        if seen["sentinel"] is None:
+            raise CommandExecutionError(f"no Sentinel answers SENTINEL REPLICAS {name}: nothing failed over")
+        raise CommandExecutionError(f"{_sentinel_named(seen['sentinel'])} sees no replica of {old_host} fit to "
+                                    f"promote: {_told(seen['replicas'])}; nothing failed over")
     paused, took, new_host, new_address = False, None, None, None
     try:
         if pause_writes:
@@ -611,7 +728,7 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
             if not _wait(replicas_have_everything, remaining(10.0), interval=0.05):
                 raise CommandExecutionError(f"no replica of {old_host} caught up with its offset within 10s: "
                                             "nothing failed over")
-        took = _ask_failover(name)
+        took = _ask_failover(name, peers, remaining(NOGOODSLAVE_RETRY_SECONDS))
 
         def agreed():
             live_now = _live_master(name)

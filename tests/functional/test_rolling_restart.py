@@ -4,7 +4,9 @@ Sentinel pair with a witness of this module's own (Redis 7.0). A replica restart
 back with a new run_id and in sync while a cluster client writes; CLUSTER FAILOVER swaps a
 master and its replica under a writing client without an error or a lost write; SENTINEL
 FAILOVER under a client writing with WAIT 1 loses no acknowledged write and leaves the
-Sentinels agreeing; a step whose node is not what the caller expected changes nothing.
+Sentinels agreeing, also asked while the Sentinel still sees the replica unfit (it waits for
+it) or right after the replica's restart; a step whose node is not what the caller expected
+changes nothing.
 
 ``service.restart`` is the fixtures' stand-in (same binary, same files, a new process).
 """
@@ -204,6 +206,92 @@ def test_sentinel_failover_under_a_client_writing_with_wait_1_loses_nothing_and_
     assert restarted["run_id_before"] == runs[0] != restarted["run_id_after"] and restarted["role_after"] == "replica"
     assert alpha.client().info("replication")["master_port"] == beta.port  # persisted by CONFIG REWRITE
     assert writer.missing(alpha.client()) == []
+    deployment.wait_converged()
+
+
+def host_of(deployment, server):
+    return next(m.hostname for m in deployment.minions if m.server is server)
+
+
+def sentinel_sees(sentinel, server):
+    """``server``'s SENTINEL REPLICAS entry as ``sentinel`` sees it."""
+    for flat in sentinel.client().execute_command("SENTINEL", "REPLICAS", MASTER_NAME):
+        fields = dict(zip(flat[::2], flat[1::2]))
+        if int(fields["port"]) == server.port:
+            return fields
+    return None
+
+
+def test_a_failover_asked_while_the_sentinel_still_sees_the_replica_unfit_waits_for_it_and_loses_nothing(pair):
+    """Redis calls the replica fit while the Sentinel asked still sees it as it last read it
+    (it would answer NOGOODSLAVE: promote nothing). Deterministically: the replica had
+    replica-priority 0 at the Sentinel's last INFO; the Sentinel reads INFO every 10s. Until
+    then a failover with little time left gives up before pausing any write, naming what the
+    Sentinel sees; with the priority back to 100, a failover waits until the Sentinel sees
+    it, then hands the master role over under a client writing with WAIT 1."""
+    deployment, mods = pair
+    master, replica = deployment.wait_converged()
+    taker = next(m for m in deployment.minions if m.server is replica)
+    writer = wait_writer(deployment, "sentinel-unfit")
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acknowledged) > 50, 10, "the writer writes")
+        replica.client().config_set("replica-priority", 0)
+        # Just read by the Sentinel's INFO: it sees the priority 0 for its next 10 seconds.
+        wait_until(lambda: sentinel_sees(taker.sentinel, replica)["slave-priority"] == "0", 15,
+                   lambda: f"the Sentinel reads the replica's priority 0: {sentinel_sees(taker.sentinel, replica)}",
+                   interval=0.05)
+        with pytest.raises(CommandExecutionError) as refused:
+            mods[taker.hostname].sentinel_failover(timeout=1)
+        message = str(refused.value)
+        assert f"the local Sentinel sees no replica of {host_of(deployment, master)} fit to promote" in message
+        assert f"{taker.hostname} (127.0.0.1:{replica.port}) flags slave, master link ok: unfit (slave-priority 0)" \
+            in message, message
+        assert message.endswith("nothing failed over"), message
+        assert role(master) == "master" and agreed(deployment) == f"127.0.0.1:{master.port}"
+        count = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > count + 10, 5, "the writes were never paused")
+
+        replica.client().config_set("replica-priority", 100)
+        assert sentinel_sees(taker.sentinel, replica)["slave-priority"] == "0"
+
+        swapped = mods[taker.hostname].sentinel_failover(timeout=60)
+
+        assert (swapped["old_master"], swapped["new_master"]) == (host_of(deployment, master), taker.hostname)
+        assert swapped["sentinel"] == "local", swapped
+        assert agreed(deployment) == f"127.0.0.1:{replica.port}"
+        count = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > count + 50, 15, lambda: f"the writer writes on: {writer.errors}")
+    finally:
+        writer.finish()
+        replica.client().config_set("replica-priority", 100)
+    assert writer.errors == [] and writer.missing(replica.client()) == []
+    deployment.wait_converged()
+
+
+def test_a_failover_right_after_the_replicas_restart_loses_nothing(pair):
+    """The rolling restart's two steps back to back, as the runner runs them: the replica is
+    restarted (back in sync for Redis), then at once takes the master role over, while the
+    Sentinels may not have seen it answer again yet."""
+    deployment, mods = pair
+    master, replica = deployment.wait_converged()
+    taker = host_of(deployment, replica)
+    writer = wait_writer(deployment, "sentinel-restarted")
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acknowledged) > 50, 10, "the writer writes")
+        restarted = mods[taker].restart(service="redis-server", role="replica", timeout=60)
+        assert restarted["role_after"] == "replica", restarted
+
+        swapped = mods[taker].sentinel_failover(timeout=60)
+
+        assert (swapped["old_master"], swapped["new_master"]) == (host_of(deployment, master), taker)
+        assert agreed(deployment) == f"127.0.0.1:{replica.port}"
+        count = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > count + 50, 15, lambda: f"the writer writes on: {writer.errors}")
+    finally:
+        writer.finish()
+    assert writer.errors == [] and writer.missing(replica.client()) == []
     deployment.wait_converged()
 
 
