@@ -841,7 +841,9 @@ def config_set(settings, port=None):
 
 # A switch's CONFIG SET, in order: Redis applies the arguments of one CONFIG SET in the order
 # given, so the TLS files are loaded before the TLS port opens, and the port that changes
-# protocol is freed before it is bound again.
+# protocol is freed before it is bound again. Between the two the port refuses in both
+# protocols (microseconds; longer when the server is preempted), and connections queued on
+# the old listener are reset: no order avoids that instant, clients ride it out by retrying.
 TO_TLS = ("tls-cert-file", "tls-key-file", "tls-ca-cert-file", "tls-auth-clients", "port", "tls-port",
           "tls-replication", "tls-cluster")
 

@@ -11,7 +11,8 @@ import time
 import pytest
 import redis
 from cluster_support import cluster_info, node_modules
-from conftest import SERVERS, RedisServer, cluster_port, load_node_module, load_state_module, stop_process
+from conftest import (SERVERS, RedisServer, cluster_port, free_port, load_node_module, load_state_module,
+                      stop_process)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from support.tls import BothWaysWriter, file_serial, issue_files, served_serial
@@ -185,6 +186,35 @@ def test_a_running_server_switches_to_tls_and_back_live_with_no_write_refused(se
     # Redis's own file agrees with Salt's: a restart comes back in plain TCP on the same port.
     server.restart()
     assert server.client().ping() and server.config("tls-port") == "0"
+
+
+def test_the_client_that_speaks_both_rides_out_the_moment_a_switch_leaves_nothing_listening(server, tmp_path):
+    """A switch's CONFIG SET closes the port's old listener before it binds the new one (and
+    the connections still queued on the old one are reset): for that moment the port refuses
+    in both protocols. It lasts microseconds, more on a loaded host; here it is stretched to
+    0.3 s (the server listens elsewhere, then on its port again). A client that speaks both
+    tries again through it and loses no write; it gives up only when refused for longer than
+    its patience."""
+    tls = issue_files(tmp_path / "ca", tmp_path / "tls", "n0", "127.0.0.1")
+    writer = BothWaysWriter("gap", "127.0.0.1", server.port, server.password, tls["ca_file"], check_hostname=False)
+    # One connection, kept open while the listener moves: connections outlive it.
+    admin = redis.Redis(host="127.0.0.1", port=server.port, password=server.password, socket_timeout=5,
+                        single_connection_client=True)
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acknowledged) > 20, 10, "writes before the gap")
+        admin.config_set("port", free_port())
+        time.sleep(0.3)
+        admin.config_set("port", server.port)
+        seen = len(writer.acknowledged)
+        wait_until(lambda: len(writer.acknowledged) > seen + 20, 10, lambda: f"writes after the gap ({writer.errors})")
+    finally:
+        writer.finish()
+        admin.close()
+    assert writer.errors == [], writer.errors
+    assert writer.refusals and max(writer.refusals) > 0.1, ("the writer met the gap", writer.refusals)
+    stored = server.client().mget([f"gap:{n}" for n in writer.acknowledged])
+    assert stored == [str(n) for n in writer.acknowledged], "every acknowledged write is there"
 
 
 def speaks(host, port):

@@ -193,7 +193,7 @@ def test_the_formed_cluster_switches_to_plain_tcp_and_back_live_with_no_write_re
         assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
         seen = len(writer.acknowledged)
         wait_until(lambda: len(writer.acknowledged) > seen + 20, 30,
-                   lambda: f"writes over plain TCP (writer: {writer.errors})")
+                   lambda: f"writes over plain TCP (writer: {writer.errors}, refused for {writer.refusals}s)")
 
         config.write_text(yaml.safe_dump(deployment()))
         to_tls = cli.run("state.apply", "redis", minion_tgt="*")
@@ -203,12 +203,12 @@ def test_the_formed_cluster_switches_to_plain_tcp_and_back_live_with_no_write_re
         wait_until(lambda: cluster_ok_everywhere(ca_file, tls=True), 60, "cluster ok over TLS again")
         seen = len(writer.acknowledged)
         wait_until(lambda: len(writer.acknowledged) > seen + 20, 30,
-                   lambda: f"writes over TLS again (writer: {writer.errors})")
+                   lambda: f"writes over TLS again (writer: {writer.errors}, refused for {writer.refusals}s)")
     finally:
         config.write_text(yaml.safe_dump(deployment()))
         writer.finish()
     # plain (its first try) -> TLS -> plain -> TLS
-    assert writer.errors == [] and writer.switches >= 3, (writer.errors, writer.switches)
+    assert writer.errors == [] and writer.switches >= 3, (writer.errors, writer.switches, writer.refusals)
     assert {h: tls_client(h, ca_file).info("server")["run_id"] for h in HOSTS} == run_ids, "no restart"
     stored = owner.mget([f"{{{tag}}}:switch:{n}" for n in writer.acknowledged])
     assert stored == [str(n) for n in writer.acknowledged], "every acknowledged write is there"

@@ -324,12 +324,12 @@ def test_the_formed_pair_switches_to_plain_tcp_and_back_with_no_write_refused_on
             assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
             seen = len(writer.acknowledged)
             wait_until(lambda seen=seen: len(writer.acknowledged) > seen + 20, 30,
-                       lambda: f"writes over {protocol} (writer: {writer.errors})")
+                       lambda: f"writes over {protocol} (writer: {writer.errors}, refused for {writer.refusals}s)")
     finally:
         config.write_text(yaml.safe_dump(deployment()))
         writer.finish()
     # plain (its first try) -> TLS -> plain -> TLS
-    assert writer.errors == [] and writer.switches >= 3, (writer.errors, writer.switches)
+    assert writer.errors == [] and writer.switches >= 3, (writer.errors, writer.switches, writer.refusals)
     assert {h: tls_client(h, ca_file).info("server")["run_id"] for h in SERVERS} == run_ids, "no restart"
     assert current_master(ca_file) == master, "no failover"
     client = tls_client(master, ca_file)

@@ -4,6 +4,7 @@ certificate, what a plain client gets from a TLS-only port, and a client that sp
 
 import socket
 import ssl
+import time
 
 import redis
 import salt.modules.x509_v2 as salt_x509
@@ -57,10 +58,21 @@ def file_serial(cert_file):
 class BothWaysWriter(Writer):
     """A client that speaks both protocols (as an application does during a migration): each
     write goes out on a new connection (an open one would outlive a switch), in the protocol
-    that worked last, and once in the other when that connection fails. A write refused both
-    ways ends the thread (``errors``); ``switches`` counts the changes of protocol."""
+    that worked last, then in the other when that connection fails.
 
-    def __init__(self, prefix, host, port, password, ca_file, check_hostname=True):
+    A switch has a moment when neither protocol answers: Redis's ``CONFIG SET`` of ``port`` /
+    ``tls-port`` closes the port's old listener before it binds the new one, and the kernel
+    resets the connections still queued on the old one. That moment lasts microseconds on an
+    idle host, longer when the server is preempted between the two calls on a loaded one, and
+    no order of the switch's arguments removes it. So a write that neither protocol takes is
+    tried again, both ways, as an application would, for up to ``patience`` seconds; one
+    refused both ways for longer ends the thread (``errors``). ``refusals`` holds how long each
+    such moment lasted (seconds); ``switches`` counts the changes of protocol. A restart also
+    refuses for less than ``patience``: tests that rule restarts out compare run ids."""
+
+    OTHER = {"plain": "tls", "tls": "plain"}
+
+    def __init__(self, prefix, host, port, password, ca_file, check_hostname=True, patience=2.0):
         super().__init__(prefix)
         common = {"host": host, "port": port, "password": password, "socket_timeout": 1,
                   "socket_connect_timeout": 1, "retry": Retry(NoBackoff(), 0)}
@@ -68,15 +80,27 @@ class BothWaysWriter(Writer):
             "plain": redis.Redis(**common),
             "tls": redis.Redis(**common, ssl=True, ssl_ca_certs=ca_file, ssl_check_hostname=check_hostname),
         }
-        self.protocol, self.switches = "plain", 0
+        self.protocol, self.switches, self.patience, self.refusals = "plain", 0, patience, []
 
     def write(self, key, value):
-        for client in self.clients.values():
-            client.connection_pool.disconnect()
-        try:
-            return self.clients[self.protocol].set(key, value)
-        except (redis.ConnectionError, redis.TimeoutError):
-            # A plain port does not answer a TLS handshake: it waits for the rest of a line.
-            self.protocol = "tls" if self.protocol == "plain" else "plain"
-            self.switches += 1
-            return self.clients[self.protocol].set(key, value)
+        refused_since = None
+        while True:
+            for protocol in (self.protocol, self.OTHER[self.protocol]):
+                for client in self.clients.values():
+                    client.connection_pool.disconnect()
+                try:
+                    written = self.clients[protocol].set(key, value)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # A plain port does not answer a TLS handshake: it waits for the rest of a line.
+                    refused = exc
+                    continue
+                if protocol != self.protocol:
+                    self.protocol, self.switches = protocol, self.switches + 1
+                if refused_since is not None:
+                    self.refusals.append(time.monotonic() - refused_since)
+                return written
+            # Neither protocol took it: the moment of a switch, or longer (then it is the finding).
+            refused_since = time.monotonic() if refused_since is None else refused_since
+            if time.monotonic() - refused_since > self.patience:
+                raise refused
+            time.sleep(0.01)
