@@ -207,9 +207,18 @@ class Controller:
         self.lab.destroy()
         # The master and anything else started with our state directory on its command line.
         marker = str(self.state_dir).encode()
+        # Not this process nor the shells that started it: `--state-dir DIR` puts the
+        # marker on their command lines too.
+        ours, pid = set(), os.getpid()
+        while pid > 1 and pid not in ours:
+            ours.add(pid)
+            try:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
         for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if marker in (proc / "cmdline").read_bytes():
+                if int(proc.name) not in ours and marker in (proc / "cmdline").read_bytes():
                     os.kill(int(proc.name), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
