@@ -1,7 +1,7 @@
 # Every target sets up what it needs; run as root on Debian 12.
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := redis-server redis-sentinel redis-tools python3-redis prometheus-redis-exporter prometheus-node-exporter nftables systemd dbus iproute2 util-linux procps psmisc zstd gzip python3-venv python3-pip
+APT_PACKAGES := redis-server redis-sentinel redis-tools python3-redis prometheus-redis-exporter prometheus-node-exporter nftables systemd dbus iproute2 util-linux procps psmisc zstd gzip python3-venv python3-pip debootstrap
 STAMP  := $(VENV)/.setup-done
 
 .PHONY: setup lab test unit functional integration lint down
