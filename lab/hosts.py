@@ -11,6 +11,13 @@ host). A host starts as Debian leaves one right after `apt-get install redis-ser
 redis-sentinel`: the packages' own configuration files and enabled units (disabled
 on a controller without `services.redis`), plus a salt-minion unit.
 
+A controller with `lab: {os: debian13}` (the pillar ignores `lab:`) becomes a Debian 13
+host instead: its whole root is an overlay of the cached Debian 13 root file system
+(lab/debian13.py) whose writes land in `hosts/NAME/upper`, with the same fresh tmpfs,
+hostname, machine-id, masks and enabled units. Its salt-minion is the machine's: the venv
+and the Python it was made from are bound read-only into the host at the same paths (that
+Python runs on Debian 13's newer libc and libraries; the same Salt as the master's).
+
 Power cut (`kill`): SIGKILL to the host's systemd, which takes every process of the
 host with it. Boot (`boot`): systemd again, over the same upper directories.
 
@@ -33,6 +40,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from lab import debian13
 
 REPO = Path(__file__).resolve().parents[1]
 SALT_BIN = Path(sys.executable).parent  # the venv's salt-minion runs inside the hosts
@@ -58,6 +67,9 @@ FRESH_DIRS = (
 # modified copies: a used sentinel.conf carries a `sentinel myid`).
 PACKAGE_FILES = {"redis-server": ("/etc/redis/redis.conf",), "redis-sentinel": ("/etc/redis/sentinel.conf",)}
 REDIS_UNITS = ("redis-server.service", "redis-sentinel.service")
+# What `lab: {os: ...}` of a controller may say; the machine's own release is the default.
+DEFAULT_OS = "debian12"
+OSES = (DEFAULT_OS, "debian13")
 # Kernel settings that belong to the whole machine (memory overcommit, transparent huge
 # pages): mounted read-only in every host, so nothing run there can change them.
 GLOBAL_KNOBS = ("/proc/sys/vm", "/sys/kernel/mm")
@@ -116,13 +128,15 @@ class Host:
     name: str
     ip: str
     redis: bool = False  # services.redis: the packages' units enabled
+    os: str = DEFAULT_OS  # lab.os: the machine's Debian 12, or the cached Debian 13 root
 
 
 def read_hosts(config_path):
     """Every controller of the YAML with a usable hostname and IP, in file order.
 
     Lenient on purpose: `lab config` accepts an invalid YAML (Salt will refuse it) and
-    still creates the hosts it validly adds.
+    still creates the hosts it validly adds. Only the lab's own key, `lab.os`, is checked
+    strictly: an unknown release is the operator's to fix, not a host to drop silently.
     """
     import yaml
 
@@ -135,7 +149,7 @@ def read_hosts(config_path):
     if not isinstance(controllers, list):
         return []
     name_pattern = deployment_module().HOSTNAME_PATTERN
-    for entry in controllers:
+    for index, entry in enumerate(controllers):
         if not isinstance(entry, dict):
             continue
         name, ip = entry.get("minion_id", entry.get("hostname")), entry.get("ip_address")
@@ -147,7 +161,13 @@ def read_hosts(config_path):
             continue
         seen.update((name, str(address)))
         services = entry.get("services")
-        hosts.append(Host(name, str(address), isinstance(services, dict) and services.get("redis") is True))
+        lab = entry.get("lab", {})
+        if not isinstance(lab, dict):
+            raise LabError(f"nodes.controllers[{index}].lab: expected a mapping such as {{os: debian13}}, got {lab!r}")
+        release = lab.get("os", DEFAULT_OS)
+        if release not in OSES:
+            raise LabError(f"nodes.controllers[{index}].lab.os: expected one of {', '.join(OSES)}, got {release!r}")
+        hosts.append(Host(name, str(address), isinstance(services, dict) and services.get("redis") is True, release))
     return hosts
 
 
@@ -327,11 +347,20 @@ class Lab:
             data = state["hosts"].get(host.name)
             if data and data["ip"] != host.ip:
                 raise LabError(f"host {host.name} exists with IP {data['ip']}; run `python -m lab down` first")
+            if data and data.get("os", DEFAULT_OS) != host.os:
+                raise LabError(
+                    f"host {host.name} exists as {data.get('os', DEFAULT_OS)}, the config says {host.os}; "
+                    "run `python -m lab down` first"
+                )
             if data and self._pid1_alive(host.name, data.get("pid1")):
                 continue
             if not data:
                 index = max([d["index"] for d in state["hosts"].values()] + [-1]) + 1
                 data = state["hosts"][host.name] = {"ip": host.ip, "index": index, "redis": host.redis}
+                if host.os != DEFAULT_OS:
+                    # The root it boots from, kept for its later boots (a changed package
+                    # list builds a new root; this host keeps its own).
+                    data.update(os=host.os, lower=str(self._os_root(host.os)))
                 data["cgroups"] = [str(path) for path in self._cgroups(host.name)]
                 self._create_network(host, index, network)
                 self._save(state)
@@ -345,8 +374,26 @@ class Lab:
             self._wait_booted(name)
         return bridge_ip
 
+    @staticmethod
+    def _os_root(release):
+        """The cached root file system of `release` (built first when missing)."""
+        try:
+            root = debian13.root_fs()
+        except debian13.BuildError as exc:
+            raise LabError(f"cannot boot a {release} host: {exc}") from None
+        missing = debian13.missing_libraries(root)
+        if missing:
+            raise LabError(
+                f"the {release} root {root} lacks libraries the machine's Python (the hosts' salt-minion) loads: "
+                f"{', '.join(missing)}; add the packages that ship them to PACKAGES in lab/debian13.py"
+            )
+        return root
+
     def _write_image(self, host, minion_settings):
         """The host's disk before its first boot: what Debian leaves after installing the packages."""
+        if host.os != DEFAULT_OS:
+            self._write_debian13_image(host, minion_settings)
+            return
         import yaml
 
         root = self.host_root(host.name)
@@ -381,7 +428,86 @@ class Lab:
             f"systemctl enable --quiet {' '.join(enabled)}\nsystemctl mask --quiet {' '.join(MASKED_UNITS)}\n"
         )
 
+    def _write_debian13_image(self, host, minion_settings):
+        """A Debian 13 host's disk before its first boot: an empty upper layer over the cached
+        root (what debootstrap left after installing the packages, their enabled units
+        included), plus this host's name, machine-id, salt-minion and enable state."""
+        import yaml
+
+        root = self.host_root(host.name)
+        for layer in ("upper", "work", "merged"):
+            (root / layer).mkdir(parents=True, exist_ok=True)
+        etc = root / "upper" / "etc"
+        (etc / "salt").mkdir(parents=True, exist_ok=True)
+        (etc / "systemd" / "system").mkdir(parents=True, exist_ok=True)
+        (etc / "hostname").write_text(host.name + "\n")
+        (etc / "machine-id").write_text(secrets.token_hex(16) + "\n")
+        (etc / "salt" / "minion").write_text(yaml.safe_dump(minion_settings, default_flow_style=False))
+        (etc / "systemd" / "system" / "salt-minion.service").write_text(MINION_UNIT.format(salt_bin=SALT_BIN))
+        # The packages' postinst enabled their units in the cached root; a controller
+        # without services.redis has them disabled, as on a Debian 12 host.
+        redis = "enable" if host.redis else "disable"
+        # Run once, offline (chroot), inside the host's root before its first boot.
+        (root / "first-boot").write_text(
+            "systemctl enable --quiet salt-minion.service\n"
+            f"systemctl {redis} --quiet {' '.join(REDIS_UNITS)}\n"
+            f"systemctl mask --quiet {' '.join(MASKED_UNITS)}\n"
+        )
+
+    @staticmethod
+    def _machine_paths():
+        """What the host's salt-minion needs from the machine, bound read-only at the same
+        paths: the repository, the venv (as named and where it really is) and the Python
+        it was made from (its prefix, or for the distribution's own python in /usr, the
+        interpreter and its standard library only)."""
+        needed = {str(REPO), sys.prefix, os.path.realpath(sys.prefix)}
+        base = os.path.realpath(sys.base_prefix)
+        if base in ("/usr", "/"):
+            needed.add(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+            needed.update(debian13.python_stdlib())
+        else:
+            needed.add(base)
+
+        def below(path, other):
+            return path != other and path.startswith(other.rstrip("/") + "/")
+
+        return sorted(path for path in needed if not any(below(path, other) for other in needed))
+
+    def _debian13_boot_script(self, host):
+        """Boot a Debian 13 host: its root an overlay of the cached root, then pivot_root."""
+        root, data = self.host_root(host), self._state()["hosts"][host]
+        merged = root / "merged"
+        quoted = shlex.quote(str(merged))
+        lines = [
+            "set -e",
+            f"mount -t overlay overlay -o lowerdir={data['lower']},upperdir={root}/upper,workdir={root}/work "
+            f"{quoted}",
+            f"mount -t proc proc {quoted}/proc",
+            f"if [ -f {root}/first-boot ]; then chroot {quoted} sh -e < {root}/first-boot; rm {root}/first-boot; fi",
+            f"mount --rbind /dev {quoted}/dev",
+            *(f"mount -t tmpfs -o mode={mode} tmpfs {quoted}{fresh}" for fresh, mode in FRESH_TMPFS.items()),
+        ]
+        for path in self._machine_paths():
+            target = shlex.quote(f"{merged}{path}")
+            make = f"mkdir -p {target}" if os.path.isdir(path) else f"mkdir -p $(dirname {target}) && touch {target}"
+            lines.append(f"{make} && mount --bind {shlex.quote(path)} {target} && mount -o remount,bind,ro {target}")
+        lines += [
+            f"mount -t sysfs sysfs {quoted}/sys",
+            *(f"mount --bind {quoted}{knob} {quoted}{knob} && mount -o remount,bind,ro {quoted}{knob}"
+              for knob in GLOBAL_KNOBS),
+            # systemd 257 refuses cgroup v1 (hybrid): the host gets the unified hierarchy only,
+            # its own cgroup as the root (cgroup namespace).
+            f"mount -t cgroup2 cgroup2 {quoted}/sys/fs/cgroup",
+            f"hostname {shlex.quote(host)}",
+            # The machine's root goes away under the host's: only the binds above stay.
+            f"cd {quoted} && pivot_root . mnt && cd / && umount -l /mnt",
+            "exec env -i container=lxc PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd --system",
+        ]
+        return "\n".join(lines)
+
     def _boot_script(self, host):
+        if self._state()["hosts"][host].get("os", DEFAULT_OS) != DEFAULT_OS:
+            return self._debian13_boot_script(host)
         root = self.host_root(host)
         lines = ["set -e"]
         for layer in OVERLAID:
@@ -589,7 +715,8 @@ class Lab:
             self.kill(host)
         for layer in ("upper", "work"):
             shutil.rmtree(self.host_root(host) / layer, ignore_errors=True)
-        self._write_image(Host(host, data["ip"], data["redis"]), minion_config(host, self.bridge_ip()))
+        image = Host(host, data["ip"], data["redis"], data.get("os", DEFAULT_OS))
+        self._write_image(image, minion_config(host, self.bridge_ip()))
         self._write_etc_hosts(self._state())
         self._start_systemd(host)
         self._wait_booted(host)

@@ -230,6 +230,14 @@ def test_minion_id_key_selects_the_minion(tmp_path, base_doc):
     assert dep["peers"][1]["minion_id"] == "redis-b.lab"
 
 
+def test_lab_key_of_a_controller_is_ignored(tmp_path, base_doc):
+    """Lab configs may say `lab: {os: debian13}` per controller: not the pillar's business."""
+    plain = load(tmp_path, base_doc)
+    for entry in base_doc["nodes"]["controllers"]:
+        entry["lab"] = {"os": "debian13"}
+    assert load(tmp_path, base_doc) == plain
+
+
 def test_cluster_node_pillar_has_own_slots_and_full_plan(example_path):
     dep = rd.load_deployment(example_path, dict(ENV))
     pillar = rd.node_pillar(dep, "server2", 4096)

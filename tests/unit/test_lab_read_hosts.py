@@ -3,11 +3,13 @@
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lab.hosts import Host, read_hosts  # noqa: E402
+from lab import debian13  # noqa: E402
+from lab.hosts import Host, LabError, read_hosts  # noqa: E402
 
 
 def write(tmp_path, document):
@@ -45,3 +47,51 @@ def test_unreadable_or_shapeless_files_give_no_hosts(tmp_path):
     assert read_hosts(write(tmp_path, "nodes: [unclosed")) == []
     assert read_hosts(write(tmp_path, {"nodes": {"controllers": "server1"}})) == []
     assert read_hosts(write(tmp_path, ["a", "list"])) == []
+
+
+def test_lab_os_is_the_machines_debian12_unless_a_controller_says_debian13(tmp_path):
+    controllers = [
+        {"hostname": "a", "ip_address": "10.1.2.1", "services": {"redis": True}, "lab": {"os": "debian13"}},
+        {"hostname": "b", "ip_address": "10.1.2.2", "lab": {"os": "debian12"}},
+        {"hostname": "c", "ip_address": "10.1.2.3", "lab": {}},
+        {"hostname": "d", "ip_address": "10.1.2.4"},
+    ]
+    hosts = read_hosts(write(tmp_path, {"nodes": {"controllers": controllers}}))
+    assert [h.os for h in hosts] == ["debian13", "debian12", "debian12", "debian12"]
+    assert hosts[0] == Host("a", "10.1.2.1", redis=True, os="debian13")
+
+
+@pytest.mark.parametrize("lab, message", [
+    ({"os": "debian11"}, "nodes.controllers[1].lab.os: expected one of debian12, debian13, got 'debian11'"),
+    ("debian13", "nodes.controllers[1].lab: expected a mapping such as {os: debian13}, got 'debian13'"),
+])
+def test_an_unknown_lab_os_is_an_error_naming_the_key(tmp_path, lab, message):
+    controllers = [{"hostname": "a", "ip_address": "10.1.2.1"}, {"hostname": "b", "ip_address": "10.1.2.2", "lab": lab}]
+    with pytest.raises(LabError) as raised:
+        read_hosts(write(tmp_path, {"nodes": {"controllers": controllers}}))
+    assert str(raised.value) == message
+
+
+def test_the_debian13_root_is_keyed_by_its_package_list(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    assert debian13.build_dir().parent == tmp_path
+    assert debian13.key(("b", "a")) == debian13.key(("a", "b"))
+    assert debian13.key((*debian13.PACKAGES, "valkey-server")) != debian13.key()
+
+
+def test_the_debian13_mirror_is_the_one_apt_uses_for_the_machines_release(monkeypatch, tmp_path):
+    monkeypatch.delenv("LAB_DEBIAN_MIRROR", raising=False)
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# http://snapshot.debian.org/archive/debian-security/20250520T000000Z\n"
+        "URIs: http://security.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+    )
+    assert debian13.machine_mirror(tmp_path, codename="bookworm") == "http://mirror.example/debian"
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text("# deb http://old.example/debian bookworm main\n"
+                                           "deb [arch=amd64] http://one.example/debian bookworm main\n")
+    assert debian13.machine_mirror(tmp_path, codename="bookworm") == "http://one.example/debian"
+    assert debian13.machine_mirror(tmp_path / "none", codename="bookworm") == debian13.DEFAULT_MIRROR
+    monkeypatch.setenv("LAB_DEBIAN_MIRROR", "http://override.example/debian")
+    assert debian13.machine_mirror(tmp_path, codename="bookworm") == "http://override.example/debian"
