@@ -342,6 +342,9 @@ class Lab:
         """
         network, bridge_ip = self.ensure_network(hosts)
         state = self._state()
+        # Other releases' roots first (built when missing): no host half made if that fails.
+        roots = {h.os: None for h in hosts if h.os != DEFAULT_OS and h.name not in state["hosts"]}
+        roots = {release: self._os_root(release) for release in roots}
         booting = []
         for host in hosts:
             data = state["hosts"].get(host.name)
@@ -360,7 +363,7 @@ class Lab:
                 if host.os != DEFAULT_OS:
                     # The root it boots from, kept for its later boots (a changed package
                     # list builds a new root; this host keeps its own).
-                    data.update(os=host.os, lower=str(self._os_root(host.os)))
+                    data.update(os=host.os, lower=str(roots[host.os]))
                 data["cgroups"] = [str(path) for path in self._cgroups(host.name)]
                 self._create_network(host, index, network)
                 self._save(state)
