@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := redis-server redis-sentinel redis-tools python3-redis prometheus-redis-exporter prometheus-node-exporter nftables systemd dbus iproute2 util-linux procps psmisc zstd gzip python3-venv python3-pip debootstrap
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup lab test unit functional integration lint down
+.PHONY: setup debian13-root lab test unit functional integration lint down
 
 setup: $(STAMP)
 
@@ -21,7 +21,13 @@ lab: setup
 down: setup
 	$(PY) -m lab down
 
-test: setup
+# The Debian 13 root the lab's `lab: {os: debian13}` hosts boot from (lab/debian13.py): built
+# once from the Debian mirror and cached, here rather than inside a test (tests talk to no
+# network); a stamp lookup when it is there.
+debian13-root: setup
+	$(PY) -c 'from lab.debian13 import root_fs; root_fs()'
+
+test: setup debian13-root
 	$(PY) -m flake8 _pillar _modules _states _runners _utils _beacons lab tests bench
 	$(PY) -m pytest -n 2 --dist loadscope --no-loadscope-reorder tests
 
@@ -31,5 +37,5 @@ unit: setup
 functional: setup
 	$(PY) -m pytest tests/functional
 
-integration: setup
+integration: setup debian13-root
 	$(PY) -m pytest tests/integration

@@ -47,7 +47,8 @@ def debian13_master(salt_factories, debian13_lab):
 @pytest.fixture(scope="module")
 def cli(debian13_master, debian13_lab):
     lab, _, config = debian13_lab
-    # Builds the Debian 13 root first when the machine has none cached (needs the mirror).
+    # `make test` has built the Debian 13 root (make debian13-root); run alone, this builds
+    # it first when the machine has none cached (it needs the mirror then).
     boot_hosts(lab, debian13_master, config)
     salt_cli = debian13_master.salt_cli(timeout=120)
     wait_for_minions(salt_cli, [TRIXIE[0], BOOKWORM[0]])
