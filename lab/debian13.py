@@ -32,11 +32,13 @@ SUITE = "trixie"
 VARIANT = "minbase"
 # What a Debian 13 server running our states starts with: systemd and dbus to boot,
 # iproute2 for Salt's ipv4 grain (the pillar cross-checks it), procps (`ps`), the
-# Redis packages the lab's configs ask for (redis-tools comes with redis-server), and
-# the one shared library the machine's Python (the hosts' salt-minion) loads that the
-# rest does not bring: libffi (ctypes, which Salt imports at start). `missing_libraries`
-# checks them all before a host boots.
-PACKAGES = ("systemd", "dbus", "iproute2", "procps", "redis-server", "redis-sentinel", "libffi8")
+# packages our states install (the Makefile's APT_PACKAGES that a Debian 12 host finds on
+# the machine: lab hosts reach no archive), and the one shared library the machine's
+# Python (the hosts' salt-minion) loads that the rest does not bring: libffi (ctypes,
+# which Salt imports at start). `missing_libraries` checks them all before a host boots.
+PACKAGES = ("systemd", "dbus", "iproute2", "procps", "psmisc", "libffi8",
+            "redis-server", "redis-sentinel", "redis-tools", "python3-redis", "zstd", "nftables",
+            "prometheus-redis-exporter", "prometheus-node-exporter")
 # Bumped when the way the root is built changes (not only its package list).
 BUILD_FORMAT = 1
 # Standard library extension modules Salt never loads (GUI, terminals, NIS, dbm, tests):
