@@ -63,6 +63,10 @@ def wait_aof_written(hosts=REDIS_HOSTS, timeout=10):
     wait_until(written, timeout, f"the AOF of {list(hosts)} has every acknowledged write")
 
 
+# Writes tried again after redis-py's ASK to a node it does not know (ClusterWriter.write).
+CLIENT_BUG_RETRIES = 5
+
+
 class ClusterWriter(Writer):
     """A cluster client writing ``{prefix}:{n}`` = n, one key after the other, until
     :meth:`finish`. ``written`` counts the writes the cluster acknowledged. ``hosts`` and
@@ -72,12 +76,25 @@ class ClusterWriter(Writer):
         super().__init__(prefix)
         self.addresses = addresses
         self.cluster = cluster_client(hosts, addresses=addresses)
+        self.client_bug_retries = 0
 
     @property
     def written(self):
         return len(self.acknowledged)
 
     def write(self, key, value):
+        for _ in range(CLIENT_BUG_RETRIES):
+            try:
+                return self.cluster.set(key, value)
+            except AttributeError as exc:
+                # redis-py 7.0's ASK redirection towards a node its slot cache does not know
+                # yet (one just added, a rebalance moving slots onto it) reaches for the
+                # connection of None before sending anything: nothing was written. A client
+                # would refresh its view of the cluster and write again.
+                if "redis_connection" not in str(exc):
+                    raise
+                self.client_bug_retries += 1
+                self.cluster.nodes_manager.initialize()
         return self.cluster.set(key, value)
 
     def finish(self, timeout=10):
