@@ -192,8 +192,8 @@ def test_the_client_that_speaks_both_rides_out_the_moment_a_switch_leaves_nothin
     """A switch's CONFIG SET closes the port's old listener before it binds the new one (and
     the connections still queued on the old one are reset): for that moment the port refuses
     in both protocols. It lasts microseconds, more on a loaded host; here it is stretched to
-    0.3 s (the server listens elsewhere, then on its port again). A client that speaks both
-    tries again through it and loses no write; it gives up only when refused for longer than
+    0.2 s of refusals (the server listens elsewhere, then on its port again). A client that
+    speaks both tries again through it and loses no write; it gives up only when refused for longer than
     its patience."""
     tls = issue_files(tmp_path / "ca", tmp_path / "tls", "n0", "127.0.0.1")
     writer = BothWaysWriter("gap", "127.0.0.1", server.port, server.password, tls["ca_file"], check_hostname=False)
@@ -204,7 +204,9 @@ def test_the_client_that_speaks_both_rides_out_the_moment_a_switch_leaves_nothin
     try:
         wait_until(lambda: len(writer.acknowledged) > 20, 10, "writes before the gap")
         admin.config_set("port", free_port())
-        time.sleep(0.3)
+        # The port stays closed until the writer has been refused both ways for 0.2 s.
+        wait_until(lambda: writer.refused_since is not None and time.monotonic() - writer.refused_since > 0.2, 5,
+                   "the writer refused both ways for 0.2 s")
         admin.config_set("port", server.port)
         seen = len(writer.acknowledged)
         wait_until(lambda: len(writer.acknowledged) > seen + 20, 10, lambda: f"writes after the gap ({writer.errors})")

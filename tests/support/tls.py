@@ -81,9 +81,10 @@ class BothWaysWriter(Writer):
             "tls": redis.Redis(**common, ssl=True, ssl_ca_certs=ca_file, ssl_check_hostname=check_hostname),
         }
         self.protocol, self.switches, self.patience, self.refusals = "plain", 0, patience, []
+        self.refused_since = None  # when the write under way was first refused both ways
 
     def write(self, key, value):
-        refused_since = None
+        self.refused_since = None
         while True:
             for protocol in (self.protocol, self.OTHER[self.protocol]):
                 for client in self.clients.values():
@@ -96,11 +97,13 @@ class BothWaysWriter(Writer):
                     continue
                 if protocol != self.protocol:
                     self.protocol, self.switches = protocol, self.switches + 1
-                if refused_since is not None:
-                    self.refusals.append(time.monotonic() - refused_since)
+                if self.refused_since is not None:
+                    self.refusals.append(time.monotonic() - self.refused_since)
+                    self.refused_since = None
                 return written
             # Neither protocol took it: the moment of a switch, or longer (then it is the finding).
-            refused_since = time.monotonic() if refused_since is None else refused_since
-            if time.monotonic() - refused_since > self.patience:
+            if self.refused_since is None:
+                self.refused_since = time.monotonic()
+            # Asked again every 10 ms, up to ``patience``; finish() ends the wait at once.
+            if time.monotonic() - self.refused_since > self.patience or self._stop_event.wait(0.01):
                 raise refused
-            time.sleep(0.01)
