@@ -82,8 +82,6 @@ METADATA = "backup_metadata.json"
 SETS_FILE = ".backup_sets.json"  # the newest complete set the master told this node of
 METADATA_FORMAT = 1
 PARTIAL = ".partial-"
-DEFAULT_SERVER = "/usr/bin/redis-server"
-DEFAULT_CONFIG_FILE = "/etc/redis/redis.conf"
 STALE_PARTIAL_SECONDS = 86400
 CLUSTER_OK_WAIT = 15
 AOF_FLUSH_WAIT = 5
@@ -129,8 +127,14 @@ def _minion():
     return socket.getfqdn()
 
 
+def _name(key):
+    """The server's name for ``key`` (``service``, ``server_binary``, ``config_file``, ``user``...):
+    pillar ``redis`` (Valkey's when cache.redis.server says so), else Debian Redis's."""
+    return __utils__["redis_servers.name"](_settings(), key)
+
+
 def _service():
-    return _settings().get("service") or "redis-server"
+    return _name("service")
 
 
 def _wait(condition, timeout, interval=0.2):
@@ -180,15 +184,14 @@ def _fsync_file(path):
 def _account(user=None, group=None):
     """``(uid, gid)`` of the account Redis's checkers and the throwaway server run as (pillar
     ``redis:user``/``redis:group``, default ``redis``); refused when the host lacks it."""
-    settings = _settings()
-    return _throwaway("account")(user or settings.get("user") or "redis", group or settings.get("group") or "redis")
+    return _throwaway("account")(user or _name("user"), group or _name("group"))
 
 
 def _tree_gid():
     """The group that may read the backup tree (pillar ``redis:group``, default ``redis``);
     None (root's group stays) when the host has no such group."""
     try:
-        return grp.getgrnam(_settings().get("group") or "redis").gr_gid
+        return grp.getgrnam(_name("group")).gr_gid
     except KeyError:
         return None
 
@@ -415,7 +418,7 @@ def _require_redis_role():
 def _executable(candidate):
     """The redis-server binary whose tools read a backup: the server's own when it is root's
     alone (the metadata naming it is not trusted), else Debian's."""
-    return _throwaway("trusted_executable")(candidate, DEFAULT_SERVER)
+    return _throwaway("trusted_executable")(candidate, _name("server_binary"))
 
 
 # ---------------------------------------------------------------- snapshots
@@ -1191,7 +1194,7 @@ def _prune_safety_copies(days, config_file=None, journal_dir=None):
     """Retention of the restores' safety copies next to the data directory (restore's default
     place, ``<datadir>_backup_YYYYmmdd_HHMMSS``): older than ``days`` go, never the newest,
     and none while a restore runs or its journal is pending (the journal names one)."""
-    config_file = config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE
+    config_file = config_file or _name("config_file")
     config = _config_file_settings(config_file)
     if not config.get("dir"):
         return {"data_dir": None, "deleted": [], "kept": [],
@@ -1441,7 +1444,7 @@ def _offline(config_file, executable, account):
         "running": False, "version": version, "executable": executable, "config_file": config_file,
         "replication_role": "slave" if (config.get("replicaof") or config.get("slaveof")) else "master",
         "connected_replicas": 0, "cluster_enabled": config.get("cluster-enabled") == "yes", "used_memory": 0,
-        "dir": os.path.realpath(config.get("dir") or "/var/lib/redis"),
+        "dir": os.path.realpath(config.get("dir") or _name("data_dir")),
         "dbfilename": config.get("dbfilename") or "dump.rdb", "appendonly": config.get("appendonly") == "yes",
         "appenddirname": (config.get("appenddirname") or "appendonlydir") if major >= 7 else None,
         "appendfilename": config.get("appendfilename") or "appendonly.aof",
@@ -1966,7 +1969,7 @@ def _free_safety_path(parent, data_dir):
     return safety
 
 
-def restore(backup, force=False, part_of_set=False, start=True, user="redis", group="redis", safety_dir=None,
+def restore(backup, force=False, part_of_set=False, start=True, user=None, group=None, safety_dir=None,
             backup_dir=None, timeout=600, config_file=None, journal_dir=None):
     """
     Restore a backup (name or path, see ``redis_backup.list``) onto this node.
@@ -2057,7 +2060,7 @@ def _restore_locked(path, meta, force, part_of_set, start, uid, gid, safety_dir,
     except redis.RedisError as exc:
         if __utils__["redis_common.failure"](exc) not in ("refused", "loading"):
             raise CommandExecutionError(_problem(exc, "read the server's settings before a restore")) from None
-        live = _offline(config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE,
+        live = _offline(config_file or _name("config_file"),
                         _executable(meta.get("server_executable")), (uid, gid))
     finally:
         client.close()
@@ -2435,7 +2438,7 @@ def _ensure_down(service, timeout):
     return problem or f"Redis still answers after service.stop {service}"
 
 
-def undo_restore(safety_copy, part_of_set=False, start=True, user="redis", group="redis", timeout=600,
+def undo_restore(safety_copy, part_of_set=False, start=True, user=None, group=None, timeout=600,
                  config_file=None, journal_dir=None):
     """
     Put back the data a restore of this node replaced: the entries of its safety copy
@@ -2504,7 +2507,7 @@ def _undo_locked(safety_copy, part_of_set, start, uid, gid, timeout, config_file
     except redis.RedisError as exc:
         if __utils__["redis_common.failure"](exc) not in ("refused", "loading"):
             raise CommandExecutionError(_problem(exc, "read the server's settings before an undo")) from None
-        live = _offline(config_file or _settings().get("config_file") or DEFAULT_CONFIG_FILE,
+        live = _offline(config_file or _name("config_file"),
                         _executable(None), (uid, gid))
     finally:
         client.close()

@@ -69,7 +69,8 @@ def _client(port=None, timeout=5, host="127.0.0.1"):
 def status():
     """
     Report what this node is and how it is doing: role and mode from the deployment,
-    then ping, version, memory against maxmemory and number of keys from the live server.
+    then ping, server (``redis`` or ``valkey``) and its version, memory against maxmemory and
+    number of keys from the live server.
     When the deployment's pillar failed (``redis:error``), says so and why.
 
     ``restart_pending`` lists the directives of Salt's settings file (pillar
@@ -109,10 +110,12 @@ def status():
         result.update({"ping": False, "error": __utils__["redis_common.error_text"](exc)})
         return result
     result["password_phase"] = "rotating" if len(accepted) > 1 else "one password"
+    server, version = __utils__["redis_servers.running"](info)
     result.update(
         {
             "ping": True,
-            "version": info.get("redis_version"),
+            "server": server,
+            "version": version,
             "uptime_seconds": info.get("uptime_in_seconds"),
             "redis_mode": info.get("redis_mode"),
             "cluster_enabled": bool(info.get("cluster_enabled")),
@@ -564,17 +567,19 @@ def _redis_cli_cluster(args, timeout):
     """``redis-cli --cluster ARGS`` (the tool operators use to move slots), the password in
     REDISCLI_AUTH, never in argv. Returns (exit code, output)."""
     settings = _settings()
+    # valkey-cli reads REDISCLI_AUTH too.
     env = dict(os.environ, REDISCLI_AUTH=settings.get("password") or "")
     tls = __utils__["redis_common.redis_cli_tls"](settings.get("tls"))
+    cli = __utils__["redis_servers.name"](settings, "cli")
     try:
         done = subprocess.run(
-            ["redis-cli", *tls, "--cluster", *[str(a) for a in args]],
+            [cli, *tls, "--cluster", *[str(a) for a in args]],
             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        return 124, f"redis-cli --cluster {args[0]} did not finish within {timeout:.0f}s: {exc.stdout or ''}"
+        return 124, f"{cli} --cluster {args[0]} did not finish within {timeout:.0f}s: {exc.stdout or ''}"
     except OSError as exc:
-        return 127, f"cannot run redis-cli: {exc}"
+        return 127, f"cannot run {cli}: {exc}"
     return done.returncode, (done.stdout or "") + (done.stderr or "")
 
 

@@ -90,6 +90,8 @@ DEFAULTS = {
     "client_networks": [],
     # TLS on every Redis port (salt/redis/tls.sls): absent or null = plain TCP.
     "tls": None,
+    # Which server the distribution's packages provide it from (_utils/redis_servers.py).
+    "server": "redis",
 }
 # cache.redis.tls: certificate files already on the minions, or `issue: true` (the master's
 # CA, _pillar/redis_certificates.py). `plain_port: true` keeps the plain port open too (a
@@ -159,8 +161,8 @@ SETTINGS_KEYS = (
     *DEFAULTS, "password", "previous_password", "force_password_change", "acl", "sentinel", "backup", "monitoring"
 )
 # Keys of the public interface whose feature this formula does not build yet: refused, so
-# nobody believes that TLS, ACLs or a firewall are on.
-NOT_SUPPORTED_YET = ("server",)
+# nobody believes such a feature is on.
+NOT_SUPPORTED_YET = ()
 # Keys an operator sets under `redis:` in ordinary pillar (pillar.example), never in the YAML.
 PILLAR_ONLY = ("maxmemory", "cluster_form_timeout_s")
 # The keys of one cache.redis.backup.schedule entry, as _states/redis_backup.py reads them
@@ -188,6 +190,8 @@ MISSING_CONFIG = "ext_pillar redis_deployment: expected option 'config' with the
 # Roles that run a Sentinel in sentinel mode; how often the minion drains its events.
 SENTINEL_ROLES = ("master", "replica", "sentinel-only")
 SENTINEL_BEACON_INTERVAL_S = 2
+# The grains that say which distribution a minion runs (what its packages offer).
+OS_GRAINS = ("os", "os_family", "osmajorrelease")
 # Roles that run redis-server (and so need maxmemory); sentinel-only runs a Sentinel only.
 SERVER_ROLES = ("cluster-node", "master", "replica")
 # Redis's memory units (memtoll in Redis's util.c), case-insensitive; no unit means bytes.
@@ -549,6 +553,7 @@ def _redis_settings(document, path, environ):
     _integer(settings, "min_replicas_max_lag", "cache.redis.min_replicas_max_lag", path, 1, 3600)
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
     _choice(settings, "host_baseline", "cache.redis.host_baseline", path, HOST_BASELINES)
+    _choice(settings, "server", "cache.redis.server", path, _servers().SERVERS)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
         raise DeploymentError(
@@ -918,14 +923,16 @@ def _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib):
     )
 
 
-def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxmemory=None):
+def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxmemory=None, os_grains=None):
     """The ``redis`` pillar of one minion: its role plus everything it needs to know.
 
     `mem_total_mib` is the minion's mem_total grain. `ipv4`/`ipv6` are its address grains:
     given (ext_pillar always gives them), a minion with a Redis role must hold its
     controller's ip_address. `maxmemory` (bytes) is an operator's override: then the
-    grain is not needed. Raises DeploymentError when the minion matches two controllers,
-    lacks the address, or runs redis-server without a usable mem_total.
+    grain is not needed. `os_grains` (``os``, ``os_family``, ``osmajorrelease``), given,
+    must name a distribution that offers cache.redis.server. Raises DeploymentError when
+    the minion matches two controllers, lacks the address, runs redis-server without a
+    usable mem_total, or cannot install the server.
     """
     matches = _matching_controllers(deployment, minion_id)
     if len(matches) > 1:
@@ -948,6 +955,9 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
         return pillar
     if ipv4 is not None or ipv6 is not None:
         _check_address(deployment, minion_id, node, ipv4, ipv6)
+    refused = _servers().refusal(settings["server"], os_grains, node["hostname"]) if os_grains else None
+    if refused:
+        raise DeploymentError(deployment["path"], "cache.redis.server", refused)
     if maxmemory is None:
         maxmemory = _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib)
     pillar.update(
@@ -982,8 +992,11 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "sentinel": copy.deepcopy(deployment["sentinel"]),
             "backup": copy.deepcopy(settings["backup"]),
             "monitoring": copy.deepcopy(settings["monitoring"]),
+            "server": settings["server"],
         }
     )
+    # The server's package, unit, path, account and tool names over map.jinja's (Redis's).
+    pillar.update(_servers().names(settings["server"]))
     if maxmemory is None:  # a Sentinel-only witness without a usable mem_total: it runs no redis-server
         del pillar["maxmemory"]
     if "previous_password" in settings:
@@ -1044,6 +1057,7 @@ def _redis_pillar(minion_id, pillar, config):
             ipv4=__grains__.get("ipv4", []),
             ipv6=__grains__.get("ipv6", []),
             maxmemory=maxmemory,
+            os_grains={name: __grains__.get(name) for name in OS_GRAINS},
         )
         result = _merge(computed, overrides)
         if maxmemory is not None:
@@ -1080,6 +1094,20 @@ def _fingerprint(pem):
     has no ``__utils__``: this is ``redis_common.pem_fingerprint``'s twin, kept equal by
     tests/unit, which compare the two)."""
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _servers():
+    """_utils/redis_servers.py (the servers' names and which distribution offers which),
+    loaded by path once: the master has no ``__utils__``. Beside this file's folder as
+    file_roots hold it (``_utils``), or as ``saltutil.sync_all`` puts it (``utils``)."""
+    root = Path(__file__).resolve().parents[1]
+    found = next((root / folder / "redis_servers.py" for folder in ("_utils", "utils")
+                  if (root / folder / "redis_servers.py").is_file()), root / "_utils" / "redis_servers.py")
+    spec = importlib.util.spec_from_file_location("redis_deployment_servers", found)
+    servers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(servers)
+    return servers
 
 
 @functools.lru_cache(maxsize=1)

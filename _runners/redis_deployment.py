@@ -201,13 +201,38 @@ def _destroy_left_open():
     _LEFT_OPEN.clear()
 
 
+# The server packages whose installed version the preflight shows (either server's).
+SERVER_PACKAGES = ("redis-server", "valkey-server", "redis-sentinel", "valkey-sentinel")
+
+
 def _connected_minions(timeout):
-    """{minion id: grains} of every minion that answers now."""
+    """{minion id: grains} of every minion that answers now, each with ``packages``: the
+    installed version of each of SERVER_PACKAGES ('' when not installed)."""
     client = salt.client.get_local_client(__opts__["conf_file"])
+    grains = ["mem_total", "ipv4", "ipv6", *_deployment_module().OS_GRAINS]
     try:
-        return client.cmd("*", "grains.item", ["mem_total", "ipv4", "ipv6"], timeout=timeout) or {}
+        answers = client.cmd("*", ["grains.item", "pkg.version"], [grains, list(SERVER_PACKAGES)],
+                             timeout=timeout) or {}
     finally:
         client.destroy()
+    minions = {}
+    for minion, answer in answers.items():
+        found = answer.get("grains.item") if isinstance(answer, dict) else None
+        packages = answer.get("pkg.version") if isinstance(answer, dict) else None
+        minions[minion] = dict(found if isinstance(found, dict) else {},
+                               packages=packages if isinstance(packages, dict) else {})
+    return minions
+
+
+def _server_shown(pillar, grains):
+    """``redis 7.0.15`` / ``valkey 8.1.1`` (the installed package's upstream version), or the
+    server with ``not installed yet``; with the distribution when its grains say it."""
+    server = pillar.get("server", "redis")
+    package = ("%s-sentinel" if pillar.get("role") == "sentinel-only" else "%s-server") % server
+    installed = (grains.get("packages") or {}).get(package) or ""
+    version = re.sub(r"^\d+:", "", installed).split("-")[0].split("+")[0]
+    release = " ".join(str(grains[k]) for k in ("os", "osmajorrelease") if grains.get(k) is not None)
+    return f"{server} {version or '(not installed yet)'}" + (f" on {release}" if release else "")
 
 
 def _human(size):
@@ -291,7 +316,9 @@ def check(config=None, timeout=5):
             grains = minions[minion] if isinstance(minions[minion], dict) else {}
             try:
                 pillar = module.node_pillar(
-                    deployment, minion, grains.get("mem_total"), grains.get("ipv4"), grains.get("ipv6")
+                    deployment, minion, grains.get("mem_total"), grains.get("ipv4"), grains.get("ipv6"),
+                    os_grains={name: grains.get(name) for name in module.OS_GRAINS}
+                    if grains.get("os_family") else None,
                 )
             except module.DeploymentError as exc:
                 plan.append(f"{line}: minion {minion}: PROBLEM")
@@ -299,7 +326,7 @@ def check(config=None, timeout=5):
                 continue
             memory = pillar.get("maxmemory")
             shown = f"maxmemory {_human(memory)} ({pillar.get('maxmemory_percent')}% of RAM)" if memory else ""
-            plan.append(f"{line}: minion {minion}{', ' + shown if shown else ''}")
+            plan.append(f"{line}: minion {minion}, {_server_shown(pillar, grains)}{', ' + shown if shown else ''}")
     if deployment["mode"] == "sentinel":
         witnesses = deployment["sentinel"].get("witnesses") or []
         sentinels = len([r for r in roles.values() if r in ("master", "replica", "sentinel-only")])

@@ -72,7 +72,7 @@ redis-salt-settings-file:
     - group: {{ redis.group }}
     - mode: "0640"
     - show_changes: False
-    - check_cmd: {{ redis.check_config_cmd }}
+    - check_cmd: {{ redis.check_config_cmd }} {{ redis.server_binary }} {{ redis.cli }}
     - tmp_ext: .conf
     - require:
       - file: redis-salt-settings-directory

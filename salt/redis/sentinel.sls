@@ -63,6 +63,11 @@ redis-sentinel-monitors-the-master:
     - config_file: {{ redis.sentinel_config_file }}
     - service: {{ redis.sentinel_service }}
     - daemonize: {{ not supervised_by_systemd }}
+    - user: {{ redis.user }}
+    - group: {{ redis.group }}
+    - logfile: {{ redis.sentinel_logfile }}
+    - dir: {{ redis.data_dir }}
+    - pidfile: {{ redis.sentinel_pidfile }}
     - require:
       - service: redis-sentinel-running
       - redis_sentinel: redis-sentinel-accepts-the-password

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import CHECK_CONFIG, PASSWORD, redis_quote
+from conftest import CHECK_CONFIG, PASSWORD, SERVERS, redis_quote
 
 
 @pytest.fixture
@@ -140,3 +140,44 @@ def test_tls_port_of_the_running_node_does_not_fail_the_check(check, tmp_path, b
         assert f"tls-port {busy_port}" in result.stderr
     else:
         assert (result.returncode, result.stderr) == (0, "")
+
+
+@pytest.fixture
+def valkey_named(tmp_path):
+    """A directory holding ``valkey-server`` and ``valkey-cli`` under Valkey's own names (as
+    Debian 13's valkey packages install them), with no ``redis-server`` of Valkey's."""
+    build = SERVERS["valkey-9"]
+    build.require()
+    directory = tmp_path / "valkey-bin"
+    directory.mkdir()
+    (directory / "valkey-server").symlink_to(build.server)
+    (directory / "valkey-cli").symlink_to(build.cli)
+    return directory
+
+
+def run_named(arguments, directory, tmp_dir):
+    env = dict(os.environ, PATH=f"{directory}:/usr/bin:/bin", TMPDIR=str(tmp_dir))
+    env.pop("REDISCLI_AUTH", None)
+    return subprocess.run(["sh", str(CHECK_CONFIG), *arguments], env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_checks_with_the_server_salt_names_for_valkey(valkey_named, tmp_path, short_tmpdir):
+    """Salt passes the server's own binary and client (map.jinja's server_binary and cli): a
+    directive only Valkey knows passes with Valkey's names, and fails with the default
+    (the machine's redis-server 7.0), so the check ran the server named."""
+    path = write_conf(tmp_path, "hide-user-data-from-log yes", "port 0")
+
+    named = run_named(["valkey-server", "valkey-cli", str(path)], valkey_named, short_tmpdir)
+    default = run_named([str(path)], valkey_named, short_tmpdir)
+
+    assert named.returncode == 0, named.stderr
+    assert default.returncode == 1 and "hide-user-data-from-log" in default.stderr
+    assert os.listdir(short_tmpdir) == []
+
+
+def test_a_server_that_is_not_installed_is_named(tmp_path, short_tmpdir):
+    path = write_conf(tmp_path, "port 0")
+    result = run_named(["valkey-server", "valkey-cli", str(path)], tmp_path, short_tmpdir)
+    assert result.returncode == 2
+    assert "valkey-server not found" in result.stderr

@@ -90,7 +90,9 @@ def test_preflight_shows_the_plan_without_the_password(first_apply, preflight):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     plan = checked.data["plan"]
     assert plan[:2] == ["Total Redis-enabled controllers: 3", "3 Redis nodes → Cluster mode (16384 hash slots)"]
-    assert any(line.startswith("it1 (10.213.9.11): cluster-node slots 0-5460: minion it1, maxmemory") for line in plan)
+    # Each node's server and the version installed, on its distribution.
+    assert any(line.startswith("it1 (10.213.9.11): cluster-node slots 0-5460: minion it1, redis 7.0.")
+               and ", maxmemory" in line and " on Debian 12" in line for line in plan), plan
     assert "it4 (10.213.9.14): none: nothing deployed" in plan
     assert checked.data["problems"] == []
     assert_no_password(checked.stdout, "the preflight's output")

@@ -349,9 +349,8 @@ SETTINGS_LISTED = (
     "acl, backup, client_networks, cluster_node_timeout_ms, cluster_rebalance_timeout_s, "
     "cluster_require_full_coverage, firewall, force_password_change, host_baseline, master_name, maxclients, "
     "maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, monitoring, password, "
-    "port, previous_password, replicas_per_master, sentinel, sentinel_port, tls"
+    "port, previous_password, replicas_per_master, sentinel, sentinel_port, server, tls"
 )
-NOT_SUPPORTED = "not supported yet by this formula; remove it"
 
 
 def backup_entries(*entries):
@@ -390,12 +389,8 @@ UNREAD_KEYS = [
     case(redis_setting("cluster_form_timeout_s", 300), "cache.redis.cluster_form_timeout_s",
          "is not read from this file: set redis:cluster_form_timeout_s in ordinary pillar instead "
          "(see pillar.example)", "pillar-only-form-timeout"),
-    *[
-        case(redis_setting(name, value), f"cache.redis.{name}", NOT_SUPPORTED, f"not-supported-{name}")
-        for name, value in (
-            ("server", "valkey"),
-        )
-    ],
+    case(redis_setting("server", "memcached"), "cache.redis.server",
+         "expected one of redis, valkey, got 'memcached'", "server-unknown"),
 ]
 
 
@@ -408,10 +403,10 @@ def test_a_key_the_formula_does_not_read_is_refused(tmp_path, build, key, expect
 
 
 def test_the_first_unread_key_in_file_order_is_reported(tmp_path):
-    path = write_yaml(tmp_path, _case_doc([(REDIS + ("server",), "valkey"), (REDIS + ("maxclient",), 5)])())
+    path = write_yaml(tmp_path, _case_doc([(REDIS + ("colour",), "blue"), (REDIS + ("maxclient",), 5)])())
     with pytest.raises(rd.DeploymentError) as err:
         rd.load_deployment(path, dict(ENV))
-    assert str(err.value) == f"{path}: cache.redis.server: {NOT_SUPPORTED}"
+    assert str(err.value).startswith(f"{path}: cache.redis.colour: unknown key")
 
 
 def test_a_valid_backup_schedule_passes(tmp_path):

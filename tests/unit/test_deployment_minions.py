@@ -30,6 +30,7 @@ EXAMPLE_SERVER1 = {
     "bind_ip": "192.168.1.101",
     "port": 6379,
     "sentinel_port": 26379,
+    "server": "redis",
     "password": PASSWORD,
     "acl_users": [],
     "peers": [

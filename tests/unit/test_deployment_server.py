@@ -1,0 +1,70 @@
+"""cache.redis.server: which server a node runs, the names the pillar gives its parts, and the
+distributions that cannot provide it (refused naming the host, before anything changes)."""
+
+import pytest
+
+from test_deployment import ENV, load, make_doc, rd, write_yaml
+
+DEBIAN_12 = {"os": "Debian", "os_family": "Debian", "osmajorrelease": 12}
+DEBIAN_13 = {"os": "Debian", "os_family": "Debian", "osmajorrelease": 13}
+
+
+def deployment(tmp_path, server=None, count=3, **settings):
+    if server is not None:
+        settings["server"] = server
+    return load(tmp_path, make_doc(count, settings))
+
+
+def test_redis_is_the_default_and_keeps_the_os_names(tmp_path):
+    pillar = rd.node_pillar(deployment(tmp_path), "server1", 4096, os_grains=DEBIAN_13)
+    assert pillar["server"] == "redis"
+    # Redis's names are map.jinja's OS defaults: the pillar overrides none of them.
+    for key in ("service", "pkgs", "data_dir", "config_file", "user", "cli"):
+        assert key not in pillar
+
+
+def test_valkey_on_debian_13_gets_valkeys_names(tmp_path):
+    pillar = rd.node_pillar(deployment(tmp_path, "valkey"), "server2", 4096, os_grains=DEBIAN_13)
+    assert pillar["server"] == "valkey"
+    assert pillar["pkgs"] == ["valkey-server", "valkey-sentinel", "valkey-tools"]
+    assert (pillar["service"], pillar["sentinel_service"]) == ("valkey-server", "valkey-sentinel")
+    assert (pillar["config_file"], pillar["sentinel_config_file"]) == ("/etc/valkey/valkey.conf",
+                                                                       "/etc/valkey/sentinel.conf")
+    assert (pillar["data_dir"], pillar["user"], pillar["group"]) == ("/var/lib/valkey", "valkey", "valkey")
+    assert (pillar["cli"], pillar["server_binary"]) == ("valkey-cli", "/usr/bin/valkey-server")
+
+
+def test_a_valkey_witness_installs_valkeys_sentinel(tmp_path):
+    doc = make_doc(2, {"server": "valkey", "sentinel": {"witnesses": ["server3"]}}, witnesses_without_redis=1)
+    pillar = rd.node_pillar(load(tmp_path, doc), "server3", 1024, os_grains=DEBIAN_13)
+    assert pillar["role"] == "sentinel-only"
+    assert pillar["sentinel_pkgs"] == ["valkey-sentinel", "valkey-tools"]
+
+
+def test_valkey_on_debian_12_is_refused_naming_the_host_and_what_it_offers(tmp_path):
+    dep = deployment(tmp_path, "valkey")
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.node_pillar(dep, "server1", 4096, os_grains=DEBIAN_12)
+    message = str(err.value)
+    assert message.startswith(f"{dep['path']}: cache.redis.server: host server1 runs Debian 12")
+    assert "offer redis only, not valkey" in message
+
+
+def test_a_host_without_redis_is_never_refused_a_server(tmp_path):
+    dep = load(tmp_path, make_doc(3, {"server": "valkey"}, witnesses_without_redis=1))
+    assert rd.node_pillar(dep, "server4", 1024, os_grains=DEBIAN_12)["role"] == "none"
+
+
+def test_a_distribution_the_table_does_not_know_is_not_refused(tmp_path):
+    grains = {"os": "Fedora", "os_family": "RedHat", "osmajorrelease": 42}
+    assert rd.node_pillar(deployment(tmp_path, "valkey"), "server1", 4096, os_grains=grains)["server"] == "valkey"
+
+
+def test_the_ext_pillar_refuses_valkey_on_a_debian_12_minion_with_the_message(tmp_path, monkeypatch):
+    path = write_yaml(tmp_path, make_doc(3, {"server": "valkey"}))
+    monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096, "ipv4": ["10.0.0.1"], **DEBIAN_12}, raising=False)
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    pillar = rd.ext_pillar("server1", {}, config=path)["redis"]
+    assert pillar["role"] == "none"
+    assert "host server1 runs Debian 12" in pillar["error"] and "cache.redis.server" in pillar["error"]
