@@ -116,6 +116,7 @@ def status():
             "ping": True,
             "server": server,
             "version": version,
+            "rdb_format": __utils__["redis_servers.rdb_format"](server, version),
             "uptime_seconds": info.get("uptime_in_seconds"),
             "redis_mode": info.get("redis_mode"),
             "cluster_enabled": bool(info.get("cluster_enabled")),
@@ -325,6 +326,22 @@ def _views(clients):
         except redis.RedisError as exc:
             views[host] = __utils__["redis_common.error_text"](exc)
     return views
+
+
+def _identity(client, name):
+    """``{"name", "server", "version", "rdb_format"}`` of a live node (its INFO server)."""
+    server, version = __utils__["redis_servers.running"](client.info("server"))
+    return dict(__utils__["redis_servers.node"](server, version), name=name)
+
+
+def _moves_refused(moves, what):
+    """Raise CommandExecutionError naming every (source, target) of ``moves`` (node
+    identities) whose target cannot load the source's RDB format: checked before anything
+    moves, as a move that fails half-way leaves a slot open with keys on both sides."""
+    refusals = [__utils__["redis_servers.move_refused"](source, target, what) for source, target in moves]
+    refusals = list(dict.fromkeys(r for r in refusals if r))
+    if refusals:
+        raise CommandExecutionError("; ".join(refusals) + "; nothing was moved")
 
 
 def _within_plan(own, planned):
@@ -553,6 +570,10 @@ def _reshape(plan, clients, ids, actions):
     shape = _shape_moves(nodes)
     why = {"short": "its master lacked a replica", "group": "a new master's replica",
            "spare": "a spare, waiting for more nodes"}
+    # A replica loads its master's data: only from a format it reads.
+    _moves_refused([(_identity(clients[_host_of(ids, m["master"])], _host_of(ids, m["master"])),
+                     _identity(clients[_host_of(ids, m["node"])], _host_of(ids, m["node"])))
+                    for m in shape["replicate"]], "replication")
     for move in shape["replicate"]:
         host, master = _host_of(ids, move["node"]), _host_of(ids, move["master"])
         try:
@@ -664,6 +685,11 @@ def _rebalance_onto(newcomers, plan, actions):
     clients = _node_clients(plan["nodes"])
 
     _wait_everyone_ok(clients, timeout)
+    # Slots (and their keys) move from the masters that serve them to the newcomers.
+    serving = [host for host, view in _views(clients).items()
+               if isinstance(view, dict) and view["slots"] and host not in newcomers]
+    _moves_refused([(_identity(clients[source], source), _identity(clients[target], target))
+                    for source in serving for target in newcomers], "slots")
     _note_rebalance(newcomers)
     while True:
         code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-use-empty-masters"],
@@ -1022,6 +1048,17 @@ def remove_member(address, timeout=300, force=False):
     if lost:
         actions.append(f"forced: {lost} has no replica any more")
     if target["slots"]:
+        # Its slots go to every other master: each must read its format.
+        receivers = [n for n in view["nodes"] if "master" in n["flags"] and n["id"] != target["id"]
+                     and n["address"] and not {"fail", "fail?", "noaddr"} & set(n["flags"])]
+
+        def at(node_address):
+            host, port = _split_address(node_address)
+            return _client(port, host=host)
+
+        source = _identity(at(address), address)
+        _moves_refused([(source, _identity(me if "myself" in n["flags"] else at(n["address"]), n["address"]))
+                        for n in receivers], f"the slots of {address}")
         code, output = _redis_cli_cluster(
             ["rebalance", entry, "--cluster-weight", f"{target['id']}=0"], max(1.0, deadline - time.monotonic())
         )

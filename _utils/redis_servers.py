@@ -111,3 +111,70 @@ def running(info):
     server = str((info or {}).get("server_name") or "redis").lower()
     version = (info or {}).get(f"{server}_version") or (info or {}).get("redis_version")
     return server, str(version) if version is not None else None
+
+
+# The RDB format each server version writes (the dump's header: REDIS0010, VALKEY080), from
+# Redis's and Valkey's rdb.h (RDB_VERSION); measured here for Redis 6.2.14 (9), 7.0.15 (10),
+# 8.0.2 (12) and Valkey 8.1.1 (11) and 9.1.2 (80). Replication, MIGRATE (slot moves) and a
+# restore all send this format: a server loads only what it knows (FACTS.md: 7.0 -> 8.0,
+# 7.0 -> Valkey 8.1 and Valkey 8.1 -> 8.0 work; 8.0 -> 7.0, Valkey 8.1 -> 7.0 and
+# 8.0 -> Valkey 8.1 fail with "DUMP payload version or checksum are wrong").
+RDB_FORMATS = {
+    "redis": {(6, 0): 9, (6, 2): 9, (7, 0): 10, (7, 2): 11, (7, 4): 12, (8, 0): 12},
+    "valkey": {(7, 2): 11, (8, 0): 11, (8, 1): 11, (9, 0): 80, (9, 1): 80},
+}
+# The last format Redis and Valkey share: Redis 7.4 went on to 12, Valkey 9 jumped to 80
+# and leaves 12-79 to Redis (a Valkey loads none of those).
+SHARED_FORMATS_END = 11
+
+
+def release(version):
+    """``(major, minor)`` of a version string (``"8.1.1"`` -> ``(8, 1)``), or None."""
+    try:
+        major, minor = str(version).split(".")[:2]
+        return int(major), int(minor)
+    except (TypeError, ValueError):
+        return None
+
+
+def rdb_format(server, version):
+    """The RDB format ``server`` at ``version`` writes, or None when this table does not know it."""
+    return RDB_FORMATS.get(server, {}).get(release(version))
+
+
+def loads(server, version, rdb):
+    """Whether ``server`` at ``version`` loads RDB format ``rdb``: True, False, or None when
+    its own format is unknown. Redis loads every format up to its own (below Valkey's 80);
+    Valkey those up to 11 and its own."""
+    own = rdb_format(server, version)
+    if own is None or rdb is None:
+        return None
+    if server == "valkey":
+        return rdb <= min(own, SHARED_FORMATS_END) or rdb == own
+    return rdb <= own
+
+
+def node(server, version):
+    """``{"server", "version", "rdb_format"}`` of one node, as status and backup metadata show it."""
+    return {"server": server, "version": version, "rdb_format": rdb_format(server, version)}
+
+
+def shown(identity):
+    """``valkey 8.1.1 (RDB 11)`` for a node()."""
+    rdb = identity.get("rdb_format")
+    return f"{identity.get('server')} {identity.get('version')} (RDB {rdb if rdb is not None else 'format unknown'})"
+
+
+def move_refused(source, target, what="data"):
+    """Why ``what`` must not move from ``source`` to ``target`` (each a node() with its
+    ``name``), or None when the target loads the source's format. An unknown format is
+    refused too: a move that fails half-way leaves keys behind."""
+    can = loads(target.get("server"), target.get("version"), source.get("rdb_format"))
+    if can:
+        return None
+    why = ("cannot load it" if can is False
+           else "whose formats this formula does not know (see _utils/redis_servers.py)")
+    return (f"{what} would move from {source.get('name')} ({shown(source)}) to {target.get('name')} "
+            f"({shown(target)}), {why}: data only moves towards a server that reads its format "
+            "(an older or equal format; never from Redis 7.4+ to Valkey, nor from Valkey 9 to Redis); "
+            "move it the other way, or upgrade the target first")

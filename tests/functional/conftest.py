@@ -218,12 +218,15 @@ def cluster_port():
 
 
 @contextlib.contextmanager
-def cluster_nodes(tmp_path_factory, build, count):
-    """``count`` running cluster-enabled servers of ``build``, each unconnected; all stopped
-    afterwards, also when a later one fails to start."""
+def cluster_nodes(tmp_path_factory, build, count=None):
+    """``count`` running cluster-enabled servers of ``build`` (or one of each build of a list:
+    a cluster of mixed servers), each unconnected; all stopped afterwards, also when a later
+    one fails to start."""
+    builds = list(build) if isinstance(build, (list, tuple)) else [build] * count
     servers = []
     try:
-        for number in range(count):
+        for number, build in enumerate(builds):
+            build.require()
             server = RedisServer(tmp_path_factory.mktemp(f"node{number}"), build)
             server.port = server.settings["port"] = cluster_port()
             server.settings.update({"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
