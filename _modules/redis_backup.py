@@ -351,9 +351,12 @@ def _live(client):
     """What this module needs to know about the running server."""
     info = client.info()
     config = _config(client, list(LIVE_DIRECTIVES))
+    server, server_version = __utils__["redis_servers.running"](info)
     live = {
         "running": True,
         "version": info.get("redis_version"),
+        "server": server,
+        "server_version": server_version,
         "executable": info.get("executable"),
         "config_file": info.get("config_file") or None,
         "replication_role": info.get("role"),
@@ -876,6 +879,10 @@ def _create_one(kind, client, live, options):
 def _describe(live, kind, files):
     meta = {
         "redis_version": live["version"], "server_executable": _executable(live["executable"]),
+        # What wrote it, and so which servers can load it (_utils/redis_servers.py).
+        **{key: value for key, value in __utils__["redis_servers.node"](live["server"], live["server_version"]).items()
+           if key != "version"},
+        "server_version": live["server_version"],
         "mode": _settings().get("mode"), "role": _settings().get("role"),
         "replication_role": live["replication_role"], "port": int(_settings().get("port", 6379)),
         "cluster_enabled": live["cluster_enabled"], "node_id": live["node_id"], "slots": live["slots"],
@@ -1434,14 +1441,34 @@ def _config_file_settings(path):
     return found
 
 
+def _format_refused(meta, live):
+    """Why this node's server cannot load the backup's RDB format (a Redis 8 backup onto
+    Valkey 8.1, a Valkey 8.1 backup onto Redis 7.0...), or None. A backup of before this
+    check records no format: the server version that wrote it tells."""
+    if not live.get("server") or not live.get("server_version"):
+        return None  # the server's own checker refuses what it cannot read, before anything stops
+    written = meta.get("rdb_format")
+    source_server = meta.get("server") or "redis"
+    source_version = meta.get("server_version") or meta.get("redis_version")
+    if written is None:
+        written = __utils__["redis_servers.rdb_format"](source_server, source_version)
+    if __utils__["redis_servers.loads"](live["server"], live["server_version"], written) is not False:
+        return None  # it loads it, or a format unknown here (a safety copy records none): the checker decides
+    source = {"name": f"the backup ({meta.get('name') or meta.get('minion')})", "server": source_server,
+              "version": source_version, "rdb_format": written}
+    target = dict(__utils__["redis_servers.node"](live["server"], live["server_version"]), name="this node")
+    return __utils__["redis_servers.move_refused"](source, target, "the restore")
+
+
 def _offline(config_file, executable, account):
     """What restore needs from a server that does not run, from its files (its version from
     ``executable --version``, run as the redis account)."""
     config = _config_file_settings(config_file)
-    version = _throwaway("server_version")(executable, *account)
+    server, version = _throwaway("server_version")(executable, *account)
     major = int(version.split(".")[0]) if version else 7
     live = {
         "running": False, "version": version, "executable": executable, "config_file": config_file,
+        "server": server, "server_version": version,
         "replication_role": "slave" if (config.get("replicaof") or config.get("slaveof")) else "master",
         "connected_replicas": 0, "cluster_enabled": config.get("cluster-enabled") == "yes", "used_memory": 0,
         "dir": os.path.realpath(config.get("dir") or _name("data_dir")),
@@ -1465,6 +1492,9 @@ def _offline(config_file, executable, account):
 def _refusals(meta, live, part_of_set):
     """Why this backup must not go onto this node (checked before anything stops)."""
     reasons = []
+    door = _format_refused(meta, live)
+    if door:
+        reasons.append(door)
     if meta["type"] == "aof":
         if not live["appenddirname"]:
             reasons.append(f"an AOF backup needs Redis 7 or later; this server runs {live['version']}")

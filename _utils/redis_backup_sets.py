@@ -99,6 +99,10 @@ def backup_summary(meta):
         "keys_with_ttl": meta.get("keys_with_ttl"),
         "verified": bool(meta.get("verified")),
         "redis_version": meta.get("redis_version"),
+        # The member's server and the RDB format it wrote: which servers a restore may load it on.
+        "server": meta.get("server"),
+        "server_version": meta.get("server_version"),
+        "rdb_format": meta.get("rdb_format"),
         "copied_to": meta.get("copied_to"),
         "copy_error": meta.get("copy_error"),
     }

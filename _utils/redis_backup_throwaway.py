@@ -168,14 +168,16 @@ def run_check(executable, name, target, timeout, uid, gid):
 
 
 def server_version(executable, uid, gid):
-    """The version ``executable --version`` reports (run as ``uid``:``gid``), or None."""
+    """``(server, version)`` as ``executable --version`` reports them (run as ``uid``:``gid``):
+    ``Redis server v=7.0.15 ...`` or ``Valkey server v=8.1.1 ...``; ``(None, None)`` when
+    it says neither."""
     try:
         output = subprocess.run([executable, "--version"], capture_output=True, timeout=30, check=False, cwd="/",
                                 stdin=subprocess.DEVNULL, preexec_fn=demote(uid, gid)).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    found = re.search(rb"v=(\d+\.\d+\.\d+)", output)
-    return found.group(1).decode() if found else None
+        return None, None
+    found = re.search(rb"^(\w+) server v=(\d+\.\d+\.\d+)", output)
+    return (found.group(1).decode().lower(), found.group(2).decode()) if found else (None, None)
 
 
 def maxmemory_for(meta):

@@ -639,3 +639,29 @@ def test_aof_copy_stops_at_the_last_whole_command(tmp_path):
         assert mod._aof_complete_length(handle, len(whole) - 1) == len(whole) - len(last)
         assert mod._aof_complete_length(handle, len(whole)) == len(whole)
         assert handle.tell() == 0
+
+
+def test_a_backup_the_server_cannot_load_is_refused_up_front(tmp_path):
+    """A Valkey 9 backup (RDB format 80) onto Redis 7.0 (which reads up to 10): refused before
+    anything stops, naming both servers and formats; the metadata records what wrote it."""
+    SERVERS["valkey-9"].require()
+    valkey = Node(tmp_path, build="valkey-9")
+    redis_node = Node(tmp_path, build="redis-7.0")
+    try:
+        populate(valkey.server.client(), bulk=10)
+        made = valkey.mod.create(type="rdb", compress="none")
+        assert (made["server"], made["rdb_format"]) == ("valkey", 80) and made["server_version"].startswith("9.")
+        populate(redis_node.server.client(), bulk=5)
+        before = snapshot(redis_node)
+
+        with pytest.raises(CommandExecutionError) as refused:
+            redis_node.mod.restore(made["name"], force=True)
+
+        message = str(refused.value)
+        assert f"restore of {made['name']} refused: the restore would move from the backup" in message
+        assert "(valkey 9." in message and "(RDB 80)) to this node (redis 7.0." in message
+        assert "(RDB 10)), cannot load it" in message
+        assert redis_node.calls == [] and snapshot(redis_node) == before
+    finally:
+        valkey.server.stop()
+        redis_node.server.stop()
