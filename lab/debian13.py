@@ -36,11 +36,24 @@ VARIANT = "minbase"
 # the machine: lab hosts reach no archive), and the one shared library the machine's
 # Python (the hosts' salt-minion) loads that the rest does not bring: libffi (ctypes,
 # which Salt imports at start). `missing_libraries` checks them all before a host boots.
+# Both servers' packages (`cache.redis.server`): a host keeps those of the server its config
+# asks for and has the other's purged before its first boot (lab/hosts.py).
+SERVER_PACKAGES = {
+    "redis": ("redis-server", "redis-sentinel", "redis-tools"),
+    "valkey": ("valkey-server", "valkey-sentinel", "valkey-tools"),
+}
+DEFAULT_SERVER = "redis"
+# The units each server's packages enable (their postinst) and the lab enables or disables.
+SERVER_UNITS = {
+    "redis": ("redis-server.service", "redis-sentinel.service"),
+    "valkey": ("valkey-server.service", "valkey-sentinel.service"),
+}
 PACKAGES = ("systemd", "dbus", "iproute2", "procps", "psmisc", "libffi8",
-            "redis-server", "redis-sentinel", "redis-tools", "python3-redis", "zstd", "nftables",
+            *SERVER_PACKAGES["redis"], *SERVER_PACKAGES["valkey"], "python3-redis", "zstd", "nftables",
             "prometheus-redis-exporter", "prometheus-node-exporter")
 # Bumped when the way the root is built changes (not only its package list).
-BUILD_FORMAT = 1
+# 2: the servers' .deb files stay in the root's apt cache.
+BUILD_FORMAT = 2
 # Standard library extension modules Salt never loads (GUI, terminals, NIS, dbm, tests):
 # their libraries need not be in the root.
 UNUSED_MODULES = ("_tkinter", "_curses", "_curses_panel", "readline", "nis", "_dbm", "_gdbm", "ossaudiodev",
@@ -145,9 +158,13 @@ def _build(directory, packages, log):
             f"debootstrap of Debian 13 from {mirror} failed (exit {result.returncode}): "
             + " | ".join(out[-5:] + tail) + f"; full output in {partial}"
         )
-    # The downloaded packages: installed already, 100 MB the cache need not keep.
+    # The downloaded packages: installed already, 100 MB the cache need not keep. Only the
+    # servers' stay (a few MB): a host that had the other server's purged can install it
+    # again with apt, offline, as a host that reaches the archive would.
+    kept = {name for names in SERVER_PACKAGES.values() for name in names}
     for deb in (partial / "root" / "var" / "cache" / "apt" / "archives").glob("*.deb"):
-        deb.unlink()
+        if deb.name.split("_", 1)[0] not in kept:
+            deb.unlink()
     seconds = time.monotonic() - started
     stamp = {"suite": SUITE, "variant": VARIANT, "packages": sorted(packages), "format": BUILD_FORMAT,
              "mirror": mirror, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(seconds, 1)}

@@ -14,7 +14,10 @@ on a controller without `services.redis`), plus a salt-minion unit.
 A controller with `lab: {os: debian13}` (the pillar ignores `lab:`) becomes a Debian 13
 host instead: its whole root is an overlay of the cached Debian 13 root file system
 (lab/debian13.py) whose writes land in `hosts/NAME/upper`, with the same fresh tmpfs,
-hostname, machine-id, masks and enabled units. Its salt-minion is the machine's: the venv
+hostname, machine-id, masks and enabled units. That root holds both servers Debian 13
+offers; before its first boot a host has the packages of the one its config does not ask
+for (`cache.redis.server`, default redis) purged, so it starts as if only the other's
+had been installed. Its salt-minion is the machine's: the venv
 and the Python it was made from are bound read-only into the host at the same paths (that
 Python runs on Debian 13's newer libc and libraries; the same Salt as the master's).
 
@@ -129,6 +132,7 @@ class Host:
     ip: str
     redis: bool = False  # services.redis: the packages' units enabled
     os: str = DEFAULT_OS  # lab.os: the machine's Debian 12, or the cached Debian 13 root
+    server: str = debian13.DEFAULT_SERVER  # cache.redis.server: whose packages a Debian 13 host keeps
 
 
 def read_hosts(config_path):
@@ -137,6 +141,8 @@ def read_hosts(config_path):
     Lenient on purpose: `lab config` accepts an invalid YAML (Salt will refuse it) and
     still creates the hosts it validly adds. Only the lab's own key, `lab.os`, is checked
     strictly: an unknown release is the operator's to fix, not a host to drop silently.
+    `cache.redis.server` is read as is (the pillar may refuse it): a value that names no
+    server of Debian 13 counts as the default, redis.
     """
     import yaml
 
@@ -149,6 +155,7 @@ def read_hosts(config_path):
     if not isinstance(controllers, list):
         return []
     name_pattern = deployment_module().HOSTNAME_PATTERN
+    server = _server(document)
     for index, entry in enumerate(controllers):
         if not isinstance(entry, dict):
             continue
@@ -167,8 +174,18 @@ def read_hosts(config_path):
         release = lab.get("os", DEFAULT_OS)
         if release not in OSES:
             raise LabError(f"nodes.controllers[{index}].lab.os: expected one of {', '.join(OSES)}, got {release!r}")
-        hosts.append(Host(name, str(address), isinstance(services, dict) and services.get("redis") is True, release))
+        hosts.append(Host(name, str(address), isinstance(services, dict) and services.get("redis") is True, release,
+                          server))
     return hosts
+
+
+def _server(document):
+    """`cache.redis.server` of the YAML: a server Debian 13 offers, else the default."""
+    try:
+        server = document["cache"]["redis"].get("server")
+    except (TypeError, KeyError, AttributeError):
+        return debian13.DEFAULT_SERVER
+    return server if isinstance(server, str) and server in debian13.SERVER_PACKAGES else debian13.DEFAULT_SERVER
 
 
 def pid_alive(pid):
@@ -362,8 +379,10 @@ class Lab:
                 data = state["hosts"][host.name] = {"ip": host.ip, "index": index, "redis": host.redis}
                 if host.os != DEFAULT_OS:
                     # The root it boots from, kept for its later boots (a changed package
-                    # list builds a new root; this host keeps its own).
-                    data.update(os=host.os, lower=str(roots[host.os]))
+                    # list builds a new root; this host keeps its own), and the server whose
+                    # packages it kept (a later config asking for the other one changes
+                    # nothing installed: that is the states' job).
+                    data.update(os=host.os, lower=str(roots[host.os]), server=host.server)
                 data["cgroups"] = [str(path) for path in self._cgroups(host.name)]
                 self._create_network(host, index, network)
                 self._save(state)
@@ -434,7 +453,8 @@ class Lab:
     def _write_debian13_image(self, host, minion_settings):
         """A Debian 13 host's disk before its first boot: an empty upper layer over the cached
         root (what debootstrap left after installing the packages, their enabled units
-        included), plus this host's name, machine-id, salt-minion and enable state."""
+        included), the other server's packages purged, plus this host's name, machine-id,
+        salt-minion and enable state."""
         import yaml
 
         root = self.host_root(host.name)
@@ -447,13 +467,22 @@ class Lab:
         (etc / "machine-id").write_text(secrets.token_hex(16) + "\n")
         (etc / "salt" / "minion").write_text(yaml.safe_dump(minion_settings, default_flow_style=False))
         (etc / "systemd" / "system" / "salt-minion.service").write_text(MINION_UNIT.format(salt_bin=SALT_BIN))
+        other = [name for server, names in debian13.SERVER_PACKAGES.items() if server != host.server
+                 for name in names]
         # The packages' postinst enabled their units in the cached root; a controller
-        # without services.redis has them disabled, as on a Debian 12 host.
+        # without services.redis has them disabled, as on a Debian 12 host. Enabling
+        # (again) after the purge restores the links the purged packages' units had taken
+        # (redis-sentinel and valkey-sentinel both claim the alias sentinel.service).
+        units = debian13.SERVER_UNITS[host.server]
         redis = "enable" if host.redis else "disable"
-        # Run once, offline (chroot), inside the host's root before its first boot.
+        # Run once, offline (chroot), inside the host's root before its first boot. The
+        # purge (about 1 s) runs the packages' own postrm: their files, configuration,
+        # data and log directories, unit links and system user go, as on a real host.
         (root / "first-boot").write_text(
+            "export PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive\n"
+            f"dpkg --purge {' '.join(other)}\n"
             "systemctl enable --quiet salt-minion.service\n"
-            f"systemctl {redis} --quiet {' '.join(REDIS_UNITS)}\n"
+            f"systemctl {redis} --quiet {' '.join(units)}\n"
             f"systemctl mask --quiet {' '.join(MASKED_UNITS)}\n"
         )
 
@@ -486,7 +515,9 @@ class Lab:
             f"mount -t overlay overlay -o lowerdir={data['lower']},upperdir={root}/upper,workdir={root}/work "
             f"{quoted}",
             f"mount -t proc proc {quoted}/proc",
-            f"if [ -f {root}/first-boot ]; then chroot {quoted} sh -e < {root}/first-boot; rm {root}/first-boot; fi",
+            # Its output (dpkg's) in first-boot.log, shown in boot.log only when it fails.
+            f"if [ -f {root}/first-boot ]; then chroot {quoted} sh -e < {root}/first-boot > {root}/first-boot.log 2>&1"
+            f" || {{ cat {root}/first-boot.log >&2; exit 1; }}; rm {root}/first-boot; fi",
             f"mount --rbind /dev {quoted}/dev",
             *(f"mount -t tmpfs -o mode={mode} tmpfs {quoted}{fresh}" for fresh, mode in FRESH_TMPFS.items()),
         ]
@@ -718,7 +749,8 @@ class Lab:
             self.kill(host)
         for layer in ("upper", "work"):
             shutil.rmtree(self.host_root(host) / layer, ignore_errors=True)
-        image = Host(host, data["ip"], data["redis"], data.get("os", DEFAULT_OS))
+        image = Host(host, data["ip"], data["redis"], data.get("os", DEFAULT_OS),
+                     data.get("server", debian13.DEFAULT_SERVER))
         self._write_image(image, minion_config(host, self.bridge_ip()))
         self._write_etc_hosts(self._state())
         self._start_systemd(host)

@@ -9,7 +9,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab import debian13  # noqa: E402
-from lab.hosts import Host, LabError, read_hosts  # noqa: E402
+from lab.hosts import Host, Lab, LabError, read_hosts  # noqa: E402
 
 
 def write(tmp_path, document):
@@ -76,7 +76,8 @@ def test_the_debian13_root_is_keyed_by_its_package_list(monkeypatch, tmp_path):
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
     assert debian13.build_dir().parent == tmp_path
     assert debian13.key(("b", "a")) == debian13.key(("a", "b"))
-    assert debian13.key((*debian13.PACKAGES, "valkey-server")) != debian13.key()
+    assert debian13.key((*debian13.PACKAGES, "keydb-server")) != debian13.key()
+    assert {"valkey-server", "valkey-sentinel", "valkey-tools", "redis-server"} <= set(debian13.PACKAGES)
 
 
 def test_the_debian13_mirror_is_the_one_apt_uses_for_the_machines_release(monkeypatch, tmp_path):
@@ -95,3 +96,34 @@ def test_the_debian13_mirror_is_the_one_apt_uses_for_the_machines_release(monkey
     assert debian13.machine_mirror(tmp_path / "none", codename="bookworm") == debian13.DEFAULT_MIRROR
     monkeypatch.setenv("LAB_DEBIAN_MIRROR", "http://override.example/debian")
     assert debian13.machine_mirror(tmp_path, codename="bookworm") == "http://override.example/debian"
+
+
+@pytest.mark.parametrize("redis, server", [
+    ({}, "redis"),
+    ({"server": "redis"}, "redis"),
+    ({"server": "valkey"}, "valkey"),
+    # The pillar refuses these; the lab still makes the hosts, as a default install would.
+    ({"server": "keydb"}, "redis"),
+    ({"server": ["valkey"]}, "redis"),
+    ("not a mapping", "redis"),
+])
+def test_every_host_takes_the_server_of_cache_redis_server(tmp_path, redis, server):
+    controllers = [{"hostname": "a", "ip_address": "10.1.2.1", "services": {"redis": True}, "lab": {"os": "debian13"}},
+                   {"hostname": "b", "ip_address": "10.1.2.2"}]
+    hosts = read_hosts(write(tmp_path, {"cache": {"redis": redis}, "nodes": {"controllers": controllers}}))
+    assert [h.server for h in hosts] == [server, server]
+
+
+@pytest.mark.parametrize("server, purged, units", [
+    ("valkey", "redis-server redis-sentinel redis-tools", "valkey-server.service valkey-sentinel.service"),
+    ("redis", "valkey-server valkey-sentinel valkey-tools", "redis-server.service redis-sentinel.service"),
+])
+@pytest.mark.parametrize("redis, verb", [(True, "enable"), (False, "disable")])
+def test_a_debian13_host_has_the_other_servers_packages_purged_before_its_first_boot(
+        tmp_path, server, purged, units, redis, verb):
+    lab = Lab(tmp_path, name="unit")
+    lab._write_image(Host("a", "10.1.2.1", redis=redis, os="debian13", server=server), {"id": "a"})
+    script = (tmp_path / "hosts" / "a" / "first-boot").read_text().splitlines()
+    assert f"dpkg --purge {purged}" in script
+    # After the purge: it may have taken the alias both Sentinels' units claim (sentinel.service).
+    assert script.index(f"systemctl {verb} --quiet {units}") > script.index(f"dpkg --purge {purged}")
