@@ -118,7 +118,7 @@ def status():
             "version": version,
             "rdb_format": __utils__["redis_servers.rdb_format"](server, version),
             "uptime_seconds": info.get("uptime_in_seconds"),
-            "redis_mode": info.get("redis_mode"),
+            "redis_mode": info.get("redis_mode") or info.get("server_mode"),  # Valkey: server_mode
             "cluster_enabled": bool(info.get("cluster_enabled")),
             "replication_role": info.get("role"),
             "used_memory": info.get("used_memory"),

@@ -554,6 +554,10 @@ def _redis_settings(document, path, environ):
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
     _choice(settings, "host_baseline", "cache.redis.host_baseline", path, HOST_BASELINES)
     _choice(settings, "server", "cache.redis.server", path, _servers().SERVERS)
+    for name in ("password", "previous_password"):
+        refused = _servers().password_refusal(settings["server"], settings.get(name))
+        if refused:
+            raise DeploymentError(path, f"cache.redis.{name}", refused)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
         raise DeploymentError(

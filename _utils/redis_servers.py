@@ -178,3 +178,22 @@ def move_refused(source, target, what="data"):
             f"({shown(target)}), {why}: data only moves towards a server that reads its format "
             "(an older or equal format; never from Redis 7.4+ to Valkey, nor from Valkey 9 to Redis); "
             "move it the other way, or upgrade the target first")
+
+
+# Characters a server's CONFIG REWRITE writes back unescaped inside the quotes of
+# `requirepass`: measured on Valkey 8.1.1 (Debian 13), which turns `it "pass" \ word` into
+# `requirepass "it "pass" \ word"`; its next start then fails ("Unbalanced quotes in
+# configuration line", the line echoed into its log) or reads another password. Redis 7.0
+# and 8.0 and Valkey 9.1 escape them. Redis, Valkey and Sentinel all rewrite on their own
+# (a failover), so such a password is refused up front for that server.
+UNESCAPED_IN_REWRITE = {"valkey": ('"', "\\")}
+
+
+def password_refusal(server, password):
+    """Why ``server`` cannot keep ``password`` in its configuration file, or None."""
+    found = [char for char in UNESCAPED_IN_REWRITE.get(server, ()) if char in (password or "")]
+    if not found:
+        return None
+    shown = " and ".join(repr(char) for char in found)
+    return (f"expected a password without {shown} for cache.redis.server {server}: Valkey 8.1's CONFIG REWRITE "
+            "(which Redis, Sentinel and Salt run) writes it back unescaped and the server then fails to start")

@@ -8,12 +8,13 @@ from support.waits import wait_until
 from support.writers import Writer
 
 
-def cluster_client(hosts=REDIS_HOSTS, decode_responses=True, socket_timeout=5, addresses=ADDRESSES):
+def cluster_client(hosts=REDIS_HOSTS, decode_responses=True, socket_timeout=5, addresses=ADDRESSES,
+                   password=PASSWORD):
     """A cluster client (it follows MOVED/ASK) that starts from the servers of ``hosts``
     (``addresses``: {host: IP} of a lab of a test's own; the session lab's by default)."""
     return RedisCluster(
         startup_nodes=[ClusterNode(addresses[host], REDIS_PORT) for host in hosts],
-        password=PASSWORD,
+        password=password,
         socket_timeout=socket_timeout,
         decode_responses=decode_responses,
     )
@@ -72,10 +73,10 @@ class ClusterWriter(Writer):
     :meth:`finish`. ``written`` counts the writes the cluster acknowledged. ``hosts`` and
     ``addresses`` as for :func:`cluster_client`."""
 
-    def __init__(self, prefix, hosts=REDIS_HOSTS, addresses=ADDRESSES):
+    def __init__(self, prefix, hosts=REDIS_HOSTS, addresses=ADDRESSES, password=PASSWORD):
         super().__init__(prefix)
-        self.addresses = addresses
-        self.cluster = cluster_client(hosts, addresses=addresses)
+        self.addresses, self.password = addresses, password
+        self.cluster = cluster_client(hosts, addresses=addresses, password=password)
         self.client_bug_retries = 0
 
     @property
@@ -110,7 +111,7 @@ class ClusterWriter(Writer):
         """``{key: value}`` of the acknowledged keys as a new client, starting from ``host``'s
         server, reads them now (None for a key that is gone)."""
         keys = list(self.acknowledged_keys())
-        reader = cluster_client([host], addresses=self.addresses)
+        reader = cluster_client([host], addresses=self.addresses, password=self.password)
         try:
             return dict(zip(keys, reader.mget_nonatomic(keys)))
         finally:

@@ -79,8 +79,8 @@ def role(host):
 
 def host_run(lab, host, *argv, auth=False, check=False):
     """``argv`` run inside ``host``, output captured as text; ``auth``: redis-cli gets the
-    password from REDISCLI_AUTH (never from its command line)."""
-    env = dict(os.environ, REDISCLI_AUTH=PASSWORD) if auth else None
+    password (PASSWORD, or the string ``auth`` is) from REDISCLI_AUTH (never from its command line)."""
+    env = dict(os.environ, REDISCLI_AUTH=PASSWORD if auth is True else auth) if auth else None
     return subprocess.run(lab.enter(host, argv), capture_output=True, text=True, check=check, env=env)
 
 
@@ -184,15 +184,15 @@ def boot_hosts(lab, master, config):
 
 
 @contextlib.contextmanager
-def master_of_its_own(salt_factories, own_lab, master_id):
+def master_of_its_own(salt_factories, own_lab, master_id, password=PASSWORD):
     """A running salt-master (saltfactories) for a lab of its own, configured as `make lab`
-    configures its master, with REDIS_PASSWORD in its environment."""
+    configures its master, with REDIS_PASSWORD (``password``) in its environment."""
     from lab.saltconf import master_settings  # pylint: disable=import-outside-toplevel
 
     _, bridge_ip, config = own_lab
     pillar_root = config.parent / "pillar"
     shutil.copytree(ROOT / "pillar", pillar_root)
     factory = salt_factories.salt_master_daemon(master_id, overrides=master_settings(bridge_ip, config, pillar_root))
-    factory.environ = dict(factory.environ, REDIS_PASSWORD=PASSWORD)
+    factory.environ = dict(factory.environ, REDIS_PASSWORD=password)
     with factory.started(start_timeout=120):
         yield factory

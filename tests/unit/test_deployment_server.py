@@ -68,3 +68,18 @@ def test_the_ext_pillar_refuses_valkey_on_a_debian_12_minion_with_the_message(tm
     pillar = rd.ext_pillar("server1", {}, config=path)["redis"]
     assert pillar["role"] == "none"
     assert "host server1 runs Debian 12" in pillar["error"] and "cache.redis.server" in pillar["error"]
+
+
+@pytest.mark.parametrize("password", ['with"quote', "back\\slash"])
+def test_valkey_refuses_a_password_its_config_rewrite_would_break(tmp_path, password):
+    doc = make_doc(3, {"server": "valkey"})
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(write_yaml(tmp_path, doc), {"REDIS_PASSWORD": password})
+    message = str(err.value)
+    assert ": cache.redis.password: expected a password without " in message
+    assert "Valkey 8.1's CONFIG REWRITE" in message and password not in message
+
+
+def test_redis_keeps_such_passwords(tmp_path):
+    doc = make_doc(3)
+    assert rd.load_deployment(write_yaml(tmp_path, doc), {"REDIS_PASSWORD": 'it "pass" \\ word'})["settings"]

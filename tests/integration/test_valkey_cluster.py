@@ -1,0 +1,166 @@
+"""
+`cache.redis.server: valkey` on three bare Debian 13 hosts (a lab of its own, its own
+salt-master): one `salt '*' state.apply redis` installs Debian's valkey-server 8.1, forms the
+cluster (`valkey-cli --cluster check` clean), the next apply changes nothing; status and the
+preflight name the server, its version and RDB format; a backup set taken while a client
+writes restores every acknowledged key after FLUSHALL. The same deployment on a Debian 12
+host is refused before anything changes, naming the host and what Debian 12 offers.
+"""
+
+import shutil
+
+import pytest
+import yaml
+from support.cluster import ClusterWriter
+from support.lab import (
+    REDIS_PORT,
+    boot_hosts,
+    host_output,
+    host_run,
+    lab_of_its_own,
+    master_of_its_own,
+    password_forms,
+    redis_client,
+    wait_for_minions,
+)
+from support.states import states_with_changes
+from support.waits import wait_until
+
+pytestmark = pytest.mark.integration
+
+SUBNET = "10.213.33"
+# Not the suite's PASSWORD: Valkey 8.1 rewrites `"` and `\` unescaped, so the pillar refuses
+# them for Valkey (tests/unit/test_deployment_server.py). Spaces, `#` and `'` it keeps.
+PASSWORD = "valkey's pass #8"
+HOSTS = {"vk1": f"{SUBNET}.11", "vk2": f"{SUBNET}.12", "vk3": f"{SUBNET}.13"}
+BOOKWORM = ("vk4", f"{SUBNET}.14")
+
+
+def deployment(with_bookworm=False):
+    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}, "lab": {"os": "debian13"}}
+                   for h, ip in HOSTS.items()]
+    if with_bookworm:
+        controllers.append({"hostname": BOOKWORM[0], "ip_address": BOOKWORM[1], "services": {"redis": True}})
+    return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "server": "valkey"}},
+            "nodes": {"controllers": controllers}}
+
+
+@pytest.fixture(scope="module")
+def valkey_lab(tmp_path_factory):
+    if shutil.which("debootstrap") is None:
+        pytest.fail("integration prerequisite missing: the debootstrap command (run `make setup` as root)")
+    with lab_of_its_own(tmp_path_factory, "rvkc", deployment()) as own_lab:
+        yield own_lab
+
+
+@pytest.fixture(scope="module")
+def valkey_master(salt_factories, valkey_lab):
+    with master_of_its_own(salt_factories, valkey_lab, "vk-master", password=PASSWORD) as master:
+        yield master
+
+
+@pytest.fixture(scope="module")
+def cli(valkey_master, valkey_lab):
+    lab, _, config = valkey_lab
+    boot_hosts(lab, valkey_master, config)
+    salt_cli = valkey_master.salt_cli(timeout=600)
+    wait_for_minions(salt_cli, list(HOSTS))
+    return salt_cli
+
+
+@pytest.fixture(scope="module")
+def first_apply(cli):
+    return cli.run("state.apply", "redis", minion_tgt="*")
+
+
+def node(host):
+    return redis_client(HOSTS[host], REDIS_PORT, password=PASSWORD)
+
+
+def wait_cluster_ok(timeout=60):
+    wait_until(lambda: all("cluster_state:ok" in node(h).execute_command("CLUSTER", "INFO") for h in HOSTS),
+               timeout, "cluster_state:ok on every node")
+
+
+def test_bare_debian_13_hosts_form_a_valkey_cluster_in_one_apply(first_apply, cli, valkey_lab):
+    lab = valkey_lab[0]
+    assert first_apply.returncode == 0, first_apply.stdout
+    assert not any(form in first_apply.stdout for form in password_forms(PASSWORD))
+    for host in HOSTS:
+        info = node(host).info("server")
+        assert (info["server_name"], info["valkey_version"][:4]) == ("valkey", "8.1."), info
+        assert host_output(lab, host, "systemctl", "is-active", "valkey-server").strip() == "active"
+    check = host_run(lab, "vk2", "valkey-cli", "--cluster", "check", f"{HOSTS['vk1']}:{REDIS_PORT}", auth=PASSWORD)
+    assert check.returncode == 0, check.stdout
+    assert "[OK] All 16384 slots covered." in check.stdout
+    assert "[ERR]" not in check.stdout and "[WARNING]" not in check.stdout, check.stdout
+    # Valkey's own places: its data directory holds the cluster's nodes file, its config includes Salt's.
+    assert host_run(lab, "vk1", "test", "-s", f"/var/lib/valkey/nodes-{REDIS_PORT}.conf").returncode == 0
+    assert "include /etc/redis-salt/redis-server.conf" in host_output(lab, "vk1", "cat", "/etc/valkey/valkey.conf")
+
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == [], [(m, s["__id__"], s["comment"]) for m, states in again.data.items()
+                                              for s in states.values() if s["changes"]]
+
+
+def test_status_and_the_preflight_name_the_server_version_and_format(first_apply, cli, valkey_master):
+    status = cli.run("redis_cluster.status", minion_tgt="vk1")
+    assert (status.data["server"], status.data["version"][:4], status.data["rdb_format"]) == ("valkey", "8.1.", 11)
+    assert status.data["redis_mode"] == "cluster"
+    preflight = valkey_master.salt_run_cli(timeout=120).run("redis_deployment.check")
+    assert preflight.returncode == 0, preflight.stdout
+    line = next(line for line in preflight.data["plan"] if line.startswith("vk1 ("))
+    assert ": minion vk1, valkey 8.1." in line and " on Debian 13" in line, line
+    health = cli.run("redis_cluster.health", minion_tgt="*")
+    for host in HOSTS:
+        assert (health.data[host]["status"], health.data[host]["code"]) == ("OK", 0), health.data[host]
+
+
+def test_a_backup_set_taken_under_writes_restores_every_acknowledged_key(first_apply, cli, valkey_master):
+    wait_cluster_ok()
+    writer = ClusterWriter("vk", hosts=list(HOSTS), addresses=HOSTS, password=PASSWORD)
+    writer.start()
+    wait_until(lambda: writer.written >= 200, 30, "200 writes acknowledged")
+    before_backup = writer.written
+    run = valkey_master.salt_run_cli(timeout=600).run("redis_backup.run", "type=rdb", "compress=zstd")
+    writer.finish()
+    assert run.returncode == 0, run.stdout
+    assert run.data["status"] == "complete", run.data
+    assert writer.errors == []
+
+    for host in HOSTS:
+        node(host).flushall()
+    restored = valkey_master.salt_run_cli(timeout=600).run("redis_backup.restore", f"set={run.data['set_id']}",
+                                                           "force=True")
+    assert restored.returncode == 0, restored.stdout
+    wait_cluster_ok()
+
+    after = writer.read_back("vk2")
+    # Every write acknowledged before the backup began is back with its value; a later one
+    # may be in the set or not (each node's snapshot is its own point in time), never altered.
+    missing = [n for n in range(before_backup) if after[f"vk:{n}"] != str(n)]
+    assert missing == [], f"{len(missing)} of {before_backup} acknowledged keys lost: {missing[:10]}"
+    assert all(value in (None, key.split(":")[1]) for key, value in after.items())
+
+
+def test_valkey_on_a_debian_12_host_is_refused_before_anything_changes(first_apply, cli, valkey_lab, valkey_master):
+    lab, _, config = valkey_lab
+    config.write_text(yaml.safe_dump(deployment(with_bookworm=True)))
+    try:
+        boot_hosts(lab, valkey_master, config)
+        wait_for_minions(cli, [BOOKWORM[0]])
+        preflight = valkey_master.salt_run_cli(timeout=120).run("redis_deployment.check")
+        assert preflight.returncode != 0
+        problem = preflight.data["problems"][0]
+        assert "cache.redis.server: host vk4 runs Debian 12, whose packages offer redis only, not valkey" in problem
+
+        refused = cli.run("state.apply", "redis", minion_tgt=BOOKWORM[0])
+        assert refused.returncode != 0
+        comments = [s["comment"] for s in refused.data.values() if s["result"] is False]
+        assert comments and all("host vk4 runs Debian 12" in c for c in comments), comments
+        assert all(not s["changes"] for s in refused.data.values())
+        assert host_run(lab, BOOKWORM[0], "dpkg", "-s", "valkey-server").returncode != 0
+        assert PASSWORD not in refused.stdout
+    finally:
+        config.write_text(yaml.safe_dump(deployment()))
