@@ -15,6 +15,7 @@ from support.cluster import ClusterWriter
 from support.lab import (
     REDIS_PORT,
     boot_hosts,
+    booted_cli,
     host_output,
     host_run,
     lab_of_its_own,
@@ -61,11 +62,7 @@ def valkey_master(salt_factories, valkey_lab):
 
 @pytest.fixture(scope="module")
 def cli(valkey_master, valkey_lab):
-    lab, _, config = valkey_lab
-    boot_hosts(lab, valkey_master, config)
-    salt_cli = valkey_master.salt_cli(timeout=600)
-    wait_for_minions(salt_cli, list(HOSTS))
-    return salt_cli
+    return booted_cli(valkey_master, valkey_lab, HOSTS)
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,16 @@ def boot_hosts(lab, master, config):
     lab.ensure_hosts(read_hosts(config), lambda name, bridge: minion_settings(name, bridge, **ports))
 
 
+def booted_cli(master, own_lab, minions, timeout=600):
+    """Every host of a lab of its own booted and its minion (``minions``) answering ``master``:
+    the salt CLI (``timeout`` per command) that drives them."""
+    lab, _, config = own_lab
+    boot_hosts(lab, master, config)
+    cli = master.salt_cli(timeout=timeout)
+    wait_for_minions(cli, list(minions))
+    return cli
+
+
 @contextlib.contextmanager
 def master_of_its_own(salt_factories, own_lab, master_id, password=PASSWORD):
     """A running salt-master (saltfactories) for a lab of its own, configured as `make lab`

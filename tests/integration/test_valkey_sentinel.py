@@ -1,0 +1,155 @@
+"""
+`cache.redis.server: valkey` in Sentinel mode on three bare Debian 13 hosts (a lab of its
+own, its own salt-master): two Valkey 8.1 servers and a witness that runs valkey-sentinel only.
+One `salt '*' state.apply redis` forms the pair and its three Sentinels; the next apply changes
+nothing. A dead master host (`lab kill`) fails over with every write the replica confirmed
+(WAIT 1) kept; the old master boots back as a replica and the next apply changes nothing. A
+backup set restores every key.
+"""
+
+import shutil
+
+import pytest
+from redis.sentinel import Sentinel
+from support.lab import (
+    REDIS_PORT,
+    SENTINEL_PORT,
+    booted_cli,
+    host_output,
+    lab_of_its_own,
+    master_of_its_own,
+    password_forms,
+    redis_client,
+    wait_for_minions,
+)
+from support.sentinel import WaitWriter
+from support.states import states_with_changes
+from support.waits import wait_until
+
+pytestmark = pytest.mark.integration
+
+SUBNET = "10.213.35"
+SERVERS = {"vs1": f"{SUBNET}.11", "vs2": f"{SUBNET}.12"}
+WITNESS = ("vs3", f"{SUBNET}.13")
+ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
+# Valkey 8.1 refuses `"` and `\` in a password (see test_valkey_cluster.py).
+PASSWORD = "valkey's sentinel #8"
+
+
+def deployment():
+    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}, "lab": {"os": "debian13"}}
+                   for h, ip in SERVERS.items()]
+    controllers.append({"hostname": WITNESS[0], "ip_address": WITNESS[1], "services": {"redis": False},
+                        "lab": {"os": "debian13"}})
+    cache_redis = {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "server": "valkey",
+                   "sentinel": {"down_after_ms": 2000, "failover_timeout_ms": 10000, "witnesses": [WITNESS[0]]}}
+    return {"cache": {"redis": cache_redis}, "nodes": {"controllers": controllers}}
+
+
+@pytest.fixture(scope="module")
+def valkey_lab(tmp_path_factory):
+    if shutil.which("debootstrap") is None:
+        pytest.fail("integration prerequisite missing: the debootstrap command (run `make setup` as root)")
+    with lab_of_its_own(tmp_path_factory, "rvks", deployment()) as own_lab:
+        yield own_lab
+
+
+@pytest.fixture(scope="module")
+def valkey_master(salt_factories, valkey_lab):
+    with master_of_its_own(salt_factories, valkey_lab, "vks-master", password=PASSWORD) as master:
+        yield master
+
+
+@pytest.fixture(scope="module")
+def cli(valkey_master, valkey_lab):
+    return booted_cli(valkey_master, valkey_lab, ALL)
+
+
+@pytest.fixture(scope="module")
+def first_apply(cli):
+    return cli.run("state.apply", "redis", minion_tgt="*")
+
+
+def server(host):
+    return redis_client(SERVERS[host], REDIS_PORT, password=PASSWORD)
+
+
+def sentinel(host):
+    return redis_client(ALL[host], SENTINEL_PORT, password=PASSWORD)
+
+
+def current_master():
+    return next(h for h in SERVERS if server(h).info("replication")["role"] == "master")
+
+
+def sentinels_agree_on(host):
+    return all(sentinel(h).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0] == SERVERS[host]
+               and len(sentinel(h).execute_command("SENTINEL", "SENTINELS", "mymaster")) == 2 for h in ALL)
+
+
+def test_bare_debian_13_hosts_form_a_valkey_sentinel_pair_with_a_witness(first_apply, cli, valkey_lab):
+    lab = valkey_lab[0]
+    assert first_apply.returncode == 0, first_apply.stdout
+    assert not any(form in first_apply.stdout for form in password_forms(PASSWORD))
+    for host in SERVERS:
+        assert server(host).info("server")["server_name"] == "valkey"
+    assert current_master() == "vs1"
+    wait_until(lambda: server("vs2").info("replication")["master_link_status"] == "up", 30, "vs2 replicating")
+    wait_until(lambda: sentinels_agree_on("vs1"), 30, "the three Sentinels agree on vs1 and know each other")
+    # The witness runs Valkey's Sentinel only.
+    assert host_output(lab, "vs3", "systemctl", "is-active", "valkey-sentinel").strip() == "active"
+    assert host_output(lab, "vs3", "systemctl", "is-active", "valkey-server").strip() != "active"
+    assert "sentinel monitor mymaster" in host_output(lab, "vs3", "cat", "/etc/valkey/sentinel.conf")
+
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == [], [(m, s["__id__"], s["comment"]) for m, states in again.data.items()
+                                              for s in states.values() if s["changes"]]
+
+
+def test_a_dead_master_host_fails_over_keeping_every_confirmed_write(first_apply, cli, valkey_lab):
+    lab = valkey_lab[0]
+    old = current_master()
+    new = next(h for h in SERVERS if h != old)
+    wait_until(lambda: sentinels_agree_on(old), 30, f"the Sentinels agree on {old}")
+    writer = WaitWriter([(ip, SENTINEL_PORT) for ip in ALL.values()], PASSWORD, "vks")
+    writer.start()
+    wait_until(lambda: len(writer.acknowledged) >= 100, 30, "100 writes confirmed by the replica")
+
+    lab.kill(old)
+
+    wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
+    wait_until(lambda: len(writer.acknowledged) >= 200, 60, "writes confirmed again after the failover")
+    writer.finish()
+    assert writer.missing(server(new)) == [], "writes the replica confirmed were lost"
+
+    lab.boot(old)
+    wait_for_minions(cli, [old])
+    wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_link_status"] == "up", 60, f"{old} back as a replica")
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+    assert current_master() == new
+
+
+def test_a_backup_set_restores_every_key(first_apply, cli, valkey_master):
+    master = current_master()
+    client = Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], sentinel_kwargs={"password": PASSWORD},
+                      password=PASSWORD, decode_responses=True).master_for("mymaster")
+    keys = {f"vks:set:{n}": str(n) for n in range(300)}
+    client.mset(keys)
+    assert client.execute_command("WAIT", 1, 2000) == 1
+    run = valkey_master.salt_run_cli(timeout=600).run("redis_backup.run", "type=rdb")
+    assert run.returncode == 0, run.stdout
+    assert run.data["status"] == "complete", run.data
+
+    server(master).flushall()
+    restored = valkey_master.salt_run_cli(timeout=600).run("redis_backup.restore", f"set={run.data['set_id']}",
+                                                           "force=True")
+    assert restored.returncode == 0, restored.stdout
+
+    wait_until(lambda: sentinels_agree_on(current_master()), 60, "the Sentinels agree again")
+    reader = Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], sentinel_kwargs={"password": PASSWORD},
+                      password=PASSWORD, decode_responses=True).master_for("mymaster")
+    assert reader.mget(list(keys)) == list(keys.values())
