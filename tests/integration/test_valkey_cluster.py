@@ -34,12 +34,16 @@ SUBNET = "10.213.33"
 # them for Valkey (tests/unit/test_deployment_server.py). Spaces, `#` and `'` it keeps.
 PASSWORD = "valkey's pass #8"
 HOSTS = {"vk1": f"{SUBNET}.11", "vk2": f"{SUBNET}.12", "vk3": f"{SUBNET}.13"}
-BOOKWORM = ("vk4", f"{SUBNET}.14")
+GROWN = ("vk4", f"{SUBNET}.14")
+BOOKWORM = ("vk5", f"{SUBNET}.15")
 
 
-def deployment(with_bookworm=False):
-    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": True}, "lab": {"os": "debian13"}}
-                   for h, ip in HOSTS.items()]
+def deployment(with_bookworm=False, grown=None):
+    """The YAML; ``grown``: None without vk4, True with vk4 running Redis, False with vk4 as a
+    controller without Redis (what an operator writes before `redis_cluster.remove_node`)."""
+    hosts = dict(HOSTS, **{GROWN[0]: GROWN[1]}) if grown is not None else HOSTS
+    controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": grown is not False or h != GROWN[0]},
+                    "lab": {"os": "debian13"}} for h, ip in hosts.items()]
     if with_bookworm:
         controllers.append({"hostname": BOOKWORM[0], "ip_address": BOOKWORM[1], "services": {"redis": True}})
     return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "server": "valkey"}},
@@ -141,6 +145,49 @@ def test_a_backup_set_taken_under_writes_restores_every_acknowledged_key(first_a
     assert all(value in (None, key.split(":")[1]) for key, value in after.items())
 
 
+def slots_served(client):
+    """How many slots the server of ``client`` serves, from its own CLUSTER NODES line."""
+    line = next(line for line in client.execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
+    ranges = [item.split("-") for item in line.split()[8:] if not item.startswith("[")]
+    return sum(int(r[-1]) - int(r[0]) + 1 for r in ranges)
+
+
+def test_a_fourth_valkey_host_joins_under_writes_and_remove_node_takes_it_out(
+        first_apply, cli, valkey_lab, valkey_master):
+    lab, _, config = valkey_lab
+    wait_cluster_ok()
+    config.write_text(yaml.safe_dump(deployment(grown=True)))
+    boot_hosts(lab, valkey_master, config)
+    wait_for_minions(cli, [GROWN[0]])
+    addresses = dict(HOSTS, **{GROWN[0]: GROWN[1]})
+    writer = ClusterWriter("vkgrow", hosts=list(HOSTS), addresses=addresses, password=PASSWORD)
+    writer.start()
+    try:
+        grown = cli.run("state.apply", "redis", minion_tgt="*")
+        assert grown.returncode == 0, grown.stdout
+        newcomer = redis_client(GROWN[1], REDIS_PORT, password=PASSWORD)
+        assert newcomer.info("server")["server_name"] == "valkey"
+        owned = slots_served(newcomer)
+        assert 4096 - 200 <= owned <= 4096 + 200, owned
+
+        config.write_text(yaml.safe_dump(deployment(grown=False)))
+        removed = valkey_master.salt_run_cli(timeout=600).run("redis_cluster.remove_node", f"node={GROWN[0]}")
+    finally:
+        writer.finish()
+    assert removed.returncode == 0, removed.stdout
+    assert f"{GROWN[0]}: valkey-server stopped and disabled" in removed.data["actions"], removed.data
+    # The client kept writing while vk4's slots moved: the cluster only gained keys.
+    assert removed.data["keys_after"] >= removed.data["keys_before"]
+    wait_cluster_ok()
+    assert "cluster_known_nodes:3" in node("vk1").execute_command("CLUSTER", "INFO")
+    assert host_output(lab, GROWN[0], "systemctl", "is-active", "valkey-server") == "inactive"
+    assert writer.errors == [] and writer.written > 50
+    assert writer.read_back("vk2") == writer.acknowledged_keys()
+    again = cli.run("state.apply", "redis", minion_tgt="vk[1-3]")
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+
+
 def test_valkey_on_a_debian_12_host_is_refused_before_anything_changes(first_apply, cli, valkey_lab, valkey_master):
     lab, _, config = valkey_lab
     config.write_text(yaml.safe_dump(deployment(with_bookworm=True)))
@@ -150,12 +197,12 @@ def test_valkey_on_a_debian_12_host_is_refused_before_anything_changes(first_app
         preflight = valkey_master.salt_run_cli(timeout=120).run("redis_deployment.check")
         assert preflight.returncode != 0
         problem = preflight.data["problems"][0]
-        assert "cache.redis.server: host vk4 runs Debian 12, whose packages offer redis only, not valkey" in problem
+        assert "cache.redis.server: host vk5 runs Debian 12, whose packages offer redis only, not valkey" in problem
 
         refused = cli.run("state.apply", "redis", minion_tgt=BOOKWORM[0])
         assert refused.returncode != 0
         comments = [s["comment"] for s in refused.data.values() if s["result"] is False]
-        assert comments and all("host vk4 runs Debian 12" in c for c in comments), comments
+        assert comments and all("host vk5 runs Debian 12" in c for c in comments), comments
         assert all(not s["changes"] for s in refused.data.values())
         assert host_run(lab, BOOKWORM[0], "dpkg", "-s", "valkey-server").returncode != 0
         assert PASSWORD not in refused.stdout
