@@ -133,6 +133,27 @@ def test_a_dead_master_host_fails_over_keeping_every_confirmed_write(first_apply
     assert current_master() == new
 
 
+def test_a_rolling_restart_fails_the_valkey_master_over_first_and_loses_no_confirmed_write(
+        first_apply, cli, valkey_master):
+    old = current_master()
+    runs = {h: server(h).info("server")["run_id"] for h in SERVERS}
+    writer = WaitWriter([(ip, SENTINEL_PORT) for ip in ALL.values()], PASSWORD, "vksroll")
+    writer.start()
+    wait_until(lambda: len(writer.acknowledged) > 50, 30, "the writer writes")
+
+    rolled = valkey_master.salt_run_cli(timeout=600).run("redis_deployment.rolling_restart")
+
+    count = len(writer.acknowledged)
+    wait_until(lambda: len(writer.acknowledged) > count + 20, 30, lambda: f"the writer writes on: {writer.errors}")
+    writer.finish()
+    assert rolled.returncode == 0, rolled.stdout
+    new = current_master()
+    assert new != old
+    assert all(server(h).info("server")["run_id"] != runs[h] for h in SERVERS), "every server restarted"
+    assert writer.errors == [] and writer.missing(server(new)) == []
+    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+
+
 def test_a_backup_set_restores_every_key(first_apply, cli, valkey_master):
     master = current_master()
     client = Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], sentinel_kwargs={"password": PASSWORD},
