@@ -12,6 +12,8 @@ behaviour (``valkey-cli`` reads ``REDISCLI_AUTH``; its server binary answers to 
 ``redis-check-rdb``/``redis-check-aof`` names too), so only names differ.
 """
 
+import re
+
 SERVERS = ("redis", "valkey")
 DEFAULT_SERVER = "redis"
 
@@ -52,6 +54,7 @@ NAMES = {
 # The same names for Redis on Debian (map.jinja's defaults): what our modules fall back to
 # when pillar does not name a part (a minion without the deployment's pillar).
 REDIS_NAMES = {
+    "pkgs": ["redis-server", "redis-sentinel", "redis-tools"],
     "service": "redis-server",
     "sentinel_service": "redis-sentinel",
     "user": "redis",
@@ -178,6 +181,58 @@ def move_refused(source, target, what="data"):
             f"({shown(target)}), {why}: data only moves towards a server that reads its format "
             "(an older or equal format; never from Redis 7.4+ to Valkey, nor from Valkey 9 to Redis); "
             "move it the other way, or upgrade the target first")
+
+
+def upstream(package_version):
+    """The server's own version in a package version: ``5:8.0.2-3+deb13u3`` -> ``8.0.2``,
+    ``8.1.1+dfsg1-3`` -> ``8.1.1`` ('' for none)."""
+    return re.sub(r"^\d+:", "", str(package_version or "")).split("-")[0].split("+")[0].split("~")[0]
+
+
+def upgrade_plan(nodes):
+    """
+    Which nodes an in-place package upgrade changes, or why it must not start: the pure part
+    of ``salt-run redis_deployment.upgrade``.
+
+    ``nodes``: ``[{"name", "server", "installed" (the server package's version), "target"
+    (the version it would go to), "cmp" (target against installed: -1, 0, 1), "version" (the
+    server version running now, or the installed one's), "selected" (in ``nodes=``),
+    "witness" (runs a Sentinel only: no data), "unavailable" (why the target is not offered,
+    or None)}]``.
+
+    Returns ``{"upgrade": [names], "refused": [why]}``; a refusal means nothing is to change:
+
+    - a target the node's archive does not offer;
+    - a target older than the installed version (a downgrade: an older server may not load
+      what the newer one wrote);
+    - a deployment whose servers, after the upgrade, would not all load each other's RDB
+      format: a failover (the roll's own, or any later one) makes any server the master of
+      the others, and a replica that cannot load its master's format never syncs.
+    """
+    refused, upgrade = [], []
+    for one in nodes:
+        if one.get("unavailable"):
+            refused.append(f"{one['name']}: {one['unavailable']}")
+        elif one.get("cmp") is not None and one["cmp"] < 0:
+            refused.append(f"{one['name']}: {one['target']} is older than the installed {one['installed']}: "
+                           "a downgrade; an older server may not load what the newer one wrote (restore a "
+                           "backup onto a rebuilt node instead)")
+        elif one.get("selected") and (one.get("cmp") or 0) > 0:
+            upgrade.append(one["name"])
+    after = [dict(node(n["server"], upstream(n["target"]) if n["name"] in upgrade else n["version"]), name=n["name"])
+             for n in nodes if not n.get("witness")]
+    if any(a["name"] in upgrade for a in after):
+        for source in after:
+            for target in after:
+                if source is target or (source["server"], release(source["version"])) == (
+                        target["server"], release(target["version"])):
+                    continue
+                why = move_refused(source, target, "data")
+                if why:
+                    refused.append(f"after the upgrade, {why.split(': data only moves')[0]}: every server "
+                                   "must load every other's format (a failover makes any of them the master); "
+                                   "upgrade the nodes to versions that share a format, all of them together")
+    return {"upgrade": upgrade if not refused else [], "refused": refused}
 
 
 # Characters a server's CONFIG REWRITE writes back unescaped inside the quotes of
