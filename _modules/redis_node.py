@@ -428,6 +428,186 @@ def _restart(name, before, role, port, started, deadline, address, timeout):
     }
 
 
+# ---------------------------------------------------------------- package upgrade
+
+# Debian's maintainer scripts restart a running server on upgrade (deb-systemd-invoke, which
+# asks policy-rc.d first: exit 101 denies). While ``upgrade`` installs, this file denies the
+# server's unit only, so the step's own restart (after its failover) is the only one.
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+POLICY_MARK = "# redis_node.upgrade: the server's restart is the rolling upgrade's own"
+
+
+def _package_names():
+    """The server's packages this minion has installed, ``{name: version}`` (pillar
+    ``redis:pkgs``, Redis's Debian names by default)."""
+    names = list(__utils__["redis_servers.name"](_settings(), "pkgs"))
+    installed = __salt__["pkg.version"](*names) if len(names) > 1 else {names[0]: __salt__["pkg.version"](names[0])}
+    return {name: installed.get(name) for name in names if installed.get(name)}
+
+
+def _running(port=None):
+    """``{"server", "version", "run_id"}`` of the local server, or None when it does not answer."""
+    try:
+        info = _client(port, timeout=2).info("server")
+    except redis.RedisError:
+        return None
+    server, version = __utils__["redis_servers.running"](info)
+    return {"server": server, "version": version, "run_id": info.get("run_id")}
+
+
+def packages(version=None, refresh=False, port=None):
+    """
+    This node's server packages: for each one installed (of pillar ``redis:pkgs``), the
+    installed version, the version an upgrade would go to (``version``, or the newest its
+    package archive offers) and how the two compare; and the server running now.
+    ``salt-run redis_deployment.upgrade`` plans from it.
+
+    version
+        The package version to go to (the same for each package, e.g. ``5:8.0.2-3+deb13u3``);
+        ``unavailable`` says so when the archive does not offer it.
+    refresh
+        Update the package index first (``pkg.refresh_db``).
+
+    Returns ``{"server", "packages": {name: {"installed", "target", "cmp"}}, "installed",
+    "target" (the server package's), "cmp", "unavailable" (why not, or None), "running":
+    {"server", "version", "run_id"} or None}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.packages
+        salt '*' redis_node.packages version=5:8.0.2-3+deb13u3 refresh=True
+    """
+    if version is not None and (not isinstance(version, str) or not re.match(r"^[A-Za-z0-9.+~:-]+$", version)):
+        raise SaltInvocationError(f"version: expected a package version such as 5:8.0.2-3+deb13u3, got {version!r}")
+    if refresh:
+        __salt__["pkg.refresh_db"]()
+    installed = _package_names()
+    found, unavailable = {}, None
+    offered = __salt__["pkg.list_repo_pkgs"](*installed) if version and installed else {}
+    latest = __salt__["pkg.latest_version"](*installed, refresh=False) if installed and not version else {}
+    if isinstance(latest, str):
+        latest = {next(iter(installed)): latest}
+    for name, now in installed.items():
+        target = version or latest.get(name) or now
+        if version and version != now and version not in (offered.get(name) or []):
+            unavailable = unavailable or (f"{name} {version} is not offered by its package archive (offered: "
+                                          f"{', '.join(offered.get(name) or []) or 'none'})")
+        found[name] = {"installed": now, "target": target, "cmp": __salt__["pkg.version_cmp"](target, now)}
+    main = next((found[n] for n in found if n.endswith("-server")), None) or next(iter(found.values()), {})
+    return {"server": _settings().get("server") or "redis", "packages": found, "installed": main.get("installed"),
+            "target": main.get("target"), "cmp": main.get("cmp"), "unavailable": unavailable,
+            "running": _running(port)}
+
+
+def _install_held(targets, service):
+    """Install ``targets`` ({name: version}) with ``service``'s restart by the packages'
+    scripts denied (policy-rc.d; an administrator's own policy-rc.d is left as it is)."""
+    written = False
+    if not __salt__["file.file_exists"](POLICY_RC_D):
+        units = f"{service}|{service}.service"
+        __salt__["file.write"](POLICY_RC_D, f"#!/bin/sh\n{POLICY_MARK}\ncase \"$1\" in {units}) exit 101;; "
+                                            "esac\nexit 0")
+        __salt__["file.set_mode"](POLICY_RC_D, "0755")
+        written = True
+    try:
+        __salt__["pkg.install"](pkgs=[{name: version} for name, version in targets.items()], refresh=False)
+    finally:
+        if written and POLICY_MARK in (__salt__["file.read"](POLICY_RC_D) or ""):
+            __salt__["file.remove"](POLICY_RC_D)
+
+
+def _sentinel_back(timeout):
+    """Wait until the local Sentinel answers (its package's scripts restart it)."""
+    def answers():
+        try:
+            return _sentinel_client(timeout=2).ping()
+        except redis.RedisError:
+            return False
+    return _wait(answers, timeout, interval=0.2)
+
+
+def upgrade(packages=None, role=None, timeout=120, port=None, restart_server=True):
+    """
+    Upgrade this node's server packages to the versions given and restart its server once,
+    waited for until in sync (``restart``). The packages' own scripts would restart the
+    server on upgrade (Debian: deb-systemd-invoke): that restart is denied while they run
+    (``/usr/sbin/policy-rc.d``, removed after), so a master is never restarted before its
+    role went to a replica and the step's restart is the only one. Should the server still
+    have restarted (an administrator's own policy-rc.d allowing it), it is not restarted a
+    second time: it is waited for in sync. A Sentinel on the node restarts with its package
+    and is waited for until it answers.
+
+    packages
+        ``{name: version}``, names of pillar ``redis:pkgs`` that are installed.
+    role
+        ``replica`` or ``master``: the role the server must have now (else nothing changes).
+    restart_server
+        False on a node without a server to restart (a witness).
+
+    Returns ``{"installed_before", "installed_after", "running_before", "running_after",
+    "restarted_by" (``upgrade``, ``package`` or None), "role_after", "run_id_before",
+    "run_id_after", "seconds_down", "seconds"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server2 redis_node.upgrade '{"redis-server": "5:8.0.2-3+deb13u4"}' role=replica
+    """
+    if role not in (None, "master", "replica"):
+        raise SaltInvocationError(f"role: expected master or replica, got {role!r}")
+    installed = _package_names()
+    if not isinstance(packages, dict) or not packages or not all(
+            isinstance(v, str) and v for v in packages.values()) or set(packages) - set(installed):
+        raise SaltInvocationError(f"packages: expected {{name: version}} of installed server packages "
+                                  f"({', '.join(installed) or 'none installed'}), got {packages!r}")
+    started = time.monotonic()
+    address = _my_address(port)
+    before = _running(port) if restart_server else None
+    if restart_server:
+        if before is None:
+            raise CommandExecutionError(f"{address} does not answer: nothing upgraded")
+        if role:
+            now = replication(port)
+            if now.get("role") != role:
+                raise CommandExecutionError(f"{address} is a {now.get('role')} now, expected a {role}: "
+                                            "nothing upgraded")
+    service = _service_name()
+    sentinel = "-sentinel" in " ".join(packages) and _sentinel_back(2)
+    try:
+        _install_held(packages, service)
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"upgrading {', '.join(packages)} failed: {exc}") from None
+    after_pkgs = _package_names()
+    wrong = {n: after_pkgs.get(n) for n, v in packages.items() if after_pkgs.get(n) != v}
+    if wrong:
+        raise CommandExecutionError(f"after the upgrade {wrong} are installed, expected {packages}")
+    if sentinel and not _sentinel_back(max(0.5, started + float(timeout) - time.monotonic())):
+        raise CommandExecutionError(f"packages upgraded, but the local Sentinel does not answer within {timeout}s")
+    result = {"installed_before": installed, "installed_after": after_pkgs, "running_before": before,
+              "restarted_by": None}
+    if restart_server:
+        now = _running(port)
+        if now is not None and now["run_id"] == before["run_id"]:
+            done = restart(service=service, role=role, timeout=max(1, started + float(timeout) - time.monotonic()),
+                           port=port)
+            result["restarted_by"] = "upgrade"
+        else:
+            synced = wait_in_sync(max(0.5, started + float(timeout) - time.monotonic()), role=role, port=port)
+            if not synced["in_sync"]:
+                raise CommandExecutionError(f"the package's scripts restarted {service}, but {synced['comment']}")
+            done = {"role_after": synced["role"], "seconds_down": None}
+            result["restarted_by"] = "package"
+        running = _running(port)
+        result.update(role_after=done["role_after"], run_id_before=before["run_id"],
+                      run_id_after=(running or {}).get("run_id"), seconds_down=done.get("seconds_down"))
+    result.update(running_after=_running(port) if restart_server else None,
+                  seconds=round(time.monotonic() - started, 2))
+    return result
+
+
 # ---------------------------------------------------------------- failover, cluster mode
 
 

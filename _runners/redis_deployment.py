@@ -524,7 +524,7 @@ def _store_roll_record(record):
 def _progress(result, line):
     """One progress line: printed by salt-run as the roll goes, kept in the return, logged."""
     result["progress"].append(line)
-    log.info("redis_deployment.rolling_restart: %s", line)
+    log.info("redis_deployment: %s", line)
     event = globals().get("__jid_event__")
     if event is not None:
         try:
@@ -726,8 +726,10 @@ def _roll(client, result, deployment, servers, selected, allow_downtime, only_pe
     return _finish_roll(result)
 
 
-def _roll_step(client, result, step, number, total, mode, timeout):
-    """Fail over (when the step says so) and restart one server: (True, None) or (False, why)."""
+def _roll_step(client, result, step, number, total, mode, timeout, upgrade=None):
+    """Fail over (when the step says so) and restart one server: (True, None) or (False, why).
+    ``upgrade`` ({package: version}): upgrade its packages where the restart would be, and let
+    ``redis_node.upgrade`` restart it."""
     head = f"[{number}/{total}] {step['hostname']}"
     started = time.monotonic()
     failed_over = None
@@ -745,22 +747,30 @@ def _roll_step(client, result, step, number, total, mode, timeout):
         guess = f"about {max(earlier):.0f}s, as the longest restart so far" if earlier else "the restart's duration"
         what = f"slots {_ranges(step['slots'])}" if mode == "cluster" else "the data set"
         _progress(result, f"{head}: master without a replica: {what} unavailable for {guess}")
-    _progress(result, f"{head}: restarting")
-    ok, answer = _minion_call(client, step["minion"], "redis_node.restart", timeout + 30, role=step["role"],
-                              timeout=timeout)
+    if upgrade:
+        _progress(result, f"{head}: upgrading {', '.join(f'{n} to {v}' for n, v in upgrade.items())}, restarting")
+        ok, answer = _minion_call(client, step["minion"], "redis_node.upgrade", timeout + 300, packages=upgrade,
+                                  role=step["role"], timeout=timeout + 270)
+    else:
+        _progress(result, f"{head}: restarting")
+        ok, answer = _minion_call(client, step["minion"], "redis_node.restart", timeout + 30, role=step["role"],
+                                  timeout=timeout)
     if not ok:
-        return False, f"restarting it: {answer}"
+        return False, f"{'upgrading' if upgrade else 'restarting'} it: {answer}"
     entry = {"node": step["hostname"], "minion": step["minion"], "address": step["address"],
              "role_before": "master" if step["failover_to"] or step["downtime"] else step["role"],
              "role_after": answer.get("role_after"), "run_id_before": answer.get("run_id_before"),
              "run_id_after": answer.get("run_id_after"), "failed_over_to": failed_over,
              "downtime": step["downtime"], "seconds_down": answer.get("seconds_down"),
              "seconds": round(time.monotonic() - started, 2), "step": number, "of": total}
+    if upgrade:
+        entry.update({key: answer.get(key) for key in ("installed_before", "installed_after", "running_before",
+                                                       "running_after", "restarted_by")})
     if step["downtime"]:
         entry["unavailable"] = {"slots": step["slots"], "seconds": answer.get("seconds")} if mode == "cluster" \
             else {"data_set": True, "seconds": answer.get("seconds")}
     result["restarted"].append(entry)
-    _fire(f"redis/rolling/{step['minion']}/restarted", entry)
+    _fire(f"redis/rolling/{step['minion']}/{'upgraded' if upgrade else 'restarted'}", entry)
     line = (f"{head}: back in sync as a {entry['role_after']} after {entry['seconds']}s "
             f"(run_id {str(entry['run_id_before'])[:8]} -> {str(entry['run_id_after'])[:8]})")
     if step["downtime"]:
@@ -774,6 +784,196 @@ def _finish_roll(result):
     result["retcode"] = 0 if result["ok"] else 1
     __context__["retcode"] = result["retcode"]
     return result
+
+
+# ---------------------------------------------------------------- upgrade
+
+
+def _servers_module():
+    """_utils/redis_servers.py, loaded by path as the ext_pillar loads it."""
+    path = PILLAR_MODULE.parents[1] / "_utils" / "redis_servers.py"
+    spec = importlib.util.spec_from_file_location("redis_servers_runner", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _versions_table(nodes, answers):
+    """One line per node: its server, installed package version and running version."""
+    lines = []
+    width = max([len(n["hostname"]) for n in nodes] + [4])
+    for node in nodes:
+        ok, found = answers.get(node["minion"], (False, "no answer"))
+        if not ok or not isinstance(found, dict):
+            lines.append(f"{node['hostname']:<{width}}  {found}")
+            continue
+        running = found.get("running") or {}
+        shown = f"running {running.get('server')} {running.get('version')}" if running else "no server running"
+        lines.append(f"{node['hostname']:<{width}}  {found.get('server')} package {found.get('installed')}, "
+                     f"{shown}" + (" (witness)" if node["witness"] else ""))
+    return lines
+
+
+def upgrade(version=None, nodes=None, allow_downtime=False, refresh=True, timeout=300, config=None):
+    """
+    Upgrade the server packages of the deployment in place, one node at a time through the
+    rolling restart (``rolling_restart``'s order: replicas first, then each master after a
+    failover to its replica in sync), each node's packages upgraded where its restart would
+    be (a master's after its failover) and its server restarted once and waited for in sync
+    (``redis_node.upgrade``: the packages' own restart of the server is denied while they
+    install). Witnesses (Sentinel only) come last. Shows every node's installed and running
+    version before, the plan (node: from -> to) and every node's versions after.
+
+    Refused before anything changes, naming node and versions: a version the node's package
+    archive does not offer; a version older than the installed one (a downgrade); an
+    upgrade after which the servers would not all load each other's RDB format
+    (``_utils/redis_servers.py``: a failover makes any of them the master). Nothing to
+    upgrade: says every node runs the newest version, exit status 0.
+
+    version
+        The package version to go to on every node (default: the newest each archive offers).
+    nodes
+        Only these nodes (hostnames, minion ids, addresses), as ``rolling_restart``.
+    allow_downtime
+        As ``rolling_restart``: also a master without a replica in sync.
+    refresh
+        Update the nodes' package index first (default True).
+    timeout
+        Seconds for each step's failover and restart (the package install has 270 s more).
+
+    Returns ``{"ok", "mode", "before": [lines], "plan": [lines], "upgraded": [...],
+    "after": [lines], "progress", "comment", "retcode"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run redis_deployment.upgrade
+        salt-run redis_deployment.upgrade version=5:8.0.2-3+deb13u4
+        salt-run redis_deployment.upgrade nodes=server2
+    """
+    _close_salt_clients_at_exit()
+    if version is not None and not isinstance(version, str):
+        version = str(version)
+    deployment = shape(config)
+    mode = deployment["mode"]
+    result = {"ok": False, "mode": mode, "before": [], "plan": [], "upgraded": [], "restarted": [], "after": [],
+              "progress": [], "comment": ""}
+    port = deployment["settings"].get("port", 6379)
+    servers = [{"hostname": p["hostname"], "minion": p.get("minion"), "address": f"{p['ip']}:{p.get('port') or port}"}
+               for p in deployment["peers"]]
+    witnesses = [{"hostname": c["hostname"], "minion": c.get("minion"), "address": c.get("ip_address")}
+                 for c in deployment["controllers"] if deployment["roles"].get(c["hostname"]) == "sentinel-only"]
+    everyone = [dict(s, witness=False) for s in servers] + [dict(w, witness=True) for w in witnesses]
+    lost = [c["minion_problem"] for c in deployment["controllers"]
+            if c["hostname"] in {n["hostname"] for n in everyone} and not c.get("minion")]
+    if lost or not servers:
+        result["comment"] = "nothing upgraded: " + ("; ".join(lost) or "the deployment has no Redis server")
+        return _finish_roll(result)
+    selected, why = _select_nodes(_deployment_module(), deployment, everyone, nodes)
+    if selected is None:
+        result["comment"] = f"nothing upgraded: {why}"
+        return _finish_roll(result)
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        return _upgrade(client, result, deployment, servers, everyone, selected, version, bool(allow_downtime),
+                        bool(refresh), float(timeout))
+    finally:
+        client.destroy()
+
+
+def _upgrade(client, result, deployment, servers, everyone, selected, version, allow_downtime, refresh, timeout):
+    mode, minions = deployment["mode"], [n["minion"] for n in everyone]
+    kwargs = {"version": version} if version else {}
+    answers = _minions_call(client, minions, "redis_node.packages", 300, refresh=refresh, **kwargs)
+    result["before"] = _versions_table(everyone, answers)
+    for line in ["before:"] + result["before"]:
+        _progress(result, line)
+    failed = [f"{n['hostname']} (minion {n['minion']}): {answers[n['minion']][1]}" for n in everyone
+              if not answers[n["minion"]][0] or not isinstance(answers[n["minion"]][1], dict)]
+    if failed:
+        result["comment"] = "nothing upgraded: cannot read the packages of " + "; ".join(failed)
+        return _finish_roll(result)
+    found = {n["minion"]: answers[n["minion"]][1] for n in everyone}
+    planned = _servers_module().upgrade_plan([
+        {"name": n["hostname"], "server": found[n["minion"]]["server"], "installed": found[n["minion"]]["installed"],
+         "target": found[n["minion"]]["target"], "cmp": found[n["minion"]]["cmp"],
+         "version": (found[n["minion"]].get("running") or {}).get("version")
+         or _servers_module().upstream(found[n["minion"]]["installed"]),
+         "selected": n["minion"] in selected, "witness": n["witness"], "unavailable": found[n["minion"]]["unavailable"]}
+        for n in everyone])
+    if planned["refused"]:
+        result["comment"] = "nothing upgraded: " + "; ".join(planned["refused"])
+        return _finish_roll(result)
+    chosen = [n for n in everyone if n["hostname"] in planned["upgrade"]]
+    if not chosen:
+        result.update(ok=True, comment="nothing to upgrade: every node runs the newest version its package "
+                                       f"archive offers{' of those named' if len(selected) < len(everyone) else ''}"
+                                       + (f" ({version} or newer)" if version else ""))
+        _progress(result, result["comment"])
+        return _finish_roll(result)
+    targets = {n["minion"]: {name: p["target"] for name, p in found[n["minion"]]["packages"].items()
+                             if p["cmp"] and p["cmp"] > 0} for n in chosen}
+    views = {minion: ret if ok and isinstance(ret, dict) else {"reachable": False, "error": ret}
+             for minion, (ok, ret) in _minions_call(client, [s["minion"] for s in servers], "redis_node.replication",
+                                                    60).items()}
+    plan = _roll_plan(servers, views, [n["minion"] for n in chosen if not n["witness"]], allow_downtime, mode)
+    if not plan["refused"] and mode == "sentinel":
+        refusal = _sentinel_refusal(client, servers, views)
+        plan["refused"] += [refusal] if refusal else []
+    if plan["refused"]:
+        result["comment"] = "nothing upgraded: " + "; ".join(plan["refused"])
+        return _finish_roll(result)
+    steps = plan["steps"] + [{"minion": n["minion"], "hostname": n["hostname"], "address": n["address"],
+                              "witness": True} for n in chosen if n["witness"]]
+    for number, step in enumerate(steps, 1):
+        versions = found[step["minion"]]
+        line = f"{number}. {step['hostname']}: {versions['installed']} -> {versions['target']}"
+        if step.get("failover_to"):
+            line += f" (master: fail over to {step['failover_to']['hostname']} first)"
+        elif step.get("witness"):
+            line += " (witness: its Sentinel restarts with the package)"
+        result["plan"].append(line)
+    for line in ["plan:"] + result["plan"]:
+        _progress(result, line)
+    started = time.monotonic()
+    for number, step in enumerate(steps, 1):
+        if step.get("witness"):
+            done, why = _upgrade_witness(client, result, step, number, len(steps), targets[step["minion"]], timeout)
+        else:
+            done, why = _roll_step(client, result, step, number, len(steps), mode, timeout,
+                                   upgrade=targets[step["minion"]])
+        if not done:
+            result["comment"] = (f"stopped at {step['hostname']} (minion {step['minion']}, step {number} of "
+                                 f"{len(steps)}): {why}; the nodes after it were not touched. Run again to resume")
+            _progress(result, f"[{number}/{len(steps)}] {step['hostname']}: FAILED: {why}")
+            _fire(f"redis/rolling/{step['minion']}/failed", {"node": step["hostname"], "step": number,
+                                                             "of": len(steps), "reason": why})
+            break
+    else:
+        seconds = round(time.monotonic() - started, 1)
+        result.update(ok=True, comment=f"upgraded {len(steps)} nodes one at a time in {seconds}s")
+    result["upgraded"] = result["restarted"]
+    after = _minions_call(client, minions, "redis_node.packages", 120)
+    result["after"] = _versions_table(everyone, after)
+    for line in ["after:"] + result["after"] + ([result["comment"]] if result["ok"] else []):
+        _progress(result, line)
+    return _finish_roll(result)
+
+
+def _upgrade_witness(client, result, step, number, total, packages, timeout):
+    head = f"[{number}/{total}] {step['hostname']}"
+    _progress(result, f"{head}: witness; upgrading {', '.join(f'{n} to {v}' for n, v in packages.items())}")
+    ok, answer = _minion_call(client, step["minion"], "redis_node.upgrade", timeout + 300, packages=packages,
+                              restart_server=False, timeout=timeout + 270)
+    if not ok:
+        return False, f"upgrading it: {answer}"
+    entry = {"node": step["hostname"], "minion": step["minion"], "witness": True, "seconds": answer.get("seconds"),
+             **{key: answer.get(key) for key in ("installed_before", "installed_after")}}
+    result["restarted"].append(entry)
+    _fire(f"redis/rolling/{step['minion']}/upgraded", entry)
+    _progress(result, f"{head}: upgraded in {answer.get('seconds')}s, its Sentinel answers")
+    return True, None
 
 
 # ---------------------------------------------------------------- health
