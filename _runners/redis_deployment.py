@@ -590,6 +590,34 @@ def _sentinel_refusal(client, servers, views):
     return None
 
 
+def _roll_nodes(deployment, nodes, witnesses=False):
+    """``(servers, everyone, selected minions, None)`` of a roll, or ``(.., why not)``: the
+    deployment's Redis servers (``[{hostname, minion, address}]``), with ``witnesses`` also
+    its Sentinel-only nodes (everyone: each with ``witness``), and the minions ``nodes`` names."""
+    port = deployment["settings"].get("port", 6379)
+    servers = [{"hostname": p["hostname"], "minion": p.get("minion"), "address": f"{p['ip']}:{p.get('port') or port}"}
+               for p in deployment["peers"]]
+    everyone = [dict(s, witness=False) for s in servers] + [
+        {"hostname": c["hostname"], "minion": c.get("minion"), "address": c.get("ip_address"), "witness": True}
+        for c in deployment["controllers"] if witnesses and deployment["roles"].get(c["hostname"]) == "sentinel-only"]
+    lost = [c["minion_problem"] for c in deployment["controllers"]
+            if c["hostname"] in {n["hostname"] for n in everyone} and not c.get("minion")]
+    if lost or not servers:
+        return servers, everyone, None, "; ".join(lost) or "the deployment has no Redis server"
+    selected, why = _select_nodes(_deployment_module(), deployment, everyone if witnesses else servers, nodes)
+    return servers, everyone, selected, why
+
+
+def _live_plan(client, servers, views, selected, allow_downtime, mode):
+    """``_roll_plan`` from the live ``views``; in Sentinel mode also refused while the
+    Sentinels and the servers' roles disagree."""
+    plan = _roll_plan(servers, views, selected, allow_downtime, mode)
+    if not plan["refused"] and mode == "sentinel":
+        refusal = _sentinel_refusal(client, servers, views)
+        plan["refused"] += [refusal] if refusal else []
+    return plan
+
+
 def rolling_restart(nodes=None, allow_downtime=False, only_pending=False, timeout=300, config=None):
     """
     Restart the deployment's Redis servers one at a time, in both modes, from their live
@@ -645,16 +673,8 @@ def rolling_restart(nodes=None, allow_downtime=False, only_pending=False, timeou
     deployment = shape(config)
     mode = deployment["mode"]
     result = {"ok": False, "mode": mode, "plan": [], "restarted": [], "progress": [], "comment": ""}
-    port = deployment["settings"].get("port", 6379)
-    servers = [{"hostname": p["hostname"], "minion": p.get("minion"), "address": f"{p['ip']}:{p.get('port') or port}"}
-               for p in deployment["peers"]]
-    lost = [c["minion_problem"] for c in deployment["controllers"]
-            if c["hostname"] in {s["hostname"] for s in servers} and not c.get("minion")]
-    if lost or not servers:
-        result["comment"] = "nothing restarted: " + ("; ".join(lost) or "the deployment has no Redis server")
-        return _finish_roll(result)
-    selected, why = _select_nodes(_deployment_module(), deployment, servers, nodes)
-    if selected is None:
+    servers, _, selected, why = _roll_nodes(deployment, nodes)
+    if why:
         result["comment"] = f"nothing restarted: {why}"
         return _finish_roll(result)
     timeout = float(timeout)
@@ -682,10 +702,7 @@ def _roll(client, result, deployment, servers, selected, allow_downtime, only_pe
             if record:
                 _store_roll_record(None)
             return _finish_roll(result)
-    plan = _roll_plan(servers, views, selected, allow_downtime, mode)
-    if not plan["refused"] and mode == "sentinel":
-        refusal = _sentinel_refusal(client, servers, views)
-        plan["refused"] += [refusal] if refusal else []
+    plan = _live_plan(client, servers, views, selected, allow_downtime, mode)
     if plan["refused"]:
         result["comment"] = "nothing restarted: " + "; ".join(plan["refused"])
         return _finish_roll(result)
@@ -852,26 +869,17 @@ def upgrade(version=None, nodes=None, allow_downtime=False, refresh=True, timeou
         salt-run redis_deployment.upgrade version=5:8.0.2-3+deb13u4
         salt-run redis_deployment.upgrade nodes=server2
     """
+    if version is not None and not re.match(r"^[0-9][A-Za-z0-9.+~:-]*$", str(version)):
+        raise salt.exceptions.SaltInvocationError(
+            f"version: expected a package version such as 5:8.0.2-3+deb13u3, got {version!r}")
+    version = None if version is None else str(version)
     _close_salt_clients_at_exit()
-    if version is not None and not isinstance(version, str):
-        version = str(version)
     deployment = shape(config)
     mode = deployment["mode"]
     result = {"ok": False, "mode": mode, "before": [], "plan": [], "upgraded": [], "restarted": [], "after": [],
               "progress": [], "comment": ""}
-    port = deployment["settings"].get("port", 6379)
-    servers = [{"hostname": p["hostname"], "minion": p.get("minion"), "address": f"{p['ip']}:{p.get('port') or port}"}
-               for p in deployment["peers"]]
-    witnesses = [{"hostname": c["hostname"], "minion": c.get("minion"), "address": c.get("ip_address")}
-                 for c in deployment["controllers"] if deployment["roles"].get(c["hostname"]) == "sentinel-only"]
-    everyone = [dict(s, witness=False) for s in servers] + [dict(w, witness=True) for w in witnesses]
-    lost = [c["minion_problem"] for c in deployment["controllers"]
-            if c["hostname"] in {n["hostname"] for n in everyone} and not c.get("minion")]
-    if lost or not servers:
-        result["comment"] = "nothing upgraded: " + ("; ".join(lost) or "the deployment has no Redis server")
-        return _finish_roll(result)
-    selected, why = _select_nodes(_deployment_module(), deployment, everyone, nodes)
-    if selected is None:
+    servers, everyone, selected, why = _roll_nodes(deployment, nodes, witnesses=True)
+    if why:
         result["comment"] = f"nothing upgraded: {why}"
         return _finish_roll(result)
     client = salt.client.get_local_client(__opts__["conf_file"])
@@ -917,10 +925,7 @@ def _upgrade(client, result, deployment, servers, everyone, selected, version, a
     views = {minion: ret if ok and isinstance(ret, dict) else {"reachable": False, "error": ret}
              for minion, (ok, ret) in _minions_call(client, [s["minion"] for s in servers], "redis_node.replication",
                                                     60).items()}
-    plan = _roll_plan(servers, views, [n["minion"] for n in chosen if not n["witness"]], allow_downtime, mode)
-    if not plan["refused"] and mode == "sentinel":
-        refusal = _sentinel_refusal(client, servers, views)
-        plan["refused"] += [refusal] if refusal else []
+    plan = _live_plan(client, servers, views, [n["minion"] for n in chosen if not n["witness"]], allow_downtime, mode)
     if plan["refused"]:
         result["comment"] = "nothing upgraded: " + "; ".join(plan["refused"])
         return _finish_roll(result)
