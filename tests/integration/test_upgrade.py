@@ -20,7 +20,6 @@ import subprocess
 
 import pytest
 from support.lab import (
-    REDIS_PORT,
     SENTINEL_PORT,
     assert_no_password,
     booted_cli,
@@ -28,10 +27,9 @@ from support.lab import (
     host_run,
     lab_of_its_own,
     master_of_its_own,
-    redis_client,
 )
 from support.rolling import RoleWatcher
-from support.sentinel import WaitWriter
+from support.sentinel import PairView, WaitWriter
 from support.states import states_with_changes
 from support.waits import wait_until
 
@@ -44,6 +42,8 @@ ALL = {**SERVERS, WITNESS[0]: WITNESS[1]}
 PASSWORD = "upgrade's own #37"
 PACKAGES = ("redis-server", "redis-sentinel", "redis-tools")
 REPO_IN_HOST = "/srv/upgrade-repo"
+pair = PairView(SERVERS, ALL, PASSWORD)
+server, current_master, sentinels_agree_on = pair.server, pair.current_master, pair.sentinels_agree_on
 
 
 def deployment():
@@ -130,23 +130,6 @@ def repository(first_apply, upgrade_lab, tmp_path_factory):
     return old, new
 
 
-def server(host):
-    return redis_client(SERVERS[host], REDIS_PORT, password=PASSWORD)
-
-
-def sentinel(host):
-    return redis_client(ALL[host], SENTINEL_PORT, password=PASSWORD)
-
-
-def current_master():
-    return next(h for h in SERVERS if server(h).info("replication")["role"] == "master")
-
-
-def sentinels_agree_on(host):
-    return all(sentinel(h).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0] == SERVERS[host]
-               and len(sentinel(h).execute_command("SENTINEL", "SENTINELS", "mymaster")) == 2 for h in ALL)
-
-
 def versions(lab):
     return {(h, p): installed(lab, h, p) for h in ALL for p in PACKAGES}
 
@@ -194,7 +177,7 @@ def test_the_upgrade_goes_one_node_at_a_time_master_last_and_loses_no_confirmed_
 def test_a_downgrade_is_refused_and_changes_nothing(repository, cli, upgrade_master, upgrade_lab):
     lab, old_version, new_version = upgrade_lab[0], *repository
     before = versions(lab)
-    runs = {h: server(h).info("server")["run_id"] for h in SERVERS}
+    runs = pair.run_ids()
 
     refused = upgrade_master.salt_run_cli(timeout=600).run("redis_deployment.upgrade", f"version={old_version}")
 
@@ -202,14 +185,21 @@ def test_a_downgrade_is_refused_and_changes_nothing(repository, cli, upgrade_mas
     assert f"ug1: {old_version} is older than the installed {new_version}: a downgrade" in refused.data["comment"]
     assert refused.data["comment"].startswith("nothing upgraded: ")
     assert versions(lab) == before
-    assert {h: server(h).info("server")["run_id"] for h in SERVERS} == runs
+    assert pair.run_ids() == runs
+
+    unknown = upgrade_master.salt_run_cli(timeout=600).run("redis_deployment.upgrade", "version=5:9.9.9-1")
+
+    assert unknown.returncode == 1, unknown.stdout
+    assert "ug1: redis-server 5:9.9.9-1 is not offered by its package archive (offered: " in unknown.data["comment"]
+    assert versions(lab) == before
+    assert pair.run_ids() == runs
 
 
 def test_nothing_newer_is_said_with_exit_status_0(repository, cli, upgrade_master):
-    runs = {h: server(h).info("server")["run_id"] for h in SERVERS}
+    runs = pair.run_ids()
 
     again = upgrade_master.salt_run_cli(timeout=600).run("redis_deployment.upgrade")
 
     assert again.returncode == 0, again.stdout
     assert again.data["comment"].startswith("nothing to upgrade: every node runs the newest version")
-    assert {h: server(h).info("server")["run_id"] for h in SERVERS} == runs
+    assert pair.run_ids() == runs

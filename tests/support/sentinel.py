@@ -7,6 +7,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
+from support.lab import REDIS_PORT, SENTINEL_PORT, redis_client
 from support.writers import Writer
 
 
@@ -49,3 +50,32 @@ class WaitWriter(Writer):
         keys = [f"{self.prefix}:{n}" for n in self.acknowledged]
         values = client.mget(keys) if keys else []
         return [n for n, value in zip(self.acknowledged, values) if value not in (str(n), str(n).encode())]
+
+
+class PairView:
+    """A Sentinel pair's servers and Sentinels seen from the test: ``servers`` ({host: ip}
+    of the two Redis servers), ``everyone`` ({host: ip} of every Sentinel, witness
+    included), the deployment's ``password``."""
+
+    def __init__(self, servers, everyone, password, master_name="mymaster"):
+        self.servers, self.everyone, self.password, self.master_name = servers, everyone, password, master_name
+
+    def server(self, host):
+        return redis_client(self.servers[host], REDIS_PORT, password=self.password)
+
+    def sentinel(self, host):
+        return redis_client(self.everyone[host], SENTINEL_PORT, password=self.password)
+
+    def current_master(self):
+        return next(h for h in self.servers if self.server(h).info("replication")["role"] == "master")
+
+    def sentinels_agree_on(self, host):
+        """Every Sentinel names ``host``'s server the master and knows the other Sentinels."""
+        others = len(self.everyone) - 1
+        return all(self.sentinel(h).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)[0]
+                   == self.servers[host]
+                   and len(self.sentinel(h).execute_command("SENTINEL", "SENTINELS", self.master_name)) == others
+                   for h in self.everyone)
+
+    def run_ids(self):
+        return {h: self.server(h).info("server")["run_id"] for h in self.servers}

@@ -2,7 +2,9 @@
 upgrades, and the refusals it makes before anything changes (a version not offered, a
 downgrade, servers that would not load each other's RDB format afterwards)."""
 
-from support.loaders import load_file, ROOT
+import pytest
+from salt.exceptions import SaltInvocationError
+from support.loaders import load_file, load_runner, ROOT
 
 servers = load_file("utils_redis_servers_upgrade", ROOT / "_utils" / "redis_servers.py")
 
@@ -73,3 +75,11 @@ def test_every_node_to_the_same_newer_format_together_is_allowed():
 def test_the_witness_format_does_not_matter():
     plan = servers.upgrade_plan([node("a"), node("b"), node("w", witness=True, version=None, target="5:9.9.9-1")])
     assert plan["refused"] == [] and "w" in plan["upgrade"]
+
+
+def test_the_runner_refuses_a_version_that_is_no_package_version_before_reading_anything():
+    runner = load_runner("redis_deployment")
+    runner.__opts__ = {}  # shape() would need the master's: it must not be reached
+    for bad in ("1.0; rm -rf /", "latest", "", "5:8.0 2"):
+        with pytest.raises(SaltInvocationError, match="version: expected a package version such as"):
+            runner.upgrade(version=bad)
