@@ -172,7 +172,8 @@ class Controller:
                 continue
             answer = "PONG" if status["ping"] else f"NO ANSWER ({status.get('error')})"
             print(
-                f"{host} {status['role']:<13} {status['address']:<21} {answer}  {status.get('server', 'redis')} {status.get('version')}"
+                f"{host} {status['role']:<13} {status['address']:<21} {answer}  "
+                f"{status.get('server', 'redis')} {status.get('version')}"
                 f"  maxmemory {status.get('maxmemory_human')}  keys {status.get('keys')}"
             )
 
