@@ -4,9 +4,10 @@ through the same master and minions (`salt '*' state.single test.succeed_without
 measured in one process, the two alternating round by round. The bound to keep: at most
 1.5x (the ratio of the medians; each round's own ratio is shown for the spread).
 
-`--profile` adds where a no-op apply's time goes: per minion, the sum of Salt's per-state
-`duration` (the states' own run time) against the minion's job time, the slowest states,
-and the render alone (`state.show_low_sls redis`, timed the same way).
+`--profile` adds where a no-op apply's time goes: the CPU each run cost (each lab host's
+cgroup, the salt-master's processes and the salt CLI: on a machine that others load too,
+the steadier measure), per minion the sum of Salt's per-state `duration` and the slowest
+states, and the render alone (`state.show_low_sls redis`, timed the same way).
 
 Needs the lab up (`make lab`, or `python -m lab --state-dir DIR --name NAME up`).
 Usage: .venv/bin/python bench/second_apply.py [--state-dir DIR] [--name NAME] [--profile] [ROUNDS]
@@ -14,6 +15,8 @@ Usage: .venv/bin/python bench/second_apply.py [--state-dir DIR] [--name NAME] [-
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -22,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.__main__ import Controller  # noqa: E402
-from lab.hosts import REPO  # noqa: E402
+from lab.hosts import REPO, read_hosts  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def timed(controller, *args):
@@ -30,6 +35,42 @@ def timed(controller, *args):
     result = controller.salt("salt", "*", *args, "--out=json", "--static", capture=True)
     elapsed = time.monotonic() - started
     return elapsed, json.loads(result.stdout)
+
+
+def _session_cpu(session):
+    """CPU seconds of every process of a session, with the children they reaped."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:
+            total += sum(int(value) for value in fields[11:15])
+    return total / TICK
+
+
+def cpu_counters(controller, hosts):
+    """{part: CPU seconds so far}: each lab host (its cgroup), the salt-master, the CLIs we ran."""
+    counters = {}
+    for host in hosts:
+        for cgroup in controller.lab._cgroups(host):
+            if (cgroup / "cpu.stat").exists():
+                usage = (cgroup / "cpu.stat").read_text().split()
+                counters[host] = int(usage[usage.index("usage_usec") + 1]) / 1e6
+    master = int((controller.master_dir / "var/run/salt-master.pid").read_text())
+    counters["master"] = _session_cpu(master)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    counters["cli"] = children.ru_utime + children.ru_stime
+    return counters
+
+
+def cpu_of(controller, hosts, *args):
+    """(wall seconds, returns, {part: CPU seconds}) of one run."""
+    before = cpu_counters(controller, hosts)
+    elapsed, returns = timed(controller, *args)
+    after = cpu_counters(controller, hosts)
+    return elapsed, returns, {part: after[part] - before.get(part, 0) for part in after}
 
 
 def spread(values):
@@ -45,8 +86,20 @@ def state_durations(returns):
     }
 
 
-def print_profile(profiles, renders):
+def print_cpu(label, samples):
+    parts = list(samples[0])
+    totals = [sum(sample.values()) for sample in samples]
+    each = "  ".join(f"{part} {statistics.median(s[part] for s in samples):.2f}" for part in parts)
+    print(f"  CPU s per run, {label}: total {spread(totals).replace('s ', ' ', 1)}")
+    print(f"      {each}")
+    return statistics.median(totals)
+
+
+def print_profile(profiles, renders, cpu_floor, cpu_apply):
     print("profile (medians over the rounds):")
+    floor = print_cpu("state.single (floor)", cpu_floor)
+    apply = print_cpu("state.apply redis   ", cpu_apply)
+    print(f"  CPU ratio no-op apply / one-state run: {apply / floor:.2f}x")
     print(f"  render alone, salt '*' state.show_low_sls redis   {spread(renders)}")
     minions = sorted({m for p in profiles for m in p})
     for minion in minions:
@@ -70,10 +123,14 @@ def main():
     if not controller.master_running():
         sys.exit("bench: the lab is not up; run `make lab` first")
     timed(controller, "state.apply", "redis")  # settle: the run that may still change something
+    hosts = [host.name for host in read_hosts(controller.deployment_file)]
     pings, applies, ratios, renders, profiles, changed = [], [], [], [], [], 0
+    cpu_floor, cpu_apply = [], []
     for _ in range(args.rounds):
-        ping = timed(controller, "state.single", "test.succeed_without_changes", "name=baseline")[0]
-        elapsed, returns = timed(controller, "state.apply", "redis")
+        ping, _, cpu = cpu_of(controller, hosts, "state.single", "test.succeed_without_changes", "name=baseline")
+        cpu_floor.append(cpu)
+        elapsed, returns, cpu = cpu_of(controller, hosts, "state.apply", "redis")
+        cpu_apply.append(cpu)
         pings.append(ping)
         applies.append(elapsed)
         ratios.append(elapsed / ping)
@@ -90,7 +147,7 @@ def main():
         f"  (per round: median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
     )
     if args.profile:
-        print_profile(profiles, renders)
+        print_profile(profiles, renders, cpu_floor, cpu_apply)
 
 
 if __name__ == "__main__":
