@@ -4,7 +4,7 @@
     users are not replicated, so every server and every Sentinel runs this. Without users in
     the YAML, nor any Salt created before, the states ask nothing of Redis. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis_node, sentinel_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis_node, sentinel_node, custom_states_usable %}
 {%- if redis_node or sentinel_node %}
 include:
 {%-   if redis_node %}

@@ -2,7 +2,7 @@
     pillar redis:backup:schedule; absent, the original document's plan; [], none. Set-level
     backups of the whole deployment run from the salt-master (salt-run redis_backup.run). #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, custom_states_usable %}
 include:
   - {{ tplroot }}.config
 {%- if redis_node and custom_states_usable %}

@@ -2,7 +2,7 @@
     (waiting, bounded, for its peers); the others wait until they are in it. A healthy
     cluster is left alone, whatever roles Redis gave its nodes since. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, custom_states_usable %}
 include:
   - {{ tplroot }}.service
 {%- if redis_node and redis.mode == "cluster" and custom_states_usable %}

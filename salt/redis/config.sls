@@ -1,6 +1,6 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, redis_settings, supervised_by_systemd,
-                                       modules_need_sync, custom_states_usable with context %}
+                                       modules_need_sync, custom_states_usable %}
 include:
   - {{ tplroot }}.install
   - {{ tplroot }}.shape

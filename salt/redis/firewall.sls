@@ -6,7 +6,7 @@
     is one file loaded atomically (nft -f: delete and create in one transaction), by a
     oneshot unit at boot and live at each change. Turned off, the unit and the table go. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
 {%- set firewall = redis.get("firewall") or {} %}
 {%- set rules_file = redis.firewall_rules_file %}
 {%- set unit = redis.firewall_unit %}

@@ -5,7 +5,7 @@
       monitoring.health_interval_minutes, firing redis/health/<minion> when the status
       changes; 0 removes the job. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
 {%- if redis_node or sentinel_node %}
 {#- What the monitoring logins need, so that redis.health and redis.monitoring apply alone. #}
 include:

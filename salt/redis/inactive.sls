@@ -3,7 +3,7 @@
     use), one failing state with the ext_pillar's message, so the Redis states stop
     before any Redis host changes while other formulas' states still run. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, deployment_error with context %}
+{%- from tplroot ~ "/map.jinja" import redis, deployment_error %}
 {%- if deployment_error %}
 redis-deployment-pillar-is-usable:
   test.configurable_test_state:

@@ -1,5 +1,5 @@
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, modules_need_sync with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, modules_need_sync %}
 {%- if not (redis_node or sentinel_node) %}
 include:
   - {{ tplroot }}.inactive

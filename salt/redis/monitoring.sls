@@ -9,7 +9,7 @@
     Turned off, health.sls stops and disables the exporter Salt configured and removes its
     files (the packages stay): init.sls includes this file only while it is on. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
 {%- set exporter = (redis.get("monitoring") or {}).get("exporter", False) %}
 {%- set dropin = redis.exporter_dropin %}
 {%- set environment_file = redis.exporter_environment_file %}

@@ -4,7 +4,7 @@
     the running Sentinels. Salt never moves the master back. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, supervised_by_systemd,
-                                       custom_states_usable with context %}
+                                       custom_states_usable %}
 include:
 {%- if redis_node %}
   - {{ tplroot }}.service

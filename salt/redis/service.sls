@@ -1,6 +1,6 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, redis_settings, supervised_by_systemd,
-                                       custom_states_usable with context %}
+                                       custom_states_usable %}
 include:
   - {{ tplroot }}.config
 {%- if redis_node and custom_states_usable %}

@@ -4,7 +4,7 @@
     The states that change those files require this one (redis.firewall, redis.tls,
     redis.config). #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, modules_need_sync, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, modules_need_sync, custom_states_usable %}
 include:
   - {{ tplroot }}.install
 {%- if redis_node and custom_states_usable %}

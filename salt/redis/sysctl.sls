@@ -9,7 +9,7 @@
     the lab) they are only reported. somaxconn belongs to the host's network namespace and
     is always applied. Settings persist in one file of ours under /etc/sysctl.d. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, supervised_by_systemd with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, supervised_by_systemd %}
 {%- set switches = redis.baseline %}
 {%- set report = redis.get("host_baseline", "apply") == "report" %}
 {%- if redis_node %}

@@ -7,7 +7,7 @@
     Sentinel at a time. With the YAML's own files, they must be there. A witness (Sentinel
     only) gets its own certificate too. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable with context %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
 {%- set tls = redis.get("tls") or {} %}
 {%- if (redis_node or sentinel_node) and tls %}
 include:
