@@ -29,7 +29,7 @@ redis-{{ purpose }}-directory:
     - mode: "{{ dir_mode }}"
     - makedirs: True
     - require:
-      - pkg: redis-packages-installed
+      - id: redis-packages-installed
 {%- endfor %}
 
 {#- Salt's settings, in a file Redis never rewrites, in a directory only root writes.
@@ -41,7 +41,7 @@ redis-salt-settings-directory:
     - group: {{ redis.group }}
     - mode: "0750"
     - require:
-      - pkg: redis-packages-installed
+      - id: redis-packages-installed
 
 {%- if custom_states_usable %}
 

@@ -6,7 +6,10 @@
     is one file loaded atomically (nft -f: delete and create in one transaction), by a
     oneshot unit at boot and live at each change. Turned off, the unit and the table go. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable,
+                                       host_states_usable, modules_need_sync %}
+{#- redis_host's states run once a fresh minion has them (the sync states of redis.install). #}
+{%- set after_sync = modules_need_sync and not opts.get("test") %}
 {%- set firewall = redis.get("firewall") or {} %}
 {%- set rules_file = redis.firewall_rules_file %}
 {%- set unit = redis.firewall_unit %}
@@ -42,8 +45,16 @@ include:
 {%-   endif %}
 
 redis-firewall-package:
+{%-   if host_states_usable %}
+  redis_host.packages_installed:
+{%-   else %}
   pkg.installed:
+{%-   endif %}
     - name: nftables
+{%-   if after_sync %}
+    - require:
+      - saltutil: redis-salt-states-synced
+{%-   endif %}
 
 redis-firewall-rules:
   file.managed:
@@ -96,7 +107,7 @@ redis-firewall-rules:
         }
     - check_cmd: /usr/sbin/nft --check -f
     - require:
-      - pkg: redis-firewall-package
+      - id: redis-firewall-package
 {%-   if redis_node and custom_states_usable %}
       - redis_cluster: redis-deployment-shape-kept
 {%-   endif %}
@@ -127,21 +138,36 @@ redis-firewall-unit:
 
 {#- reload: the file replaces the table in one transaction, never a moment without it. #}
 redis-firewall-active:
+{%-   if host_states_usable %}
+  redis_host.service_running:
+{%-   else %}
   service.running:
+{%-   endif %}
     - name: {{ unit }}
     - enable: True
     - reload: True
     - watch:
       - file: redis-firewall-rules
       - file: redis-firewall-unit
+{%-   if after_sync %}
+    - require:
+      - saltutil: redis-salt-states-synced
+{%-   endif %}
 
-{#- The table, also when something flushed the ruleset since (nft flush ruleset). #}
+{#- The table, also when something flushed the ruleset since (nft flush ruleset): listed
+    once by redis_host (a cmd.run's `unless` cost 2 s a run). #}
 redis-firewall-table-loaded:
+{%-   if host_states_usable %}
+  redis_host.nft_table_loaded:
+    - name: inet redis_salt
+    - rules_file: {{ rules_file }}
+{%-   else %}
   cmd.run:
     - name: /usr/sbin/nft -f {{ rules_file }}
     - unless: /usr/sbin/nft list table inet redis_salt
+{%-   endif %}
     - require:
-      - service: redis-firewall-active
+      - id: redis-firewall-active
 {%- elif salt["file.file_exists"](unit_file) or salt["file.file_exists"](rules_file) %}
 
 {#- Turned off (or this host left the deployment): the unit, the file and the table go. #}
@@ -151,12 +177,21 @@ include:
 {%-   endif %}
 
 redis-firewall-stopped:
+{%-   if host_states_usable %}
+  redis_host.service_dead:
+{%-   else %}
   service.dead:
+{%-   endif %}
     - name: {{ unit }}
     - enable: False
-{%-   if redis_node and custom_states_usable %}
+{%-   if (redis_node and custom_states_usable) or after_sync %}
     - require:
+{%-     if redis_node and custom_states_usable %}
       - redis_cluster: redis-deployment-shape-kept
+{%-     endif %}
+{%-     if after_sync %}
+      - saltutil: redis-salt-states-synced
+{%-     endif %}
 {%-   endif %}
 
 redis-firewall-files-removed:
@@ -165,14 +200,19 @@ redis-firewall-files-removed:
       - {{ unit_file }}
       - {{ rules_file }}
     - require:
-      - service: redis-firewall-stopped
+      - id: redis-firewall-stopped
 
 redis-firewall-table-removed:
+{%-   if host_states_usable %}
+  redis_host.nft_table_absent:
+    - name: inet redis_salt
+{%-   else %}
   cmd.run:
     - name: /usr/sbin/nft delete table inet redis_salt
     - onlyif: /usr/sbin/nft list table inet redis_salt
+{%-   endif %}
     - require:
-      - service: redis-firewall-stopped
+      - id: redis-firewall-stopped
 {%- elif redis_node or sentinel_node %}
 
 redis-firewall-off:

@@ -5,7 +5,8 @@
       monitoring.health_interval_minutes, firing redis/health/<minion> when the status
       changes; 0 removes the job. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable,
+                                       host_states_usable, modules_need_sync %}
 {%- if redis_node or sentinel_node %}
 {#- What the monitoring logins need, so that redis.health and redis.monitoring apply alone. #}
 include:
@@ -81,8 +82,16 @@ redis-minion-pillar-refreshed-for-scheduled-jobs:
 {%-   endif %}
 
 redis-health-script-python-client:
+{%-   if host_states_usable %}
+  redis_host.packages_installed:
+{%-   else %}
   pkg.installed:
+{%-   endif %}
     - pkgs: {{ redis.health_script_pkgs | json }}
+{%-   if modules_need_sync and not opts.get("test") %}
+    - require:
+      - saltutil: redis-salt-states-synced
+{%-   endif %}
     - require_in:
       - file: redis-health-script-installed
 

@@ -1,5 +1,6 @@
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, modules_need_sync %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, modules_need_sync,
+                                       host_states_usable %}
 {%- if not (redis_node or sentinel_node) %}
 include:
   - {{ tplroot }}.inactive
@@ -31,10 +32,20 @@ redis-salt-beacons-synced:
     - refresh: False
 {%- endif %}
 
+{#- Checked in the package database for these packages only (redis_host: Salt's pkg.installed
+    lists every package installed, a tenth of a second per apply), once our states are here. #}
 redis-packages-installed:
+{%- if host_states_usable %}
+  redis_host.packages_installed:
+{%- else %}
   pkg.installed:
+{%- endif %}
     {#- A witness runs a Sentinel only: no redis-server package. #}
     - pkgs: {{ (redis.pkgs if redis_node else redis.sentinel_pkgs) | json }}
+{%- if modules_need_sync and not opts.get("test") %}
+    - require:
+      - saltutil: redis-salt-states-synced
+{%- endif %}
 
 {#- The packages' own helper for config checks: Salt runs it before any new
     configuration reaches the server. #}

@@ -42,7 +42,7 @@ redis-sentinel-running:
     - name: {{ redis.sentinel_service }}
     - enable: True
     - require:
-      - pkg: redis-packages-installed
+      - id: redis-packages-installed
 {%-   if redis_node %}
       {#- Never on a formed cluster whose YAML now says sentinel: shape_kept refuses that. #}
       - redis_cluster: redis-deployment-shape-kept

@@ -1,6 +1,6 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, redis_settings, supervised_by_systemd,
-                                       custom_states_usable %}
+                                       custom_states_usable, host_states_usable %}
 include:
   - {{ tplroot }}.config
 {%- if redis_node and custom_states_usable %}
@@ -63,15 +63,20 @@ redis-restore-recovered:
       - redis_cluster: redis-deployment-shape-kept
       - file: redis-salt-settings-directory
     - require_in:
-      - service: redis-server-running
+      - {{ "redis_host" if host_states_usable else "service" }}: redis-server-running
 {%- if redis.mode == "cluster" %}
       - redis_cluster: redis-cluster-predecessor-handed-over
 {%- endif %}
 
 {#- No `watch` on the config files: a changed setting is applied live where Redis
-    allows it and the server is restarted only for the rest (next state). #}
+    allows it and the server is restarted only for the rest (next state). Salt's
+    service.running when one `systemctl show` finds the unit not active and enabled. #}
 redis-server-running:
+{%- if host_states_usable %}
+  redis_host.service_running:
+{%- else %}
   service.running:
+{%- endif %}
     - name: {{ redis.service }}
     - enable: True
 {%- if not supervised_by_systemd %}
@@ -92,7 +97,7 @@ redis-server-runs-the-managed-settings:
     - settings: {{ redis_settings | json }}
     - service: {{ redis.service }}
     - require:
-      - service: redis-server-running
+      - id: redis-server-running
 
 {#- Live, never a restart: default accepts the password (and, during a rotation, the previous
     one), replication logs in as its own user. #}
@@ -106,7 +111,11 @@ redis-server-logins:
 
 {#- Debian's redis-sentinel package starts a Sentinel; a Redis Cluster has no use for it. #}
 redis-sentinel-not-running-in-cluster-mode:
+{%-   if host_states_usable %}
+  redis_host.service_dead:
+{%-   else %}
   service.dead:
+{%-   endif %}
     - name: {{ redis.sentinel_service }}
     - enable: False
     {#- Not on a Sentinel pair whose YAML now says cluster: shape_kept refuses that switch. #}

@@ -17,7 +17,7 @@ redis-deployment-shape-kept:
     - dir: {{ redis.data_dir }}
     - settings_file: {{ redis.salt_config_file }}
     - require:
-      - pkg: redis-packages-installed
+      - id: redis-packages-installed
 {%-   if modules_need_sync and not opts.get("test") %}
       - saltutil: redis-salt-utils-synced
       - saltutil: redis-salt-modules-synced

@@ -25,7 +25,7 @@ redis-tls-directory:
     - mode: "0755"
     - makedirs: True
     - require:
-      - pkg: redis-packages-installed
+      - id: redis-packages-installed
 
 {%-     for purpose, path, mode in [("key", tls.key_file, "0640"), ("cert", tls.cert_file, "0644"),
                                    ("ca", tls.ca_file, "0644")] %}
