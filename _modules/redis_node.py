@@ -62,6 +62,41 @@ def __virtual__():
     return __virtualname__
 
 
+# ---------------------------------------------------------------- Salt's scheduler
+
+
+def scheduled_jobs():
+    """
+    ``{name: item}``: the minion's scheduled jobs as this job's options hold them (a job the
+    salt-minion forks carries its scheduler's jobs), each as ``schedule.list`` shows it
+    (keys of ``SCHEDULE_CONF`` only, no None nor ``_seconds``, ``enabled`` defaulting to
+    True), and under ``enabled`` whether the scheduler runs. What ``schedule.list
+    where=opts`` answers, without the round trip to the salt-minion and the parse of
+    ``_schedule.conf``: the states' first look before they ask ``schedule.list``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_node.scheduled_jobs
+    """
+    from salt.modules.schedule import SCHEDULE_CONF  # pylint: disable=import-outside-toplevel
+
+    schedule = __opts__.get("schedule") or {}
+    jobs = {"enabled": schedule.get("enabled", True) is not False}
+    for job, item in schedule.items():
+        if not isinstance(item, dict):
+            continue
+        shown = {}
+        for key, value in item.items():
+            if key in SCHEDULE_CONF and value is not None:
+                shown[key] = True if value == "true" else False if value == "false" else value
+        shown.setdefault("enabled", True)
+        shown.pop("_seconds", None)  # the scheduler's own; schedule.list drops it too
+        jobs[job] = shown
+    return jobs
+
+
 # ---------------------------------------------------------------- helpers
 
 

@@ -260,10 +260,15 @@ def _croniter_missing():
     return None
 
 
-def _listed():
+def _listed(first_look=False):
     """``({name: item}, enabled)``: the scheduler jobs from the minion's configuration (jobs
-    defined in pillar are not the state's to change) and whether the scheduler runs."""
-    listed = __salt__["schedule.list"](show_all=True, return_yaml=False, where="opts") or {}
+    defined in pillar are not the state's to change) and whether the scheduler runs.
+    ``first_look``: as this job's options hold them (``redis_node.scheduled_jobs``), not
+    asked of the running salt-minion (``schedule.list``)."""
+    if first_look and "redis_node.scheduled_jobs" in __salt__:
+        listed = __salt__["redis_node.scheduled_jobs"]()
+    else:
+        listed = __salt__["schedule.list"](show_all=True, return_yaml=False, where="opts") or {}
     jobs = {name: item for name, item in listed.items() if isinstance(item, dict)}
     return jobs, listed.get("enabled", True) is not False
 
@@ -365,8 +370,13 @@ def scheduled(name, schedule=None, compress=None, retention_days=None, prefix=PR
         if item.get("result") is False:  # build_schedule_item's refusal
             ret.update(result=False, comment=f"Backup schedule not changed: job {job}: {item.get('comment')}")
             return ret
-    current, enabled = _listed()
+    # A converged schedule is seen in this job's options; anything else is decided on what
+    # the running salt-minion answers.
+    current, enabled = _listed(first_look=True)
     add, modify, delete = _plan_changes(current, desired, prefix)
+    if add or modify or delete:
+        current, enabled = _listed()
+        add, modify, delete = _plan_changes(current, desired, prefix)
     changes = {}
     for job in add:
         changes[job] = {"old": None, "new": _describe(desired[job])}

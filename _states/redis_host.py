@@ -14,7 +14,10 @@ Here:
   ``systemctl show`` (systemd hosts), else ``service.running`` / ``service.dead``
   (which also do everything under ``watch``: :func:`mod_watch`);
 - :func:`nft_table_loaded` / :func:`nft_table_absent` list the nftables table once and
-  load (or delete) it only when it is missing (or there).
+  load (or delete) it only when it is missing (or there);
+- :func:`schedule_present` compares the job with the minion's schedule as this job's
+  options hold it (``redis_node.scheduled_jobs``), else ``schedule.present`` (which asks
+  the running salt-minion over the event bus and parses ``_schedule.conf``).
 
 Each answers "no change" only when what it looked at is exactly the converged state;
 anything else (a stopped or disabled unit, a unit systemd must reload, an unknown unit, a
@@ -220,3 +223,27 @@ def nft_table_absent(name):
         return ret
     ret.update(changes={"deleted": name}, comment=f"table {name} deleted")
     return ret
+
+
+# ---------------------------------------------------------------- Salt's scheduler
+
+
+def schedule_present(name, **kwargs):
+    """
+    ``schedule.present``, checked first against ``redis_node.scheduled_jobs``: a job there
+    exactly as ``schedule.build_schedule_item`` makes it is left alone.
+    """
+    try:
+        current = __salt__["redis_node.scheduled_jobs"]().get(name)
+    except KeyError:  # our execution module not loadable here (redis-py missing)
+        current = None
+    if current is not None:
+        wanted = __salt__["schedule.build_schedule_item"](name, **kwargs)
+        if isinstance(wanted, dict) and wanted.get("result", True) is not False:
+            wanted = dict(wanted)
+            wanted.setdefault("enabled", True)
+            if wanted == current:
+                ret = _ret(name)
+                ret["comment"] = f"Job {name} in correct state"
+                return ret
+    return __states__["schedule.present"](name, **kwargs)

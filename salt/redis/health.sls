@@ -117,13 +117,21 @@ redis-health-script-installed:
 {%-   if minutes > 0 %}
 
 redis-health-checks-scheduled:
+{%-     if host_states_usable %}
+  redis_host.schedule_present:
+{%-     else %}
   schedule.present:
+{%-     endif %}
     - name: redis-health
     - function: redis_cluster.health
     - job_kwargs:
         fire_events: True
     - minutes: {{ minutes }}
     - maxrunning: 1
+{%-     if modules_need_sync and not opts.get("test") %}
+    - require:
+      - saltutil: redis-salt-states-synced
+{%-     endif %}
 {%-   else %}
 
 redis-health-checks-unscheduled:

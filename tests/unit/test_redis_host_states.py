@@ -146,3 +146,37 @@ def test_an_absent_table_is_left_alone(host):
     host("", returncode=1)
     ret = rh.nft_table_absent("inet redis_salt")
     assert ret["changes"] == {} and len(host.commands) == 1
+
+
+HEALTH_JOB = {"function": "redis_cluster.health", "minutes": 5, "kwargs": {"fire_events": True}, "maxrunning": 1,
+              "name": "redis-health", "jid_include": True}
+
+
+@pytest.fixture
+def scheduler(host, monkeypatch):
+    """``scheduler(jobs)``: the jobs redis_node.scheduled_jobs sees; returns Salt's states."""
+    states = host("")
+
+    def with_jobs(jobs):
+        monkeypatch.setattr(rh, "__salt__", {
+            "redis_node.scheduled_jobs": lambda: dict(jobs, enabled=True),
+            "schedule.build_schedule_item": lambda name, **kwargs: dict(HEALTH_JOB),
+        }, raising=False)
+        return states
+
+    return with_jobs
+
+
+def test_a_scheduled_job_as_wanted_is_left_alone(scheduler):
+    states = scheduler({"redis-health": dict(HEALTH_JOB, enabled=True)})
+    ret = rh.schedule_present("redis-health", function="redis_cluster.health", minutes=5)
+    assert ret["changes"] == {} and ret["comment"] == "Job redis-health in correct state" and not states.calls
+
+
+@pytest.mark.parametrize("jobs", [{}, {"redis-health": dict(HEALTH_JOB, minutes=10, enabled=True)},
+                                  {"redis-health": dict(HEALTH_JOB, enabled=False)}])
+def test_a_missing_or_different_job_goes_to_schedule_present(scheduler, jobs):
+    states = scheduler(jobs)
+    rh.schedule_present("redis-health", function="redis_cluster.health", minutes=5)
+    assert states.calls == [("schedule.present", ("redis-health",),
+                             {"function": "redis_cluster.health", "minutes": 5})]
