@@ -9,7 +9,10 @@
     Turned off, health.sls stops and disables the exporter Salt configured and removes its
     files (the packages stay): init.sls includes this file only while it is on. #}
 {%- set tplroot = tpldir.split("/")[0] %}
-{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable %}
+{%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, custom_states_usable,
+                                       host_states_usable, modules_need_sync %}
+{#- redis_host's states run once a fresh minion has them (the sync states of redis.install). #}
+{%- set after_sync = modules_need_sync and not opts.get("test") %}
 {%- set exporter = (redis.get("monitoring") or {}).get("exporter", False) %}
 {%- set dropin = redis.exporter_dropin %}
 {%- set environment_file = redis.exporter_environment_file %}
@@ -18,10 +21,18 @@ include:
   - {{ tplroot }}.health
 
 redis-exporter-packages-installed:
+{%-   if host_states_usable %}
+  redis_host.packages_installed:
+{%-   else %}
   pkg.installed:
+{%-   endif %}
     - pkgs:
       - prometheus-redis-exporter
       - prometheus-node-exporter
+{%-   if after_sync %}
+    - require:
+      - saltutil: redis-salt-states-synced
+{%-   endif %}
 
 {%-   if custom_states_usable %}
 
@@ -55,11 +66,15 @@ redis-exporter-points-at-this-node:
 {%-   endif %}
 
 redis-exporter-running:
+{%-   if host_states_usable %}
+  redis_host.service_running:
+{%-   else %}
   service.running:
+{%-   endif %}
     - name: prometheus-redis-exporter
     - enable: True
     - require:
-      - pkg: redis-exporter-packages-installed
+      - id: redis-exporter-packages-installed
     - watch:
       - file: redis-exporter-points-at-this-node
 {%-   if custom_states_usable %}
@@ -68,11 +83,15 @@ redis-exporter-running:
 
 {#- node-exporter as Debian runs it; its textfile collector reads our backup metrics. #}
 redis-node-exporter-running:
+{%-   if host_states_usable %}
+  redis_host.service_running:
+{%-   else %}
   service.running:
+{%-   endif %}
     - name: prometheus-node-exporter
     - enable: True
     - require:
-      - pkg: redis-exporter-packages-installed
+      - id: redis-exporter-packages-installed
 {%- elif redis_node or sentinel_node %}
 {#- Off: health.sls removes what an earlier "on" left. #}
 include:
