@@ -95,13 +95,19 @@ redis-health-script-python-client:
     - require_in:
       - file: redis-health-script-installed
 
-{#- The rules of redis_cluster.health, for the script (one copy of them: _utils). #}
+{#- The rules of redis_cluster.health, for the script (one copy of them: _utils). Copied from
+    this minion's synced _utils when map.jinja found those the master's (same digests: no
+    request to the master), else from the master. #}
 {%-   for module in ("redis_health", "redis_replies", "redis_common") %}
 
 redis-health-script-rules-{{ module }}:
   file.managed:
     - name: {{ libdir }}/{{ module }}.py
+{%-     if modules_need_sync %}
     - source: salt://_utils/{{ module }}.py
+{%-     else %}
+    - source: {{ opts.extension_modules }}/utils/{{ module }}.py
+{%-     endif %}
     - mode: "0644"
     - makedirs: True
     - require_in:
