@@ -334,6 +334,11 @@ def _identity(client, name):
     return dict(__utils__["redis_servers.node"](server, version), name=name)
 
 
+def _identities(clients, hosts):
+    """``{host: _identity}`` of each of ``hosts``, one INFO per host."""
+    return {host: _identity(clients[host], host) for host in hosts}
+
+
 def _moves_refused(moves, what):
     """Raise CommandExecutionError naming every (source, target) of ``moves`` (node
     identities) whose target cannot load the source's RDB format: checked before anything
@@ -571,9 +576,9 @@ def _reshape(plan, clients, ids, actions):
     why = {"short": "its master lacked a replica", "group": "a new master's replica",
            "spare": "a spare, waiting for more nodes"}
     # A replica loads its master's data: only from a format it reads.
-    _moves_refused([(_identity(clients[_host_of(ids, m["master"])], _host_of(ids, m["master"])),
-                     _identity(clients[_host_of(ids, m["node"])], _host_of(ids, m["node"])))
-                    for m in shape["replicate"]], "replication")
+    pairs = [(_host_of(ids, m["master"]), _host_of(ids, m["node"])) for m in shape["replicate"]]
+    known = _identities(clients, {host for pair in pairs for host in pair})
+    _moves_refused([(known[master], known[host]) for master, host in pairs], "replication")
     for move in shape["replicate"]:
         host, master = _host_of(ids, move["node"]), _host_of(ids, move["master"])
         try:
@@ -688,8 +693,8 @@ def _rebalance_onto(newcomers, plan, actions):
     # Slots (and their keys) move from the masters that serve them to the newcomers.
     serving = [host for host, view in _views(clients).items()
                if isinstance(view, dict) and view["slots"] and host not in newcomers]
-    _moves_refused([(_identity(clients[source], source), _identity(clients[target], target))
-                    for source in serving for target in newcomers], "slots")
+    known = _identities(clients, set(serving) | set(newcomers))
+    _moves_refused([(known[source], known[target]) for source in serving for target in newcomers], "slots")
     _note_rebalance(newcomers)
     while True:
         code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-use-empty-masters"],

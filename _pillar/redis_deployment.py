@@ -1100,29 +1100,30 @@ def _fingerprint(pem):
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
+def _load_by_path(name, path):
+    """The Python file at ``path`` as a module: our sibling files are no importable modules
+    wherever Salt loads this one from, and the master has no ``__utils__``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @functools.lru_cache(maxsize=1)
 def _servers():
     """_utils/redis_servers.py (the servers' names and which distribution offers which),
-    loaded by path once: the master has no ``__utils__``. Beside this file's folder as
-    file_roots hold it (``_utils``), or as ``saltutil.sync_all`` puts it (``utils``)."""
+    loaded once: beside this file's folder as file_roots hold it (``_utils``), or as
+    ``saltutil.sync_all`` puts it (``utils``)."""
     root = Path(__file__).resolve().parents[1]
     found = next((root / folder / "redis_servers.py" for folder in ("_utils", "utils")
                   if (root / folder / "redis_servers.py").is_file()), root / "_utils" / "redis_servers.py")
-    spec = importlib.util.spec_from_file_location("redis_deployment_servers", found)
-    servers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(servers)
-    return servers
+    return _load_by_path("redis_deployment_servers", found)
 
 
 @functools.lru_cache(maxsize=1)
 def _certificates_module():
-    """_pillar/redis_certificates.py, loaded by path (once): a sibling file is no importable
-    module wherever Salt loads this one from."""
-    spec = importlib.util.spec_from_file_location(
-        "redis_deployment_certificates", Path(__file__).with_name("redis_certificates.py"))
-    certificates = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(certificates)
-    return certificates
+    """_pillar/redis_certificates.py, loaded once."""
+    return _load_by_path("redis_deployment_certificates", Path(__file__).with_name("redis_certificates.py"))
 
 
 def _issued_certificates(config, hostname, ip, days_valid):

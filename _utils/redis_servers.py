@@ -15,7 +15,6 @@ behaviour (``valkey-cli`` reads ``REDISCLI_AUTH``; its server binary answers to 
 import re
 
 SERVERS = ("redis", "valkey")
-DEFAULT_SERVER = "redis"
 
 # What each distribution's own archive offers, by (os_family grain, major release), as
 # checked on the releases named (FACTS.md): Debian 12 has Redis 7.0 only; Debian 13 has
