@@ -92,6 +92,9 @@ DEFAULTS = {
     "tls": None,
     # Which server the distribution's packages provide it from (_utils/redis_servers.py).
     "server": "redis",
+    # Hosts that run another server than `server` (hostname: server): a fleet part-way
+    # through `salt-run redis_deployment.replace_hosts`, whose old hosts keep theirs.
+    "server_by_host": {},
 }
 # cache.redis.tls: certificate files already on the minions, or `issue: true` (the master's
 # CA, _pillar/redis_certificates.py). `plain_port: true` keeps the plain port open too (a
@@ -554,10 +557,14 @@ def _redis_settings(document, path, environ):
     _choice(settings, "maxmemory_policy", "cache.redis.maxmemory_policy", path, MAXMEMORY_POLICIES)
     _choice(settings, "host_baseline", "cache.redis.host_baseline", path, HOST_BASELINES)
     _choice(settings, "server", "cache.redis.server", path, _servers().SERVERS)
-    for name in ("password", "previous_password"):
-        refused = _servers().password_refusal(settings["server"], settings.get(name))
-        if refused:
-            raise DeploymentError(path, f"cache.redis.{name}", refused)
+    by_host = settings["server_by_host"] = _mapping(settings["server_by_host"], "cache.redis.server_by_host", path)
+    for host, server in by_host.items():
+        _choice(by_host, host, f"cache.redis.server_by_host.{host}", path, _servers().SERVERS)
+    for server in {settings["server"], *by_host.values()}:
+        for name in ("password", "previous_password"):
+            refused = _servers().password_refusal(server, settings.get(name))
+            if refused:
+                raise DeploymentError(path, f"cache.redis.{name}", refused)
     percent = settings["maxmemory_percent"]
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
         raise DeploymentError(
@@ -784,6 +791,10 @@ def _shape(document, path, environ):
     mode = _resolve_mode(settings, redis_nodes, path)
 
     by_hostname = {c["hostname"]: c for c in controllers}
+    for host in settings["server_by_host"]:
+        if host not in by_hostname or not by_hostname[host]["redis"]:
+            raise DeploymentError(path, f"cache.redis.server_by_host.{host}",
+                                  "expected the hostname of a controller with services.redis: true")
     witnesses = []
     for index, name in enumerate(settings["sentinel"]["witnesses"]):
         key = f"cache.redis.sentinel.witnesses[{index}]"
@@ -927,6 +938,13 @@ def _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib):
     )
 
 
+def server_of(deployment, hostname):
+    """The server a controller runs: ``cache.redis.server``, or its ``server_by_host`` entry.
+    A witness's Sentinel follows the deployment's server."""
+    settings = deployment["settings"]
+    return settings["server_by_host"].get(hostname, settings["server"])
+
+
 def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxmemory=None, os_grains=None):
     """The ``redis`` pillar of one minion: its role plus everything it needs to know.
 
@@ -959,9 +977,12 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
         return pillar
     if ipv4 is not None or ipv6 is not None:
         _check_address(deployment, minion_id, node, ipv4, ipv6)
-    refused = _servers().refusal(settings["server"], os_grains, node["hostname"]) if os_grains else None
+    server = server_of(deployment, node["hostname"])
+    refused = _servers().refusal(server, os_grains, node["hostname"]) if os_grains else None
     if refused:
-        raise DeploymentError(deployment["path"], "cache.redis.server", refused)
+        key = "cache.redis.server" + (f"_by_host.{node['hostname']}"
+                                      if node["hostname"] in settings["server_by_host"] else "")
+        raise DeploymentError(deployment["path"], key, refused)
     if maxmemory is None:
         maxmemory = _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib)
     pillar.update(
@@ -996,11 +1017,11 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
             "sentinel": copy.deepcopy(deployment["sentinel"]),
             "backup": copy.deepcopy(settings["backup"]),
             "monitoring": copy.deepcopy(settings["monitoring"]),
-            "server": settings["server"],
+            "server": server,
         }
     )
     # The server's package, unit, path, account and tool names over map.jinja's (Redis's).
-    pillar.update(_servers().names(settings["server"]))
+    pillar.update(_servers().names(server))
     if maxmemory is None:  # a Sentinel-only witness without a usable mem_total: it runs no redis-server
         del pillar["maxmemory"]
     if "previous_password" in settings:

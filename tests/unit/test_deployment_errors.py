@@ -349,7 +349,7 @@ SETTINGS_LISTED = (
     "acl, backup, client_networks, cluster_node_timeout_ms, cluster_rebalance_timeout_s, "
     "cluster_require_full_coverage, firewall, force_password_change, host_baseline, master_name, maxclients, "
     "maxmemory_percent, maxmemory_policy, min_replicas_max_lag, min_replicas_to_write, mode, monitoring, password, "
-    "port, previous_password, replicas_per_master, sentinel, sentinel_port, server, tls"
+    "port, previous_password, replicas_per_master, sentinel, sentinel_port, server, server_by_host, tls"
 )
 
 

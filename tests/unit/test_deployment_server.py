@@ -83,3 +83,39 @@ def test_valkey_refuses_a_password_its_config_rewrite_would_break(tmp_path, pass
 def test_redis_keeps_such_passwords(tmp_path):
     doc = make_doc(3)
     assert rd.load_deployment(write_yaml(tmp_path, doc), {"REDIS_PASSWORD": 'it "pass" \\ word'})["settings"]
+
+
+def test_server_by_host_keeps_the_old_hosts_server_during_a_replacement(tmp_path):
+    dep = deployment(tmp_path, "valkey", count=4, server_by_host={"server1": "redis", "server2": "redis"})
+    old = rd.node_pillar(dep, "server1", 4096, os_grains=DEBIAN_12)
+    assert old["server"] == "redis" and "service" not in old  # Redis's names: map.jinja's defaults
+    new = rd.node_pillar(dep, "server3", 4096, os_grains=DEBIAN_13)
+    assert (new["server"], new["service"]) == ("valkey", "valkey-server")
+
+
+def test_server_by_host_is_refused_on_a_distribution_that_lacks_it_naming_the_key(tmp_path):
+    dep = deployment(tmp_path, count=3, server_by_host={"server2": "valkey"})
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.node_pillar(dep, "server2", 4096, os_grains=DEBIAN_12)
+    assert str(err.value).startswith(f"{dep['path']}: cache.redis.server_by_host.server2: host server2 runs Debian 12")
+
+
+@pytest.mark.parametrize("by_host, key, expected", [
+    ({"server9": "redis"}, "cache.redis.server_by_host.server9", "expected the hostname of a controller with "
+                                                                 "services.redis: true"),
+    ({"server1": "keydb"}, "cache.redis.server_by_host.server1", "expected one of redis, valkey, got 'keydb'"),
+    (["server1"], "cache.redis.server_by_host", "expected a mapping, got list"),
+])
+def test_server_by_host_mistakes_name_the_key(tmp_path, by_host, key, expected):
+    doc = make_doc(3, {"server_by_host": by_host})
+    path = write_yaml(tmp_path, doc)
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(path, ENV)
+    assert str(err.value) == f"{path}: {key}: {expected}"
+
+
+def test_a_valkey_host_by_host_refuses_a_password_valkey_would_break(tmp_path):
+    doc = make_doc(3, {"server_by_host": {"server3": "valkey"}})
+    with pytest.raises(rd.DeploymentError) as err:
+        rd.load_deployment(write_yaml(tmp_path, doc), {"REDIS_PASSWORD": 'with"quote'})
+    assert ": cache.redis.password: expected a password without " in str(err.value)
