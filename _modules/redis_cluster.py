@@ -1112,6 +1112,92 @@ def remove_member(address, timeout=300, force=False):
     }
 
 
+def drain_members(addresses, timeout=3600):
+    """
+    Move every slot (with its keys) off the nodes at ``addresses`` (``ip:port`` each) onto
+    the cluster's other masters in one ``redis-cli --cluster rebalance`` with their weights
+    at 0, which clients follow through MOVED/ASK; the nodes stay members (``remove_member``
+    then takes each out). ``salt-run redis_deployment.replace_hosts`` runs it on a node
+    that stays. Refused before anything moves, naming the nodes: a drained node that is
+    down while it serves slots, no master left to take them, and a master that would
+    receive or give slots and cannot load the other's RDB format (``redis_servers``).
+    Running it again changes nothing.
+
+    Returns ``{"drained": bool, "actions": [...], "moved": {address: slots}, "keys_before",
+    "keys_after", "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server4 redis_cluster.drain_members addresses='[192.168.1.101:6379, 192.168.1.102:6379]'
+    """
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    deadline = time.monotonic() + float(timeout)
+    me = _client()
+    view = _view(me)
+    entry = f"{_settings().get('bind_ip', '127.0.0.1')}:{_port()}"
+    by_address = {n["address"]: n for n in view["nodes"] if n["address"]}
+    drained = [by_address[a] for a in addresses if a in by_address]
+    if any("myself" in n["flags"] for n in drained):
+        raise CommandExecutionError(f"{entry} is among the nodes to drain: run it on a node that stays")
+    down = [n for n in drained if n["slots"] and {"fail", "fail?", "noaddr"} & set(n["flags"])]
+    if down:
+        raise CommandExecutionError(
+            "; ".join(f"{n['address']} is down and serves slots {', '.join(f'{a}-{b}' for a, b in n['slots'])}"
+                      for n in down) + ": their keys are on it alone; start it again first. Nothing was moved")
+    keys_before = _cluster_keys(view)
+    sources = [n for n in drained if n["slots"]]
+    if not sources:
+        return {"drained": True, "actions": [], "moved": {}, "keys_before": keys_before, "keys_after": keys_before,
+                "comment": f"none of {', '.join(addresses)} serves a slot: nothing to move"}
+    receivers = [n for n in view["nodes"] if "master" in n["flags"] and n not in drained and n["address"]
+                 and not {"fail", "fail?", "noaddr"} & set(n["flags"])]
+    if not receivers:
+        raise CommandExecutionError(f"no master outside {', '.join(addresses)} is there to take their slots: "
+                                    "add the new nodes first. Nothing was moved")
+
+    def identity(node):
+        host, port = _split_address(node["address"])
+        return _identity(me if "myself" in node["flags"] else _client(port, host=host), node["address"])
+
+    known = {n["address"]: identity(n) for n in sources + receivers}
+    # A rebalance takes slots from every master above its share, not only the drained ones.
+    share = TOTAL_SLOTS / len(receivers)
+    donors = sources + [n for n in receivers if _slot_count(n["slots"]) > share]
+    _moves_refused([(known[d["address"]], known[r["address"]]) for d in donors for r in receivers
+                    if d is not r], "slots")
+    for node in sources:
+        host, port = _split_address(node["address"])
+        try:
+            # A master that gave away its last slot turns itself into a replica (Redis 7's
+            # replica migration), while redis-cli still counts it among the masters it sends
+            # the next source's SETSLOT to ("Please use SETSLOT only with masters"): the
+            # drained nodes stay slot-less masters until remove_member takes them out.
+            _client(port, host=host).config_set("cluster-allow-replica-migration", "no")
+        except redis.ResponseError:
+            pass  # a server without the setting (Redis 6.2) keeps an emptied master a master
+    weights = [f"{n['id']}=0" for n in drained]
+    code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-weight", *weights],
+                                      max(1.0, deadline - time.monotonic()))
+    after = _view(me)
+    left = [n["address"] for n in after["nodes"] if n["address"] in addresses and n["slots"]]
+    if code != 0 or left:
+        log.error("redis-cli --cluster rebalance (draining %s) failed: %s", ", ".join(addresses), output)
+        raise CommandExecutionError(
+            f"moving the slots off {', '.join(left or addresses)} failed (exit {code}; run it again to resume): "
+            + " ".join(output.split())[-600:])
+    moved = {n["address"]: _slot_count(n["slots"]) for n in sources}
+    settled = _wait(lambda: (lambda v: v if v["state"] == "ok" and not v["open_slots"] else None)(_view(me)),
+                    max(1.0, deadline - time.monotonic()), interval=0.5)
+    keys_after = _cluster_keys(settled or after)
+    return {"drained": True, "actions": [f"moved {count} slots off {address}" for address, count in moved.items()],
+            "moved": moved, "keys_before": keys_before, "keys_after": keys_after,
+            "comment": f"{sum(moved.values())} slots moved off {', '.join(moved)} onto "
+                       f"{', '.join(n['address'] for n in receivers)}; keys before {keys_before}, after {keys_after}"}
+
+
 def _last_copy_of(view, target):
     """``"ip:port (slots a-b)"`` of the master whose only live replica ``target`` is, else None."""
     if "slave" not in target["flags"] or not _live(target):

@@ -19,7 +19,9 @@ never appears on a command line, in a return value or in a log line.
 :depends: redis (redis-py)
 """
 
+import json
 import logging
+import os
 import re
 import time
 
@@ -1351,3 +1353,63 @@ def forced_password_change(port=None, settings_file=None, dry_run=False):
         return __utils__["redis_acl.forced_change"](connect, acl, candidates, dry_run=dry_run)
     except redis.RedisError as exc:
         raise CommandExecutionError(f"127.0.0.1:{port}: {_error(exc)}") from None
+
+
+# ---------------------------------------------------------------- retirement
+
+# Salt's cache (root's): the node's record that replace_hosts took it out for good.
+RETIRED_RECORD = ("redis_node", "retired.json")
+
+
+def _retired_path():
+    return os.path.join(__opts__.get("cachedir") or "/var/cache/salt/minion", *RETIRED_RECORD)
+
+
+def retired():
+    """
+    The record ``retire`` left on this node (``{"by", "at", "address"}``), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_node.retired
+    """
+    try:
+        with open(_retired_path(), encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return dict(record, path=_retired_path()) if isinstance(record, dict) else None
+
+
+def retire(by="replace_hosts", service=None):
+    """
+    Stop and disable this node's Redis server for good, once it is out of the deployment
+    (``salt-run redis_deployment.replace_hosts`` runs it on each old host after the cluster
+    forgot it), and record it in Salt's cache: a ``state.apply`` that still finds this host
+    in the YAML then refuses to take it back into the cluster, saying to remove it from the
+    YAML. Running it again changes nothing.
+
+    Returns ``{"service", "stopped", "disabled", "record"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server1 redis_node.retire
+    """
+    name = service or _service_name()
+    path = _retired_path()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    record = {"by": str(by), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "address": f"{_settings().get('bind_ip', '127.0.0.1')}:{_settings().get('port', 6379)}"}
+    temporary = f"{path}.{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    os.replace(temporary, path)
+    stopped = __salt__["service.stop"](name)
+    disabled = __salt__["service.disable"](name)
+    if not stopped or not disabled:
+        raise CommandExecutionError(f"{name} could not be {'stopped' if not stopped else 'disabled'}: stop it by hand")
+    return {"service": name, "stopped": True, "disabled": True, "record": path}

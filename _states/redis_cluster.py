@@ -79,6 +79,13 @@ def formed(name, timeout=120, marker=None):
     if settings.get("mode") != "cluster":
         ret["comment"] = "not a Redis Cluster deployment: nothing to form"
         return ret
+    retired = __salt__["redis_node.retired"]()
+    if retired:
+        ret.update(result=False, comment=(
+            f"this host was taken out of the deployment by {retired.get('by')} at {retired.get('at')} and its Redis "
+            f"stopped: remove it from {settings.get('deployment_file') or 'the YAML'} (or set services.redis: false). "
+            f"To bring it back as a new member, delete {retired.get('path')} and apply again"))
+        return ret
     plan = __salt__["redis_cluster.cluster_plan"]()
     me, initial = settings.get("hostname"), plan["initial_master"]
     try:

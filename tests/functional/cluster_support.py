@@ -26,6 +26,9 @@ def node_modules(servers, slots=None, replicas_per_master=0, replica_plan=None, 
         state.__salt__ = {f"redis_cluster.{name}": getattr(mod, name) for name in
                           ("cluster_view", "cluster_plan", "form_cluster", "wait_cluster_healthy")}
         state.__salt__["event.send"] = lambda tag, data, events=events: events.append((tag, data)) or True
+        node = load_module(f"redis_node_mod_c{number}", "_modules/redis_node.py")
+        node.__opts__, node.__pillar__ = mod.__opts__, mod.__pillar__
+        state.__salt__["redis_node.retired"] = node.retired
         state.__opts__ = {"test": False}
         state.__pillar__ = mod.__pillar__
         loaded.append((mod, state, events))
