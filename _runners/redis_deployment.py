@@ -981,6 +981,236 @@ def _upgrade_witness(client, result, step, number, total, packages, timeout):
     return True, None
 
 
+# ---------------------------------------------------------------- host replacement
+
+
+def _host_names(value, what):
+    names = value.split(",") if isinstance(value, str) else list(value or [])
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if not names:
+        raise salt.exceptions.SaltInvocationError(
+            f"{what}: expected a list of hostnames, e.g. {what}=[server1,server2]")
+    return names
+
+
+def replace_hosts(old=None, new=None, timeout=3600, config=None):
+    """
+    Move the Redis Cluster off the hosts ``old`` onto the hosts ``new`` without losing a
+    key, while clients keep writing: the way to new hardware, a new distribution or the
+    other server (Debian 12's Redis 7.0 to Debian 13's Valkey 8.1 or Redis 8.0). The YAML
+    lists both, each with ``services.redis: true`` (``cache.redis.server_by_host`` keeps
+    the old hosts' server where it differs from ``cache.redis.server``). In order, each
+    step checked before the next:
+
+    1. refused before anything changes: a name that is no Redis controller, a host in both
+       lists, fewer than 3 nodes left, the preflight's problems (``check``), and a new
+       host whose server could not load an old one's RDB format (its installed version,
+       else the one its package archive would install);
+    2. growth: ``state.apply redis`` on every Redis host, which installs the new hosts and
+       takes them into the cluster (masters and replicas by ``replicas_per_master``);
+    3. every slot moves off the old hosts in one rebalance (``redis_cluster.drain_members``);
+    4. each old host leaves the cluster (``redis_cluster.remove_member``, replicas first);
+    5. each old host's Redis is stopped and disabled for good (``redis_node.retire``): a
+       later ``state.apply`` that still finds it in the YAML refuses it.
+
+    Then remove the old hosts from the YAML (or set ``services.redis: false``) and apply.
+    Run again after a failure, it resumes; after success it changes nothing. Event
+    ``redis/cluster/replaced``.
+
+    old
+        The hosts to leave (hostnames, minion ids or addresses; a list or comma-separated).
+    new
+        The hosts to move onto.
+    timeout
+        Seconds for moving the slots (and for each removal).
+
+    Returns ``{"ok", "old", "new", "before": [lines], "after": [lines], "progress",
+    "keys_before", "keys_after", "comment", "retcode"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run redis_deployment.replace_hosts old=[server1,server2,server3] new=[server4,server5,server6]
+    """
+    old_names, new_names = _host_names(old, "old"), _host_names(new, "new")
+    _close_salt_clients_at_exit()
+    deployment = shape(config)
+    result = {"ok": False, "mode": deployment["mode"], "old": [], "new": [], "before": [], "after": [],
+              "progress": [], "comment": ""}
+    if deployment["mode"] != "cluster":
+        result["comment"] = ("nothing changed: replace_hosts moves a Redis Cluster; replace a Sentinel pair's hosts "
+                             "as the README's runbook says (Host replacement)")
+        return _finish_roll(result)
+    servers, _, old_minions, why = _roll_nodes(deployment, old_names)
+    new_minions = None
+    if not why:
+        servers, _, new_minions, why = _roll_nodes(deployment, new_names)
+    if why:
+        result["comment"] = (f"nothing changed: {why}; list the new hosts in {deployment['path']} with "
+                             "services.redis: true (and keep the old ones) first")
+        return _finish_roll(result)
+    both = set(old_minions) & set(new_minions)
+    if both:
+        result["comment"] = f"nothing changed: {', '.join(sorted(both))} named both old and new"
+        return _finish_roll(result)
+    if len(servers) - len(old_minions) < 3:
+        result["comment"] = (f"nothing changed: a cluster keeps at least 3 Redis nodes, {len(servers)} minus "
+                             f"{len(old_minions)} old leaves {len(servers) - len(old_minions)}")
+        return _finish_roll(result)
+    by_minion = {s["minion"]: s for s in servers}
+    result["old"] = [by_minion[m]["hostname"] for m in old_minions]
+    result["new"] = [by_minion[m]["hostname"] for m in new_minions]
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        return _replace(client, result, deployment, servers, [by_minion[m] for m in old_minions],
+                        [by_minion[m] for m in new_minions], float(timeout), config)
+    finally:
+        client.destroy()
+
+
+def _cluster_of(client, nodes):
+    """The view of the cluster (``redis_cluster.cluster_view``) that knows the most nodes,
+    asked of ``nodes`` at once; None when none answers."""
+    answers = _minions_call(client, [n["minion"] for n in nodes], "redis_cluster.cluster_view", 60)
+    views = [ret for ok, ret in answers.values() if ok and isinstance(ret, dict)]
+    return max(views, key=lambda v: (v["state"] == "ok", v["known_nodes"]), default=None)
+
+
+def _members_table(view, names):
+    lines = []
+    for node in sorted(view["nodes"], key=lambda n: n["address"] or ""):
+        name = names.get(node["address"], node["address"])
+        slots = sum(b - a + 1 for a, b in node["slots"])
+        role = "replica" if "slave" in node["flags"] else "master"
+        lines.append(f"{name} ({node['address']}): {role}" + (f", {slots} slots" if slots else ""))
+    return lines
+
+
+def _door_refusals(client, old, new):
+    """Why data could not move from an old host to a new one (RDB formats), per pair; a new
+    host's server is the one installed, else the one its package archive would install."""
+    servers = _servers_module()
+    statuses = _minions_call(client, [n["minion"] for n in old], "redis_cluster.status", 60)
+    problems, sources = [], []
+    for node in old:
+        ok, status = statuses[node["minion"]]
+        if not ok or not isinstance(status, dict) or not status.get("version"):
+            problems.append(f"{node['hostname']}: cannot read its server's version: {status}")
+            continue
+        sources.append(dict(servers.node(status["server"], status["version"]), name=node["hostname"]))
+    for node in new:
+        server = node["server"]
+        package = (servers.NAMES.get(server) or servers.REDIS_NAMES)["pkgs"][0]
+        answers = client.cmd([node["minion"]], ["pkg.version", "pkg.latest_version"], [[package], [package]],
+                             timeout=120, tgt_type="list") or {}
+        found = answers.get(node["minion"]) or {}
+        version = (found.get("pkg.latest_version") if isinstance(found.get("pkg.latest_version"), str) else "") \
+            or (found.get("pkg.version") if isinstance(found.get("pkg.version"), str) else "")
+        if not servers.upstream(version):
+            problems.append(f"{node['hostname']}: cannot tell which {package} it would run (installed: none, its "
+                            "package archive offers none)")
+            continue
+        target = dict(servers.node(server, servers.upstream(version)), name=node["hostname"])
+        problems += [why for why in (servers.move_refused(source, target, "slots") for source in sources) if why]
+    return list(dict.fromkeys(problems))
+
+
+def _replace(client, result, deployment, servers, old, new, timeout, config):
+    module = _deployment_module()
+    loaded = module.load_deployment(deployment["path"], environ=_Unexpanded())
+    for node in old + new:
+        node["server"] = module.server_of(loaded, node["hostname"])
+    names = {s["address"]: s["hostname"] for s in servers}
+    view = _cluster_of(client, old + new)
+    if view is None:
+        result["comment"] = "nothing changed: no host of old or new answered with its cluster's view"
+        return _finish_roll(result)
+    result["before"] = _members_table(view, names)
+    for line in ["before:"] + result["before"]:
+        _progress(result, line)
+    members = {n["address"] for n in view["nodes"]}
+    old_in = [n for n in old if n["address"] in members]
+    new_in = [n for n in new if n["address"] in members]
+    if not old_in and len(new_in) == len(new):
+        retired = _minions_call(client, [n["minion"] for n in old], "redis_node.retire", 120)
+        failed = [f"{m}: {why}" for m, (ok, why) in retired.items() if not ok]
+        result.update(ok=not failed, comment="nothing to move: the old hosts are out of the cluster"
+                      + (f"; could not stop their Redis: {'; '.join(failed)}" if failed else ""))
+        return _finish_roll(result)
+    if len(new_in) < len(new):
+        preflight = check(config)
+        problems = list(preflight.get("problems") or [])
+        if any("cache.redis.server" in p for p in problems):
+            problems.append("hosts that keep another server than cache.redis.server during the replacement are "
+                            "named in cache.redis.server_by_host")
+        problems += _door_refusals(client, old_in, [n for n in new if n not in new_in])
+        if problems:
+            result["comment"] = "nothing changed: " + "; ".join(problems)
+            return _finish_roll(result)
+        _progress(result, f"growth: state.apply redis on {', '.join(s['hostname'] for s in servers)}")
+        answers = client.cmd([s["minion"] for s in servers], "state.apply", ["redis"], timeout=int(timeout) + 600,
+                             tgt_type="list", full_return=True) or {}
+        failed = []
+        for server in servers:
+            answer = (answers.get(server["minion"]) or {}).get("ret")
+            if not isinstance(answer, dict):
+                failed.append(f"{server['hostname']}: {answer or 'no answer'}")
+                continue
+            failed += [f"{server['hostname']}: {state.get('__id__')}: {state.get('comment')}"
+                       for state in answer.values() if isinstance(state, dict) and state.get("result") is False]
+        if failed:
+            result["comment"] = "stopped at growth (nothing was moved off the old hosts; run again): " + "; ".join(
+                failed)
+            return _finish_roll(result)
+        view = _cluster_of(client, new)
+        joined = {n["address"] for n in (view or {}).get("nodes", [])}
+        missing = [n["hostname"] for n in new if n["address"] not in joined]
+        if view is None or missing or view["state"] != "ok":
+            result["comment"] = (f"stopped after growth: {', '.join(missing) or 'the cluster'} not in a cluster "
+                                 "that says ok; run again")
+            return _finish_roll(result)
+        _progress(result, "growth: every new host is in the cluster")
+    executor = new[0]["minion"]
+    ok, drained = _minion_call(client, executor, "redis_cluster.drain_members", timeout + 120,
+                               addresses=[n["address"] for n in old_in], timeout=timeout)
+    if not ok:
+        result["comment"] = f"stopped while moving the slots off the old hosts (run again to resume): {drained}"
+        return _finish_roll(result)
+    result["keys_before"] = drained["keys_before"]
+    _progress(result, f"moved: {drained['comment']}")
+    view = _cluster_of(client, new)
+    replicas = {n["address"] for n in (view or {}).get("nodes", []) if "slave" in n["flags"]}
+    for node in sorted(old_in, key=lambda n: n["address"] not in replicas):
+        ok, removed = _minion_call(client, executor, "redis_cluster.remove_member", timeout + 120,
+                                   address=node["address"], timeout=min(timeout, 600))
+        if not ok or (not removed.get("removed") and "nothing to do" not in removed.get("comment", "")):
+            result["comment"] = f"stopped removing {node['hostname']} (run again to resume): " + (
+                removed if not ok else removed.get("comment"))
+            return _finish_roll(result)
+        result["keys_after"] = removed.get("keys_after", result.get("keys_after"))
+        _progress(result, f"removed: {removed['comment']}")
+    for node in old:
+        ok, retired = _minion_call(client, node["minion"], "redis_node.retire", 120)
+        _progress(result, f"retired: {node['hostname']}: " + (
+            f"{retired['service']} stopped and disabled" if ok else f"could not stop its Redis: {retired}"))
+    view = _cluster_of(client, new)
+    result["after"] = _members_table(view, names) if view else ["no new host answered"]
+    for line in ["after:"] + result["after"]:
+        _progress(result, line)
+    left = [n["hostname"] for n in old if view and n["address"] in {m["address"] for m in view["nodes"]}]
+    result["ok"] = bool(view) and view["state"] == "ok" and not left
+    olds = ", ".join(n["hostname"] for n in old)
+    result["comment"] = (
+        f"replaced {olds} by {', '.join(n['hostname'] for n in new)}: {sum(drained['moved'].values())} slots moved, "
+        f"keys before {result.get('keys_before')}, after {result.get('keys_after')}; now remove {olds} from "
+        f"{deployment['path']} (or set services.redis: false) and apply"
+        if result["ok"] else f"the cluster is not ok after the replacement, or still lists {', '.join(left)}")
+    _fire("redis/cluster/replaced", {"old": result["old"], "new": result["new"], "ok": result["ok"],
+                                     "keys_before": result.get("keys_before"), "keys_after": result.get("keys_after")})
+    return _finish_roll(result)
+
+
 # ---------------------------------------------------------------- health
 
 HEALTH_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2}

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import yaml
-from support.cluster import ClusterWriter
+from support.cluster import ClusterWriter, slots_served
 from support.lab import (
     REDIS_PORT,
     boot_hosts,
@@ -143,13 +143,6 @@ def test_a_backup_set_taken_under_writes_restores_every_acknowledged_key(first_a
     missing = [n for n in range(before_backup) if after[f"vk:{n}"] != str(n)]
     assert missing == [], f"{len(missing)} of {before_backup} acknowledged keys lost: {missing[:10]}"
     assert all(value in (None, key.split(":")[1]) for key, value in after.items())
-
-
-def slots_served(client):
-    """How many slots the server of ``client`` serves, from its own CLUSTER NODES line."""
-    line = next(line for line in client.execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
-    ranges = [item.split("-") for item in line.split()[8:] if not item.startswith("[")]
-    return sum(int(r[-1]) - int(r[0]) + 1 for r in ranges)
 
 
 def test_a_fourth_valkey_host_joins_under_writes_and_remove_node_takes_it_out(

@@ -41,6 +41,13 @@ def cluster_states(hosts=REDIS_HOSTS):
     return states
 
 
+def slots_served(client):
+    """How many slots the server of ``client`` serves, from its own CLUSTER NODES line."""
+    line = next(line for line in client.execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
+    ranges = [item.split("-") for item in line.split()[8:] if not item.startswith("[")]
+    return sum(int(r[-1]) - int(r[0]) + 1 for r in ranges)
+
+
 def wait_cluster_ok(hosts=REDIS_HOSTS, timeout=30):
     """Until every server of ``hosts`` says ``cluster_state:ok`` (earlier tests restart nodes;
     a restarted master rejoins its cluster within seconds)."""
