@@ -1117,6 +1117,11 @@ def _door_refusals(client, old, new):
 
 
 def _replace(client, result, deployment, servers, old, new, timeout, config):
+    started = time.monotonic()
+
+    def step(line):
+        _progress(result, f"[{time.monotonic() - started:.0f}s] {line}")
+
     module = _deployment_module()
     loaded = module.load_deployment(deployment["path"], environ=_Unexpanded())
     for node in old + new:
@@ -1148,7 +1153,7 @@ def _replace(client, result, deployment, servers, old, new, timeout, config):
         if problems:
             result["comment"] = "nothing changed: " + "; ".join(problems)
             return _finish_roll(result)
-        _progress(result, f"growth: state.apply redis on {', '.join(s['hostname'] for s in servers)}")
+        step(f"growth: state.apply redis on {', '.join(s['hostname'] for s in servers)}")
         answers = client.cmd([s["minion"] for s in servers], "state.apply", ["redis"], timeout=int(timeout) + 600,
                              tgt_type="list", full_return=True) or {}
         failed = []
@@ -1170,7 +1175,7 @@ def _replace(client, result, deployment, servers, old, new, timeout, config):
             result["comment"] = (f"stopped after growth: {', '.join(missing) or 'the cluster'} not in a cluster "
                                  "that says ok; run again")
             return _finish_roll(result)
-        _progress(result, "growth: every new host is in the cluster")
+        step("growth: every new host is in the cluster")
     executor = new[0]["minion"]
     ok, drained = _minion_call(client, executor, "redis_cluster.drain_members", timeout + 120,
                                addresses=[n["address"] for n in old_in], timeout=timeout)
@@ -1178,7 +1183,7 @@ def _replace(client, result, deployment, servers, old, new, timeout, config):
         result["comment"] = f"stopped while moving the slots off the old hosts (run again to resume): {drained}"
         return _finish_roll(result)
     result["keys_before"] = drained["keys_before"]
-    _progress(result, f"moved: {drained['comment']}")
+    step(f"moved: {drained['comment']}")
     view = _cluster_of(client, new)
     replicas = {n["address"] for n in (view or {}).get("nodes", []) if "slave" in n["flags"]}
     for node in sorted(old_in, key=lambda n: n["address"] not in replicas):
@@ -1189,10 +1194,10 @@ def _replace(client, result, deployment, servers, old, new, timeout, config):
                 removed if not ok else removed.get("comment"))
             return _finish_roll(result)
         result["keys_after"] = removed.get("keys_after", result.get("keys_after"))
-        _progress(result, f"removed: {removed['comment']}")
+        step(f"removed: {removed['comment']}")
     for node in old:
         ok, retired = _minion_call(client, node["minion"], "redis_node.retire", 120)
-        _progress(result, f"retired: {node['hostname']}: " + (
+        step(f"retired: {node['hostname']}: " + (
             f"{retired['service']} stopped and disabled" if ok else f"could not stop its Redis: {retired}"))
     view = _cluster_of(client, new)
     result["after"] = _members_table(view, names) if view else ["no new host answered"]

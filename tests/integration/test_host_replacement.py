@@ -79,7 +79,7 @@ def test_a_redis_7_cluster_moves_onto_debian_13_valkey_hosts_under_writes(cli, r
     config.write_text(yaml.safe_dump(deployment(new=True)))
     boot_hosts(lab, replacement_master, config)
     wait_for_minions(cli, list(NEW))
-    writer = ClusterWriter("repl", hosts=list(OLD), addresses=OLD | NEW, password=PASSWORD)
+    writer = ClusterWriter("repl", hosts=list(OLD), addresses=OLD | NEW, password=PASSWORD, pause=0.002)
     writer.start()
     try:
         wait_until(lambda: writer.written >= 200, 30, "200 writes acknowledged")

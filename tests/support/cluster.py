@@ -80,8 +80,8 @@ class ClusterWriter(Writer):
     :meth:`finish`. ``written`` counts the writes the cluster acknowledged. ``hosts`` and
     ``addresses`` as for :func:`cluster_client`."""
 
-    def __init__(self, prefix, hosts=REDIS_HOSTS, addresses=ADDRESSES, password=PASSWORD):
-        super().__init__(prefix)
+    def __init__(self, prefix, hosts=REDIS_HOSTS, addresses=ADDRESSES, password=PASSWORD, pause=0.0):
+        super().__init__(prefix, pause)
         self.addresses, self.password = addresses, password
         self.cluster = cluster_client(hosts, addresses=addresses, password=password)
         self.client_bug_retries = 0

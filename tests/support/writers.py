@@ -11,9 +11,12 @@ class Writer(threading.Thread):
     """``acknowledged``: the numbers whose write was acknowledged, in order; ``stamps``: when
     (``time.monotonic()``)."""
 
-    def __init__(self, prefix):
+    def __init__(self, prefix, pause=0.0):
         super().__init__(daemon=True)
         self.prefix, self.acknowledged, self.stamps, self.errors = prefix, [], [], []
+        # Seconds between writes: a client at a steady rate, where the keys a test makes the
+        # cluster move would otherwise grow with the machine's speed.
+        self.pause = pause
         self._stop_event = threading.Event()
 
     def write(self, key, value):
@@ -32,6 +35,8 @@ class Writer(threading.Thread):
             self.acknowledged.append(number)
             self.stamps.append(time.monotonic())
             number += 1
+            if self.pause:
+                self._stop_event.wait(self.pause)
 
     def finish(self, timeout=10):
         """Stop writing, and wait for the write under way (up to ``timeout`` seconds)."""
