@@ -791,10 +791,6 @@ def _shape(document, path, environ):
     mode = _resolve_mode(settings, redis_nodes, path)
 
     by_hostname = {c["hostname"]: c for c in controllers}
-    for host in settings["server_by_host"]:
-        if host not in by_hostname or not by_hostname[host]["redis"]:
-            raise DeploymentError(path, f"cache.redis.server_by_host.{host}",
-                                  "expected the hostname of a controller with services.redis: true")
     witnesses = []
     for index, name in enumerate(settings["sentinel"]["witnesses"]):
         key = f"cache.redis.sentinel.witnesses[{index}]"
@@ -805,6 +801,12 @@ def _shape(document, path, environ):
         if by_hostname[name]["redis"]:
             raise DeploymentError(path, key, f"expected a controller without services.redis, {name!r} runs Redis")
         witnesses.append(by_hostname[name])
+    # A witness keeps its Sentinel's server too (an old Debian 12 witness while a new one runs Valkey).
+    for host in settings["server_by_host"]:
+        if host not in by_hostname or not (by_hostname[host]["redis"] or by_hostname[host] in witnesses):
+            raise DeploymentError(path, f"cache.redis.server_by_host.{host}",
+                                  "expected the hostname of a controller with services.redis: true, or of a "
+                                  "witness (cache.redis.sentinel.witnesses)")
 
     port = settings["port"]
     peers = [{"hostname": n["hostname"], "minion_id": n["minion_id"], "ip": n["ip"], "port": port} for n in redis_nodes]
@@ -939,8 +941,8 @@ def _computed_maxmemory(deployment, minion_id, node, role, mem_total_mib):
 
 
 def server_of(deployment, hostname):
-    """The server a controller runs: ``cache.redis.server``, or its ``server_by_host`` entry.
-    A witness's Sentinel follows the deployment's server."""
+    """The server a controller runs: ``cache.redis.server``, or its ``server_by_host`` entry
+    (a witness's Sentinel too)."""
     settings = deployment["settings"]
     return settings["server_by_host"].get(hostname, settings["server"])
 

@@ -93,6 +93,14 @@ def test_server_by_host_keeps_the_old_hosts_server_during_a_replacement(tmp_path
     assert (new["server"], new["service"]) == ("valkey", "valkey-server")
 
 
+def test_server_by_host_keeps_an_old_witness_on_redis_while_the_new_one_runs_valkey(tmp_path):
+    doc = make_doc(2, {"server": "valkey", "mode": "sentinel", "sentinel": {"witnesses": ["server3"]},
+                       "server_by_host": {"server1": "redis", "server3": "redis"}}, witnesses_without_redis=1)
+    dep = load(tmp_path, doc)
+    old = rd.node_pillar(dep, "server3", 1024, os_grains=DEBIAN_12)
+    assert (old["role"], old["server"]) == ("sentinel-only", "redis") and "sentinel_service" not in old
+
+
 def test_server_by_host_is_refused_on_a_distribution_that_lacks_it_naming_the_key(tmp_path):
     dep = deployment(tmp_path, count=3, server_by_host={"server2": "valkey"})
     with pytest.raises(rd.DeploymentError) as err:
@@ -102,7 +110,8 @@ def test_server_by_host_is_refused_on_a_distribution_that_lacks_it_naming_the_ke
 
 @pytest.mark.parametrize("by_host, key, expected", [
     ({"server9": "redis"}, "cache.redis.server_by_host.server9", "expected the hostname of a controller with "
-                                                                 "services.redis: true"),
+                                                                 "services.redis: true, or of a witness "
+                                                                 "(cache.redis.sentinel.witnesses)"),
     ({"server1": "keydb"}, "cache.redis.server_by_host.server1", "expected one of redis, valkey, got 'keydb'"),
     (["server1"], "cache.redis.server_by_host", "expected a mapping, got list"),
 ])
