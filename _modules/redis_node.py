@@ -41,6 +41,7 @@ __virtualname__ = "redis_node"
 # What this node's minion renders to learn its Redis service's name: the formula's
 # map.jinja (OS family table merged with pillar), as every state and runner reads it.
 SERVICE_TEMPLATE = '{%- from "redis/map.jinja" import redis with context %}{{ redis.service }}'
+SENTINEL_SERVICE_TEMPLATE = '{%- from "redis/map.jinja" import redis with context %}{{ redis.sentinel_service }}'
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9@._-]+$")
 # CLUSTER NODES flags of a node the cluster does not count as working.
 FAILING_FLAGS = frozenset(("fail", "fail?", "noaddr", "handshake"))
@@ -335,17 +336,18 @@ def wait_in_sync(timeout=120, role=None, port=None):
 # ---------------------------------------------------------------- restart
 
 
-def _service_name():
+def _service_name(template=SERVICE_TEMPLATE, what="service"):
     """The Redis server's service on this minion as salt://redis/map.jinja names it
-    (``redis-server`` on Debian, ``redis`` on RHEL, or pillar ``redis:service``)."""
+    (``redis-server`` on Debian, ``redis`` on RHEL, or pillar ``redis:service``); with
+    ``SENTINEL_SERVICE_TEMPLATE``, ``what="sentinel_service"``, its Sentinel's."""
     try:
-        name = __salt__["slsutil.renderer"](string=SERVICE_TEMPLATE, default_renderer="jinja")
+        name = __salt__["slsutil.renderer"](string=template, default_renderer="jinja")
     except Exception as exc:  # pylint: disable=broad-except
-        raise CommandExecutionError(f"could not learn the Redis service's name from salt://redis/map.jinja: {exc}; "
-                                    "pass service=NAME") from None
+        raise CommandExecutionError(f"could not learn the Redis {what}'s name from salt://redis/map.jinja: {exc}; "
+                                    f"pass {what}=NAME") from None
     name = name.strip() if isinstance(name, str) else ""
     if not _SERVICE_NAME.match(name):
-        raise CommandExecutionError(f"salt://redis/map.jinja gave {name!r} as redis.service; pass service=NAME")
+        raise CommandExecutionError(f"salt://redis/map.jinja gave {name!r} as redis.{what}; pass {what}=NAME")
     return name
 
 
@@ -793,7 +795,8 @@ def _replicas_seen(client, name, peers):
         unfit = _unfit(replica)
         line = (f"{peers[address]} ({address}) flags {replica.get('flags')}, master link "
                 f"{replica.get('master-link-status')}: " + (f"unfit ({', '.join(unfit)})" if unfit else "fit"))
-        seen.append({"unfit": unfit, "seen": line})
+        seen.append({"unfit": unfit, "seen": line, "address": address,
+                     "priority": int(replica.get("slave-priority", 1))})
     return seen
 
 
@@ -855,7 +858,27 @@ def _ask_failover(name, peers, retry_for):
     raise CommandExecutionError(f"no Sentinel takes SENTINEL FAILOVER {name}: " + "; ".join(reasons))
 
 
-def sentinel_failover(name=None, timeout=60, pause_writes=True):
+def _priorities(addresses, priority):
+    """``CONFIG SET replica-priority`` on the servers at ``addresses`` (not persisted: a
+    restart forgets it); {address: the priority it had}. One that does not answer is skipped."""
+    before = {}
+    for address in addresses:
+        host, port = _split(address)
+        try:
+            client = _client(port, host=host, timeout=2)
+            before[address] = int(client.config_get("replica-priority").get("replica-priority", 100))
+            client.config_set("replica-priority", int(priority))
+        except redis.RedisError as exc:
+            log.warning("redis_node: replica-priority on %s: %s", address, _error(exc))
+    return before
+
+
+def _restore_priorities(before):
+    for address, priority in before.items():
+        _priorities([address], priority)
+
+
+def sentinel_failover(name=None, timeout=60, pause_writes=True, to=None):
     """
     Hand the live master's role to its replica through the Sentinels: ``SENTINEL FAILOVER``
     (to this host's Sentinel, else another of ``sentinel:hosts``), then wait, bounded by
@@ -870,6 +893,14 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
         until it is a replica, after waiting for its replica to have every write: a
         client's write then waits a moment and goes to the new master, instead of
         landing on the old master after its replica was promoted (where it is lost).
+
+    to
+        Only these replicas may take over (addresses ``ip:port``, a list): every other replica
+        of the master gets ``replica-priority 0`` (live, not persisted; given back if the
+        failover fails; after it, the old master gets it too: ``barred`` in the return), the
+        Sentinel asked is waited for until it sees that, and the paused master waits until
+        *every* one of ``to`` has its offset (whichever the Sentinel picks has every write).
+        ``salt-run redis_deployment.replace_hosts`` moves a pair onto its new hosts this way.
 
     A replica just restarted may be online for Redis while the Sentinel still sees it down: this
     waits first, bounded, until the Sentinel asked sees a replica of the deployment it would
@@ -918,6 +949,26 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
     if info["role"] != "master" or not online:
         raise CommandExecutionError(f"{old_host} ({old_address}) has no replica of the deployment online: a failover "
                                     "would lose its data set")
+    takers = set(to if isinstance(to, (list, tuple, set)) else str(to).split(",")) if to else None
+    if takers is not None and not takers & {r["address"] for r in online}:
+        raise CommandExecutionError(f"none of {', '.join(sorted(takers))} is a replica of {old_host} "
+                                    f"({old_address}) online: nothing failed over")
+    barred = _priorities([r["address"] for r in info["replicas"] if r["address"] not in takers], 0) \
+        if takers is not None else {}
+    try:
+        done = _failover(name, old, live, peers, takers, pause_writes, started, timeout, remaining)
+    except Exception:
+        _restore_priorities(barred)
+        raise
+    if takers is not None:
+        # The hosts being left stay out of any later failover until they are retired.
+        _priorities([old_address], 0)
+        done["barred"] = sorted(set(barred) | {old_address})
+    return done
+
+
+def _failover(name, old, live, peers, takers, pause_writes, started, timeout, remaining):
+    old_host, old_address = live["master"], live["address"]
     # Redis calls a replica back from a restart online before the Sentinels have seen it answer
     # again (they ping every second, read INFO every 10s): asked then, a Sentinel refuses.
     # Waited for before the writes are paused, so that the pause stays short.
@@ -925,7 +976,10 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
 
     def promotable():
         seen["sentinel"], seen["replicas"] = _asked_sentinel_sees(name, peers)
-        return any(not r["unfit"] for r in seen["replicas"])
+        if takers is None:
+            return any(not r["unfit"] for r in seen["replicas"])
+        return any(not r["unfit"] for r in seen["replicas"] if r["address"] in takers) and all(
+            r["priority"] == 0 for r in seen["replicas"] if r["address"] not in takers)
 
     if not _wait(promotable, remaining(PROMOTABLE_WAIT_SECONDS), interval=0.2):
         if seen["sentinel"] is None:
@@ -940,6 +994,8 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
 
             def replicas_have_everything():
                 view = _view(old)
+                if takers is not None:
+                    return all(r["offset"] >= view["offset"] for r in view["replicas"] if r["address"] in takers)
                 return any(r["offset"] >= view["offset"] for r in view["replicas"] if r["address"] in peers)
 
             if not _wait(replicas_have_everything, remaining(10.0), interval=0.05):
@@ -966,6 +1022,9 @@ def sentinel_failover(name=None, timeout=60, pause_writes=True):
             raise CommandExecutionError(f"the Sentinels did not agree on a new master of {name} within {timeout}s "
                                         f"(SENTINEL FAILOVER via {took}): {_live_master(name).get('comment')}")
         new_host, new_address = live_now["master"], live_now["address"]
+        if takers is not None and new_address not in takers:
+            raise CommandExecutionError(f"the Sentinels promoted {new_host} ({new_address}), not one of "
+                                        f"{', '.join(sorted(takers))}")
         try:
             old.execute_command("REPLICAOF", live_now["ip"], int(live_now["port"]))
             old.execute_command("CONFIG", "REWRITE")
@@ -1383,23 +1442,37 @@ def retired():
     return dict(record, path=_retired_path()) if isinstance(record, dict) else None
 
 
-def retire(by="replace_hosts", service=None):
+def retire(by="replace_hosts", service=None, server=True, sentinel=False, sentinel_service=None):
     """
     Stop and disable this node's Redis server for good, once it is out of the deployment
     (``salt-run redis_deployment.replace_hosts`` runs it on each old host after the cluster
-    forgot it), and record it in Salt's cache: a ``state.apply`` that still finds this host
-    in the YAML then refuses to take it back into the cluster, saying to remove it from the
-    YAML. Running it again changes nothing.
+    forgot it, or after a Sentinel pair moved off it), and record it in Salt's cache: a
+    ``state.apply`` that still finds this host in the YAML then refuses to take it back into
+    the cluster or the pair, saying to remove it from the YAML. Running it again changes
+    nothing.
 
-    Returns ``{"service", "stopped", "disabled", "record"}``.
+    server
+        Stop and disable the Redis server (``service``, default: map.jinja's). False on a
+        witness, which runs a Sentinel only.
+    sentinel
+        Also stop and disable the local Sentinel (``sentinel_service``, default: map.jinja's
+        ``sentinel_service``): Sentinel mode.
+
+    Returns ``{"service", "stopped", "disabled", "record"}`` (``service``: the units
+    stopped, comma-separated).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt server1 redis_node.retire
+        salt server1 redis_node.retire sentinel=True
+        salt witness1 redis_node.retire server=False sentinel=True
     """
-    name = service or _service_name()
+    names = ([service or _service_name()] if server else []) + (
+        [sentinel_service or _service_name(SENTINEL_SERVICE_TEMPLATE, "sentinel_service")] if sentinel else [])
+    if not names:
+        raise SaltInvocationError("retire: server=False without sentinel=True stops nothing")
     path = _retired_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     record = {"by": str(by), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -1408,8 +1481,10 @@ def retire(by="replace_hosts", service=None):
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(record, handle)
     os.replace(temporary, path)
-    stopped = __salt__["service.stop"](name)
-    disabled = __salt__["service.disable"](name)
-    if not stopped or not disabled:
-        raise CommandExecutionError(f"{name} could not be {'stopped' if not stopped else 'disabled'}: stop it by hand")
-    return {"service": name, "stopped": True, "disabled": True, "record": path}
+    for name in names:
+        stopped = __salt__["service.stop"](name)
+        disabled = __salt__["service.disable"](name)
+        if not stopped or not disabled:
+            raise CommandExecutionError(f"{name} could not be {'stopped' if not stopped else 'disabled'}: stop it by "
+                                        "hand")
+    return {"service": ", ".join(names), "stopped": True, "disabled": True, "record": path}

@@ -978,6 +978,82 @@ def sentinel_peers(name=None, timeout=30, reset=True):
     }
 
 
+def _at(addresses, hosts):
+    """Those of ``addresses`` (``ip:port``) whose ip is one of ``hosts``."""
+    return {a for a in addresses if a.rsplit(":", 1)[0].strip("[]") in hosts}
+
+
+def forget(gone, name=None, quorum=None, timeout=60):
+    """
+    Make the local Sentinel forget the Sentinels and replicas on the hosts ``gone`` (their
+    ip addresses, a list or comma-separated: hosts that ``salt-run
+    redis_deployment.replace_hosts`` retired, while the YAML still lists them): when it still
+    knows one, ``SENTINEL RESET`` (Sentinels never forget a peer by themselves, and a stale
+    one counts in the majority a failover needs), then wait, bounded by ``timeout`` seconds,
+    until it knows again every other Sentinel of ``sentinel:hosts`` not on ``gone`` that
+    monitors ``name``, and every replica not on ``gone`` that it saw healthy before. Run it
+    on one Sentinel after the other (as Sentinel's documentation advises).
+
+    quorum
+        Also ``SENTINEL SET name quorum`` (the majority of the Sentinels left), so that the
+        Sentinels left can fail over before the YAML is edited.
+
+    Returns ``{"reset", "forgot", "known", "replicas", "quorum", "complete", "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt server4 redis_sentinel.forget gone=10.0.0.11,10.0.0.12,10.0.0.13 quorum=2
+    """
+    name = _master_name(name)
+    hosts = {str(h).strip().strip("[]") for h in (gone.split(",") if isinstance(gone, str) else gone or [])
+             if str(h).strip()}
+    if not hosts:
+        raise SaltInvocationError("forget: gone: expected the ip addresses of the retired hosts")
+    deadline = time.monotonic() + float(timeout)
+    view = sentinel_view(name)
+    if not view["reachable"] or name not in view["masters"]:
+        raise CommandExecutionError(f"the local Sentinel cannot be asked about {name}: "
+                                    f"{view.get('error') or 'it does not monitor it'}")
+    client = _sentinel_client()
+    known = {s["address"] for s in view["sentinels"]} | {r["address"] for r in view["replicas"]}
+    stale = sorted(_at(known, hosts))
+    replicas = _healthy_replicas(view) - _at(_healthy_replicas(view), hosts)
+    notes = []
+    try:
+        if stale:
+            _sentinel_command(client, "RESET", name)
+        if quorum and str(view["masters"][name].get("quorum")) != str(int(quorum)):
+            _sentinel_command(client, "SET", name, "quorum", str(int(quorum)))
+            notes.append(f"quorum {view['masters'][name].get('quorum')} -> {int(quorum)}")
+    except redis.RedisError as exc:
+        raise CommandExecutionError(f"SENTINEL RESET/SET {name} failed: {_error(exc)}") from None
+    expected = set(_expected_peers()) - _at(_expected_peers(), hosts)
+    awaited = _monitoring(expected, name)
+
+    def settled():
+        fresh = sentinel_view(name, timeout=1)
+        if not fresh["reachable"] or name not in fresh["masters"]:
+            return None
+        sentinels = {s["address"] for s in fresh["sentinels"]}
+        seen = {r["address"] for r in fresh["replicas"]}
+        return fresh if awaited <= sentinels and replicas <= seen else None
+
+    fresh = settled() or _wait(settled, max(0.5, deadline - time.monotonic()), interval=0.3) or sentinel_view(name)
+    sentinels = sorted(s["address"] for s in fresh.get("sentinels", []))
+    seen = sorted(r["address"] for r in fresh.get("replicas", []))
+    complete = awaited <= set(sentinels) and replicas <= set(seen) and not _at(set(sentinels) | set(seen), hosts)
+    parts = [f"reset to forget {', '.join(stale)}" if stale else "knew nothing on the retired hosts"]
+    parts.append(f"knows {len(sentinels)} other Sentinels and replicas {', '.join(seen) or 'none'}")
+    if not complete:
+        parts.append(f"not re-discovered within {timeout}s: "
+                     + ", ".join(sorted((awaited - set(sentinels)) | (replicas - set(seen))) or "-"))
+    return {"reset": bool(stale), "forgot": stale, "known": sentinels, "replicas": seen,
+            "quorum": (fresh.get("masters") or {}).get(name, {}).get("quorum"), "complete": complete,
+            "comment": "; ".join(parts + notes)}
+
+
 # ---------------------------------------------------------------- status
 
 

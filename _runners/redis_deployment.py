@@ -993,6 +993,22 @@ def _host_names(value, what):
     return names
 
 
+def _old_and_new(deployment, old_names, new_names, witnesses=False):
+    """``(servers, everyone, old minions, new minions, None)``, or ``(..., why nothing changed)``:
+    a name that is no node of the deployment, or a host named both old and new."""
+    servers, everyone, old_minions, why = _roll_nodes(deployment, old_names, witnesses)
+    new_minions = None
+    if not why:
+        _, _, new_minions, why = _roll_nodes(deployment, new_names, witnesses)
+    if why:
+        return servers, everyone, old_minions, new_minions, f"nothing changed: {why}"
+    both = set(old_minions) & set(new_minions)
+    if both:
+        return servers, everyone, old_minions, new_minions, f"nothing changed: {', '.join(sorted(both))} named both " \
+            "old and new"
+    return servers, everyone, old_minions, new_minions, None
+
+
 def replace_hosts(old=None, new=None, timeout=3600, config=None):
     """
     Move the Redis Cluster off the hosts ``old`` onto the hosts ``new`` without losing a
@@ -1038,21 +1054,12 @@ def replace_hosts(old=None, new=None, timeout=3600, config=None):
     deployment = shape(config)
     result = {"ok": False, "mode": deployment["mode"], "old": [], "new": [], "before": [], "after": [],
               "progress": [], "comment": ""}
-    if deployment["mode"] != "cluster":
-        result["comment"] = ("nothing changed: replace_hosts moves a Redis Cluster; replace a Sentinel pair's hosts "
-                             "as the README's runbook says (Host replacement)")
-        return _finish_roll(result)
-    servers, _, old_minions, why = _roll_nodes(deployment, old_names)
-    new_minions = None
-    if not why:
-        servers, _, new_minions, why = _roll_nodes(deployment, new_names)
+    if deployment["mode"] == "sentinel":
+        return _replace_pair_hosts(result, deployment, old_names, new_names, config)
+    servers, _, old_minions, new_minions, why = _old_and_new(deployment, old_names, new_names)
     if why:
-        result["comment"] = (f"nothing changed: {why}; list the new hosts in {deployment['path']} with "
-                             "services.redis: true (and keep the old ones) first")
-        return _finish_roll(result)
-    both = set(old_minions) & set(new_minions)
-    if both:
-        result["comment"] = f"nothing changed: {', '.join(sorted(both))} named both old and new"
+        result["comment"] = why + ("" if " named both " in why else (
+            f"; list the new hosts in {deployment['path']} with services.redis: true (and keep the old ones) first"))
         return _finish_roll(result)
     if len(servers) - len(old_minions) < 3:
         result["comment"] = (f"nothing changed: a cluster keeps at least 3 Redis nodes, {len(servers)} minus "
@@ -1087,9 +1094,10 @@ def _members_table(view, names):
     return lines
 
 
-def _door_refusals(client, old, new):
+def _door_refusals(client, old, new, what="slots"):
     """Why data could not move from an old host to a new one (RDB formats), per pair; a new
-    host's server is the one installed, else the one its package archive would install."""
+    host's server is the one installed, else the one its package archive would install.
+    ``what`` names the data in the message (a Sentinel pair's: ``replication``)."""
     servers = _servers_module()
     statuses = _minions_call(client, [n["minion"] for n in old], "redis_cluster.status", 60)
     problems, sources = [], []
@@ -1112,8 +1120,23 @@ def _door_refusals(client, old, new):
                             "package archive offers none)")
             continue
         target = dict(servers.node(server, servers.upstream(version)), name=node["hostname"])
-        problems += [why for why in (servers.move_refused(source, target, "slots") for source in sources) if why]
+        problems += [why for why in (servers.move_refused(source, target, what) for source in sources) if why]
     return list(dict.fromkeys(problems))
+
+
+def _applied(client, nodes, wait):
+    """``state.apply redis`` on ``nodes`` at once: ``["host: state id: comment"]`` of what failed."""
+    answers = client.cmd([n["minion"] for n in nodes], "state.apply", ["redis"], timeout=wait, tgt_type="list",
+                         full_return=True) or {}
+    failed = []
+    for node in nodes:
+        answer = (answers.get(node["minion"]) or {}).get("ret")
+        if not isinstance(answer, dict):
+            failed.append(f"{node['hostname']}: {answer or 'no answer'}")
+            continue
+        failed += [f"{node['hostname']}: {state.get('__id__')}: {state.get('comment')}"
+                   for state in answer.values() if isinstance(state, dict) and state.get("result") is False]
+    return failed
 
 
 def _replace(client, result, deployment, servers, old, new, timeout, config):
@@ -1154,16 +1177,7 @@ def _replace(client, result, deployment, servers, old, new, timeout, config):
             result["comment"] = "nothing changed: " + "; ".join(problems)
             return _finish_roll(result)
         step(f"growth: state.apply redis on {', '.join(s['hostname'] for s in servers)}")
-        answers = client.cmd([s["minion"] for s in servers], "state.apply", ["redis"], timeout=int(timeout) + 600,
-                             tgt_type="list", full_return=True) or {}
-        failed = []
-        for server in servers:
-            answer = (answers.get(server["minion"]) or {}).get("ret")
-            if not isinstance(answer, dict):
-                failed.append(f"{server['hostname']}: {answer or 'no answer'}")
-                continue
-            failed += [f"{server['hostname']}: {state.get('__id__')}: {state.get('comment')}"
-                       for state in answer.values() if isinstance(state, dict) and state.get("result") is False]
+        failed = _applied(client, servers, int(timeout) + 600)
         if failed:
             result["comment"] = "stopped at growth (nothing was moved off the old hosts; run again): " + "; ".join(
                 failed)
@@ -1214,6 +1228,192 @@ def _replace(client, result, deployment, servers, old, new, timeout, config):
     _fire("redis/cluster/replaced", {"old": result["old"], "new": result["new"], "ok": result["ok"],
                                      "keys_before": result.get("keys_before"), "keys_after": result.get("keys_after")})
     return _finish_roll(result)
+
+
+# ---------------------------------------------------------------- host replacement, Sentinel pair
+
+
+def _host_ip(node):
+    """The host's ip: a server's ``ip:port`` address without the port, a witness's as is."""
+    return node["address"].rsplit(":", 1)[0].strip("[]") if not node["witness"] else node["address"]
+
+
+def _replace_pair_hosts(result, deployment, old_names, new_names, config):
+    """replace_hosts in Sentinel mode: the checks on the names, then ``_replace_pair``."""
+    servers, everyone, old_minions, new_minions, why = _old_and_new(deployment, old_names, new_names, True)
+    if why:
+        result["comment"] = why + ("" if " named both " in why else (
+            f"; list the new hosts in {deployment['path']} (Redis servers with services.redis: true, a new witness in "
+            "cache.redis.sentinel.witnesses), keep the old ones, and set cache.redis.mode: sentinel"))
+        return _finish_roll(result)
+    by_minion = {n["minion"]: n for n in everyone}
+    old, new = [by_minion[m] for m in old_minions], [by_minion[m] for m in new_minions]
+    left = [s for s in everyone if not s["witness"] and s["minion"] not in old_minions]
+    if len(left) < 2:
+        result["comment"] = (f"nothing changed: a Sentinel pair keeps at least 2 Redis servers, {len(servers)} minus "
+                             f"{len([n for n in old if not n['witness']])} old leaves {len(left)}")
+        return _finish_roll(result)
+    result["old"], result["new"] = [n["hostname"] for n in old], [n["hostname"] for n in new]
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    try:
+        return _replace_pair(client, result, deployment, everyone, old, new, left, config)
+    finally:
+        client.destroy()
+
+
+def _pair_views(client, nodes):
+    """{minion: redis_node.replication} of ``nodes`` (a server that does not answer: unreachable)."""
+    return {m: ret if ok and isinstance(ret, dict) else {"reachable": False, "error": ret}
+            for m, (ok, ret) in _minions_call(client, [n["minion"] for n in nodes], "redis_node.replication",
+                                              60).items()}
+
+
+def _pair_table(nodes, views, names):
+    lines = []
+    for node in nodes:
+        view = views.get(node["minion"]) or {}
+        if not view.get("reachable"):
+            lines.append(f"{node['hostname']} ({node['address']}): not running")
+        elif view["role"] == "master":
+            lines.append(f"{node['hostname']} ({node['address']}): master, {len(view['replicas'])} replicas")
+        else:
+            lines.append(f"{node['hostname']} ({node['address']}): replica of "
+                         f"{names.get(view.get('master'), view.get('master'))}, link {view.get('link')}")
+    return lines
+
+
+def _replace_pair(client, result, deployment, everyone, old, new, left, config):
+    """Growth, a failover onto a server that stays, the old hosts retired, the Sentinels left
+    made to forget them: each step checked before the next, resumable."""
+    servers = [n for n in everyone if not n["witness"]]
+    names = {s["address"]: s["hostname"] for s in servers}
+    module = _deployment_module()
+    loaded = module.load_deployment(deployment["path"], environ=_Unexpanded())
+    for node in everyone:
+        node["server"] = module.server_of(loaded, node["hostname"])
+    views = _pair_views(client, servers)
+    result["before"] = _pair_table(servers, views, names)
+    for line in ["before:"] + result["before"]:
+        _progress(result, line)
+    records = _minions_call(client, [n["minion"] for n in old], "redis_node.retired", 60)
+    retired = [n for n in old if records[n["minion"]][0] and records[n["minion"]][1]]
+    masters = [s for s in servers if (views[s["minion"]].get("role") == "master")]
+    if len(retired) == len(old) and masters and all(m in left for m in masters):
+        done = _retire_and_forget(client, result, deployment, everyone, old, left)
+        result.update(ok=done is None, comment=f"nothing to move: {', '.join(result['old'])} are retired and "
+                      f"{masters[0]['hostname']} is the master" + (f"; {done}" if done else ""))
+        return _finish_roll(result)
+    if not retired:
+        refused = _pair_refusals(client, deployment, config, servers, masters, new)
+        if refused:
+            result["comment"] = "nothing changed: " + "; ".join(refused)
+            return _finish_roll(result)
+        why = _pair_growth(client, result, everyone, new)
+        if why:
+            result["comment"] = why
+            return _finish_roll(result)
+        views = _pair_views(client, servers)
+        masters = [s for s in servers if views[s["minion"]].get("role") == "master"]
+    if len(masters) != 1:
+        result["comment"] = (f"stopped: expected one master, the servers that say so are "
+                             f"{', '.join(m['hostname'] for m in masters) or 'none'}; run again once they agree")
+        return _finish_roll(result)
+    if masters[0] not in left:
+        taker = next((n for n in left if n in new), left[0])
+        _progress(result, f"failover: {masters[0]['hostname']} hands the master's role to a server that stays "
+                          f"({', '.join(n['hostname'] for n in left)}), asked on {taker['hostname']}")
+        ok, answer = _minion_call(client, taker["minion"], "redis_node.sentinel_failover", 200, timeout=170,
+                                  to=[n["address"] for n in left])
+        if not ok:
+            result["comment"] = (f"stopped at the failover (the old hosts still run; run again to resume): "
+                                 f"{answer}")
+            return _finish_roll(result)
+        result["failover"] = answer
+        _progress(result, f"failover: {answer['comment']}")
+    else:
+        _progress(result, f"failover: none needed, {masters[0]['hostname']} stays and is the master")
+    done = _retire_and_forget(client, result, deployment, everyone, old, left)
+    views = _pair_views(client, left)
+    result["after"] = _pair_table(left, views, names)
+    for line in ["after:"] + result["after"]:
+        _progress(result, line)
+    masters = [s for s in left if views[s["minion"]].get("role") == "master"]
+    in_sync = [s for s in left if views[s["minion"]].get("role") == "replica"
+               and views[s["minion"]].get("link") == "up"]
+    result["ok"] = done is None and len(masters) == 1 and len(in_sync) == len(left) - 1
+    olds = ", ".join(result["old"])
+    result["comment"] = (
+        f"replaced {olds} by {', '.join(result['new'])}: {masters[0]['hostname']} is the master, "
+        f"{', '.join(s['hostname'] for s in in_sync)} in sync; now remove {olds} from {deployment['path']} (and "
+        "from cache.redis.server_by_host and cache.redis.sentinel.witnesses) and apply: the quorum then follows the "
+        "Sentinels left" if result["ok"] else
+        f"the pair is not whole after the replacement: {done or '; '.join(result['after'])}; run again")
+    _fire("redis/sentinel/replaced", {"old": result["old"], "new": result["new"], "ok": result["ok"],
+                                      "master": masters[0]["hostname"] if masters else None})
+    return _finish_roll(result)
+
+
+def _pair_refusals(client, deployment, config, servers, masters, new):
+    """Why the pair must not move (the preflight's problems; a new server that could not load
+    the live master's format), before anything changes."""
+    problems = list(check(config).get("problems") or [])
+    if any("cache.redis.server" in p for p in problems):
+        problems.append("hosts (and witnesses) that keep another server than cache.redis.server during the "
+                        "replacement are named in cache.redis.server_by_host")
+    if len(masters) != 1:
+        problems.append(f"expected one master among {', '.join(s['hostname'] for s in servers)}, found "
+                        f"{', '.join(m['hostname'] for m in masters) or 'none'}")
+        return problems
+    targets = [n for n in new if not n["witness"]]
+    problems += _door_refusals(client, masters, targets, "replication") if targets else []
+    return problems
+
+
+def _pair_growth(client, result, everyone, new):
+    """``state.apply redis`` on every host of the pair; then each new server in sync as a
+    replica. None, or why it stopped."""
+    _progress(result, f"growth: state.apply redis on {', '.join(n['hostname'] for n in everyone)}")
+    failed = _applied(client, everyone, 900)
+    if failed:
+        return "stopped at growth (the master did not move; run again): " + "; ".join(failed)
+    targets = [n for n in new if not n["witness"]]
+    synced = _minions_call(client, [n["minion"] for n in targets], "redis_node.wait_in_sync", 330, timeout=300,
+                           role="replica")
+    late = []
+    for node in targets:
+        ok, answer = synced[node["minion"]]
+        if not ok or not isinstance(answer, dict) or not answer.get("in_sync"):
+            late.append(f"{node['hostname']}: {answer.get('comment') if isinstance(answer, dict) else answer}")
+    if late:
+        return "stopped after growth (the master did not move; run again): " + "; ".join(late)
+    _progress(result, "growth: " + (f"{', '.join(n['hostname'] for n in targets)} in sync as replicas"
+                                    if targets else "the new Sentinels run"))
+    return None
+
+
+def _retire_and_forget(client, result, deployment, everyone, old, left):
+    """Each old host's server and Sentinel stopped and disabled (``redis_node.retire``), then
+    each Sentinel left made to forget them, one after the other. None, or what failed."""
+    failed = []
+    for node in old:
+        kwargs = {"sentinel": True, "server": not node["witness"]}
+        ok, retired = _minion_call(client, node["minion"], "redis_node.retire", 120, **kwargs)
+        _progress(result, f"retired: {node['hostname']}: " + (
+            f"{retired['service']} stopped and disabled" if ok else f"could not stop it: {retired}"))
+        failed += [] if ok else [f"{node['hostname']}: {retired}"]
+    if failed:
+        return "could not retire " + "; ".join(failed)
+    sentinels = [n for n in everyone if n not in old]
+    quorum = len(sentinels) // 2 + 1
+    gone = [_host_ip(n) for n in old]
+    for node in sentinels:
+        ok, forgot = _minion_call(client, node["minion"], "redis_sentinel.forget", 100, gone=gone, quorum=quorum,
+                                  timeout=90)
+        _progress(result, f"sentinel: {node['hostname']}: " + (forgot["comment"] if ok else f"FAILED: {forgot}"))
+        if not ok or not forgot.get("complete"):
+            why = forgot["comment"] if ok else forgot
+            return f"the Sentinel on {node['hostname']} did not forget the old hosts: {why}"
+    return None
 
 
 # ---------------------------------------------------------------- health

@@ -2,6 +2,7 @@
 States for a Redis master/replica pair watched by Sentinels (pillar ``redis:mode`` =
 ``sentinel``), that never fight Sentinel over what it decided:
 
+- :func:`not_retired`: a host ``replace_hosts`` retired is refused while the YAML lists it;
 - :func:`sentinel_user`: the ACL user the Sentinels log in as, on each Redis server;
 - :func:`replicating`: this node follows the *live* master (``REPLICAOF`` + ``CONFIG
   REWRITE``, persisted by Redis in its own file, never in Salt's), so a failover is never
@@ -60,6 +61,38 @@ def _refused(ret, settings, need_server):
         ret["comment"] = f"this minion runs no {what} of the deployment (role {settings.get('role', 'none')})"
         return ret
     return None
+
+
+# ---------------------------------------------------------------- not_retired
+
+
+def not_retired(name):
+    """
+    Refuse, changing nothing, a host that ``salt-run redis_deployment.replace_hosts`` took
+    out of the Sentinel pair (``redis_node.retire`` left its record) while the YAML still
+    lists it: starting its Redis server or Sentinel again would bring a stale copy and a
+    stale Sentinel back into the pair. The comment says to remove it from the YAML (or how
+    to bring it back as a new host). Other hosts: nothing to do.
+
+    .. code-block:: yaml
+
+        redis-sentinel-host-not-retired:
+          redis_sentinel.not_retired:
+            - name: mymaster
+    """
+    ret, settings = _ret(name), _pillar()
+    if _refused(ret, settings, need_server=False):
+        return ret
+    record = __salt__["redis_node.retired"]() if "redis_node.retired" in __salt__ else None
+    if not record:
+        ret["comment"] = "this host was not retired from the deployment"
+        return ret
+    ret.update(result=False, comment=(
+        f"this host was taken out of the deployment by {record.get('by')} at {record.get('at')} and its Redis server "
+        f"and Sentinel stopped: remove it from {settings.get('deployment_file') or 'the YAML'} (or set "
+        f"services.redis: false, or drop it from cache.redis.sentinel.witnesses). To bring it back as a new host, "
+        f"delete {record.get('path')} and apply again"))
+    return ret
 
 
 # ---------------------------------------------------------------- logins_converged

@@ -15,6 +15,16 @@ include:
   - {{ tplroot }}.tls
 {%- endif %}
 {%- if sentinel_node and custom_states_usable %}
+
+{#- A host that replace_hosts retired (its server and Sentinel stopped) is refused while the
+    YAML still lists it: neither is started again. #}
+redis-sentinel-host-not-retired:
+  redis_sentinel.not_retired:
+    - name: {{ redis.master_name }}
+{%-   if redis_node %}
+    - require_in:
+      - id: redis-server-running
+{%-   endif %}
 {%-   if redis_node %}
 
 {#- The ACL user the Sentinels log in as (its hex password survives Sentinel's own file rewrites). #}
@@ -43,6 +53,7 @@ redis-sentinel-running:
     - enable: True
     - require:
       - id: redis-packages-installed
+      - redis_sentinel: redis-sentinel-host-not-retired
 {%-   if redis_node %}
       {#- Never on a formed cluster whose YAML now says sentinel: shape_kept refuses that. #}
       - redis_cluster: redis-deployment-shape-kept
