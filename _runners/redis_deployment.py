@@ -598,7 +598,7 @@ def _roll_nodes(deployment, nodes, witnesses=False):
     servers = [{"hostname": p["hostname"], "minion": p.get("minion"), "address": f"{p['ip']}:{p.get('port') or port}"}
                for p in deployment["peers"]]
     everyone = [dict(s, witness=False) for s in servers] + [
-        {"hostname": c["hostname"], "minion": c.get("minion"), "address": c.get("ip_address"), "witness": True}
+        {"hostname": c["hostname"], "minion": c.get("minion"), "address": c["ip"], "witness": True}
         for c in deployment["controllers"] if witnesses and deployment["roles"].get(c["hostname"]) == "sentinel-only"]
     lost = [c["minion_problem"] for c in deployment["controllers"]
             if c["hostname"] in {n["hostname"] for n in everyone} and not c.get("minion")]
