@@ -1033,6 +1033,19 @@ def replace_hosts(old=None, new=None, timeout=3600, config=None):
     Run again after a failure, it resumes; after success it changes nothing. Event
     ``redis/cluster/replaced``.
 
+    In Sentinel mode (``cache.redis.mode: sentinel`` in the YAML, which lists the old and
+    the new Redis hosts, and the old and new witness when it moves) a master/replica pair
+    moves instead (``_replace_pair``): refused before anything changes as above (at least 2
+    Redis servers left; the new servers must load the live master's RDB format); growth
+    (``state.apply redis`` on every host: the new servers replicate the live master, their
+    Sentinels join), each new server waited for in sync; a failover onto a server that
+    stays (``redis_node.sentinel_failover to=...``: the old replicas at replica-priority 0,
+    the master's writes paused until every possible taker has them) unless the master
+    stays; each old host's server and Sentinel (a witness's Sentinel) stopped and disabled
+    (``redis_node.retire sentinel=True``); each Sentinel left made to forget them, one after
+    the other (``redis_sentinel.forget``: ``SENTINEL RESET``, the quorum set to the majority
+    of the Sentinels left). Event ``redis/sentinel/replaced``.
+
     old
         The hosts to leave (hostnames, minion ids or addresses; a list or comma-separated).
     new

@@ -4,7 +4,7 @@
     the running Sentinels. Salt never moves the master back. #}
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import redis, redis_node, sentinel_node, supervised_by_systemd,
-                                       custom_states_usable %}
+                                       custom_states_usable, host_states_usable %}
 include:
 {%- if redis_node %}
   - {{ tplroot }}.service
@@ -23,7 +23,7 @@ redis-sentinel-host-not-retired:
     - name: {{ redis.master_name }}
 {%-   if redis_node %}
     - require_in:
-      - id: redis-server-running
+      - {{ "redis_host" if host_states_usable else "service" }}: redis-server-running
 {%-   endif %}
 {%-   if redis_node %}
 

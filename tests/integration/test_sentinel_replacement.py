@@ -127,7 +127,8 @@ def test_a_redis_7_pair_moves_onto_debian_13_valkey_hosts_keeping_every_confirme
     assert refused.returncode != 0
     assert any("taken out of the deployment by replace_hosts" in (s.get("comment") or "")
                for s in refused.data.values()), refused.stdout
-    assert host_output(lab, "old2", "systemctl", "is-active", "redis-server").strip() == "inactive"
+    for unit in ("redis-server", "redis-sentinel"):
+        assert host_output(lab, "old2", "systemctl", "is-active", unit).strip() == "inactive", refused.stdout
 
     config.write_text(yaml.safe_dump(deployment(old=False, new=True)))
     settled = cli.run("state.apply", "redis", minion_tgt="new*")
