@@ -1345,6 +1345,13 @@ def _replace_pair(client, result, deployment, everyone, old, new, left, config):
         _progress(result, f"failover: {answer['comment']}")
     else:
         _progress(result, f"failover: none needed, {masters[0]['hostname']} stays and is the master")
+    views = _pair_views(client, servers)
+    masters = [s for s in servers if views[s["minion"]].get("role") == "master"]
+    if [m for m in masters if m not in left] or len(masters) != 1:
+        result["comment"] = (f"stopped before retiring the old hosts: the servers that say they are masters are "
+                             f"{', '.join(m['hostname'] for m in masters) or 'none'}, expected one host that stays; "
+                             "run again")
+        return _finish_roll(result)
     done = _retire_and_forget(client, result, deployment, everyone, old, left)
     views = _pair_views(client, left)
     result["after"] = _pair_table(left, views, names)

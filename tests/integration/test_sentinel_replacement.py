@@ -105,6 +105,8 @@ def test_a_redis_7_pair_moves_onto_debian_13_valkey_hosts_keeping_every_confirme
     assert replaced.returncode == 0, replaced.stdout
     assert replaced.data["ok"] is True, replaced.data
     assert "now remove old1, old2, oldw from" in replaced.data["comment"]
+    # The runner's own failover, before any old host stopped (not the Sentinels' after the old master died).
+    assert replaced.data["failover"]["new_master"] in NEW, replaced.data
     assert PASSWORD not in replaced.stdout
 
     after = PairView(NEW, NEW_ALL, PASSWORD)
