@@ -349,6 +349,17 @@ def _moves_refused(moves, what):
         raise CommandExecutionError("; ".join(refusals) + "; nothing was moved")
 
 
+def _bus_clash(clients):
+    """Why these nodes must never be one cluster (``redis_servers.bus_refused``: Redis 8 beside
+    Valkey 8), or None; asked before any MEET."""
+    known = _identities(clients, list(clients))
+    hosts = sorted(known)
+    clashes = [__utils__["redis_servers.bus_refused"](known[a], known[b])
+               for index, a in enumerate(hosts) for b in hosts[index + 1:]]
+    clashes = list(dict.fromkeys(why for why in clashes if why))
+    return "; ".join(clashes) + "; no node was met" if clashes else None
+
+
 def _within_plan(own, planned):
     """Every range of ``own`` lies inside one of ``planned``."""
     return all(any(p_first <= first and last <= p_last for p_first, p_last in planned) for first, last in own)
@@ -447,7 +458,7 @@ def form_cluster(timeout=120):
             "comment": f"peers did not answer with the deployment's password within {timeout}s: "
             + "; ".join(f"{h} ({plan['nodes'][h]}): {why}" for h, why in reasons.items()),
         }
-    refusal = _refusal(plan, views)
+    refusal = _refusal(plan, views) or _bus_clash(clients)
     if refusal:
         return {"formed": False, "actions": [], "comment": refusal}
 

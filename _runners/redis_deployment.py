@@ -1134,6 +1134,8 @@ def _door_refusals(client, old, new, what="slots"):
             continue
         target = dict(servers.node(server, servers.upstream(version)), name=node["hostname"])
         problems += [why for why in (servers.move_refused(source, target, what) for source in sources) if why]
+        if what == "slots":  # a cluster: old and new nodes share its bus for a while
+            problems += [why for why in (servers.bus_refused(source, target) for source in sources) if why]
     return list(dict.fromkeys(problems))
 
 

@@ -182,6 +182,33 @@ def move_refused(source, target, what="data"):
             "move it the other way, or upgrade the target first")
 
 
+# Redis 8.0 and Valkey 8.x give the same cluster-bus ping extension (type 4) two meanings:
+# Redis 8 sends its cluster's internal secret there, Valkey reads it as the sender's client
+# IPv4. Measured here (Redis 8.0.2 with Valkey 8.1.1): every Valkey node then lists each
+# Redis 8 node at "<40-hex secret>:port" for good (CLUSTER NODES, SLOTS, MOVED replies), its
+# clients are sent to that name, `--cluster check`/`rebalance` entered at a Valkey node drop
+# those nodes, and the secret, once printed, logs in to the Redis 8 nodes past their password
+# (AUTH "internal connection" <secret>). No such cluster may ever meet.
+BUS_CLASH_SINCE = {"redis": (8, 0), "valkey": (8, 0)}
+
+
+def bus_refused(first, second):
+    """Why the nodes ``first`` and ``second`` (node()s with their ``name``) must never be in one
+    cluster, or None: a Valkey 8+ and a Redis 8+ node (see BUS_CLASH_SINCE). A node whose
+    version is unknown is not refused here (its format is, wherever data would move)."""
+    kinds = {first.get("server"), second.get("server")}
+    if kinds != {"redis", "valkey"}:
+        return None
+    for identity in (first, second):
+        version = release(identity.get("version"))
+        if version is None or version < BUS_CLASH_SINCE[identity.get("server")]:
+            return None
+    return (f"{first.get('name')} ({shown(first)}) and {second.get('name')} ({shown(second)}) must never share a "
+            "cluster: Redis 8 and Valkey 8 read each other's cluster-bus messages differently (Valkey shows the "
+            "Redis nodes' internal secret as their address, sends clients there, and that secret logs in past "
+            "the password); keep a cluster on one of them, or Redis 7.x beside Valkey")
+
+
 def upstream(package_version):
     """The server's own version in a package version: ``5:8.0.2-3+deb13u3`` -> ``8.0.2``,
     ``8.1.1+dfsg1-3`` -> ``8.1.1`` ('' for none)."""

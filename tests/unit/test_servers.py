@@ -51,3 +51,18 @@ def test_a_live_server_is_known_by_its_own_name_and_version():
     valkey = {"redis_version": "7.2.4", "server_name": "valkey", "valkey_version": "8.1.1"}
     assert servers.running(valkey) == ("valkey", "8.1.1")
     assert servers.running({"redis_version": "7.0.15"}) == ("redis", "7.0.15")
+
+
+@pytest.mark.parametrize("first, second, refused", [
+    (("redis", "8.0.2"), ("valkey", "8.1.1"), True),
+    (("valkey", "9.1.2"), ("redis", "8.2.0"), True),
+    (("redis", "7.0.15"), ("valkey", "8.1.1"), False),
+    (("redis", "8.0.2"), ("valkey", "7.2.4"), False),
+    (("redis", "8.0.2"), ("redis", "7.0.15"), False),
+    (("redis", None), ("valkey", "8.1.1"), False),
+])
+def test_redis_8_and_valkey_8_never_share_a_cluster(first, second, refused):
+    why = servers.bus_refused(dict(servers.node(*first), name="a"), dict(servers.node(*second), name="b"))
+    assert bool(why) is refused, why
+    if refused:
+        assert why.startswith("a (") and "must never share a cluster" in why and "secret" in why
