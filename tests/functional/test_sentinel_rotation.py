@@ -133,16 +133,5 @@ def test_a_forced_change_reaches_every_server_and_sentinel_in_one_step(deploymen
         for server in deployment.servers:
             server.password = PASSWORD
         rotate(deployment)
-        import sys
-        for s in sentinels:
-            try:
-                print("DBG sentinel", s.port, s.master_address(), s.known_sentinels(), s.master(), file=sys.stderr)
-            except Exception as e:
-                print("DBG sentinel err", s.port, e, file=sys.stderr)
-        for srv in deployment.servers:
-            try:
-                print("DBG server", srv.port, srv.client().info("replication"), file=sys.stderr)
-            except Exception as e:
-                print("DBG server err", srv.port, e, file=sys.stderr)
         deployment.wait_converged()
     assert all(accepts(s, PASSWORD) and not accepts(s, NEW_PASSWORD) for s in sentinels)
