@@ -1272,14 +1272,8 @@ def _replication_login(client, dry_run, wait):
     if link:
         connect = __utils__["redis_common.connector"](link[0], link[1], timeout=3, tls=_settings().get("tls"))
         connects[f"{link[0]}:{link[1]}"] = connect
-
-    def decide():
-        return __utils__["redis_acl.outgoing_login"](passwords, REPLICATION_USER, current, connects)
-
-    login, waiting = decide()
-    if waiting and not dry_run:
-        _wait(lambda: not decide()[1], wait)
-        login, waiting = decide()
+    login, waiting = __utils__["redis_acl.settled_outgoing_login"](passwords, REPLICATION_USER, current, connects,
+                                                                   0 if dry_run else wait)
     note = f"; waiting for {', '.join(waiting)} to accept the new replication login" if waiting else ""
     if login == current:
         return False, f"replication logs in as {login[0] or 'default'}{note}"

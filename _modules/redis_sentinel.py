@@ -132,19 +132,11 @@ def _server_connects():
 
 
 def _outgoing(current, connects, dry_run, wait=30, cautious=False):
-    """The login (``(user, password)``) towards ``connects`` (``redis_acl.outgoing_login``),
+    """The login (``(user, password)``) towards ``connects`` (``redis_acl.settled_outgoing_login``),
     waiting up to ``wait`` seconds for nodes not applied yet to accept the new one. Returns
     ``(login, waiting)``."""
-    passwords = __utils__["redis_acl.secrets"](_settings())
-
-    def decide():
-        return __utils__["redis_acl.outgoing_login"](passwords, ACL_USER, current, connects, cautious)
-
-    login, waiting = decide()
-    if waiting and not dry_run:
-        _wait(lambda: not decide()[1], wait)
-        login, waiting = decide()
-    return login, waiting
+    return __utils__["redis_acl.settled_outgoing_login"](__utils__["redis_acl.secrets"](_settings()), ACL_USER,
+                                                         current, connects, 0 if dry_run else wait, cautious)
 
 
 # ---------------------------------------------------------------- the live master

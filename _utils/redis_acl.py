@@ -30,6 +30,7 @@ every Sentinel) needs its own ``ACL SETUSER``.
 
 import hashlib
 import hmac
+import time
 
 __virtualname__ = "redis_acl"
 
@@ -322,10 +323,29 @@ def outgoing_login(passwords, user, current, connects, cautious=False):
         # is only switched when every one of them says yes.
         waiting = [name for name, answer in answers.items() if answer is not True]
         return (tuple(current), waiting) if waiting else (wanted, [])
-    refused = [name for name, answer in answers.items() if answer is False]
-    if refused and all(accepts(connects[name], *current) for name in refused):
-        return tuple(current), refused
-    return wanted, []
+    waiting = []
+    for name in (name for name, answer in answers.items() if answer is False):
+        if accepts(connects[name], *current) is True:
+            waiting.append(name)
+        elif accepts(connects[name], *wanted) is not True:
+            # Neither login works there: the new one anyway. (One that takes the new login
+            # now was applied between the two questions: it is no reason to wait, nor to
+            # give up waiting for the others.)
+            return wanted, []
+    return (tuple(current), waiting) if waiting else (wanted, [])
+
+
+def settled_outgoing_login(passwords, user, current, connects, wait, cautious=False, interval=0.2):
+    """:func:`outgoing_login`, asked again every ``interval`` seconds for up to ``wait`` seconds
+    while it waits for nodes not applied yet (``wait`` 0, a dry run: asked once). Returns the
+    answer that ended the wait: the peers move while we ask, so asking once more afterwards
+    could name the login in use again, kept without a word until the next apply."""
+    deadline = time.monotonic() + float(wait)
+    while True:
+        login, waiting = outgoing_login(passwords, user, current, connects, cautious)
+        if not waiting or time.monotonic() >= deadline:
+            return login, waiting
+        time.sleep(interval)
 
 
 def users_converged(client, passwords, users, on="server", dry_run=False):

@@ -75,6 +75,42 @@ def test_a_login_that_works_nowhere_gives_way_to_the_new_one():
     assert acl.outgoing_login([NEW], "salt-replication", IN_USE, peers) == (WANTED, [])
 
 
+class Applied(Node):
+    """A peer whose own apply switches it from the login in use to the new one right before
+    it is asked the login in use (between the two questions of one round)."""
+
+    def connect(self, user, password):
+        if (user, password) == IN_USE and IN_USE in self.accepted:
+            self.accepted = {WANTED}
+        return super().connect(user, password)
+
+
+def test_a_peer_switched_between_the_two_questions_is_no_login_that_works_nowhere():
+    peers = {"a": Applied(IN_USE).connect, "b": Node(IN_USE).connect}
+    # a took the new login: still waiting for b, not the new login at once.
+    assert acl.outgoing_login([NEW], "salt-replication", IN_USE, peers) == (IN_USE, ["b"])
+
+
+def test_the_wait_ends_on_the_answer_it_ended_with():
+    class Late(Node):
+        """Accepts the new login only from its third question on, then not at all (gone)."""
+
+        asked = 0
+
+        def connect(self, user, password):
+            Late.asked += 1
+            self.accepted = {WANTED} if Late.asked == 3 else set() if Late.asked > 3 else {IN_USE}
+            return super().connect(user, password)
+
+    peers = {"a": Late().connect}
+    # Asked: new (no), in use (yes) -> wait; new (yes) -> the new login, not a fourth question.
+    assert acl.settled_outgoing_login([NEW], "salt-replication", IN_USE, peers, wait=5, interval=0) == (WANTED, [])
+    assert Late.asked == 3
+    # A dry run asks once.
+    Late.asked = 0
+    assert acl.settled_outgoing_login([NEW], "salt-replication", IN_USE, peers, wait=0) == (IN_USE, ["a"])
+
+
 class Silent:
     """A peer that does not answer (down, or listening elsewhere)."""
 
