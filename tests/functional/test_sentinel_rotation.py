@@ -135,3 +135,80 @@ def test_a_forced_change_reaches_every_server_and_sentinel_in_one_step(deploymen
         rotate(deployment)
         deployment.wait_converged()
     assert all(accepts(s, PASSWORD) and not accepts(s, NEW_PASSWORD) for s in sentinels)
+
+
+class PeerApplied:
+    """The connect factories alpha's Sentinel asks its peers through, seeing each question
+    (``(username, password)``) before it reaches the real Sentinel. ``beta`` converges its own
+    ``salt-sentinel`` user (its apply's step, ``redis_acl.converge``) right before alpha asks it
+    the old login the second time; ``gamma`` right before alpha asks it the new login the
+    second time after that."""
+
+    def __init__(self, deployment, connector, old, new):
+        self.connector, self.old, self.new = connector, old, new
+        self.ports = {s.port: s for s in deployment.sentinels[1:3]}
+        self.beta, self.gamma = deployment.sentinels[1:3]
+        self.asked_old = self.asked_new_since = 0
+        self.applied = []
+
+    def apply(self, sentinel):
+        client = sentinel.client()  # the peer's own apply logs in with the password it accepts
+        outcome = self.converge(client, [NEW_PASSWORD], "salt-sentinel", on="sentinel")
+        assert outcome["changed"] and outcome["persisted"]
+        self.applied.append(sentinel.hostname)
+
+    def __call__(self, host, port, *args, **kwargs):
+        connect = self.connector(host, port, *args, **kwargs)
+        sentinel = self.ports.get(int(port))
+        if sentinel is None:
+            return connect
+
+        def asked(username, password):
+            if sentinel is self.beta and password == self.old and "beta" not in self.applied:
+                self.asked_old += 1
+                if self.asked_old == 2:
+                    self.apply(self.beta)
+            if sentinel is self.gamma and password == self.new and "beta" in self.applied:
+                self.asked_new_since += 1
+                if self.asked_new_since == 2:
+                    self.apply(self.gamma)
+            return connect(username, password)
+
+        return asked
+
+
+def test_a_peer_applied_between_two_questions_does_not_end_the_wait_for_another(deployment):
+    """Salt's concurrent apply of a forced change: alpha's Sentinel waits for the other two to
+    accept its new login (they refuse it, the old one works). Beta's apply lands between the
+    two questions of one round (the new login? refused; the old one? refused: beta switched in
+    between). That is beta accepting the new login, not a login that works nowhere: alpha
+    keeps waiting for gamma, moves to the new login once gamma takes it, and says so in that
+    apply; the next apply has nothing to do."""
+    rotate(deployment)  # an earlier apply: each host records the password its nodes accept
+    alpha = deployment.minions[0]
+    alpha.overrides = {"password": NEW_PASSWORD, "force_password_change": True}
+    alpha.refresh_pillar()
+    gate = alpha.state.password_accepted(MASTER_NAME, config_file=str(alpha.sentinel.conf))
+    assert gate["changes"] == {"password": "changed in one step (force_password_change)"}, gate
+    derived = alpha.mod.__utils__["redis_acl.derived_password"]
+    old, new = derived(PASSWORD, "salt-sentinel"), derived(NEW_PASSWORD, "salt-sentinel")
+    connector = alpha.mod.__utils__["redis_common.connector"]
+    peers = PeerApplied(deployment, connector, old, new)
+    peers.converge = alpha.mod.__utils__["redis_acl.converge"]
+    alpha.mod.__utils__["redis_common.connector"] = peers
+    try:
+        forced = alpha.mod.sentinel_logins()
+        assert forced["changes"].get("peer_login") == "salt-sentinel / <hidden>", forced
+        assert "waiting" not in forced["comment"], forced
+        assert peers.applied == ["beta", "gamma"], peers.applied
+        login = alpha.sentinel.client(NEW_PASSWORD).execute_command("SENTINEL", "CONFIG", "GET", "sentinel-pass")
+        assert login[1] == new
+        alpha.mod.__utils__["redis_common.connector"] = connector
+        assert alpha.mod.sentinel_logins()["changes"] == {}
+        assert NEW_PASSWORD not in str(forced) and new not in str(forced)
+    finally:
+        alpha.mod.__utils__["redis_common.connector"] = connector
+        rotate(deployment, password=PASSWORD, force_password_change=True)
+        rotate(deployment)
+        deployment.wait_converged()
+    assert all(accepts(s, PASSWORD) and not accepts(s, NEW_PASSWORD) for s in deployment.sentinels[:3])
