@@ -81,7 +81,8 @@ def test_a_retired_host_is_refused_by_the_next_formed_naming_the_record(tmp_path
         node = state.__salt__["redis_node.retired"].__globals__
         # What retire() does before it stops the service (systemd's: the lab test runs it for real).
         stopped = []
-        node["__salt__"] = {"service.stop": lambda name: stopped.append(name) or True, "service.disable": lambda name: True}
+        node["__salt__"] = {"service.stop": lambda name: stopped.append(name) or True,
+                            "service.disable": lambda name: True}
         node["retire"](service="redis-server")
 
         refused = state.formed("cluster", timeout=10)
