@@ -62,7 +62,11 @@ def test_a_fourth_host_joins_under_a_writing_client_and_remove_node_takes_it_out
     formed = {host: state_by_id(grown, host, "redis-cluster-formed") for host in ("it1", "it5")}
     assert formed["it1"]["comment"].startswith("grew the cluster of it1, it2, it3, it5"), formed["it1"]["comment"]
     # it1 reports the change; it5 may find itself met already when its own state runs.
-    assert formed["it5"]["result"] is True and "cluster formed by it1" in formed["it5"]["comment"]
+    # it5's own state either waited for it1's growth or, once the rebalance had given it slots
+    # (between two slot moves nothing is open), found the cluster healthy already: both are right.
+    assert formed["it5"]["result"] is True, formed["it5"]
+    assert "cluster formed by it1" in formed["it5"]["comment"] or formed["it5"]["comment"].startswith(
+        "cluster ok: 4 nodes"), formed["it5"]
     assert writer.errors == [] and writer.written > 50
     assert role("it5") == "master"
     owned = sum(last - first + 1 for first, last in redis_view_slots("it5"))
