@@ -354,22 +354,6 @@ def test_a_stopped_master_server_fails_over_with_one_event_and_is_never_reverted
     assert SERVERS[new] in json.dumps(events[0]) and SERVERS[old] in json.dumps(events[0])
 
 
-def test_the_master_host_dies_and_the_witness_makes_the_failover_possible(first_apply, cli, sentinel_lab):
-    lab = sentinel_lab[0]
-    old, new, keys, client = kill_the_master_host(lab, "hostdeath")
-    assert [client.get(k) for k in keys] == [str(n) for n in range(len(keys))]
-
-    lab.boot(old)
-    wait_for_minions(cli, [old])
-    wait_until(lambda: server(old).info("replication")["role"] == "slave"
-               and server(old).info("replication")["master_host"] == SERVERS[new], 60, f"{old} back as a replica")
-    new_run = server(new).info("server")["run_id"]
-    again = cli.run("state.apply", "redis", minion_tgt="*")
-    assert again.returncode == 0, again.stdout
-    assert states_with_changes(again) == []
-    assert server(new).info("server")["run_id"] == new_run and current_master() == new
-
-
 def write_on_isolated(lab, host, key):
     """A client on the isolated host itself (the test cannot reach it any more)."""
     return host_output(lab, host, "redis-cli", "-h", "127.0.0.1", "SET", key, "1", auth=True)
@@ -437,15 +421,19 @@ def test_a_pair_whose_yaml_grows_into_a_cluster_is_refused_and_nothing_changes(f
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
 
 
-def test_an_old_master_host_back_while_the_witness_is_cut_off_never_takes_the_master_role_back(
+def test_a_dead_master_host_fails_over_through_the_witness_and_back_with_the_witness_cut_off_stays_a_replica(
     first_apply, cli, sentinel_lab
 ):
-    """The master's host dies, the others fail over, a key is written on the new master; the
-    witness is cut off; the old host boots as a master with its keys and its stale Sentinel.
-    An apply on the new master then hears one Sentinel for each server: Salt keeps the new
-    master, and the write made after the failover is still there once everything is back."""
+    """The master's host dies: the two Sentinels left (the witness's makes the majority) fail
+    it over, and the Sentinel client reads every acknowledged key and writes on the new master.
+    The witness is then cut off; the old host boots as a master with its keys and its stale
+    Sentinel. An apply on the new master then hears one Sentinel for each server: Salt keeps
+    the new master, and the write made after the failover is still there once everything is
+    back; re-applying changes nothing and restarts nothing. (The old host back while every
+    Sentinel is up, a replica of the new master at once: the set backup test below.)"""
     lab = sentinel_lab[0]
-    old, new, keys, _ = kill_the_master_host(lab, "scenario-a")
+    old, new, keys, client = kill_the_master_host(lab, "scenario-a")
+    assert [client.get(k) for k in keys] == [str(n) for n in range(len(keys))]
     # Cut the witness off once the failover is over, not within Sentinel's own 5 s window in which
     # a cut-off Sentinel can still start (and on its return finish) a failover of the new master.
     wait_until(lambda: all(master_seen_by(h) == SERVERS[new] for h in (new, WITNESS[0]))
@@ -470,10 +458,11 @@ def test_an_old_master_host_back_while_the_witness_is_cut_off_never_takes_the_ma
                        f"{new} says {server(new).info('replication')['role']}, the Sentinels say "
                        f"{ {h: sentinel_answer(h) for h in ALL} }")
     wait_until(lambda: all(master_seen_by(h) == SERVERS[new] for h in ALL), 60, f"every Sentinel names {new}")
+    new_run = server(new).info("server")["run_id"]
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
     assert states_with_changes(again) == []
-    assert current_master() == new
+    assert server(new).info("server")["run_id"] == new_run and current_master() == new
     assert server(old).get("scenario-a:after-failover") == "ok"
     assert [server(new).get(k) for k in keys] == [str(n) for n in range(len(keys))]
 
@@ -608,6 +597,9 @@ def test_keys_in_database_0_and_3_come_back_from_a_set_restore_on_both_servers(f
 def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_complete(
     first_apply, cli, sentinel_master, sentinel_lab
 ):
+    """The master's host power-cut while its part of a set copies: the set is partial. The host
+    then boots while every Sentinel is up: a replica of the new master, with every acknowledged
+    key; re-applying changes nothing, restarts nothing and moves no master back."""
     lab = sentinel_lab[0]
     old = current_master()
     # Incompressible values, so that the master's part of the set is still copying when it dies.
@@ -638,9 +630,14 @@ def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_c
     lab.boot(old)
     wait_for_minions(cli, [old])
     wait_until(lambda: server(old).info("replication")["role"] == "slave"
+               and server(old).info("replication")["master_host"] == SERVERS[new]
                and server(old).info("replication")["master_link_status"] == "up", 120, f"{old} back as a replica")
     assert [server(new).get(k) for k in keys] == [str(n) for n in range(len(keys))]
-    assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
+    new_run = server(new).info("server")["run_id"]
+    again = cli.run("state.apply", "redis", minion_tgt="*")
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+    assert server(new).info("server")["run_id"] == new_run and current_master() == new
 
 
 NEW_PASSWORD = "rotated 'pw' \\ #2"
