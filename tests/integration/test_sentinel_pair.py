@@ -393,8 +393,11 @@ def test_a_partitioned_master_loses_writes_unless_min_replicas_to_write_refuses_
                "writes accepted again once the replica is back")
     assert server(new).get("split:refused") is None
 
+    # Back to the module's deployment: a setting of the servers alone, which redis.service applies live.
     config.write_text(yaml.safe_dump(deployment()))
-    assert cli.run("state.apply", "redis", minion_tgt="*").returncode == 0
+    assert cli.run("state.apply", "redis.service", minion_tgt="st[12]").returncode == 0
+    assert {h: server(h).config_get("min-replicas-to-write")["min-replicas-to-write"] for h in SERVERS} == {
+        h: "0" for h in SERVERS}
 
 
 def test_a_pair_whose_yaml_grows_into_a_cluster_is_refused_and_nothing_changes(first_apply, cli, sentinel_lab):
