@@ -530,11 +530,12 @@ def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_
     applied = cli.run("state.apply", "redis", minion_tgt="*")
 
     assert applied.returncode == 0, applied.stdout
+    statuses = cli.run("redis_cluster.status", minion_tgt="st[12]").data
     for host in SERVERS:
         settings = state_by_id(applied, host, "redis-server-runs-the-managed-settings")
         assert settings["result"] is True and "restart pending for logfile" in settings["comment"], settings
         assert "salt-run redis_deployment.rolling_restart" in settings["comment"]
-        assert cli.run("redis_cluster.status", minion_tgt=host).data["restart_pending"] == ["logfile"]
+        assert statuses[host]["restart_pending"] == ["logfile"], statuses
     assert {h: server(h).info("server")["run_id"] for h in SERVERS} == runs  # no restart at all
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
 
@@ -544,10 +545,11 @@ def test_a_start_only_change_is_left_pending_by_a_plain_apply_and_rolled_by_the_
     steps = next(iter(orchestrated.data["data"].values()))
     rolled = next(step for step in steps.values() if step["__id__"] == "redis-pending-restarts-rolled")
     assert rolled["result"] is True and len(rolled["changes"]["return"]["restarted"]) == 2, rolled
+    statuses = cli.run("redis_cluster.status", minion_tgt="st[12]").data
     for host in SERVERS:
         assert server(host).info("server")["run_id"] != runs[host]
         assert server(host).config_get("logfile") == {"logfile": logfile}
-        assert cli.run("redis_cluster.status", minion_tgt=host).data["restart_pending"] == []
+        assert statuses[host]["restart_pending"] == [], statuses
     master = current_master()
     wait_until(lambda: all(master_seen_by(h) == SERVERS[master] for h in ALL), 30, f"the Sentinels agree on {master}")
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
