@@ -25,7 +25,7 @@ import redis
 import yaml
 from redis.sentinel import Sentinel
 from support.drills import partial_backups
-from support.events import master_events
+from support.events import bus_events, master_events
 from support.lab import (
     PASSWORD,
     SENTINEL_PORT,
@@ -599,18 +599,26 @@ def test_keys_in_database_0_and_3_come_back_from_a_set_restore_on_both_servers(f
     assert states_with_changes(cli.run("state.apply", "redis", minion_tgt="*")) == []
 
 
+def published(event_listener, master, function, after):
+    """Whether ``master`` published a job of ``function`` (its ``salt/job/<jid>/new`` event) after ``after``."""
+    return any(event.data.get("fun") == function
+               for event in bus_events(event_listener, master, "salt/job/*/new", after, count=1000, timeout=0))
+
+
 def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_complete(
-    first_apply, cli, sentinel_master, sentinel_lab
+    first_apply, cli, sentinel_master, sentinel_lab, event_listener
 ):
-    """The master's host power-cut while its part of a set copies: the set is partial. The host
-    then boots while every Sentinel is up: a replica of the new master, with every acknowledged
-    key; re-applying changes nothing, restarts nothing and moves no master back."""
+    """The master's host power-cut while its part of a set copies: the set is partial, and
+    listed so while that host is down. The host then boots while every Sentinel is up: a replica
+    of the new master, with every acknowledged key; re-applying changes nothing, restarts
+    nothing and moves no master back."""
     lab = sentinel_lab[0]
     old = current_master()
     # Incompressible values, so that the master's part of the set is still copying when it dies.
+    ballast = [f"ballast:{number}" for number in range(48)]
     pipe = server(old).pipeline(transaction=False)
-    for number in range(48):
-        pipe.set(f"ballast:{number}", os.urandom(1 << 20).hex()[: 1 << 20])
+    for name in ballast:
+        pipe.set(name, os.urandom(1 << 20).hex()[: 1 << 20])
     pipe.execute()
     keys = acknowledged_writes("set-death")
     outcome = {}
@@ -627,8 +635,17 @@ def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_c
     assert result.returncode != 0, result.stdout
     assert result.data["status"] == "partial", result.data
     assert old in result.data["reason"], result.data["reason"]
-    listed = run_cli(sentinel_master).run("redis_backup.list")
-    assert [s["status"] for s in listed.data["sets"] if s["set_id"] == result.data["set_id"]] == ["partial"]
+
+    # The list asks every node of the set and waits for the dead one as long as the master's
+    # `timeout` (30 s): the rest of the test runs meanwhile. The host boots once the list's job is
+    # out: a minion that was down when a job was published never gets it, so the list sees that
+    # node down either way.
+    listing, asked = {}, time.time()
+    lister = threading.Thread(target=lambda: listing.update(
+        result=run_cli(sentinel_master).run("redis_backup.list")), daemon=True)
+    lister.start()
+    wait_until(lambda: published(event_listener, sentinel_master, "redis_backup.list", asked), 60,
+               "salt-run redis_backup.list asking the nodes")
 
     new = next(h for h in SERVERS if h != old)
     wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
@@ -643,6 +660,13 @@ def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_c
     assert again.returncode == 0, again.stdout
     assert states_with_changes(again) == []
     assert server(new).info("server")["run_id"] == new_run and current_master() == new
+
+    lister.join(120)
+    assert not lister.is_alive(), "salt-run redis_backup.list still runs 2 minutes after it asked the nodes"
+    listed = listing["result"]
+    assert [s["status"] for s in listed.data["sets"] if s["set_id"] == result.data["set_id"]] == ["partial"]
+    # The ballast only slowed this set down: the later tests' backups and full resyncs need not copy it.
+    assert server(new).delete(*ballast) == len(ballast)
 
 
 NEW_PASSWORD = "rotated 'pw' \\ #2"
