@@ -736,42 +736,9 @@ def master_seen_by_with(host, password):
     return sentinel(host, password).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0]
 
 
-LEAK_PREVIOUS_PASSWORD = "leak 'previous' \\ pw #3"
-LEAK_APP_PASSWORD = 'leak "app" pw #4'
-
-
-def test_no_secret_on_any_channel_through_an_apply_a_backup_set_and_a_failover(
-        first_apply, cli, sentinel_lab, sentinel_master, event_listener):
-    lab, _, config = sentinel_lab
-    document = deployment({"previous_password": LEAK_PREVIOUS_PASSWORD,
-                           "acl": {"users": [{"name": "app", "password": LEAK_APP_PASSWORD, "rules": "~* +@read"}]}})
-    config.write_text(yaml.safe_dump(document))
-    secrets = deployment_secrets(document)
-    results = {}
-    try:
-        with Watch(event_listener, lab, list(ALL), sentinel_master, secrets) as watch:
-            results["state.apply redis"] = cli.run("state.apply", "redis", minion_tgt="*")
-            results["salt-run redis_backup.run"] = run_cli(sentinel_master).run("redis_backup.run", "type=rdb")
-            old = current_master()
-            new = next(h for h in SERVERS if h != old)
-            sentinel(new).execute_command("SENTINEL", "FAILOVER", "mymaster")
-            wait_until(lambda: current_master() == new and all(master_seen_by(h) == SERVERS[new] for h in ALL), 60,
-                       f"{new} promoted, every Sentinel agreeing")
-            results["redis_cluster.status"] = cli.run("redis_cluster.status", minion_tgt="*")
-    finally:
-        config.write_text(yaml.safe_dump(deployment()))
-        restored = cli.run("state.apply", "redis", minion_tgt="*")
-    assert restored.returncode == 0, restored.stdout
-    findings = list(watch.findings)
-    for what, result in results.items():
-        findings += scan_result(result, secrets, what)
-    findings += sweep(lab, list(ALL), sentinel_master, secrets)
-    assert not findings, "LEAK (product code): " + report(findings)
-    assert results["state.apply redis"].returncode == 0, results["state.apply redis"].stdout
-    assert results["salt-run redis_backup.run"].returncode == 0, results["salt-run redis_backup.run"].stdout
-
-
 APP_PASSWORD = 'app "pass" \\ word #7'
+# Kept as the previous password of a rotation: the deployment holds every kind of secret at once.
+LEAK_PREVIOUS_PASSWORD = "leak 'previous' \\ pw #3"
 
 
 def app_login(address, port=6379):
@@ -786,50 +753,63 @@ def app_through_the_sentinels():
                     username="app", password=APP_PASSWORD, decode_responses=True).master_for("mymaster")
 
 
-def test_an_application_user_on_both_servers_and_every_sentinel_survives_a_failover(first_apply, cli, sentinel_lab):
-    _, _, config = sentinel_lab
+def test_an_application_user_on_both_servers_and_every_sentinel_survives_a_failover_and_no_secret_leaks_on_any_channel(
+        first_apply, cli, sentinel_lab, sentinel_master, event_listener):
+    """An application user on both servers and every Sentinel, allowed what its rules allow and
+    nothing else, writing through the Sentinels before and after a failover, removed by the
+    apply back. With a rotation's previous password kept too, no secret of the deployment shows
+    on any channel through the apply, a backup set and the failover (the leak watch)."""
+    lab, _, config = sentinel_lab
     users = [{"name": "app", "password": APP_PASSWORD, "rules": "~* +@read +@write +@connection -@dangerous"}]
-    config.write_text(yaml.safe_dump(deployment({"acl": {"users": users}})))
+    document = deployment({"previous_password": LEAK_PREVIOUS_PASSWORD, "acl": {"users": users}})
+    config.write_text(yaml.safe_dump(document))
+    secrets = deployment_secrets(document)
+    results = {}
     removed = None
     try:
-        added = cli.run("state.apply", "redis", minion_tgt="*")
-        again = cli.run("state.apply", "redis", minion_tgt="*")
+        with Watch(event_listener, lab, list(ALL), sentinel_master, secrets) as watch:
+            added = results["state.apply redis"] = cli.run("state.apply", "redis", minion_tgt="*")
+            again = results["state.apply redis again"] = cli.run("state.apply", "redis", minion_tgt="*")
+            results["salt-run redis_backup.run"] = run_cli(sentinel_master).run("redis_backup.run", "type=rdb")
 
-        assert added.returncode == 0, added.stdout
-        for host in ALL:
-            if host in SERVERS:
-                assert state_by_id(added, host, "redis-application-users-on-this-server")["changes"] == {
+            assert added.returncode == 0, added.stdout
+            for host in ALL:
+                if host in SERVERS:
+                    assert state_by_id(added, host, "redis-application-users-on-this-server")["changes"] == {
+                        "created": ["app"]}, host
+                assert state_by_id(added, host, "redis-application-users-on-this-sentinel")["changes"] == {
                     "created": ["app"]}, host
-            assert state_by_id(added, host, "redis-application-users-on-this-sentinel")["changes"] == {
-                "created": ["app"]}, host
-        assert states_with_changes(again) == []
-        assert_no_password(added.stdout, "the apply's output")
-        assert APP_PASSWORD not in added.stdout
-        for host, address in SERVERS.items():
-            app = app_login(address)
-            assert app.ping() and app.get("acl:none") is None
-            for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("SHUTDOWN",),
-                            ("REPLICAOF", "NO", "ONE")):
+            assert states_with_changes(again) == []
+            assert_no_password(added.stdout, "the apply's output")
+            assert APP_PASSWORD not in added.stdout
+            for host, address in SERVERS.items():
+                app = app_login(address)
+                assert app.ping() and app.get("acl:none") is None
+                for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("SHUTDOWN",),
+                                ("REPLICAOF", "NO", "ONE")):
+                    with pytest.raises(redis.exceptions.NoPermissionError):
+                        app.execute_command(*command)
+            for host, address in ALL.items():  # the Sentinels: discovery only
+                on_sentinel = app_login(address, SENTINEL_PORT)
+                assert on_sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0] in (
+                    SERVERS.values())
                 with pytest.raises(redis.exceptions.NoPermissionError):
-                    app.execute_command(*command)
-        for host, address in ALL.items():  # the Sentinels: discovery only
-            on_sentinel = app_login(address, SENTINEL_PORT)
-            assert on_sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[0] in SERVERS.values()
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                on_sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
-        client = app_through_the_sentinels()
-        client.set("acl:before", "1")
+                    on_sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+            client = app_through_the_sentinels()
+            client.set("acl:before", "1")
 
-        old = current_master()
-        new = next(h for h in SERVERS if h != old)
-        sentinel(new).execute_command("SENTINEL", "FAILOVER", "mymaster")
-        wait_until(lambda: current_master() == new and all(master_seen_by(h) == SERVERS[new] for h in ALL), 60,
-                   f"{new} promoted, every Sentinel agreeing")
-        client = app_through_the_sentinels()
-        wait_until(lambda: client.set("acl:after", "2"), 30, "the app writing on the new master")
-        assert client.get("acl:before") == "1"
-        after_failover = cli.run("state.apply", "redis", minion_tgt="*")
-        assert states_with_changes(after_failover) == []
+            old = current_master()
+            new = next(h for h in SERVERS if h != old)
+            sentinel(new).execute_command("SENTINEL", "FAILOVER", "mymaster")
+            wait_until(lambda: current_master() == new and all(master_seen_by(h) == SERVERS[new] for h in ALL), 60,
+                       f"{new} promoted, every Sentinel agreeing")
+            client = app_through_the_sentinels()
+            wait_until(lambda: client.set("acl:after", "2"), 30, "the app writing on the new master")
+            assert client.get("acl:before") == "1"
+            results["redis_cluster.status"] = cli.run("redis_cluster.status", minion_tgt="*")
+            after_failover = results["state.apply redis after the failover"] = cli.run(
+                "state.apply", "redis", minion_tgt="*")
+            assert states_with_changes(after_failover) == []
 
         config.write_text(yaml.safe_dump(deployment()))
         removed = cli.run("state.apply", "redis", minion_tgt="*")
@@ -847,3 +827,9 @@ def test_an_application_user_on_both_servers_and_every_sentinel_survives_a_failo
         config.write_text(yaml.safe_dump(deployment()))
         if removed is None:  # failed before: the later tests want the module's deployment
             cli.run("state.apply", "redis", minion_tgt="*")
+    findings = list(watch.findings)
+    for what, result in results.items():
+        findings += scan_result(result, secrets, what)
+    findings += sweep(lab, list(ALL), sentinel_master, secrets)
+    assert not findings, "LEAK (product code): " + report(findings)
+    assert results["salt-run redis_backup.run"].returncode == 0, results["salt-run redis_backup.run"].stdout
