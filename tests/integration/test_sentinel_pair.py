@@ -44,7 +44,7 @@ from support.rolling import RoleWatcher, runner_events
 from support.rotation import AlternatingWriter
 from support.sentinel import WaitWriter
 from support.states import changed_ids, state_by_id, states_with_changes
-from support.waits import wait_until
+from support.waits import poll, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -82,12 +82,24 @@ def sentinel_master(salt_factories, sentinel_lab):
         yield master
 
 
+def boot_until_minions_answer(boot, cli, master, event_listener, minions, timeout=90):
+    """``boot()`` (hosts powered on), then until each of ``minions`` answers test.ping. The pings
+    start once each minion announced its start on the master's bus (``salt/minion/<id>/start``):
+    a ping a minion misses while it still connects costs the whole of that ping's timeout."""
+    booted = time.time()
+    boot()
+    poll(lambda: {event.tag.split("/")[2] for event in bus_events(event_listener, master, "salt/minion/*/start",
+                                                                  booted, count=1000, timeout=0)},
+         lambda started: set(minions) <= started, timeout)
+    wait_for_minions(cli, minions, timeout)
+
+
 @pytest.fixture(scope="module")
-def cli(sentinel_master, sentinel_lab):
+def cli(sentinel_master, sentinel_lab, event_listener):
     lab, _, config = sentinel_lab
-    boot_hosts(lab, sentinel_master, config)
     salt_cli = sentinel_master.salt_cli(timeout=600)
-    wait_for_minions(salt_cli, list(ALL))
+    boot_until_minions_answer(lambda: boot_hosts(lab, sentinel_master, config), salt_cli, sentinel_master,
+                              event_listener, list(ALL))
     return salt_cli
 
 
@@ -425,7 +437,7 @@ def test_a_pair_whose_yaml_grows_into_a_cluster_is_refused_and_nothing_changes(f
 
 
 def test_a_dead_master_host_fails_over_through_the_witness_and_back_with_the_witness_cut_off_stays_a_replica(
-    first_apply, cli, sentinel_lab
+    first_apply, cli, sentinel_lab, sentinel_master, event_listener
 ):
     """The master's host dies: the two Sentinels left (the witness's makes the majority) fail
     it over, and the Sentinel client reads every acknowledged key and writes on the new master.
@@ -444,8 +456,7 @@ def test_a_dead_master_host_fails_over_through_the_witness_and_back_with_the_wit
                lambda: f"the failover to {new} settled: {WITNESS[0]} says {sentinel_answer(WITNESS[0])}")
     lab.set_link(WITNESS[0], up=False)
     try:
-        lab.boot(old)
-        wait_for_minions(cli, [old])
+        boot_until_minions_answer(lambda: lab.boot(old), cli, sentinel_master, event_listener, [old])
         applied = cli.run("state.apply", "redis", minion_tgt=new)
         replication = state_by_id(applied, None, "redis-replication-follows-the-live-master")
         assert replication["result"] is True and not replication["changes"], replication
@@ -649,8 +660,7 @@ def test_the_master_host_dying_during_a_set_backup_makes_the_set_partial_never_c
 
     new = next(h for h in SERVERS if h != old)
     wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
-    lab.boot(old)
-    wait_for_minions(cli, [old])
+    boot_until_minions_answer(lambda: lab.boot(old), cli, sentinel_master, event_listener, [old])
     wait_until(lambda: server(old).info("replication")["role"] == "slave"
                and server(old).info("replication")["master_host"] == SERVERS[new]
                and server(old).info("replication")["master_link_status"] == "up", 120, f"{old} back as a replica")
@@ -691,7 +701,7 @@ def apply_phase(cli, config, writer, phase, **redis_settings):
 
 
 def test_a_two_phase_rotation_refuses_no_client_restarts_nothing_and_the_pair_still_fails_over(
-        first_apply, cli, sentinel_lab):
+        first_apply, cli, sentinel_lab, sentinel_master, event_listener):
     lab, _, config = sentinel_lab
     master = current_master()
     before = run_ids(PASSWORD)
@@ -714,8 +724,7 @@ def test_a_two_phase_rotation_refuses_no_client_restarts_nothing_and_the_pair_st
         wait_until(lambda: server(new, NEW_PASSWORD).info("replication")["role"] == "master", 60, f"{new} promoted")
         client = sentinel_client(NEW_PASSWORD).master_for("mymaster")
         wait_until(lambda: client.set("rotation:after-failover", "ok"), 30, "a write through the Sentinels")
-        lab.boot(master)
-        wait_for_minions(cli, [master])
+        boot_until_minions_answer(lambda: lab.boot(master), cli, sentinel_master, event_listener, [master])
         wait_until(lambda: server(master, NEW_PASSWORD).info("replication").get("master_link_status") == "up", 120,
                    f"{master} back as a replica")
     finally:
