@@ -472,6 +472,10 @@ def test_a_dead_master_host_fails_over_through_the_witness_and_back_with_the_wit
                        f"{new} says {server(new).info('replication')['role']}, the Sentinels say "
                        f"{ {h: sentinel_answer(h) for h in ALL} }")
     wait_until(lambda: all(master_seen_by(h) == SERVERS[new] for h in ALL), 60, f"every Sentinel names {new}")
+    # The witness's minion too: cut off for as long as the boot and the apply above took, it may
+    # have dropped its connection to the master and be reconnecting still (seen under load: 28 s
+    # after its link was back), and would then miss the next apply's job.
+    wait_for_minions(cli, [WITNESS[0]])
     new_run = server(new).info("server")["run_id"]
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0, again.stdout
