@@ -22,8 +22,10 @@ def served(server):
     return sum(last - first + 1 for first, last in view["slots"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def three_old_and_three_new(tmp_path_factory):
+    """One grown cluster for the module: the refusal (which moves nothing) runs on it first,
+    then the replacement itself."""
     builds = [SERVERS["redis-7.0"]] * 3 + [SERVERS["valkey-9"]] * 3
     with cluster_nodes(tmp_path_factory, builds) as servers:
         (_, former, _), *_ = node_modules(servers[:3], SLOTS_FOR_3)
@@ -32,6 +34,20 @@ def three_old_and_three_new(tmp_path_factory):
         grown = grower.formed("cluster", timeout=120)
         assert grown["result"] is True, grown["comment"]
         yield servers
+
+
+def test_draining_the_valkey_nodes_back_onto_redis_is_refused_before_a_key_moves(three_old_and_three_new):
+    servers = three_old_and_three_new
+    before = [served(s) for s in servers]
+    staying = node_modules(servers, SLOTS_FOR_6)[0][0]
+
+    with pytest.raises(Exception) as refused:
+        staying.drain_members([address(s) for s in servers[3:]], timeout=60)
+
+    message = str(refused.value)
+    assert f"slots would move from {address(servers[3])} (valkey 9." in message and "(RDB 80)" in message
+    assert "(redis 7.0." in message and "cannot load it" in message and "nothing was moved" in message
+    assert [served(s) for s in servers] == before
 
 
 def test_every_slot_moves_onto_the_new_nodes_and_the_old_ones_leave_without_losing_a_key(
@@ -59,20 +75,6 @@ def test_every_slot_moves_onto_the_new_nodes_and_the_old_ones_leave_without_losi
         assert "cluster_state:ok" in info and "cluster_known_nodes:3" in info, info
     assert writer.errors == [] and writer.written > 0
     assert writer.missing(servers[4]) == []
-
-
-def test_draining_the_valkey_nodes_back_onto_redis_is_refused_before_a_key_moves(three_old_and_three_new):
-    servers = three_old_and_three_new
-    before = [served(s) for s in servers]
-    staying = node_modules(servers, SLOTS_FOR_6)[0][0]
-
-    with pytest.raises(Exception) as refused:
-        staying.drain_members([address(s) for s in servers[3:]], timeout=60)
-
-    message = str(refused.value)
-    assert f"slots would move from {address(servers[3])} (valkey 9." in message and "(RDB 80)" in message
-    assert "(redis 7.0." in message and "cannot load it" in message and "nothing was moved" in message
-    assert [served(s) for s in servers] == before
 
 
 def test_a_retired_host_is_refused_by_the_next_formed_naming_the_record(tmp_path_factory):
