@@ -479,10 +479,14 @@ def form_cluster(timeout=120):
                 _cluster_command(me, "MEET", ip, int(port))
                 actions.append(f"{plan['initial_master']} met {host}")
                 met.append(host)
+        _newcomers_meet_everyone(plan, clients, met)
 
         def all_met():
-            return all(view["known_nodes"] >= len(clients) for view in _views(clients).values()
-                       if isinstance(view, dict))
+            # Known by id, past the handshake: CLUSTER REPLICATE names a master by its id, and a
+            # node still in handshake is listed under a random one (and counted in known_nodes).
+            wanted = set(ids.values())
+            return all(wanted <= {n["id"] for n in view["nodes"] if "handshake" not in n["flags"]}
+                       for view in _views(clients).values() if isinstance(view, dict))
 
         if not _wait(all_met, remaining()):
             return dict(result, formed=False, comment=f"the nodes did not all meet within {timeout}s")
@@ -507,6 +511,19 @@ def form_cluster(timeout=120):
         return dict(result, formed=False, comment=f"not every node says the cluster is healthy within {timeout}s: "
                     + _unhealthy_reasons(last.get("views") or {}, ids))
     return dict(result, formed=True, comment="cluster ok" + "".join(f"; WARNING: {w}" for w in warnings))
+
+
+def _newcomers_meet_everyone(plan, clients, met):
+    """Each node the initial master just met meets every other node it does not know yet.
+    Met by one node only, the others learn of a newcomer from gossip, a few random peers a
+    second: 0.7-3.9 s until 6 fresh nodes all knew each other (measured), against 0.1 s when
+    every newcomer meets everyone itself (one handshake each)."""
+    for host in met:
+        known = {n["address"] for n in _view(clients[host], peer_count=len(clients))["nodes"]}
+        for other, address in plan["nodes"].items():
+            if other not in (host, plan["initial_master"]) and address not in known:
+                ip, port = address.rsplit(":", 1)
+                _cluster_command(clients[host], "MEET", ip, int(port))
 
 
 def _unhealthy_reasons(views, ids):

@@ -145,3 +145,22 @@ def old_entry(server, node_id):
         if line.startswith(node_id):
             return line.split()[2].split(",")
     return []
+
+
+def test_every_newcomer_meets_the_other_newcomers_itself_not_through_gossip(three_nodes):
+    """What the initial master's MEETs alone leave to gossip (a few random peers a second),
+    each node it met does at once: right after the call, n1 lists n2 and n2 lists n1."""
+    (first, _, _), *_ = node_modules(three_nodes)
+    module = first.form_cluster.__globals__
+    clients = module["_node_clients"]({f"n{i}": f"127.0.0.1:{s.port}" for i, s in enumerate(three_nodes)})
+    plan = {"initial_master": "n0", "nodes": {h: f"127.0.0.1:{c.connection_pool.connection_kwargs['port']}"
+                                              for h, c in clients.items()}}
+    for host in ("n1", "n2"):
+        ip, port = plan["nodes"][host].rsplit(":", 1)
+        module["_cluster_command"](clients["n0"], "MEET", ip, int(port))
+
+    module["_newcomers_meet_everyone"](plan, clients, ["n1", "n2"])
+
+    listed = {h: clients[h].execute_command("CLUSTER", "NODES") for h in ("n1", "n2")}
+    assert f":{three_nodes[2].port}@" in listed["n1"], listed["n1"]
+    assert f":{three_nodes[1].port}@" in listed["n2"], listed["n2"]
