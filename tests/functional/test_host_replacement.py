@@ -58,7 +58,7 @@ def test_every_slot_moves_onto_the_new_nodes_and_the_old_ones_leave_without_losi
     writer = ClusterWriter(servers[3], prefix="replace")
     writer.start()
     try:
-        drained = staying.drain_members([address(s) for s in old], timeout=120)
+        drained = staying.drain_members([address(s) for s in old], timeout=300)
         again = staying.drain_members([address(s) for s in old], timeout=60)
         removed = [staying.remove_member(address(s), timeout=60) for s in old]
     finally:
