@@ -571,14 +571,21 @@ def _store(source, length, destination, compress):
 def _run_check(executable, name, target, timeout, account):
     """``redis-check-rdb``/``redis-check-aof`` of ``executable``'s build on ``target``, as the
     redis account (``account``: its uid and gid), never root."""
-    code, output = _throwaway("run_check")(executable, name, target, timeout, *account)
+    return _checked(name, *_throwaway("run_check")(executable, name, target, timeout, *account))
+
+
+def _checked(name, code, output):
     if code != 0:
         raise _Damage(f"{name} finds the backup damaged (exit {code}): {_throwaway('sanitized')(output)}")
     return output
 
 
 def _check_rdb(executable, path, timeout, account):
-    output = _run_check(executable, "redis-check-rdb", path, timeout, account)
+    return _rdb_verdict(_run_check(executable, "redis-check-rdb", path, timeout, account))
+
+
+def _rdb_verdict(output):
+    """The key counts redis-check-rdb reports, once it confirms the file; else ``_Damage``."""
 
     def count(label):
         found = re.search(r"\[info\]\s+(\d+)\s+" + label, output)
@@ -588,6 +595,25 @@ def _check_rdb(executable, path, timeout, account):
         raise _Damage(f"redis-check-rdb does not confirm the backup: {_throwaway('sanitized')(output)}")
     return {"keys": count("keys read"), "keys_with_ttl": count("expires") or 0,
             "already_expired": count("already expired") or 0}
+
+
+class _RdbCheck:
+    """``redis-check-rdb`` of ``executable``'s build (as the redis account, ``account``)
+    reading a stream as it is copied or decompressed: the caller hands ``tap`` to
+    ``_files("pipe")``, then asks ``verdict()`` (its counts; ``_Damage`` when it refuses
+    the data) or, when the stream failed, ``abort()``."""
+
+    def __init__(self, executable, timeout, account):
+        self.checker = _throwaway("stream_check")(executable, "redis-check-rdb", timeout, *account)
+        self.tap = _files("Tap")(self.checker.stdin)
+
+    def verdict(self):
+        self.tap.close()  # the checker's input ends here
+        return _rdb_verdict(_checked("redis-check-rdb", *self.checker.result()))
+
+    def abort(self):
+        self.checker.kill()
+        self.tap.close()
 
 
 def _check_aof(executable, manifest_path, timeout, account):
@@ -616,7 +642,7 @@ def _readable_dir(path):
     return path
 
 
-def _unpack(path, meta, target_dir, link_rdb=False):
+def _unpack(path, meta, target_dir):
     """Decompress (or copy) the backup's files into ``target_dir`` as Redis names them,
     checking every stored and every decompressed byte against the metadata's sha256 (root's
     files, group ``redis``: the checkers read them). Every name is checked first: a path or
@@ -632,37 +658,67 @@ def _unpack(path, meta, target_dir, link_rdb=False):
     gid = _tree_gid()
     checked = None
     for item in meta["files"]:
-        stored = os.path.join(path, item["name"])
         destination = os.path.join(target_dir, item["source"])
-        if link_rdb and command is None:
-            if _stored_sums(stored) != (item["size"], item["sha256"]):
-                raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing or damaged "
-                              "(size or sha256 differs from the metadata)")
-            os.link(stored, destination, follow_symlinks=False)  # read-only use (a throwaway server with save "")
-        else:
-            try:
-                handle = _files("open_read")(stored)
-            except OSError as exc:
-                raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing or not a regular file "
-                              f"({exc.strerror})") from None
-            try:
-                with handle:
-                    sums = _files("pipe")(handle, os.fstat(handle.fileno()).st_size, destination, command, gid=gid)
-            except CommandExecutionError as exc:
-                if _stored_sums(stored) != (item["size"], item["sha256"]):
-                    raise _Damage(
-                        f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)") from None
-                raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']}: {exc}") from None
-            if (sums["in_size"], sums["in_sha256"]) != (item["size"], item["sha256"]):
-                raise _Damage(f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)")
-            if (sums["out_size"], sums["out_sha256"]) != (item["raw_size"], item["raw_sha256"]):
-                raise _Damage(
-                    f"backup {meta.get('name')}: {item['name']} decompresses to other data than was backed up")
+        _unpack_file(path, meta, item, destination, command, gid)
         if item["kind"] in ("rdb", "manifest"):
             checked = destination
     if meta["type"] == "aof":
         _check_manifest_names(meta, checked)
     return checked
+
+
+def _unpack_file(path, meta, item, destination, command, gid, tap=None, sync=True):
+    """One stored file decompressed (``command``; None: copied) into ``destination`` (None:
+    nowhere, only hashed), every stored and every decompressed byte checked against the
+    metadata's sha256; ``tap`` gets the decompressed bytes too (``_files("pipe")``)."""
+    stored = os.path.join(path, item["name"])
+    try:
+        handle = _files("open_read")(stored)
+    except OSError as exc:
+        raise _Damage(f"backup {meta.get('name')}: {item['name']} is missing or not a regular file "
+                      f"({exc.strerror})") from None
+    try:
+        with handle:
+            sums = _files("pipe")(handle, os.fstat(handle.fileno()).st_size, destination, command, gid=gid,
+                                  tap=tap, sync=sync)
+    except CommandExecutionError as exc:
+        if _stored_sums(stored) != (item["size"], item["sha256"]):
+            raise _Damage(f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)") from None
+        raise CommandExecutionError(f"backup {meta.get('name')}: {item['name']}: {exc}") from None
+    if (sums["in_size"], sums["in_sha256"]) != (item["size"], item["sha256"]):
+        raise _Damage(f"backup {meta.get('name')}: {item['name']} is damaged (sha256 differs)")
+    if (sums["out_size"], sums["out_sha256"]) != (item["raw_size"], item["raw_sha256"]):
+        raise _Damage(f"backup {meta.get('name')}: {item['name']} decompresses to other data than was backed up")
+
+
+def _check_rdb_streamed(path, meta, target_dir, executable, timeout, account):
+    """An RDB backup's check in one read of what was stored: each stored byte hashed, the
+    file decompressed through a pipe, the decompressed bytes hashed and fed as they come to
+    ``redis-check-rdb`` (the build's own, as the redis account) reading its standard input,
+    and written into ``target_dir`` only when a throwaway server is to load them (None:
+    nowhere; a scratch file, not fsynced). The checker's verdict counts only when both
+    sha256 match the metadata: it read the very bytes the stored file decompresses to. An
+    uncompressed backup is hashed as it is read and, for ``target_dir``, linked there."""
+    _unsafe_names(meta)
+    compress = meta.get("compress", "none")
+    command = _tool(DECOMPRESS_COMMANDS[compress]) if compress != "none" else None
+    rdb = [item for item in meta["files"] if item["kind"] == "rdb"]
+    if len(rdb) != 1 or len(meta["files"]) != 1:
+        raise _Damage(f"backup {meta.get('name')}: an RDB backup holds one RDB file, its metadata names "
+                      f"{len(meta['files'])} files, {len(rdb)} of them RDB")
+    item = rdb[0]
+    destination = os.path.join(target_dir, item["source"]) if target_dir is not None else None
+    check = _RdbCheck(executable, timeout, account)
+    try:
+        _unpack_file(path, meta, item, destination if command is not None else None, command, _tree_gid(),
+                     tap=check.tap, sync=False)
+    except BaseException:
+        check.abort()
+        raise
+    facts = check.verdict()
+    if destination is not None and command is None:
+        os.link(os.path.join(path, item["name"]), destination, follow_symlinks=False)  # read-only use
+    return facts
 
 
 def _check_manifest_names(meta, manifest_path):
@@ -694,8 +750,11 @@ def _inspect(path, meta, workdir, timeout, account, load=True):
     executable = _executable(meta.get("server_executable"))
     started = time.monotonic()
     _readable_dir(workdir)
-    checked = _unpack(path, meta, workdir, link_rdb=meta["type"] == "rdb")
-    facts = _check_unpacked(meta, checked, executable, timeout, account)
+    if meta["type"] == "rdb":
+        facts = _check_rdb_streamed(path, meta, workdir if load else None, executable, timeout, account)
+    else:
+        checked = _unpack(path, meta, workdir)
+        facts = _check_unpacked(meta, checked, executable, timeout, account)
     if load:
         with _throwaway("throwaway")(executable, workdir, meta, timeout, *account, _wait) as server:
             facts.update(server.counts())
@@ -815,8 +874,9 @@ def _create_one(kind, client, live, options):
             _refuse_aof(live)
         estimate = _estimate(live)
         _require_space(live["dir"], estimate, "the snapshot (BGSAVE/BGREWRITEAOF) in the data directory")
-        # The check decompresses (AOF: copies) next to the backup; an uncompressed RDB is linked.
-        factor = 1 if kind == "rdb" and compress == "none" else 2
+        # The check decompresses (AOF: copies) next to the backup; an RDB only for the throwaway
+        # server (verify=True), when compressed (uncompressed: linked).
+        factor = 1 if kind == "rdb" and (compress == "none" or not verify) else 2
         _require_space(type_dir, estimate * factor, "the backup and its check")
         snapshot_started = time.monotonic()
         sources, manifest, last_save = _snapshot_files(kind, client, live, timeout)
@@ -843,8 +903,9 @@ def _create_one(kind, client, live, options):
         _unsafe_names(meta)  # the names the server gave: plain file names, or no backup
         if last_save:
             meta["last_save"] = _iso(datetime.datetime.fromtimestamp(last_save, datetime.timezone.utc))
-        # Verification: stored bytes re-read, decompressed into a work directory, the build's
-        # checker on them, and (verify=True) a throwaway server loads them and counts.
+        # Verification: stored bytes re-read and decompressed, both sha256 compared, the build's
+        # checker on the decompressed bytes (an RDB: as they stream past, no file made; an AOF:
+        # unpacked into a work directory), and (verify=True) a throwaway server loads and counts.
         workdir = _partial_dir(type_dir, f"check-{base}")
         facts = _inspect(partial, meta, workdir, timeout, options["account"], load=verify)
         _record_counts(meta, facts)

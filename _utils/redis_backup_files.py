@@ -27,6 +27,7 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import stat
@@ -363,29 +364,78 @@ def chunks(handle, length):
         yield chunk
 
 
-def pipe(source, length, destination, command=None, mode=FILE_MODE, gid=None):
+def pipe(source, length, destination, command=None, mode=FILE_MODE, gid=None, tap=None, sync=True):
     """Stream ``length`` bytes of the open file ``source`` through ``command`` (none: a
-    plain copy) into a new file ``destination`` (``create_exclusive``), fsynced. Returns the
-    size and sha256 of what went in and of what came out. Memory: a few chunks, whatever
-    the size."""
+    plain copy) into a new file ``destination`` (``create_exclusive``; None: nowhere, the
+    output is only hashed), fsynced unless ``sync`` is false (a check's scratch file). ``tap``:
+    a ``Tap`` that gets every output byte too (e.g. ``redis-check-rdb`` reading the very
+    bytes hashed), in a thread of its own. Returns the size and sha256 of what went in and
+    of what came out. Memory: a few chunks, whatever the size."""
     in_hash, out_hash = hashlib.sha256(), hashlib.sha256()
     sizes = {"in": 0, "out": 0}
-    with os.fdopen(create_exclusive(destination, mode, gid), "wb") as out:
+    sinks = [tap] if tap is not None else []
+    out = os.fdopen(create_exclusive(destination, mode, gid), "wb") if destination is not None else None
+    try:
+        if out is not None:
+            sinks.insert(0, out)
         if command is None:
             for chunk in chunks(source, length):
                 in_hash.update(chunk)
-                out.write(chunk)
+                for sink in sinks:
+                    sink.write(chunk)
                 sizes["in"] += len(chunk)
             out_hash, sizes["out"] = in_hash, sizes["in"]
         else:
-            _pipe_through(source, length, out, command, in_hash, out_hash, sizes)
-        out.flush()
-        os.fsync(out.fileno())
+            _pipe_through(source, length, sinks, command, in_hash, out_hash, sizes)
+        if out is not None:
+            out.flush()
+            if sync:
+                os.fsync(out.fileno())
+    finally:
+        if out is not None:
+            out.close()
     return {"in_size": sizes["in"], "in_sha256": in_hash.hexdigest(),
             "out_size": sizes["out"], "out_sha256": out_hash.hexdigest()}
 
 
-def _pipe_through(source, length, out, command, in_hash, out_hash, sizes):
+class Tap:
+    """A consumer of a stream that may be slower than the copy (a checker reading a pipe):
+    ``write`` queues the chunk (at most ``depth`` waiting: memory stays a few chunks) and a
+    thread of its own writes it to ``handle``. Once the consumer stops reading (it exited:
+    its verdict says why) the rest is dropped, never blocking the copy. ``close`` waits for
+    what is queued and closes ``handle``: the consumer sees the end of its input."""
+
+    def __init__(self, handle, depth=4):
+        self.handle, self.failed = handle, None
+        self.queue = queue.Queue(depth)
+        self.thread = threading.Thread(target=self._run, name="redis_backup-tap", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            chunk = self.queue.get()
+            if chunk is None:
+                break
+            if self.failed is None:
+                try:
+                    self.handle.write(chunk)
+                except Exception as exc:  # pylint: disable=broad-except
+                    self.failed = exc
+        try:
+            self.handle.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+    def write(self, chunk):
+        self.queue.put(chunk)
+
+    def close(self):
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+
+def _pipe_through(source, length, sinks, command, in_hash, out_hash, sizes):
     errors = tempfile.TemporaryFile()
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
     failed = []
@@ -412,7 +462,8 @@ def _pipe_through(source, length, out, command, in_hash, out_hash, sizes):
             if not chunk:
                 break
             out_hash.update(chunk)
-            out.write(chunk)
+            for sink in sinks:
+                sink.write(chunk)
             sizes["out"] += len(chunk)
     except BaseException:
         proc.kill()

@@ -26,6 +26,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 
 from salt.exceptions import CommandExecutionError
 
@@ -165,6 +166,70 @@ def run_check(executable, name, target, timeout, uid, gid):
     except subprocess.SubprocessError as exc:
         raise CommandExecutionError(f"{name} could not be started as uid {uid}: {exc}") from None
     return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+
+
+class StreamCheck:
+    """``name`` (``redis-check-rdb``) of the build ``executable`` reading its standard input,
+    as ``uid``:``gid`` (``demote``), while the caller writes the data to ``stdin``: the check
+    runs on the bytes of a copy as they pass, with no file made for it. The pipe's read end
+    is given to ``uid`` (the checker opens it again by ``/dev/stdin``, a path it may not open
+    as root's); its output goes to a file root reads back. Killed after ``timeout`` seconds
+    (its input then ends early: a failure, never a pass). ``result()``: ``(exit code,
+    output)`` once the input is closed; ``kill()`` ends it early."""
+
+    def __init__(self, executable, name, timeout, uid, gid, cwd="/"):
+        self.name, self.timeout = name, timeout
+        self.output = tempfile.TemporaryFile()
+        read_end, write_end = os.pipe()
+        try:
+            os.fchown(read_end, uid, gid)
+            try:
+                self.proc = subprocess.Popen(
+                    [name, "/dev/stdin"], executable=executable, cwd=cwd, stdin=read_end, stdout=self.output,
+                    stderr=subprocess.STDOUT, preexec_fn=demote(uid, gid),
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise CommandExecutionError(f"{name} could not be started as uid {uid}: {exc}") from None
+        except BaseException:
+            os.close(write_end)
+            self.output.close()
+            raise
+        finally:
+            os.close(read_end)
+        self.stdin = os.fdopen(write_end, "wb")
+        self.timed_out = False
+        self.timer = threading.Timer(timeout, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self):
+        if self.proc.poll() is None:
+            self.timed_out = True
+            self.proc.kill()
+
+    def kill(self):
+        """End it early (the copy feeding it failed) and forget its output."""
+        self.timer.cancel()
+        for step in (self.proc.kill, self.proc.wait, self.output.close):
+            try:
+                step()
+            except OSError:
+                pass
+
+    def result(self):
+        self.proc.wait()  # bounded: the timer kills it after ``timeout``
+        self.timer.cancel()
+        with self.output:
+            self.output.seek(0)
+            text = self.output.read().decode(errors="replace")
+        if self.timed_out:
+            raise CommandExecutionError(f"{self.name} did not finish within {self.timeout}s")
+        return self.proc.returncode, text
+
+
+def stream_check(executable, name, timeout, uid, gid):
+    """A ``StreamCheck`` started: write the data to its ``stdin``, close it, ask ``result()``."""
+    return StreamCheck(executable, name, timeout, uid, gid)
 
 
 def server_version(executable, uid, gid):

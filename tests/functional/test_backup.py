@@ -292,6 +292,44 @@ def test_damaged_rdb_with_matching_checksums_refused_by_redis_check_rdb(node):
     assert node.calls == []
 
 
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_verify_streams_the_decompressed_bytes_to_redis_check_rdb(node, compress):
+    """verify (and create's own check) run redis-check-rdb on the bytes the stored file
+    decompresses to, fed through a pipe as they are hashed: damage under matching sums is
+    still the checker's to find, and marks the backup damaged."""
+    node.server.client().set("key", "value")
+    ret = node.mod.create(type="rdb", compress=compress)
+    assert ret["verified"] is True and ret["keys"] == 1
+    path = pathlib.Path(ret["path"])
+    raw = bytearray(pathlib.Path(node.data / "dump.rdb").read_bytes())
+    raw[-12] ^= 0xFF  # inside the data: the RDB's own CRC64 no longer matches
+    stored = bytes(raw) if compress == "none" else subprocess.run(
+        ["zstd", "-q", "-c"], input=bytes(raw), capture_output=True, check=True).stdout
+    item = json.loads((path / "backup_metadata.json").read_text())["files"][0]
+    (path / item["name"]).write_bytes(stored)
+    meta = json.loads((path / "backup_metadata.json").read_text())
+    meta["files"][0].update(sha256=hashlib.sha256(stored).hexdigest(), size=len(stored),
+                            raw_sha256=hashlib.sha256(bytes(raw)).hexdigest())
+    (path / "backup_metadata.json").write_text(json.dumps(meta))
+
+    with pytest.raises(CommandExecutionError, match="damaged.*redis-check-rdb finds the backup damaged"):
+        node.mod.verify(ret["name"])
+    assert json.loads((path / "backup_metadata.json").read_text())["verified"] is False
+    assert sorted(p.name for p in path.parent.iterdir()) == [ret["name"]]  # no check directory left
+
+
+def test_a_streamed_check_that_outlives_its_timeout_fails_as_unfinished(tmp_path):
+    throwaway = load_module("redis_backup_throwaway_for_timeout", "_utils/redis_backup_throwaway.py")
+    uid, gid = throwaway.account()
+    checker = throwaway.stream_check("/usr/bin/redis-server", "redis-check-rdb", 1, uid, gid)
+    checker.stdin.write(b"REDIS0010")  # then nothing, never the end
+    started = time.monotonic()
+    with pytest.raises(CommandExecutionError, match="redis-check-rdb did not finish within 1s"):
+        checker.result()
+    assert time.monotonic() - started < 10
+    checker.stdin.close()
+
+
 def test_restore_without_force_changes_nothing(node):
     populate(node.server.client(), bulk=10)
     ret = node.mod.create(type="rdb")

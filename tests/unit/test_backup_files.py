@@ -14,6 +14,7 @@ import os
 import pathlib
 import pwd
 import stat
+import threading
 
 import pytest
 
@@ -218,6 +219,41 @@ def test_pipe_copies_and_compresses_with_sums(tmp_path):
     assert files.sha256_file(str(tmp_path / "copy.gz")) == (packed["out_size"], packed["out_sha256"])
     with pytest.raises(FileExistsError), files.open_read(str(source)) as handle:
         files.pipe(handle, len(data), str(tmp_path / "copy"))
+
+
+def test_pipe_feeds_a_tap_the_output_it_hashes_with_or_without_a_file(tmp_path):
+    data = os.urandom(3 * files.CHUNK + 17)
+    (tmp_path / "source").write_bytes(data)
+    packed = gzip.compress(data)
+    (tmp_path / "packed.gz").write_bytes(packed)
+    read_end, write_end = os.pipe()
+    tap = files.Tap(os.fdopen(write_end, "wb", buffering=0))
+    received = []
+    reader = threading.Thread(target=lambda: received.append(os.fdopen(read_end, "rb").read()))
+    reader.start()
+    with files.open_read(str(tmp_path / "packed.gz")) as handle:
+        sums = files.pipe(handle, len(packed), None, files.tool(["gzip", "-d", "-c"]), tap=tap)
+    tap.close()  # the reader sees the end of its input
+    reader.join()
+    assert received == [data] and tap.failed is None
+    assert sums["out_sha256"] == hashlib.sha256(data).hexdigest() and sums["out_size"] == len(data)
+    assert sums["in_sha256"] == hashlib.sha256(packed).hexdigest()
+    assert sorted(os.listdir(tmp_path)) == ["packed.gz", "source"]  # no file made
+    with files.open_read(str(tmp_path / "source")) as handle:
+        plain = files.pipe(handle, len(data), str(tmp_path / "copy"), sync=False)
+    assert (tmp_path / "copy").read_bytes() == data and plain["out_sha256"] == plain["in_sha256"]
+
+
+def test_a_tap_whose_reader_is_gone_never_holds_the_copy_back(tmp_path):
+    data = os.urandom(20 * files.CHUNK)
+    (tmp_path / "source").write_bytes(data)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the checker exited (its verdict says why)
+    tap = files.Tap(os.fdopen(write_end, "wb", buffering=0), depth=2)
+    with files.open_read(str(tmp_path / "source")) as handle:
+        sums = files.pipe(handle, len(data), None, tap=tap)
+    tap.close()
+    assert isinstance(tap.failed, BrokenPipeError) and sums["in_sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_aof_complete_length_stops_before_a_torn_command(tmp_path):
