@@ -405,7 +405,7 @@ class Tap:
     its verdict says why) the rest is dropped, never blocking the copy. ``close`` waits for
     what is queued and closes ``handle``: the consumer sees the end of its input."""
 
-    def __init__(self, handle, depth=4):
+    def __init__(self, handle, depth=2):
         self.handle, self.failed = handle, None
         self.queue = queue.Queue(depth)
         self.thread = threading.Thread(target=self._run, name="redis_backup-tap", daemon=True)
