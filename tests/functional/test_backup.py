@@ -323,11 +323,17 @@ def test_a_streamed_check_that_outlives_its_timeout_fails_as_unfinished(tmp_path
     uid, gid = throwaway.account()
     checker = throwaway.stream_check("/usr/bin/redis-server", "redis-check-rdb", 1, uid, gid)
     checker.stdin.write(b"REDIS0010")  # then nothing, never the end
+    checker.stdin.flush()
     started = time.monotonic()
     with pytest.raises(CommandExecutionError, match="redis-check-rdb did not finish within 1s"):
         checker.result()
     assert time.monotonic() - started < 10
-    checker.stdin.close()
+    with pytest.raises(BrokenPipeError):  # killed: nobody reads any more
+        checker.stdin.write(b"0" * 65536 * 2)
+        checker.stdin.flush()
+    with pytest.raises(BrokenPipeError):  # what was left in the buffer: closed all the same
+        checker.stdin.close()
+    assert checker.stdin.closed
 
 
 def test_restore_without_force_changes_nothing(node):
