@@ -605,7 +605,7 @@ class _RdbCheck:
 
     def __init__(self, executable, timeout, account):
         self.checker = _throwaway("stream_check")(executable, "redis-check-rdb", timeout, *account)
-        self.tap = _files("Tap")(self.checker.stdin)
+        self.tap = _files("tap")(self.checker.stdin)
 
     def verdict(self):
         self.tap.close()  # the checker's input ends here

@@ -227,7 +227,7 @@ def test_pipe_feeds_a_tap_the_output_it_hashes_with_or_without_a_file(tmp_path):
     packed = gzip.compress(data)
     (tmp_path / "packed.gz").write_bytes(packed)
     read_end, write_end = os.pipe()
-    tap = files.Tap(os.fdopen(write_end, "wb", buffering=0))
+    tap = files.tap(os.fdopen(write_end, "wb", buffering=0))
     received = []
     reader = threading.Thread(target=lambda: received.append(os.fdopen(read_end, "rb").read()))
     reader.start()
@@ -249,7 +249,7 @@ def test_a_tap_whose_reader_is_gone_never_holds_the_copy_back(tmp_path):
     (tmp_path / "source").write_bytes(data)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the checker exited (its verdict says why)
-    tap = files.Tap(os.fdopen(write_end, "wb", buffering=0), depth=2)
+    tap = files.tap(os.fdopen(write_end, "wb", buffering=0), depth=2)
     with files.open_read(str(tmp_path / "source")) as handle:
         sums = files.pipe(handle, len(data), None, tap=tap)
     tap.close()
