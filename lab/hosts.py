@@ -16,8 +16,8 @@ host instead: its whole root is an overlay of the cached Debian 13 root file sys
 (lab/debian13.py) whose writes land in `hosts/NAME/upper`, with the same fresh tmpfs,
 hostname, machine-id, masks and enabled units. That root holds both servers Debian 13
 offers; before its first boot a host has the packages of the one its config does not ask
-for (`cache.redis.server`, default redis) purged, so it starts as if only the other's
-had been installed. Its salt-minion is the machine's: the venv
+for (its `cache.redis.server_by_host` entry, else `cache.redis.server`, default redis)
+purged, so it starts as if only the other's had been installed. Its salt-minion is the machine's: the venv
 and the Python it was made from are bound read-only into the host at the same paths (that
 Python runs on Debian 13's newer libc and libraries; the same Salt as the master's).
 
@@ -141,8 +141,9 @@ def read_hosts(config_path):
     Lenient on purpose: `lab config` accepts an invalid YAML (Salt will refuse it) and
     still creates the hosts it validly adds. Only the lab's own key, `lab.os`, is checked
     strictly: an unknown release is the operator's to fix, not a host to drop silently.
-    `cache.redis.server` is read as is (the pillar may refuse it): a value that names no
-    server of Debian 13 counts as the default, redis.
+    `cache.redis.server` is read as is (the pillar may refuse it), and a host's own entry in
+    `cache.redis.server_by_host` (by hostname, as the pillar reads it) over it: a value that
+    names no server of Debian 13 counts as the default, redis.
     """
     import yaml
 
@@ -155,7 +156,6 @@ def read_hosts(config_path):
     if not isinstance(controllers, list):
         return []
     name_pattern = deployment_module().HOSTNAME_PATTERN
-    server = _server(document)
     for index, entry in enumerate(controllers):
         if not isinstance(entry, dict):
             continue
@@ -175,14 +175,19 @@ def read_hosts(config_path):
         if release not in OSES:
             raise LabError(f"nodes.controllers[{index}].lab.os: expected one of {', '.join(OSES)}, got {release!r}")
         hosts.append(Host(name, str(address), isinstance(services, dict) and services.get("redis") is True, release,
-                          server))
+                          _server(document, entry.get("hostname"))))
     return hosts
 
 
-def _server(document):
-    """`cache.redis.server` of the YAML: a server Debian 13 offers, else the default."""
+def _server(document, hostname=None):
+    """The server of `hostname` in the YAML (its `cache.redis.server_by_host` entry, else
+    `cache.redis.server`): a server Debian 13 offers, else the default."""
     try:
-        server = document["cache"]["redis"].get("server")
+        settings = document["cache"]["redis"]
+        by_host = settings.get("server_by_host")
+        server = settings.get("server")
+        if isinstance(by_host, dict) and isinstance(hostname, str) and hostname in by_host:
+            server = by_host[hostname]
     except (TypeError, KeyError, AttributeError):
         return debian13.DEFAULT_SERVER
     return server if isinstance(server, str) and server in debian13.SERVER_PACKAGES else debian13.DEFAULT_SERVER

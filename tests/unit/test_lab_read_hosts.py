@@ -114,6 +114,18 @@ def test_every_host_takes_the_server_of_cache_redis_server(tmp_path, redis, serv
     assert [h.server for h in hosts] == [server, server]
 
 
+def test_a_host_named_in_server_by_host_takes_its_own_server(tmp_path):
+    controllers = [{"hostname": h, "ip_address": f"10.1.2.{i}", "lab": {"os": "debian13"}}
+                   for i, h in enumerate(("a", "b", "c", "d"), 1)]
+    by_host = {"a": "valkey", "b": "redis", "d": "keydb"}
+    hosts = read_hosts(write(tmp_path, {"cache": {"redis": {"server": "valkey", "server_by_host": by_host}},
+                                        "nodes": {"controllers": controllers}}))
+    assert [h.server for h in hosts] == ["valkey", "redis", "valkey", "redis"]
+    hosts = read_hosts(write(tmp_path, {"cache": {"redis": {"server_by_host": {"c": "valkey"}}},
+                                        "nodes": {"controllers": controllers}}))
+    assert [h.server for h in hosts] == ["redis", "redis", "valkey", "redis"]
+
+
 @pytest.mark.parametrize("server, purged, units", [
     ("valkey", "redis-server redis-sentinel redis-tools", "valkey-server.service valkey-sentinel.service"),
     ("redis", "valkey-server valkey-sentinel valkey-tools", "redis-server.service redis-sentinel.service"),
