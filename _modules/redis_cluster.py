@@ -890,7 +890,10 @@ def wait_cluster_healthy(timeout=120):
     """
     Wait, bounded, until this node sees itself in a healthy cluster (all slots assigned
     and ok, none open, no failing node, every peer known, and the replica plan's shape:
-    see ``cluster_view``). Returns ``{"healthy": bool, "comment": str}``.
+    see ``cluster_view``). While slots keep moving (the initial master rebalancing them
+    onto new masters, within its own budget, pillar ``cluster_rebalance_timeout_s``), the
+    wait goes on: it ends ``timeout`` seconds after the last slot this node saw move, or
+    once that budget is spent. Returns ``{"healthy": bool, "comment": str}``.
 
     CLI Example:
 
@@ -898,29 +901,46 @@ def wait_cluster_healthy(timeout=120):
 
         salt '*' redis_cluster.wait_cluster_healthy timeout=30
     """
-    last = {}
+    started = time.monotonic()
+    last, moved = {}, {"layout": None, "at": started}
 
     def check():
         try:
             last["view"] = _view(_client())
         except redis.RedisError as exc:
             last["view"] = {"healthy": False, "error": __utils__["redis_common.error_text"](exc)}
-        return last["view"]["healthy"]
+        layout = _slot_layout(last["view"])
+        if layout is not None and layout != moved["layout"]:
+            moved.update(layout=layout, at=time.monotonic())
+        return last["view"]["healthy"] or time.monotonic() - moved["at"] >= float(timeout)
 
-    if _wait(check, timeout, interval=0.2):
+    _wait(check, max(float(timeout), _rebalance_budget()), interval=0.2)
+    view = last["view"]
+    if view["healthy"]:
         return {"healthy": True, "comment": "cluster ok"}
     __context__["retcode"] = 1  # `salt` and orchestration see the failure (a state run resets it)
-    view = last["view"]
     if "error" in view:
         return {"healthy": False, "comment": view["error"]}
     pending = len(view["shape"]["replicate"]) + len(view["shape"]["new_masters"])
     shape = (f", {pending} replica moves or rebalances pending (replicas_per_master "
              f"{_settings().get('replicas_per_master', 0)})") if pending else ""
+    stalled = time.monotonic() - moved["at"] >= float(timeout)
+    waited = (f"no slot moved in the last {timeout}s" if stalled
+              else f"slots still moving after {time.monotonic() - started:.0f}s, the rebalance budget")
     return {
         "healthy": False,
         "comment": f"cluster_state:{view['state']}, {view['slots_assigned']} slots assigned, "
-        f"{view['known_nodes']} nodes known{shape}",
+        f"{view['known_nodes']} nodes known{shape}; {waited}",
     }
+
+
+def _slot_layout(view):
+    """Which node serves which slots and which slots are open, as one node's view says (None
+    without a view): what changes whenever a slot moves."""
+    if "nodes" not in view:
+        return None
+    return (tuple(sorted((n["id"], tuple(map(tuple, n["slots"]))) for n in view["nodes"] if n["slots"])),
+            tuple(view["open_slots"]))
 
 
 def server_shape(port=None, timeout=5):

@@ -42,7 +42,8 @@ def formed(name, timeout=120, marker=None):
     master (pillar ``redis:initial_master``) forms it when no slot is assigned yet (or
     completes a formation cut short): it waits, bounded by ``timeout`` seconds, for every
     peer, meets them, assigns the slot plan and makes every planned replica replicate its
-    master; every other node waits, bounded, until it is in the healthy cluster.
+    master; every other node waits, bounded, until it is in the healthy cluster (for as
+    long as slots keep moving: the initial master's rebalance has its own budget).
 
     Healthy means: all 16384 slots served, none open, no failing node, every peer known,
     every master with ``replicas_per_master`` replicas where the nodes allow it, no
@@ -57,7 +58,8 @@ def formed(name, timeout=120, marker=None):
     name
         Any label.
     timeout
-        Seconds to wait for the peers, and for the cluster to become healthy.
+        Seconds to wait for the peers, and for the cluster to become healthy (on a node
+        other than the initial master: after the last slot it saw move).
     marker
         A file in a directory only root writes (e.g. ``/etc/redis-salt/cluster-member``)
         that records, once this node is in the healthy cluster, that it is a member: a
@@ -160,7 +162,7 @@ def formed(name, timeout=120, marker=None):
     if not joined["healthy"]:
         ret.update(
             result=False,
-            comment=f"no healthy cluster within {timeout}s ({joined['comment']}); {initial} forms it: "
+            comment=f"no healthy cluster ({joined['comment']}); {initial} forms it: "
             "see that minion's result",
         )
         return ret

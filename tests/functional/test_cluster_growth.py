@@ -2,10 +2,14 @@
 node out by a state run, against four real cluster-enabled servers on 127.0.0.1 (Debian's
 Redis 7.0, whose redis-cli moves the slots)."""
 
+import threading
+import time
+
 import pytest
 import redis
 from cluster_support import ClusterWriter, cluster_info, node_modules
 from conftest import SERVERS, cluster_nodes
+from support.waits import wait_until
 
 SLOTS_FOR_4 = {"n0": [[0, 4095]], "n1": [[4096, 8191]], "n2": [[8192, 12287]], "n3": [[12288, 16383]]}
 SLOTS_FOR_3 = {"n0": [[0, 5460]], "n1": [[5461, 10922]], "n2": [[10923, 16383]]}
@@ -84,3 +88,46 @@ def test_a_new_node_joins_and_gets_slots_while_a_client_writes(four_nodes):
         assert state.formed("cluster", timeout=10)["result"] is True
     again = first_mod.remove_member(f"127.0.0.1:{four_nodes[3].port}")
     assert again["removed"] is False and "nothing to do" in again["comment"]
+
+
+def test_a_node_waiting_for_the_grown_cluster_waits_as_long_as_slots_move(four_nodes):
+    """The initial master's rebalance onto new masters has its own budget: a node waiting
+    for the healthy cluster (``formed`` on any other node) gives up only once no slot has
+    moved for its timeout."""
+    first_three = four_nodes[:3]
+    (_, former, _), *_ = node_modules(first_three, SLOTS_FOR_3)
+    assert former.formed("cluster", timeout=30)["result"] is True
+    clients = [server.client() for server in four_nodes]
+    ids = [client.execute_command("CLUSTER", "MYID") for client in clients]
+    # n3 joins as a master without slots: not healthy until it serves some.
+    clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", four_nodes[3].port)
+    waiter = node_modules(four_nodes, SLOTS_FOR_4)[1][0]
+    wait_until(lambda: waiter.cluster_view()["known_nodes"] == 4, 10, "n1 knows n3")
+
+    started = time.monotonic()
+    stalled = waiter.wait_cluster_healthy(timeout=1)
+    assert stalled["healthy"] is False and time.monotonic() - started < 10, stalled
+    assert stalled["comment"].endswith("1 replica moves or rebalances pending (replicas_per_master 0); "
+                                       "no slot moved in the last 1s"), stalled
+
+    def move(slot, source, target):  # an empty slot, as redis-cli moves one
+        clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        for client in clients:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+
+    def rebalance():  # slow: one slot every 0.5 s between the old masters, then one onto n3
+        for slot in range(8):
+            move(slot, 0, 1)
+            time.sleep(0.5)
+        move(8, 0, 3)
+
+    mover = threading.Thread(target=rebalance)
+    started = time.monotonic()
+    mover.start()
+    try:
+        waited = waiter.wait_cluster_healthy(timeout=2)
+    finally:
+        mover.join()
+    assert waited == {"healthy": True, "comment": "cluster ok"}
+    assert time.monotonic() - started >= 4
