@@ -15,7 +15,7 @@ memory after the runs (its cgroup's RSS + shmem). Ratios are 12 hosts against 3;
 CPU per minion is at most 1.1x. Nothing is asserted.
 
 Usage: .venv/bin/python bench/scale.py [--sizes 3,12] [--rounds 3] [--json PATH]
-(root, as the lab; lab name `rscale`, subnet 10.213.47, its own state directory, brought down
+(root, as the lab; lab name `rscale`, subnet 10.213.49, its own state directory, brought down
 again at the end, also when a step fails.)
 """
 
@@ -35,7 +35,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from lab.__main__ import Controller  # noqa: E402
 from second_apply import cpu_counters  # noqa: E402
 
-SUBNET = "10.213.47"
+SUBNET = "10.213.49"
 CORES = os.cpu_count() or 1
 
 
