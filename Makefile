@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := redis-server redis-sentinel redis-tools python3-redis prometheus-redis-exporter prometheus-node-exporter nftables systemd dbus iproute2 util-linux procps psmisc zstd gzip python3-venv python3-pip debootstrap
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup debian13-root lab test unit functional integration lint down
+.PHONY: setup debian13-root lab test unit functional integration lint down bench
 
 setup: $(STAMP)
 
@@ -39,3 +39,11 @@ functional: setup
 
 integration: setup debian13-root
 	$(PY) -m pytest tests/integration
+
+# Every bench/ script on the lab it needs (its own: `--name rbench`, subnet 10.213.45.0/24),
+# each against a baseline measured in the same run; writes docs/BENCHMARKS.md. Not part of
+# `make test` nor CI. BENCH="NAME ..." runs a subset, ROUNDS/SIZE_MIB/LAB_SIZE_MIB make it quicker.
+bench: setup
+	$(PY) bench/run.py $(if $(BENCH),--only "$(BENCH)") $(if $(ROUNDS),--rounds $(ROUNDS)) \
+		$(if $(SIZE_MIB),--size-mib $(SIZE_MIB)) $(if $(LAB_SIZE_MIB),--lab-size-mib $(LAB_SIZE_MIB)) \
+		$(if $(NOTE),--note "$(NOTE)")

@@ -10,15 +10,9 @@ redis-server (no password, temp dir) filled with pipelined writes:
 Each of our calls runs in a child process of its own, which reports its peak RSS growth
 during the call (VmHWM, reset just before, minus VmRSS before) and its children's peak
 (RUSAGE_CHILDREN: the compressor, redis-check-rdb, the throwaway server for verify). Ratios are
-printed against issue 21's aims (BGSAVE + copy <= 1.2x, whole create <= 1.5x, the verify
-server's peak <= the source's used_memory); nothing is asserted.
+printed; nothing is asserted.
 
-On a shared machine BGSAVE alone varies by seconds from one run to the next: REPEAT runs
-manual BGSAVE + zstd -1 and our zstd create in turns, REPEAT times each, and the ratios are
-of the medians.
-
-Usage: .venv/bin/python bench/backup.py [SIZE_MIB [REPEAT]]
-       (or BENCH_BACKUP_MIB, default 1024; BENCH_BACKUP_REPEAT, default 1)
+Usage: .venv/bin/python bench/backup.py [SIZE_MIB [ROUNDS]]   (SIZE_MIB also BENCH_BACKUP_MIB; default 1024, 1 round)
 """
 
 import json
@@ -27,7 +21,6 @@ import pathlib
 import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,12 +31,16 @@ import redis
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench.common import Result  # noqa: E402
 from support.loaders import load_file, utils_dunder  # noqa: E402
+
 SERVER = "/usr/bin/redis-server"
 VALUE_BYTES = 1024
 BATCH = 1000
-AIMS = {"copy": 1.2, "whole": 1.5}  # issue 21: ours / by hand, zstd -1
-ZSTD = ["zstd", "-1", "-T0", "-q", "-c"]
+MANUAL = (("zstd -1 -T0", ["zstd", "-1", "-T0", "-q", "-c"]),
+          ("zstd -3 -T0", ["zstd", "-3", "-T0", "-q", "-c"]),
+          ("gzip -6", ["gzip", "-6", "-c", "-n"]))
+PAIRS = (("zstd", "zstd -1 -T0"), ("zstd", "zstd -3 -T0"), ("gzip", "gzip -6"))
 
 
 def load_backup_module(pillar):
@@ -167,7 +164,82 @@ def mib(size):
     return f"{size / 2**20:8.1f} MiB"
 
 
-def main(size_mib, repeat=1):
+def one_round(client, work, data, pillar):
+    """BGSAVE and the three compressors by hand, then our create with zstd and gzip, then verify."""
+    manual = {"bgsave": bgsave(client)}
+    dump = data / "dump.rdb"
+    for label, command in MANUAL:
+        manual[label] = timed(command, dump, work / f"manual.{label.split()[0]}{label.split()[1]}")
+    ours = {}
+    for compress in ("zstd", "gzip"):
+        ours[compress] = run_child({"call": "create", "compress": compress, "pillar": pillar})
+    verify = run_child({"call": "verify", "backup": ours["zstd"]["result"]["name"], "pillar": pillar})
+    shutil.rmtree(pillar["backup"]["dir"], ignore_errors=True)  # the next round's space
+    return manual, ours, verify, dump.stat().st_size
+
+
+def print_round(manual, ours, verify, rdb_size):
+    print()
+    print(f"{'':34} {'seconds':>8} {'size':>12} {'ratio':>6}   peak RSS growth (self / children)")
+    for label, _ in MANUAL:
+        seconds, stored = manual[label]
+        total = manual["bgsave"] + seconds
+        print(f"manual BGSAVE + {label:<18} {total:8.2f} {mib(stored):>12} {stored / rdb_size:6.3f}")
+    for compress, ret in ours.items():
+        meta = ret["result"]
+        copy = meta["snapshot_seconds"] + meta["copy_seconds"]
+        print(f"ours create {compress:<5} (to listed)     {ret['seconds']:8.2f} {mib(meta['size']):>12} "
+              f"{meta['size'] / meta['raw_size']:6.3f}   {ret['rss_growth_kib'] / 1024:.1f} MiB / "
+              f"{ret['children_maxrss_kib'] / 1024:.1f} MiB")
+        print(f"  of which BGSAVE + copy/compress   {copy:8.2f}   check (decompress + redis-check-rdb) "
+              f"{meta['verify_seconds']:.2f}s")
+    print(f"verify (throwaway server load + count) {verify['seconds']:8.2f}s   keys {verify['result']['keys']}   "
+          f"peak RSS growth {verify['rss_growth_kib'] / 1024:.1f} MiB / "
+          f"children {verify['children_maxrss_kib'] / 1024:.1f} MiB")
+    print()
+    for compress, label in PAIRS:
+        meta = ours[compress]["result"]
+        by_hand = manual["bgsave"] + manual[label][0]
+        copy = meta["snapshot_seconds"] + meta["copy_seconds"]
+        print(f"ratio ours {compress} / manual {label:<12}: BGSAVE+copy {copy / by_hand:5.2f}x   "
+              f"whole create {ours[compress]['seconds'] / by_hand:5.2f}x   "
+              f"size {meta['size'] / manual[label][1]:5.3f}x")
+
+
+def report(rounds, size_mib, keys, used, rdb_size):
+    """The result across rounds: medians, spreads, ratios of our create against each manual way."""
+    result = Result("backup_create", "Backup `create` (rdb, zstd/gzip) vs BGSAVE + a compressor by hand",
+                    size_mib=size_mib, rounds=len(rounds), keys=keys)
+    for compress, label in PAIRS:
+        by_hand = [m["bgsave"] + m[label][0] for m, _, _, _ in rounds]
+        copy = [o[compress]["result"]["snapshot_seconds"] + o[compress]["result"]["copy_seconds"]
+                for _, o, _, _ in rounds]
+        whole = [o[compress]["seconds"] for _, o, _, _ in rounds]
+        if label != "zstd -3 -T0":
+            result.measure(f"by hand: BGSAVE + {label}", by_hand)
+            result.measure(f"ours: create {compress}, BGSAVE + copy/compress", copy)
+            result.measure(f"ours: create {compress}, whole (with the check)", whole)
+        result.ratio(f"create {compress} BGSAVE+copy / by hand {label}", copy, by_hand)
+        result.ratio(f"create {compress} whole / by hand {label}", whole, by_hand)
+        result.ratio(f"create {compress} size / {label} size", [o[compress]["result"]["size"] for _, o, _, _ in rounds],
+                     [m[label][1] for m, _, _, _ in rounds])
+    result.measure("by hand: BGSAVE alone", [m["bgsave"] for m, _, _, _ in rounds])
+    for compress in ("zstd", "gzip"):
+        result.measure(f"copier's peak RSS growth, create {compress}",
+                       [o[compress]["rss_growth_kib"] / 1024 for _, o, _, _ in rounds], unit="MiB")
+        result.measure(f"its children's peak RSS (compressor, redis-check-rdb), create {compress}",
+                       [o[compress]["children_maxrss_kib"] / 1024 for _, o, _, _ in rounds], unit="MiB")
+    result.measure("verify (throwaway server loads the backup, counts keys)", [v["seconds"] for _, _, v, _ in rounds])
+    result.measure("verify's throwaway server, peak RSS", [v["children_maxrss_kib"] / 1024 for _, _, v, _ in rounds],
+                   unit="MiB")
+    result.measure("dataset (used_memory_dataset)", used / 2**20, unit="MiB")
+    result.measure("dump.rdb", rdb_size / 2**20, unit="MiB")
+    result.note(f"{keys} keys of 1 KiB values, half random bytes and half repeated text (compressible like real "
+                "data), on a throwaway redis-server on loopback")
+    result.save()
+
+
+def main(size_mib, rounds_wanted):
     size = size_mib << 20
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-backup-"))
     need = size * 5  # dump + 2 backups + 3 manual copies (compressed) + a decompressed check copy
@@ -178,90 +250,21 @@ def main(size_mib, repeat=1):
     data, backups = work / "data", work / "backups"
     data.mkdir()
     proc, client, port = start_server(data)
+    rounds = []
     try:
         keys, written, fill_seconds = fill(client, size)
-        memory = client.info("memory")
-        used, dataset = memory["used_memory"], memory["used_memory_dataset"]
-        print(f"dataset: {keys} keys, {mib(written)} written in {fill_seconds:.1f}s, used_memory {mib(used)}, "
-              f"used_memory_dataset {mib(dataset)}")
+        used = client.info("memory")["used_memory_dataset"]
+        print(f"dataset: {keys} keys, {mib(written)} written in {fill_seconds:.1f}s, used_memory_dataset {mib(used)}")
         pillar = {"role": "master", "mode": "sentinel", "port": port, "backup": {"dir": str(backups)}}
-
-        pairs = []  # (manual BGSAVE seconds, manual zstd -1 (seconds, size), our create) in turns
-        for _ in range(repeat):
-            seconds = bgsave(client)
-            pairs.append((seconds, timed(ZSTD, data / "dump.rdb", work / "manual.zstd-1"),
-                          run_child({"call": "create", "compress": "zstd", "pillar": pillar})))
-        manual = {"bgsave": statistics.median(pair[0] for pair in pairs)}
-        dump = data / "dump.rdb"
-        rdb_size = dump.stat().st_size
-        manual["zstd -1 -T0"] = (statistics.median(pair[1][0] for pair in pairs), pairs[-1][1][1])
-        for label, command in (("zstd -3 -T0", ["zstd", "-3", "-T0", "-q", "-c"]),
-                               ("gzip -6", ["gzip", "-6", "-c", "-n"])):
-            manual[label] = timed(command, dump, work / f"manual.{label.split()[0]}{label.split()[1]}")
-        print(f"dump.rdb: {mib(rdb_size)}; BGSAVE by hand {manual['bgsave']:.2f}s (median of {repeat})")
-
-        ours = {"zstd": median_run([pair[2] for pair in pairs]),
-                "gzip": run_child({"call": "create", "compress": "gzip", "pillar": pillar})}
-        verify = run_child({"call": "verify", "backup": ours["zstd"]["result"]["name"], "pillar": pillar})
+        for number in range(rounds_wanted):
+            rounds.append(one_round(client, work, data, pillar))
+            print(f"round {number + 1}: dump.rdb {mib(rounds[-1][3])}; BGSAVE by hand {rounds[-1][0]['bgsave']:.2f}s")
+            print_round(*rounds[-1])
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-
-    print()
-    print(f"{'':34} {'seconds':>8} {'size':>12} {'ratio':>6}   peak RSS growth (self / children)")
-    for label in ("zstd -1 -T0", "zstd -3 -T0", "gzip -6"):
-        seconds, stored = manual[label]
-        total = manual["bgsave"] + seconds
-        print(f"manual BGSAVE + {label:<18} {total:8.2f} {mib(stored):>12} {stored / rdb_size:6.3f}")
-    for compress, ret in ours.items():
-        meta = ret["result"]
-        copy = meta["snapshot_seconds"] + meta["copy_seconds"]
-        print(f"ours create {compress:<5} (to listed)     {ret['seconds']:8.2f} {mib(meta['size']):>12} "
-              f"{meta['size'] / meta['raw_size']:6.3f}   {ret['rss_growth_kib'] / 1024:.1f} MiB / "
-              f"{ret['children_maxrss_kib'] / 1024:.1f} MiB")
-        print(f"  of which BGSAVE {meta['snapshot_seconds']:.2f}s + copy/compress {meta['copy_seconds']:.2f}s, "
-              f"check (decompress + sha256 + redis-check-rdb) {meta['verify_seconds']:.2f}s")
-    peak = verify["children_maxrss_kib"] * 1024
-    print(f"verify (throwaway server load + count) {verify['seconds']:8.2f}s   keys {verify['result']['keys']}   "
-          f"peak RSS growth {verify['rss_growth_kib'] / 1024:.1f} MiB / "
-          f"children {peak / 2**20:.1f} MiB")
-    print()
-    for compress, label in (("zstd", "zstd -1 -T0"), ("zstd", "zstd -3 -T0"), ("gzip", "gzip -6")):
-        meta = ours[compress]["result"]
-        by_hand = manual["bgsave"] + manual[label][0]
-        copy = meta["snapshot_seconds"] + meta["copy_seconds"]
-        print(f"ratio ours {compress} / manual {label:<12}: BGSAVE+copy {copy / by_hand:5.2f}x   "
-              f"whole create {ours[compress]['seconds'] / by_hand:5.2f}x   "
-              f"size {meta['size'] / manual[label][1]:5.3f}x")
-    meta = ours["zstd"]["result"]
-    by_hand = manual["bgsave"] + manual["zstd -1 -T0"][0]
-    print()
-    print(f"against issue 21's aims (zstd -1, medians of {repeat}):")
-    for what, ratio, aim in (
-            ("BGSAVE + copy", (meta["snapshot_seconds"] + meta["copy_seconds"]) / by_hand, f"<= {AIMS['copy']}x"),
-            ("whole create with its check", ours["zstd"]["seconds"] / by_hand, f"<= {AIMS['whole']}x")):
-        met = ratio <= float(aim.split()[1].rstrip("x"))
-        print(f"  {what:<42} {ratio:5.2f}x   aim {aim:<8} {'met' if met else 'NOT met'}")
-    # The same BGSAVE on both sides (the median of every BGSAVE, by hand and ours): what our
-    # copy and check cost over zstd by hand, without one slow fork deciding the ratio.
-    pooled = statistics.median([pair[0] for pair in pairs] + [pair[2]["result"]["snapshot_seconds"] for pair in pairs])
-    by_hand = pooled + manual["zstd -1 -T0"][0]
-    copy = statistics.median(pair[2]["result"]["copy_seconds"] for pair in pairs)
-    check = statistics.median(pair[2]["result"]["verify_seconds"] for pair in pairs)
-    print(f"  with one BGSAVE for both ({pooled:.2f}s, the median of all {2 * repeat}): "
-          f"copy {copy:.2f}s + check {check:.2f}s against zstd -1 by hand {manual['zstd -1 -T0'][0]:.2f}s")
-    for what, ratio, aim in (("BGSAVE + copy", (pooled + copy) / by_hand, AIMS["copy"]),
-                             ("whole create with its check", (pooled + copy + check) / by_hand, AIMS["whole"])):
-        print(f"  {what + ', one BGSAVE':<42} {ratio:5.2f}x   aim <= {aim}x  {'met' if ratio <= aim else 'NOT met'}")
-    print(f"  {'verify server peak RSS':<42} {mib(peak)} against the source's used_memory {mib(used)} "
-          f"({peak / used:.2f}x; used_memory_dataset {mib(dataset)})   aim <= 1.00x "
-          f"{'met' if peak <= used else 'NOT met'}")
+    report(rounds, size_mib, keys, used, rounds[-1][3])
     shutil.rmtree(work, ignore_errors=True)
-
-
-def median_run(runs):
-    """The run whose whole create took the median time (its parts are that run's)."""
-    return sorted(runs, key=lambda ret: ret["seconds"])[len(runs) // 2]
 
 
 if __name__ == "__main__":
@@ -269,4 +272,4 @@ if __name__ == "__main__":
         child(sys.argv[2])
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("BENCH_BACKUP_MIB", "1024")),
-             int(sys.argv[2]) if len(sys.argv) > 2 else int(os.environ.get("BENCH_BACKUP_REPEAT", "1")))
+             int(sys.argv[2]) if len(sys.argv) > 2 else 1)

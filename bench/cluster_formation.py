@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 import yaml  # noqa: E402
 
-from lab.__main__ import Controller  # noqa: E402
-from lab.hosts import REPO, read_hosts  # noqa: E402
+from bench.common import Result, lab_controller  # noqa: E402
+from lab.hosts import read_hosts  # noqa: E402
 
 
 def clients(controller):
@@ -85,7 +85,7 @@ def manual(controller, nodes, replicas):
 
 
 def main(rounds):
-    controller = Controller(Path(os.environ.get("LAB_STATE_DIR", REPO / ".lab")), os.environ.get("LAB_NAME", "rlab"))
+    controller = lab_controller()
     if not controller.master_running():
         sys.exit("bench: the lab is not up; run `make lab` first")
     nodes = clients(controller)
@@ -101,6 +101,16 @@ def main(rounds):
     print(f"redis-cli --cluster create, to the shape   median {manual_s:6.2f}s  ({spread['manual']})")
     print(f"salt '*' state.apply redis, to the shape   median {ours_s:6.2f}s  ({spread['ours']})")
     print(f"ratio state.apply / redis-cli --cluster create: {ours_s / manual_s:.2f}x")
+    replicas_flag = f" --cluster-replicas {per_master}" if per_master else ""
+    result = Result(f"cluster_formation_{len(nodes)}", f"Cluster formation, {len(nodes)} hosts"
+                    f"{f' with {per_master} replica per master' if per_master else ''}",
+                    nodes=len(nodes), replicas_per_master=per_master, rounds=rounds)
+    result.measure(f"redis-cli --cluster create{replicas_flag}, to the shape", results["manual"])
+    result.measure("salt '*' state.apply redis, to the shape", results["ours"])
+    result.ratio("state.apply / redis-cli --cluster create", results["ours"], results["manual"])
+    result.note("both from servers running with cluster-enabled that know no peer (FLUSHALL + CLUSTER RESET HARD); "
+                "the shape: cluster_state:ok on every node and every replica replicating")
+    result.save()
 
 
 if __name__ == "__main__":

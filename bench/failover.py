@@ -9,7 +9,6 @@ Needs the lab up in sentinel mode with a witness:
 `python -m lab up --config examples/lab-2.yaml`. Usage: .venv/bin/python bench/failover.py [ROUNDS]
 """
 
-import os
 import statistics
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import redis  # noqa: E402
 import yaml  # noqa: E402
 from redis.sentinel import Sentinel  # noqa: E402
 
-from lab.__main__ import Controller  # noqa: E402
-from lab.hosts import REPO, read_hosts  # noqa: E402
+from bench.common import Result, lab_controller  # noqa: E402
+from lab.hosts import read_hosts  # noqa: E402
 
 
 def wait(condition, timeout, what):
@@ -39,7 +38,7 @@ def wait(condition, timeout, what):
 
 
 def main(rounds):
-    controller = Controller(Path(os.environ.get("LAB_STATE_DIR", REPO / ".lab")), os.environ.get("LAB_NAME", "rlab"))
+    controller = lab_controller()
     if not controller.master_running():
         sys.exit("bench: the lab is not up; run `python -m lab up --config examples/lab-2.yaml` first")
     password = controller.password()
@@ -83,10 +82,17 @@ def main(rounds):
             wait(lambda: server(old).info("replication").get("master_link_status") == "up", 120,
                  f"{old} back as a replica")
     print(f"down_after_ms: {down_after * 1000:.0f}  rounds: {rounds}")
+    result = Result("failover_sentinel", "Sentinel failover vs the configured detection time",
+                    down_after_ms=down_after * 1000, rounds=rounds)
     for kind, seconds in results.items():
         median = statistics.median(seconds)
         print(f"{kind:14s} to the first accepted write: median {median:6.2f}s  "
-              f"ratio to down_after_ms: {median / down_after:.2f}x")
+              f"(min {min(seconds):.2f}, max {max(seconds):.2f})  ratio to down_after_ms: {median / down_after:.2f}x")
+        result.measure(f"{kind}: failure to the first write accepted on the new master", seconds)
+        result.ratio(f"{kind} / down_after_ms ({down_after:g} s)", seconds, down_after, per_round=False)
+    result.note("process death: `systemctl stop redis-server` on the master's host; host death: `lab kill` "
+                "(SIGKILL to the host's systemd), the witness making the majority")
+    result.save()
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ client writing with WAIT 1 after each write (tests/support/sentinel.py).
 
 Needs the lab up, in either mode: `python -m lab up --config examples/lab-6-replicas.yaml`
 (cluster, three masters with a replica each) or `--config examples/lab-2.yaml` (Sentinel).
-Usage: .venv/bin/python bench/rolling_restart.py [BASELINE_SECONDS]
+Usage: .venv/bin/python bench/rolling_restart.py [BASELINE_SECONDS [ROUNDS]]
 """
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import redis  # noqa: E402
 from redis.cluster import ClusterNode, RedisCluster  # noqa: E402
 
-from lab.__main__ import Controller  # noqa: E402
-from lab.hosts import REPO, read_hosts  # noqa: E402
+from bench.common import Result, lab_controller  # noqa: E402
+from lab.hosts import read_hosts  # noqa: E402
 from support.sentinel import WaitWriter  # noqa: E402
 from support.writers import Writer  # noqa: E402
 
@@ -63,15 +62,8 @@ def writer_for(mode, hosts, password, prefix):
     return writer
 
 
-def main(baseline_seconds):
-    controller = Controller(Path(os.environ.get("LAB_STATE_DIR", REPO / ".lab")), os.environ.get("LAB_NAME", "rlab"))
-    if not controller.master_running():
-        sys.exit("bench: the lab is not up; run `python -m lab up --config examples/lab-6-replicas.yaml` first")
-    password = controller.password()
-    hosts = read_hosts(controller.deployment_file)
-    first = next(h for h in hosts if h.redis)
-    mode = "cluster" if redis.Redis(host=first.ip, password=password).info("cluster")["cluster_enabled"] else "sentinel"
-
+def roll_once(controller, mode, hosts, password, baseline_seconds):
+    """One baseline (the client writing without a roll), then one roll under the same client."""
     baseline = writer_for(mode, hosts, password, "bench:baseline")
     baseline.start()
     time.sleep(baseline_seconds)
@@ -104,7 +96,38 @@ def main(baseline_seconds):
     print(f"longest stall between two acknowledged writes: {writer.longest_stall():.2f}s "
           f"(without a roll: {baseline.longest_stall():.2f}s)")
     print(f"client errors after its retries: {len(writer.errors)}{': ' + writer.errors[0] if writer.errors else ''}")
+    return {"base_rate": base_rate, "roll_rate": roll_rate, "elapsed": elapsed, "servers": len(result["restarted"]),
+            "stall": writer.longest_stall(), "base_stall": baseline.longest_stall(), "errors": len(writer.errors),
+            "per_server": [entry["seconds"] for entry in result["restarted"]]}
+
+
+def main(baseline_seconds, rounds):
+    controller = lab_controller()
+    if not controller.master_running():
+        sys.exit("bench: the lab is not up; run `python -m lab up --config examples/lab-6-replicas.yaml` first")
+    password = controller.password()
+    hosts = read_hosts(controller.deployment_file)
+    first = next(h for h in hosts if h.redis)
+    mode = "cluster" if redis.Redis(host=first.ip, password=password).info("cluster")["cluster_enabled"] else "sentinel"
+    runs = [roll_once(controller, mode, hosts, password, baseline_seconds) for _ in range(rounds)]
+
+    client = "a RedisCluster client, one SET after the other" if mode == "cluster" else \
+        "a Sentinel client, SET then WAIT 1 after each write"
+    result = Result(f"rolling_restart_{mode}", f"Rolling restart under a writing client, {mode} mode",
+                    mode=mode, servers=runs[0]["servers"], rounds=rounds, baseline_seconds=baseline_seconds)
+    result.measure("whole roll (salt-run redis_deployment.rolling_restart)", [r["elapsed"] for r in runs])
+    result.measure("one server, step start to back in sync (all servers, all rounds)",
+                   [s for r in runs for s in r["per_server"]])
+    result.measure("writes/s without a roll", [r["base_rate"] for r in runs], unit="writes/s")
+    result.measure("writes/s during the roll", [r["roll_rate"] for r in runs], unit="writes/s")
+    result.ratio("throughput during the roll / without (bound: >= 0.8)", [r["roll_rate"] for r in runs],
+                 [r["base_rate"] for r in runs])
+    result.measure("longest stall between two acknowledged writes, during the roll", [r["stall"] for r in runs])
+    result.measure("longest stall without a roll", [r["base_stall"] for r in runs])
+    result.measure("client errors after its retries", [r["errors"] for r in runs], unit="errors")
+    result.note(f"client: {client}; each round measures its own baseline ({baseline_seconds:g} s) just before its roll")
+    result.save()
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 20, int(sys.argv[2]) if len(sys.argv) > 2 else 1)

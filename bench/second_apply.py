@@ -9,7 +9,8 @@ cgroup, the salt-master's processes and the salt CLI: on a machine that others l
 the steadier measure), per minion the sum of Salt's per-state `duration` and the slowest
 states, and the render alone (`state.show_low_sls redis`, timed the same way).
 
-Needs the lab up (`make lab`, or `python -m lab --state-dir DIR --name NAME up`).
+Needs the lab up (`make lab`, or `python -m lab --state-dir DIR --name NAME up`); the lab is
+--state-dir/--name, else LAB_STATE_DIR/LAB_NAME (as `python -m lab` reads them), else `make lab`'s.
 Usage: .venv/bin/python bench/second_apply.py [--state-dir DIR] [--name NAME] [--profile] [ROUNDS]
 """
 
@@ -24,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.__main__ import Controller  # noqa: E402
-from lab.hosts import REPO, read_hosts  # noqa: E402
+from bench.common import Result, lab_controller  # noqa: E402
+from lab.hosts import read_hosts  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -115,11 +116,11 @@ def print_profile(profiles, renders, cpu_floor, cpu_apply):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("rounds", nargs="?", type=int, default=5)
-    parser.add_argument("--state-dir", default=str(REPO / ".lab"))
-    parser.add_argument("--name", default="rlab")
+    parser.add_argument("--state-dir", help="the lab's state directory (default: LAB_STATE_DIR, else .lab)")
+    parser.add_argument("--name", help="the lab's name (default: LAB_NAME, else rlab)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    controller = Controller(Path(args.state_dir), name=args.name)
+    controller = lab_controller(args.state_dir, args.name)
     if not controller.master_running():
         sys.exit("bench: the lab is not up; run `make lab` first")
     timed(controller, "state.apply", "redis")  # settle: the run that may still change something
@@ -146,6 +147,17 @@ def main():
         f"ratio no-op apply / one-state run: {apply / ping:.2f}x"
         f"  (per round: median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
     )
+    result = Result("second_apply", "No-op re-apply vs Salt's floor", minions=len(returns), rounds=args.rounds)
+    result.measure("salt '*' state.single test.succeed_without_changes (floor)", pings)
+    result.measure("salt '*' state.apply redis (no-op)", applies)
+    result.ratio("no-op apply / one-state run (wall)", applies, pings)
+    totals_floor = [sum(sample.values()) for sample in cpu_floor]
+    totals_apply = [sum(sample.values()) for sample in cpu_apply]
+    result.measure("CPU of the floor run (hosts + master + CLI)", totals_floor, unit="CPU s")
+    result.measure("CPU of the no-op apply (hosts + master + CLI)", totals_apply, unit="CPU s")
+    result.ratio("no-op apply / one-state run (CPU)", totals_apply, totals_floor)
+    result.note(f"changes reported by the no-op applies: {changed}; aim (README): at most 1.5x")
+    result.save()
     if args.profile:
         print_profile(profiles, renders, cpu_floor, cpu_apply)
 
