@@ -48,6 +48,7 @@ BENCHMARKS = {
     "second_apply": ("second_apply.py", "lab-3.yaml", _rounds),
     "cluster_formation_3": ("cluster_formation.py", "lab-3.yaml", _rounds),
     "cluster_formation_6": ("cluster_formation.py", "lab-6-replicas.yaml", _rounds),
+    "sentinel_pair": ("sentinel_pair.py", "lab-2.yaml", _rounds),
     "backup_create": ("backup.py", None, lambda a: [str(a.size_mib), str(a.rounds)]),
     "failover_sentinel": ("failover.py", "lab-2.yaml", _rounds),
     "rolling_restart_cluster": ("rolling_restart.py", "lab-6-replicas.yaml", lambda a: ["20", str(a.rounds)]),
