@@ -31,12 +31,10 @@ import redis
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bench.common import Result  # noqa: E402
+from bench.common import Result, fill  # noqa: E402
 from support.loaders import load_file, utils_dunder  # noqa: E402
 
 SERVER = "/usr/bin/redis-server"
-VALUE_BYTES = 1024
-BATCH = 1000
 MANUAL = (("zstd -1 -T0", ["zstd", "-1", "-T0", "-q", "-c"]),
           ("zstd -3 -T0", ["zstd", "-3", "-T0", "-q", "-c"]),
           ("gzip -6", ["gzip", "-6", "-c", "-n"]))
@@ -114,22 +112,6 @@ def start_server(directory):
                 proc.kill()
                 sys.exit("bench: redis-server did not start")
             time.sleep(0.05)
-
-
-def fill(client, size):
-    """Pipelined SETs of 1 KiB values, half random and half text (compressible like real data)."""
-    pool = os.urandom(64 << 20)
-    text = (b"user:1234 status=active plan=standard region=eu-west " * 20)[: VALUE_BYTES // 2]
-    written, key, started = 0, 0, time.monotonic()
-    while written < size:
-        pipe = client.pipeline(transaction=False)
-        for _ in range(BATCH):
-            offset = (key * 7919) % (len(pool) - VALUE_BYTES)
-            pipe.set(f"key:{key}", pool[offset:offset + VALUE_BYTES // 2] + text)
-            key += 1
-        pipe.execute()
-        written += BATCH * VALUE_BYTES
-    return key, written, time.monotonic() - started
 
 
 def bgsave(client):

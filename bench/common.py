@@ -14,6 +14,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,12 +24,62 @@ if str(ROOT) not in sys.path:
 from lab.__main__ import Controller  # noqa: E402
 from lab.hosts import REPO  # noqa: E402
 
+VALUE_BYTES = 1024
+BATCH = 1000
+
 
 def lab_controller(state_dir=None, name=None):
     """The lab the script runs on: arguments first, then LAB_STATE_DIR / LAB_NAME, then `make lab`'s."""
     state_dir = state_dir or os.environ.get("LAB_STATE_DIR") or REPO / ".lab"
     name = name or os.environ.get("LAB_NAME") or "rlab"
     return Controller(Path(state_dir), name=name)
+
+
+def lab_or_exit(config):
+    """The lab the script runs on, or exit saying how to bring up ``config`` (an examples/ file)."""
+    controller = lab_controller()
+    if not controller.master_running():
+        sys.exit(f"bench: the lab is not up; run `python -m lab up --config examples/{config}` first")
+    return controller
+
+
+def redis_settings(controller):
+    """cache.redis of the lab's deployment YAML."""
+    import yaml
+
+    return yaml.safe_load(controller.deployment_file.read_text())["cache"]["redis"]
+
+
+def fill(client, size, prefix="key"):
+    """Pipelined SETs of 1 KiB values ``{prefix}:{n}``, half random and half text (compressible
+    like real data), until ``size`` bytes of values; (keys, bytes written, seconds)."""
+    pool = os.urandom(64 << 20)
+    text = (b"user:1234 status=active plan=standard region=eu-west " * 20)[: VALUE_BYTES // 2]
+    written, key, started = 0, 0, time.monotonic()
+    while written < size:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(BATCH):
+            offset = (key * 7919) % (len(pool) - VALUE_BYTES)
+            pipe.set(f"{prefix}:{key}", pool[offset:offset + VALUE_BYTES // 2] + text)
+            key += 1
+        pipe.execute()
+        written += BATCH * VALUE_BYTES
+    return key, written, time.monotonic() - started
+
+
+def own_hash_tag(client):
+    """A ``{tag}`` whose slot the cluster master ``client`` serves: keys with it land there."""
+    import redis
+
+    for number in range(1000):
+        tag = f"{{b{number}}}"
+        try:
+            client.set(f"{tag}:probe", 1)
+        except redis.exceptions.MovedError:
+            continue
+        client.delete(f"{tag}:probe")
+        return tag
+    raise SystemExit("bench: this node serves no slot")
 
 
 def spread(values):

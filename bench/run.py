@@ -50,6 +50,8 @@ BENCHMARKS = {
     "cluster_formation_6": ("cluster_formation.py", "lab-6-replicas.yaml", _rounds),
     "sentinel_pair": ("sentinel_pair.py", "lab-2.yaml", _rounds),
     "backup_create": ("backup.py", None, lambda a: [str(a.size_mib), str(a.rounds)]),
+    "backup_set_3": ("backup_set.py", "lab-3.yaml", lambda a: [str(a.lab_size_mib), str(a.rounds)]),
+    "backup_set_6": ("backup_set.py", "lab-6-replicas.yaml", lambda a: [str(a.lab_size_mib), str(a.rounds)]),
     "failover_sentinel": ("failover.py", "lab-2.yaml", _rounds),
     "rolling_restart_cluster": ("rolling_restart.py", "lab-6-replicas.yaml", lambda a: ["20", str(a.rounds)]),
     "rolling_restart_sentinel": ("rolling_restart.py", "lab-2.yaml", lambda a: ["20", str(a.rounds)]),
@@ -158,7 +160,8 @@ def run_one(name, args, stamp):
     try:
         if config:
             lab("down", log=log)  # what an aborted run may have left
-            if lab("up", "--config", str(lab_config(config)), log=log) != 0:
+            # `up` is idempotent: on a loaded machine its 90 s wait for the minions may not be enough.
+            if not any(lab("up", "--config", str(lab_config(config)), log=log) == 0 for _ in range(3)):
                 raise RuntimeError("the lab did not come up")
         env = dict(os.environ, LAB_NAME=LAB_NAME, LAB_STATE_DIR=str(STATE_DIR), BENCH_JSON=str(output))
         if run_logged([PY, str(ROOT / "bench" / script), *arguments(args)], log, env=env, cwd=ROOT) != 0:
