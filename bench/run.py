@@ -54,6 +54,7 @@ BENCHMARKS = {
     "backup_set_6": ("backup_set.py", "lab-6-replicas.yaml", lambda a: [str(a.lab_size_mib), str(a.rounds)]),
     "restore": ("restore.py", "lab-3.yaml", lambda a: [str(a.lab_size_mib), str(a.rounds)]),
     "failover_sentinel": ("failover.py", "lab-2.yaml", _rounds),
+    "failover_cluster": ("failover.py", "lab-6-replicas.yaml", _rounds),
     "rolling_restart_cluster": ("rolling_restart.py", "lab-6-replicas.yaml", lambda a: ["20", str(a.rounds)]),
     "rolling_restart_sentinel": ("rolling_restart.py", "lab-2.yaml", lambda a: ["20", str(a.rounds)]),
 }
