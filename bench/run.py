@@ -29,8 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-LAB_NAME = "rbench"
-SUBNET = "10.213.45"
+# BENCH_LAB_NAME / BENCH_SUBNET: for a second run beside this one (another checkout).
+LAB_NAME = os.environ.get("BENCH_LAB_NAME", "rbench")
+SUBNET = os.environ.get("BENCH_SUBNET", "10.213.45")
 STATE_DIR = ROOT / ".bench" / "lab"
 WORK_DIR = ROOT / ".bench"
 RESULTS = ROOT / "docs" / "bench-results.json"
@@ -154,6 +155,7 @@ def run_one(name, args, stamp):
     output = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".json", dir=WORK_DIR)[1])
     make_cmd, by_hand = reproduce(name, args)
     entry = {"benchmark": name, "script": f"bench/{script}", "lab": f"examples/{config}" if config else None,
+             "lab_name": LAB_NAME, "subnet": f"{SUBNET}.0/24",
              "command": make_cmd, "by_hand": by_hand, "date": stamp, "commit": commit(), "machine": machine(),
              "load_before": load_average()}
     started = time.monotonic()
@@ -246,7 +248,7 @@ def render(entries, quick_note):
                 f"- run {entry['date']} at commit {entry['commit']}, {entry['seconds']:.0f} s with the lab's up and "
                 f"down; load average {' '.join(map(str, entry['load_before']))} before, "
                 f"{' '.join(map(str, entry['load_after']))} after",
-                f"- on {entry['lab'] + ' (moved to 10.213.45.0/24)' if entry['lab'] else 'loopback, no lab'}; "
+                f"- on {entry['lab'] + ' (moved to ' + entry['subnet'] + ')' if entry['lab'] else 'loopback, no lab'}; "
                 f"script `{entry['script']}`",
                 f"- reproduce: `{entry['command']}`",
                 f"- by hand: `{entry['by_hand']}`", ""]
