@@ -23,10 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
-import yaml  # noqa: E402
 from redis.sentinel import Sentinel  # noqa: E402
 
-from bench.common import Result, lab_controller, own_hash_tag  # noqa: E402
+from bench.common import Result, lab_or_exit, own_hash_tag, redis_settings  # noqa: E402
 from lab.hosts import read_hosts  # noqa: E402
 
 
@@ -94,9 +93,7 @@ def cluster_rounds(controller, hosts, password, rounds):
 
 
 def main(rounds):
-    controller = lab_controller()
-    if not controller.master_running():
-        sys.exit("bench: the lab is not up; run `python -m lab up --config examples/lab-2.yaml` first")
+    controller = lab_or_exit("lab-2.yaml")
     password = controller.password()
     hosts = read_hosts(controller.deployment_file)
     first = next(h for h in hosts if h.redis)
@@ -116,7 +113,7 @@ def main(rounds):
         result.save()
         return
     servers = {h.name: h.ip for h in hosts if h.redis}
-    settings = yaml.safe_load(controller.deployment_file.read_text())["cache"]["redis"]
+    settings = redis_settings(controller)
     down_after = (settings.get("sentinel") or {}).get("down_after_ms", 5000) / 1000
     sentinel = Sentinel([(h.ip, 26379) for h in hosts], socket_timeout=0.5, password=password,
                         sentinel_kwargs={"password": password, "socket_timeout": 0.5})

@@ -27,9 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
-import yaml  # noqa: E402
 
-from bench.common import Result, lab_controller  # noqa: E402
+from bench.common import Result, lab_or_exit, redis_settings  # noqa: E402
 from lab.hosts import read_hosts  # noqa: E402
 
 MASTER_NAME = "mymaster"
@@ -115,13 +114,11 @@ def wait_ready(hosts, password, master_ip, timeout=180):
 
 
 def main(rounds):
-    controller = lab_controller()
-    if not controller.master_running():
-        sys.exit("bench: the lab is not up; run `python -m lab up --config examples/lab-2.yaml` first")
+    controller = lab_or_exit("lab-2.yaml")
     password = controller.password()
     hosts = read_hosts(controller.deployment_file)
     master_ip = next(h.ip for h in hosts if h.redis)
-    settings = yaml.safe_load(controller.deployment_file.read_text())["cache"]["redis"]
+    settings = redis_settings(controller)
     down_after_ms = (settings.get("sentinel") or {}).get("down_after_ms", 5000)
     quorum = len(hosts) // 2 + 1
     results = {"by hand": [], "ours": [], "apply": []}
