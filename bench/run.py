@@ -244,11 +244,13 @@ def render(entries, quick_note):
             out.append(f"| {entry['name']} | {entry['status']} | | |")
     for entry in entries:
         params = ", ".join(f"{key} {value}" for key, value in entry.get("parameters", {}).items())
+        subnet = entry.get("subnet", f"{SUBNET}.0/24")
+        where = f"{entry['lab']} (moved to {subnet})" if entry["lab"] else "loopback, no lab"
         out += ["", f"## {entry['name']}", "", f"**{entry['title']}**" + (f" ({params})" if params else ""), "",
                 f"- run {entry['date']} at commit {entry['commit']}, {entry['seconds']:.0f} s with the lab's up and "
                 f"down; load average {' '.join(map(str, entry['load_before']))} before, "
                 f"{' '.join(map(str, entry['load_after']))} after",
-                f"- on {entry['lab'] + ' (moved to ' + entry['subnet'] + ')' if entry['lab'] else 'loopback, no lab'}; "
+                f"- on {where}; "
                 f"script `{entry['script']}`",
                 f"- reproduce: `{entry['command']}`",
                 f"- by hand: `{entry['by_hand']}`", ""]
