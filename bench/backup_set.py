@@ -8,8 +8,10 @@ in cluster mode, else against the master) in back-to-back chunks from this machi
 for as long as a set took, with no backup, then while a set runs.
 
 The masters are first filled with SIZE_MIB of 1 KiB values (half random, half text), split
-evenly between them (replicas hold their copies). redis-benchmark takes the lab's throwaway
-password with -a (it reads no REDISCLI_AUTH).
+evenly between them (replicas hold their copies). redis-benchmark reads no REDISCLI_AUTH and
+would need the password on its command line (visible in `ps`): it logs in instead as a user
+this script adds to every server for the run (`nopass`, live only, deleted at the end), with a
+dummy -a.
 
 Needs the lab up: `python -m lab up --config examples/lab-3.yaml` (or lab-6-replicas.yaml,
 or lab-2.yaml for a Sentinel pair). Usage: .venv/bin/python bench/backup_set.py [SIZE_MIB [ROUNDS]]
@@ -76,9 +78,23 @@ def one_node(controller, minion):
     return elapsed
 
 
+BENCH_USER = "bench-backup-set"
+
+
+def bench_user(servers, password, present):
+    """Add (or delete) the passwordless user redis-benchmark logs in as, on every server."""
+    for ip in servers:
+        client = redis.Redis(host=ip, password=password, socket_timeout=60)
+        if present:
+            client.execute_command("ACL", "SETUSER", BENCH_USER, "on", "nopass", "~*", "+@all")
+        else:
+            client.execute_command("ACL", "DELUSER", BENCH_USER)
+
+
 def benchmark_chunk(ip, password, cluster):
-    """One redis-benchmark run: {"SET": requests/s, "GET": requests/s}."""
-    argv = ["redis-benchmark", "-h", ip, "-p", "6379", "-a", password, "-t", "set,get",
+    """One redis-benchmark run: {"SET": requests/s, "GET": requests/s}. (``password`` unused:
+    redis-benchmark logs in as BENCH_USER, see bench_user.)"""
+    argv = ["redis-benchmark", "-h", ip, "-p", "6379", "--user", BENCH_USER, "-a", "unused", "-t", "set,get",
             "-n", str(CHUNK_REQUESTS), "-d", "256", "-r", "100000", "-c", "20", "--csv"]
     if cluster:
         argv.append("--cluster")
@@ -97,17 +113,9 @@ def chunks_while(ip, password, cluster, running):
     return found
 
 
-def main(size_mib, rounds):
-    controller = lab_or_exit("lab-3.yaml")
-    password = controller.password()
-    hosts = read_hosts(controller.deployment_file)
-    servers = {h.ip: h.name for h in hosts if h.redis}
-    first = next(iter(servers))
-    cluster = bool(redis.Redis(host=first, password=password).info("cluster")["cluster_enabled"])
-    keys = fill_masters(servers, password, size_mib, cluster)
-    target = first if cluster else next(iter(masters(servers, password)))
-    sets, slowest, singles, during, without = [], [], {name: [] for name in servers.values()}, [], []
-    loaded_sets = []
+def measure_rounds(controller, servers, password, cluster, target, rounds, samples):
+    """The set, each node alone, and redis-benchmark without and during a set, ROUNDS times."""
+    sets, slowest, singles, during, without, loaded_sets = samples
     for number in range(rounds):
         sets.append(the_set(controller))
         for name in servers.values():
@@ -124,6 +132,25 @@ def main(size_mib, rounds):
             raise SystemExit("bench: the set under client load failed")
         print(f"round {number + 1}: set {sets[-1]:.2f}s, slowest single node {slowest[-1]:.2f}s "
               f"({', '.join(f'{n} {t[-1]:.2f}' for n, t in singles.items())})")
+
+
+def main(size_mib, rounds):
+    controller = lab_or_exit("lab-3.yaml")
+    password = controller.password()
+    hosts = read_hosts(controller.deployment_file)
+    servers = {h.ip: h.name for h in hosts if h.redis}
+    first = next(iter(servers))
+    cluster = bool(redis.Redis(host=first, password=password).info("cluster")["cluster_enabled"])
+    keys = fill_masters(servers, password, size_mib, cluster)
+    target = first if cluster else next(iter(masters(servers, password)))
+    sets, slowest, singles, during, without = [], [], {name: [] for name in servers.values()}, [], []
+    loaded_sets = []
+    bench_user(servers, password, present=True)
+    try:
+        measure_rounds(controller, servers, password, cluster, target, rounds,
+                       (sets, slowest, singles, during, without, loaded_sets))
+    finally:
+        bench_user(servers, password, present=False)
     nodes = len(servers)
     result = Result(f"backup_set_{nodes}", f"Coordinated backup of {nodes} nodes, and clients during it",
                     nodes=nodes, mode="cluster" if cluster else "sentinel", size_mib=size_mib, keys=keys,
