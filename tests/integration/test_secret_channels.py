@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 from support.lab import deployment, node_client
-from support.leaks import Watch, deployment_secrets, report, scan_result, sweep
+from support.leaks import Watch, deployment_secrets, everything_seen, report
 from support.states import states_with_changes
 
 pytestmark = pytest.mark.integration
@@ -61,10 +61,7 @@ def test_no_secret_on_any_channel(lab_hosts, deployment_file, salt_master, salt_
         restored = salt_cli.run("state.apply", "redis", minion_tgt="*")
     assert restored.returncode == 0, restored.stdout
     started = time.monotonic()
-    findings = watch.findings
-    for what, result in results.items():
-        findings += scan_result(result, secrets, what)
-    findings += sweep(lab, hosts, salt_master, secrets)
+    findings = everything_seen(watch, results, lab, hosts, salt_master, secrets)
     swept = time.monotonic() - started
     print(f"{watch}; hosts {hosts}; sweep {swept:.1f}s")
 

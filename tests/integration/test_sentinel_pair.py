@@ -39,7 +39,7 @@ from support.lab import (
     wait_for_minions,
 )
 from support.metrics import scrape
-from support.leaks import Watch, deployment_secrets, report, scan_result, sweep
+from support.leaks import Watch, deployment_secrets, everything_seen, report
 from support.rolling import RoleWatcher, runner_events
 from support.rotation import AlternatingWriter
 from support.sentinel import WaitWriter
@@ -840,9 +840,6 @@ def test_an_application_user_on_both_servers_and_every_sentinel_survives_a_failo
         config.write_text(yaml.safe_dump(deployment()))
         if removed is None:  # failed before: the later tests want the module's deployment
             cli.run("state.apply", "redis", minion_tgt="*")
-    findings = list(watch.findings)
-    for what, result in results.items():
-        findings += scan_result(result, secrets, what)
-    findings += sweep(lab, list(ALL), sentinel_master, secrets)
+    findings = everything_seen(watch, results, lab, list(ALL), sentinel_master, secrets)
     assert not findings, "LEAK (product code): " + report(findings)
     assert results["salt-run redis_backup.run"].returncode == 0, results["salt-run redis_backup.run"].stdout

@@ -27,7 +27,7 @@ from support.lab import (
     master_of_its_own,
     wait_for_minions,
 )
-from support.leaks import Secrets, Watch, deployment_secrets, report, scan_result, sweep
+from support.leaks import Secrets, Watch, deployment_secrets, everything_seen, report
 from support.loaders import utils_dunder
 from support.metrics import scrape
 from support.states import state_by_id, states_with_changes
@@ -241,10 +241,7 @@ def test_no_private_key_on_any_channel_through_renewals_and_a_backup_set(
         results["state.apply redis"] = cli.run("state.apply", "redis", minion_tgt="*")
         results["salt-run redis_backup.run"] = tls_master.salt_run_cli(timeout=600).run("redis_backup.run", "type=rdb")
         results["pillar.items"] = cli.run("pillar.items", minion_tgt="*")
-    findings = list(watch.findings)
-    for what, result in results.items():
-        findings += scan_result(result, secrets, what)
-    findings += sweep(lab, list(HOSTS), tls_master, secrets)
+    findings = everything_seen(watch, results, lab, list(HOSTS), tls_master, secrets)
     assert not findings, "LEAK (product code): " + report(findings)
     assert results["state.apply redis"].returncode == 0, results["state.apply redis"].stdout
     assert results["salt-run redis_backup.run"].data["status"] == "complete"

@@ -665,6 +665,15 @@ def sweep(lab, hosts, master, secrets):
     return _unique(found)
 
 
+def everything_seen(watch, results, lab, hosts, master, secrets):
+    """The findings of a leak test: what ``watch`` (a Watch) saw while it ran, each of
+    ``results`` ({what: ProcessResult}), and a sweep of ``hosts`` and ``master`` afterwards."""
+    findings = list(watch.findings)
+    for what, result in results.items():
+        findings += scan_result(result, secrets, what)
+    return findings + sweep(lab, hosts, master, secrets)
+
+
 # The bus
 
 
