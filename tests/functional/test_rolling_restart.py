@@ -406,11 +406,14 @@ def test_the_runner_rolls_the_sentinel_pair_under_a_client_writing_with_wait_1(p
 
     result = roll(timeout=60)
 
+    assert result["retcode"] == 0, result["comment"]
     count = len(writer.acknowledged)
-    wait_until(lambda: len(writer.acknowledged) > count + 20, 15, lambda: f"the writer writes on: {writer.errors}")
+    wait_until(lambda: len(writer.acknowledged) > count + 20, 15,
+               lambda: f"the writer writes on: errors {writer.errors}, {writer.in_flight()}; roles "
+                       f"{[(host_of(deployment, s), role(s)) for s in deployment.servers]}, the Sentinels name "
+                       f"{[s.master_address() for s in deployment.sentinels]}; the roll: {result['progress']}")
     writer.finish()
     watcher.finish()
-    assert result["retcode"] == 0, result["comment"]
     replicas = sorted({p["hostname"] for p in peers} - masters)
     assert [entry["node"] for entry in result["restarted"]] == replicas + sorted(masters)
     assert watcher.problems(masters, roles=False) == []

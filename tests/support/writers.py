@@ -18,6 +18,7 @@ class Writer(threading.Thread):
         # cluster move would otherwise grow with the machine's speed.
         self.pause = pause
         self._stop_event = threading.Event()
+        self._writing = None  # (number, since): the write under way, retries included
 
     def write(self, key, value):
         """Write one key; True when the write counts as acknowledged."""
@@ -26,6 +27,7 @@ class Writer(threading.Thread):
     def run(self):
         number = 0
         while not self._stop_event.is_set():
+            self._writing = (number, time.monotonic())
             try:
                 if not self.write(f"{self.prefix}:{number}", number):
                     continue
@@ -37,6 +39,14 @@ class Writer(threading.Thread):
             number += 1
             if self.pause:
                 self._stop_event.wait(self.pause)
+
+    def in_flight(self):
+        """The write under way, for a failure message: a client's retries (its own, inside
+        the client library) show only here, not in ``errors``."""
+        if self._writing is None or not self.is_alive():
+            return "no write under way"
+        number, since = self._writing
+        return f"{self.prefix}:{number} tried for {time.monotonic() - since:.1f}s"
 
     def finish(self, timeout=10):
         """Stop writing, and wait for the write under way (up to ``timeout`` seconds)."""
