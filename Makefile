@@ -28,7 +28,7 @@ debian13-root: setup
 	$(PY) -c 'from lab.debian13 import root_fs; root_fs()'
 
 test: setup debian13-root
-	$(PY) -m flake8 _pillar _modules _states _runners _utils _beacons lab tests bench
+	$(PY) -m flake8 _pillar _modules _states _runners _utils _beacons _grains lab tests bench
 	$(PY) -m pytest -n 2 --dist loadscope --no-loadscope-reorder tests
 
 unit: setup

@@ -63,7 +63,8 @@ MAXMEMORY_POLICIES = (
 )
 COMPRESSIONS = ("gzip", "zstd", "none")
 # Where a minion's synced modules of each kind live (below its extension_modules) -> our folder.
-EXTENSION_FOLDERS = {"modules": "_modules", "states": "_states", "utils": "_utils", "beacons": "_beacons"}
+EXTENSION_FOLDERS = {"modules": "_modules", "states": "_states", "utils": "_utils", "beacons": "_beacons",
+                     "grains": "_grains"}
 DEFAULTS = {
     "mode": "auto",
     "port": 6379,
@@ -1042,6 +1043,59 @@ def node_pillar(deployment, minion_id, mem_total_mib, ipv4=None, ipv6=None, maxm
     return pillar
 
 
+def node_versions(deployment, grains_by_minion):
+    """``{hostname: {"server", "version", "rdb_format", "minion"}}`` of every Redis server of
+    the deployment as its minion's ``redis_servers`` grain (_grains/redis_servers.py) says:
+    the version of the server the YAML gives the host, and the RDB format that version
+    writes (_utils/redis_servers.py). ``version`` is None where no minion matches the host,
+    its grains are not known yet, or that server is not installed there yet.
+
+    ``grains_by_minion``: ``{minion id: grains}``, as the salt-master's minion data cache
+    keeps them (refreshed with each pillar request)."""
+    minions = {}
+    for minion_id in sorted(grains_by_minion):
+        matches = _matching_controllers(deployment, minion_id)
+        if len(matches) == 1:
+            minions.setdefault(matches[0]["hostname"], []).append(minion_id)
+    versions = {}
+    for peer in deployment["peers"]:
+        host = peer["hostname"]
+        server = server_of(deployment, host)
+        found = minions.get(host) or []
+        # Two minions for one host (a stale key): neither is believed.
+        minion = found[0] if len(found) == 1 else None
+        installed = (grains_by_minion.get(minion) or {}).get("redis_servers") if minion else None
+        version = installed.get(server) if isinstance(installed, dict) else None
+        versions[host] = {"server": server, "version": version, "minion": minion,
+                          "rdb_format": _servers().rdb_format(server, version) if version else None}
+    return versions
+
+
+def _cached_grains():
+    """``{minion id: grains}`` from the salt-master's minion data cache, which the master
+    fills with each pillar request: bank ``grains`` (Salt 3008, as salt.utils.minions reads
+    it), else ``minions/<id>`` key ``data`` (Salt 3006 and 3007). Empty when the master
+    keeps none (``minion_data_cache: False``)."""
+    opts = globals().get("__opts__") or {}  # the loader's; this file is also imported directly
+    if not opts.get("cachedir") or not opts.get("minion_data_cache", True):
+        return {}
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    cache = salt.cache.factory(opts)
+    grains = {}
+    for minion_id in cache.list("grains"):
+        found = cache.fetch("grains", minion_id)
+        if isinstance(found, dict):
+            grains[minion_id] = found
+    if grains:
+        return grains
+    for minion_id in cache.list("minions"):
+        data = cache.fetch(f"minions/{minion_id}", "data") or {}
+        if isinstance(data.get("grains"), dict):
+            grains[minion_id] = data["grains"]
+    return grains
+
+
 def _merge(base, override):
     result = dict(base)
     for key, value in override.items():
@@ -1092,6 +1146,8 @@ def _redis_pillar(minion_id, pillar, config):
     except DeploymentError as exc:
         raise DeploymentError(exc.path, exc.key, _hide(exc.expected, secrets)) from None
     result["formula_modules"] = formula_modules()
+    if result.get("role") in SERVER_ROLES or result.get("role") in SENTINEL_ROLES:
+        result["versions"] = node_versions(deployment, _cached_grains())
     tls = result.get("tls")
     if tls and tls.get("issue") and result.get("role") in (*SERVER_ROLES, *SENTINEL_ROLES):
         tls["issued"] = _issued_certificates(config, result["hostname"], result["bind_ip"], tls["days_valid"])

@@ -30,6 +30,10 @@ redis-salt-states-synced:
 redis-salt-beacons-synced:
   saltutil.sync_beacons:
     - refresh: False
+
+redis-salt-grains-synced:
+  saltutil.sync_grains:
+    - refresh: False
 {%- endif %}
 
 {#- Checked in the package database for these packages only (redis_host: Salt's pkg.installed
@@ -45,6 +49,19 @@ redis-packages-installed:
 {%- if modules_need_sync and not opts.get("test") %}
     - require:
       - saltutil: redis-salt-states-synced
+{%- endif %}
+
+{#- Grain redis_servers (_grains/redis_servers.py) says which server version is installed; the
+    salt-master learns it with the next pillar request (refresh_grains asks for pillar too) and
+    gives every node its peers' versions (pillar redis:versions). Only after the packages
+    changed (or our grain module arrived): a converged run changes nothing here. #}
+redis-server-version-grain-refreshed:
+  module.run:
+    - saltutil.refresh_grains: []
+    - onchanges:
+      - redis-packages-installed
+{%- if modules_need_sync and not opts.get("test") %}
+      - redis-salt-grains-synced
 {%- endif %}
 
 {#- The packages' own helper for config checks: Salt runs it before any new

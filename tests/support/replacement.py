@@ -88,6 +88,17 @@ def running_server(address, password):
     return server, info.get(f"{server}_version", info["redis_version"])
 
 
+def pillar_versions(cli, minion):
+    """``{host: version}`` of pillar ``redis:versions`` as ``minion`` gets it now (refreshed:
+    the salt-master reads its peers' grains from its minion data cache), every entry with
+    the RDB format its version writes."""
+    assert cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion).returncode == 0
+    versions = cli.run("pillar.get", "redis:versions", "unmask=True", minion_tgt=minion).data
+    assert versions and all(entry["rdb_format"] and entry["minion"] for entry in versions.values()), \
+        f"pillar redis:versions on {minion}: {versions}"
+    return {host: entry["version"] for host, entry in versions.items()}
+
+
 def move_under_writes(cli, own_lab, master, groups, password, old="old", new="new", refused_back=True):
     """The cluster formed on the group ``old`` (one apply), the group ``new`` listed and booted,
     then ``replace_hosts`` while a cluster client writes: the run succeeds; the new hosts hold
@@ -99,6 +110,7 @@ def move_under_writes(cli, own_lab, master, groups, password, old="old", new="ne
     (old_hosts, _, old_server), (new_hosts, _, server) = groups[old], groups[new]
     formed = cli.run("state.apply", "redis", minion_tgt="*")
     assert formed.returncode == 0, formed.stdout
+    servers = {host: running_server(address, password)[1] for host, address in old_hosts.items()}
     config.write_text(yaml.safe_dump(deployment(groups, old, new, server=server)))
     boot_hosts(lab, master, config)
     wait_for_minions(cli, list(new_hosts))
@@ -128,6 +140,10 @@ def move_under_writes(cli, own_lab, master, groups, password, old="old", new="ne
 
     again = replace(master, old_hosts, new_hosts)
     assert again.returncode == 0 and "nothing to move" in again.data["comment"], again.stdout
+    servers.update({host: running_server(address, password)[1] for host, address in new_hosts.items()})
+    shown = pillar_versions(cli, first)
+    assert shown == servers, f"pillar redis:versions {shown}, the servers say {servers}"
+
     if refused_back:  # The YAML still lists the old hosts: a state run refuses to take one back.
         refused = cli.run("state.apply", "redis", minion_tgt=next(iter(old_hosts)))
         assert refused.returncode != 0

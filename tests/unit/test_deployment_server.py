@@ -2,6 +2,7 @@
 distributions that cannot provide it (refused naming the host, before anything changes)."""
 
 import pytest
+import yaml
 
 from test_deployment import ENV, load, make_doc, rd, write_yaml
 
@@ -128,3 +129,65 @@ def test_a_valkey_host_by_host_refuses_a_password_valkey_would_break(tmp_path):
     with pytest.raises(rd.DeploymentError) as err:
         rd.load_deployment(write_yaml(tmp_path, doc), {"REDIS_PASSWORD": 'with"quote'})
     assert ": cache.redis.password: expected a password without " in str(err.value)
+
+
+# ---------------------------------------------------------------- pillar redis:versions
+
+
+def installed(**servers):
+    return {"redis_servers": servers}
+
+
+def test_versions_give_each_host_its_servers_version_and_rdb_format_from_its_minions_grain(tmp_path):
+    dep = deployment(tmp_path, "redis", count=4, server_by_host={"server3": "valkey"})
+    grains = {"server1": installed(redis="7.0.15"), "server2.example.net": installed(redis="8.0.2"),
+              # Both installed: the host's server (server_by_host) is the one that counts.
+              "server3": installed(redis="8.0.2", valkey="8.1.1"),
+              "unrelated": installed(redis="6.2.14")}
+    versions = rd.node_versions(dep, grains)
+    assert versions == {
+        "server1": {"server": "redis", "version": "7.0.15", "rdb_format": 10, "minion": "server1"},
+        "server2": {"server": "redis", "version": "8.0.2", "rdb_format": 12, "minion": "server2.example.net"},
+        "server3": {"server": "valkey", "version": "8.1.1", "rdb_format": 11, "minion": "server3"},
+        # No grains cached for it yet (its minion never asked for pillar): unknown, not guessed.
+        "server4": {"server": "redis", "version": None, "rdb_format": None, "minion": None},
+    }
+
+
+def test_versions_believe_no_minion_when_two_match_one_host_nor_a_server_not_installed(tmp_path):
+    dep = deployment(tmp_path, "redis")
+    grains = {"server1": installed(redis="7.0.15"), "server1.stale": installed(redis="6.2.14"),
+              "server2": installed(valkey="8.1.1"), "server3": {"os": "Debian"}}
+    versions = rd.node_versions(dep, grains)
+    assert versions["server1"] == {"server": "redis", "version": None, "rdb_format": None, "minion": None}
+    assert versions["server2"] == {"server": "redis", "version": None, "rdb_format": None, "minion": "server2"}
+    assert versions["server3"]["version"] is None
+
+
+def test_ext_pillar_reads_the_peers_grains_from_the_masters_minion_data_cache(tmp_path, monkeypatch):
+    import salt.cache
+    import salt.config
+
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS, cachedir=str(tmp_path / "cache"), __role="master",
+                __cli="salt-run")
+    cache = salt.cache.factory(opts)
+    monkeypatch.setattr(rd, "__opts__", opts, raising=False)
+    monkeypatch.setattr(rd, "__grains__", {"mem_total": 4096, "ipv4": ["10.0.0.1"]}, raising=False)
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(make_doc(3, {"password": "literal-pw"})))
+    # Salt 3006/3007 keep a minion's grains under minions/<id>, Salt 3008 in bank grains.
+    for minion, version in (("server1", "7.0.15"), ("server2", "7.0.15"), ("server3", "7.2.4")):
+        cache.store(f"minions/{minion}", "data", {"grains": installed(redis=version), "pillar": {}})
+    pillar = rd.ext_pillar("server1", {}, config=str(path))["redis"]
+    assert {host: (v["version"], v["rdb_format"]) for host, v in pillar["versions"].items()} == {
+        "server1": ("7.0.15", 10), "server2": ("7.0.15", 10), "server3": ("7.2.4", 11)}
+
+    for minion, version in (("server1", "8.0.2"), ("server2", "8.0.2"), ("server3", "8.0.2")):
+        # As the salt-master stores them (salt/master.py, AESFuncs._pillar).
+        cache.store("grains", minion, installed(redis=version))
+    pillar = rd.ext_pillar("server1", {}, config=str(path))["redis"]
+    assert {(v["version"], v["rdb_format"]) for v in pillar["versions"].values()} == {("8.0.2", 12)}
+    # Without the master's cache (minion_data_cache: False) nothing is known, and nothing fails.
+    monkeypatch.setattr(rd, "__opts__", dict(opts, minion_data_cache=False), raising=False)
+    pillar = rd.ext_pillar("server1", {}, config=str(path))["redis"]
+    assert {v["version"] for v in pillar["versions"].values()} == {None}
