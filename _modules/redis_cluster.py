@@ -705,11 +705,12 @@ def _rebalance_budget():
 
 
 def _rebalance_onto(newcomers, plan, actions):
-    """Move slots (with their keys) onto new masters: ``redis-cli --cluster rebalance
-    --cluster-use-empty-masters``, which clients follow through MOVED/ASK, within its own
-    budget (pillar ``cluster_rebalance_timeout_s``). A note in Salt's cache says a rebalance
-    is under way until it finished, so an interrupted one is resumed. Returns {hostname:
-    slots it serves} or raises CommandExecutionError with redis-cli's words."""
+    """Move slots (with their keys) onto new masters until every master has its share, as
+    ``redis-cli --cluster rebalance --cluster-use-empty-masters`` would (``_move_slots``),
+    which clients follow through MOVED/ASK, within its own budget (pillar
+    ``cluster_rebalance_timeout_s``). A note in Salt's cache says a rebalance is under way
+    until it finished, so an interrupted one is resumed. Returns {hostname: slots it serves}
+    or raises CommandExecutionError with the nodes' words."""
     if not newcomers:
         return {}
     timeout = _rebalance_budget()
@@ -724,19 +725,12 @@ def _rebalance_onto(newcomers, plan, actions):
     known = _identities(clients, set(serving) | set(newcomers))
     _moves_refused([(known[source], known[target]) for source in serving for target in newcomers], "slots")
     _note_rebalance(newcomers)
-    while True:
-        code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-use-empty-masters"],
-                                          max(1.0, deadline - time.monotonic()))
-        # Right after a MEET the nodes may not agree on the configuration yet: redis-cli
-        # then refuses to move anything; it is safe to ask again.
-        if code == 0 or "don't agree" not in output or time.monotonic() >= deadline:
-            break
-        log.debug("redis-cli --cluster rebalance: the nodes do not agree yet; trying again")
-        time.sleep(1)
-    if code != 0:
-        log.error("redis-cli --cluster rebalance failed: %s", output)
-        raise CommandExecutionError(f"rebalancing onto {', '.join(newcomers)} failed (exit {code}; the next apply "
-                                    "resumes it): " + " ".join(output.split())[-600:])
+    host, port = _split_address(entry)
+    try:
+        _move_slots(_client(port, host=host), deadline, use_empty=True, what=f"rebalancing onto {', '.join(newcomers)}")
+    except CommandExecutionError as exc:
+        log.error("%s", exc)
+        raise CommandExecutionError(f"{exc} (the next apply resumes it)") from None
     _note_rebalance(None)
     host, port = _split_address(entry)
     current = _view(_client(port, host=host))
@@ -745,6 +739,49 @@ def _rebalance_onto(newcomers, plan, actions):
         node = next((n for n in current["nodes"] if n["address"] == plan["nodes"][host]), {"slots": []})
         gained[host] = _slot_count(node["slots"])
     actions.append("rebalanced: " + ", ".join(f"{host} got {count} slots" for host, count in gained.items()))
+    return gained
+
+
+def _open_slots_anywhere(clients):
+    """Whether any node lists a migrating/importing slot (each lists only its own)."""
+    return any(isinstance(view, dict) and view["open_slots"] for view in _views(clients).values())
+
+
+def _move_slots(me, deadline, weights=None, use_empty=False, what="rebalancing"):
+    """Give every live master its share of the slots (``weights``: ``{node id: weight}``,
+    0 empties a master; ``use_empty``: slot-less masters take a share), moving the keys
+    with them (_utils/redis_slots.py: redis-cli's protocol, many slots per round trip).
+    A slot a cut-short move left open is first closed with ``redis-cli --cluster fix``.
+    Returns ``{node id: slots it gained (negative: gave)}``."""
+    view = _view(me, peer_count=0)
+    masters = [n for n in view["nodes"] if "master" in n["flags"] and _live(n) and n["address"]]
+    nodes = {}
+    for node in masters:
+        host, port = _split_address(node["address"])
+        # MIGRATE waits for its keys to land: a long socket timeout, MIGRATE has its own.
+        client = _client(port, host=host, timeout=120)
+        nodes[node["id"]] = {"client": client, "host": host, "port": port, "address": node["address"]}
+    if _open_slots_anywhere({n["address"]: nodes[n["id"]]["client"] for n in masters}):
+        code, output = _redis_cli_cluster(["fix", masters[0]["address"]], max(1.0, deadline - time.monotonic()))
+        if code != 0 or _open_slots_anywhere({n["address"]: nodes[n["id"]]["client"] for n in masters}):
+            log.error("redis-cli --cluster fix failed: %s", output)
+            raise CommandExecutionError(f"closing the slots a cut-short move left open failed (exit {code}): "
+                                        + " ".join(output.split())[-600:])
+        return _move_slots(me, deadline, weights, use_empty, what)
+    layout = [{"id": n["id"], "slots": [s for first, last in n["slots"] for s in range(first, last + 1)]}
+              for n in masters]
+    moves = __utils__["redis_slots.plan"](layout, weights, use_empty)
+    gained = {}
+    for source, target, slots in moves:
+        try:
+            __utils__["redis_slots.move"](nodes, source, target, slots, deadline, masters=list(nodes))
+        except (CommandExecutionError, redis.RedisError) as exc:
+            raise CommandExecutionError(
+                f"{what}: moving {len(slots)} slots from {nodes[source]['address']} to {nodes[target]['address']} "
+                f"failed: {__utils__['redis_common.error_text'](exc) if isinstance(exc, redis.RedisError) else exc}"
+            ) from None
+        gained[target] = gained.get(target, 0) + len(slots)
+        gained[source] = gained.get(source, 0) - len(slots)
     return gained
 
 
@@ -1058,8 +1095,8 @@ def _formed_on_disk(port, nodes_file=None):
 def remove_member(address, timeout=300, force=False):
     """
     Take the node at ``address`` (``ip:port``) out of this node's cluster without losing a
-    key: move its slots (and their keys) to the other masters (``redis-cli --cluster
-    rebalance`` with its weight at 0), then ``redis-cli --cluster del-node``, which makes
+    key: move its slots (and their keys) to the other masters (``_move_slots`` with its
+    weight at 0), then ``redis-cli --cluster del-node``, which makes
     every node forget it, moves its replicas to other masters and resets it. A dead node
     is only forgotten, and only when it serves no slot (else its keys would be lost).
     Run it on a node that stays; ``salt-run redis_cluster.remove_node`` does. Removing a
@@ -1112,16 +1149,16 @@ def remove_member(address, timeout=300, force=False):
         source = _identity(at(address), address)
         _moves_refused([(source, _identity(me if "myself" in n["flags"] else at(n["address"]), n["address"]))
                         for n in receivers], f"the slots of {address}")
-        code, output = _redis_cli_cluster(
-            ["rebalance", entry, "--cluster-weight", f"{target['id']}=0"], max(1.0, deadline - time.monotonic())
-        )
+        failed = None
+        try:
+            _move_slots(me, deadline, weights={target["id"]: 0}, what=f"moving the slots off {address}")
+        except CommandExecutionError as exc:
+            failed = str(exc)
         left = next((n["slots"] for n in _view(me)["nodes"] if n["id"] == target["id"]), [])
-        if code != 0 or left:
-            log.error("redis-cli --cluster rebalance (draining %s) failed: %s", address, output)
-            raise CommandExecutionError(
-                f"moving the slots off {address} failed (exit {code}; still serving {len(left)} ranges): "
-                + " ".join(output.split())[-600:]
-            )
+        if failed or left:
+            log.error("draining %s failed: %s", address, failed)
+            raise CommandExecutionError(f"moving the slots off {address} failed (still serving {len(left)} ranges)"
+                                        + (f": {failed}" if failed else ""))
         moved = sum(last - first + 1 for first, last in target["slots"])
         actions.append(f"moved {moved} slots off {address}")
     if dead:
@@ -1163,8 +1200,8 @@ def remove_member(address, timeout=300, force=False):
 def drain_members(addresses, timeout=3600):
     """
     Move every slot (with its keys) off the nodes at ``addresses`` (``ip:port`` each) onto
-    the cluster's other masters in one ``redis-cli --cluster rebalance`` with their weights
-    at 0, which clients follow through MOVED/ASK; the nodes stay members (``remove_member``
+    the cluster's other masters in one rebalance with their weights at 0 (``_move_slots``),
+    which clients follow through MOVED/ASK; the nodes stay members (``remove_member``
     then takes each out). ``salt-run redis_deployment.replace_hosts`` runs it on a node
     that stays. Refused before anything moves, naming the nodes: a drained node that is
     down while it serves slots, no master left to take them, and a master that would
@@ -1226,16 +1263,19 @@ def drain_members(addresses, timeout=3600):
             _client(port, host=host).config_set("cluster-allow-replica-migration", "no")
         except redis.ResponseError:
             pass  # a server without the setting (Redis 6.2) keeps an emptied master a master
-    weights = [f"{n['id']}=0" for n in drained]
-    code, output = _redis_cli_cluster(["rebalance", entry, "--cluster-weight", *weights],
-                                      max(1.0, deadline - time.monotonic()))
+    failed = None
+    try:
+        _move_slots(me, deadline, weights={n["id"]: 0 for n in drained},
+                    what=f"moving the slots off {', '.join(addresses)}")
+    except CommandExecutionError as exc:
+        failed = str(exc)
     after = _view(me)
     left = [n["address"] for n in after["nodes"] if n["address"] in addresses and n["slots"]]
-    if code != 0 or left:
-        log.error("redis-cli --cluster rebalance (draining %s) failed: %s", ", ".join(addresses), output)
+    if failed or left:
+        log.error("draining %s failed: %s", ", ".join(addresses), failed)
         raise CommandExecutionError(
-            f"moving the slots off {', '.join(left or addresses)} failed (exit {code}; run it again to resume): "
-            + " ".join(output.split())[-600:])
+            f"moving the slots off {', '.join(left or addresses)} failed (run it again to resume)"
+            + (f": {failed}" if failed else ""))
     moved = {n["address"]: _slot_count(n["slots"]) for n in sources}
     settled = _wait(lambda: (lambda v: v if v["state"] == "ok" and not v["open_slots"] else None)(_view(me)),
                     max(1.0, deadline - time.monotonic()), interval=0.5)

@@ -253,7 +253,7 @@ def test_a_rebalance_cut_short_is_closed_and_resumed_by_the_next_apply(tmp_path_
         cluster.close()
 
         slots, _ = plan_for(4, 0)
-        # A budget redis-cli cannot meet: it is killed mid-slot, as by a timeout on a loaded cluster.
+        # A budget the move cannot meet: it stops between two batches of slots.
         (_, cut_state, _), *_ = node_modules(servers, slots, cluster_rebalance_timeout_s=0.5)
         cut = cut_state.formed("cluster", timeout=60)
         assert cut["result"] is False and "the next apply resumes it" in cut["comment"], cut["comment"]
