@@ -505,7 +505,8 @@ def form_cluster(timeout=120):
 
     def healthy():
         last["views"] = _views(clients)
-        return all(isinstance(v, dict) and v["healthy"] for v in last["views"].values())
+        return all(isinstance(v, dict) and v["healthy"] for v in last["views"].values()) \
+            and not _slot_owners_disagree(last["views"])
 
     if not _wait(healthy, remaining()):
         return dict(result, formed=False, comment=f"not every node says the cluster is healthy within {timeout}s: "
@@ -526,9 +527,23 @@ def _newcomers_meet_everyone(plan, clients, met):
                 _cluster_command(clients[host], "MEET", ip, int(port))
 
 
+def _slot_owners(view):
+    """``{node id: ranges}`` of the masters serving slots, as one node sees them."""
+    return {n["id"]: [tuple(r) for r in n["slots"]] for n in view["nodes"] if n["slots"]}
+
+
+def _slot_owners_disagree(views):
+    """Whether the nodes that answered see different owners for some slot: right after slots
+    moved (or a cut-short move was closed) gossip may not have reached every node yet, and a
+    client sent back and forth between two of them gets no answer."""
+    seen = [_slot_owners(v) for v in views.values() if isinstance(v, dict)]
+    return any(owners != seen[0] for owners in seen[1:])
+
+
 def _unhealthy_reasons(views, ids):
     """Why each node does not call the cluster healthy, in words."""
-    reasons = []
+    reasons = ["the nodes do not agree yet on which master serves which slots"] if _slot_owners_disagree(views) \
+        else []
     for host, view in views.items():
         if not isinstance(view, dict):
             reasons.append(f"{host}: {view}")

@@ -297,10 +297,10 @@ def test_growth_by_two_under_a_writer_with_its_rebalance_killed_mid_slot_converg
     replicas_of = [role[1] for role in grown.values() if role[0] == "replica"]
     assert sorted(replicas_of) == masters, grown  # one replica each
     assert writer.errors == [] and writer.written > 100
-    assert writer.read_back("cs3") == writer.acknowledged_keys()
-    assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600 + 300
     code, output = cluster_check(lab, "cs1")
     assert code == 0 and "[WARNING]" not in output, output
+    assert writer.read_back("cs3") == writer.acknowledged_keys()
+    assert sum(server(h).dbsize() for h in masters) == 100000 + writer.written + 600 + 300
     again = cli.run("state.apply", "redis", minion_tgt="*")
     assert again.returncode == 0 and states_with_changes(again) == [], again.stdout
 
