@@ -13,6 +13,11 @@ Under a WAIT 1 client: every node ends at the new version, each server restarted
 master failed over first, no confirmed write lost, the next apply changes nothing. A
 downgrade (`version=` the original, which the repository still offers) is refused with
 nothing changed; an upgrade with nothing newer says so with exit status 0.
+
+The same pair is the lab's Debian 13 Redis 8.0 Sentinel pair formed from bare hosts: pillar
+`redis:versions` names Redis 8.0 (RDB 12) on both servers; a dead master host fails over
+through the witness keeping every write the replica confirmed and boots back a replica, with
+nothing reverted by the next apply; a backup set restores every key.
 """
 
 import shutil
@@ -27,7 +32,9 @@ from support.lab import (
     host_run,
     lab_of_its_own,
     master_of_its_own,
+    pillar_versions,
 )
+from support.pair_drills import backup_set_restores_every_key, dead_master_host_fails_over
 from support.rolling import RoleWatcher
 from support.sentinel import PairView, WaitWriter
 from support.states import states_with_changes
@@ -203,3 +210,16 @@ def test_nothing_newer_is_said_with_exit_status_0(repository, cli, upgrade_maste
     assert again.returncode == 0, again.stdout
     assert again.data["comment"].startswith("nothing to upgrade: every node runs the newest version")
     assert pair.run_ids() == runs
+
+
+def test_the_pillar_names_redis_8_and_its_rdb_format_on_both_servers(first_apply, cli):
+    shown = pillar_versions(cli, "ug1")
+    assert set(shown) == set(SERVERS) and all(v.startswith("8.0.") for v in shown.values()), shown
+
+
+def test_a_dead_redis_8_master_host_fails_over_keeping_every_confirmed_write(first_apply, cli, upgrade_lab):
+    dead_master_host_fails_over(upgrade_lab[0], cli, pair, "r8-failover")
+
+
+def test_a_redis_8_backup_set_restores_every_key(first_apply, cli, upgrade_master):
+    backup_set_restores_every_key(upgrade_master, pair, "r8")

@@ -4,14 +4,17 @@ salt-master): one `salt '*' state.apply redis` installs Debian's valkey-server 8
 cluster (`valkey-cli --cluster check` clean), the next apply changes nothing; status and the
 preflight name the server, its version and RDB format; a backup set taken while a client
 writes restores every acknowledged key after FLUSHALL. The same deployment on a Debian 12
-host is refused before anything changes, naming the host and what Debian 12 offers.
+host is refused before anything changes, naming the host and what Debian 12 offers. Three
+more hosts with `replicas_per_master: 1` become a Valkey replica each of a master on another
+host; a master host killed fails over to its replica with every key the replica confirmed,
+boots back as its replica, and the next apply reverts nothing.
 """
 
 import shutil
 
 import pytest
 import yaml
-from support.cluster import ClusterWriter, slots_served
+from support.cluster import ClusterWriter, cluster_client, slots_served
 from support.lab import (
     REDIS_PORT,
     boot_hosts,
@@ -36,18 +39,24 @@ PASSWORD = "valkey's pass #8"
 HOSTS = {"vk1": f"{SUBNET}.11", "vk2": f"{SUBNET}.12", "vk3": f"{SUBNET}.13"}
 GROWN = ("vk4", f"{SUBNET}.14")
 BOOKWORM = ("vk5", f"{SUBNET}.15")
+REPLICAS = {"vk6": f"{SUBNET}.16", "vk7": f"{SUBNET}.17", "vk8": f"{SUBNET}.18"}
 
 
-def deployment(with_bookworm=False, grown=None):
+def deployment(with_bookworm=False, grown=None, replicas=False):
     """The YAML; ``grown``: None without vk4, True with vk4 running Redis, False with vk4 as a
-    controller without Redis (what an operator writes before `redis_cluster.remove_node`)."""
-    hosts = dict(HOSTS, **{GROWN[0]: GROWN[1]}) if grown is not None else HOSTS
+    controller without Redis (what an operator writes before `redis_cluster.remove_node`);
+    ``replicas``: vk6-vk8 listed too, with ``replicas_per_master: 1``."""
+    hosts = dict(HOSTS, **{GROWN[0]: GROWN[1]}) if grown is not None else dict(HOSTS)
+    if replicas:
+        hosts.update(REPLICAS)
     controllers = [{"hostname": h, "ip_address": ip, "services": {"redis": grown is not False or h != GROWN[0]},
                     "lab": {"os": "debian13"}} for h, ip in hosts.items()]
     if with_bookworm:
         controllers.append({"hostname": BOOKWORM[0], "ip_address": BOOKWORM[1], "services": {"redis": True}})
-    return {"cache": {"redis": {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "server": "valkey"}},
-            "nodes": {"controllers": controllers}}
+    settings = {"password": "${REDIS_PASSWORD}", "host_baseline": "report", "server": "valkey"}
+    if replicas:
+        settings["replicas_per_master"] = 1
+    return {"cache": {"redis": settings}, "nodes": {"controllers": controllers}}
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +210,65 @@ def test_valkey_on_a_debian_12_host_is_refused_before_anything_changes(first_app
         assert PASSWORD not in refused.stdout
     finally:
         config.write_text(yaml.safe_dump(deployment()))
+
+
+def roles(hosts):
+    """{host: ("master", None) or ("replica", its master's host)}, each node's own word."""
+    addresses = {**HOSTS, **REPLICAS}
+    ids = {redis_client(addresses[h], REDIS_PORT, password=PASSWORD).execute_command("CLUSTER", "MYID"): h
+           for h in hosts}
+    result = {}
+    for host in hosts:
+        myself = next(line for line in redis_client(addresses[host], REDIS_PORT, password=PASSWORD)
+                      .execute_command("CLUSTER", "NODES").splitlines() if "myself" in line).split()
+        result[host] = ("replica", ids.get(myself[3], myself[3])) if "slave" in myself[2] else ("master", None)
+    return result
+
+
+def test_three_more_hosts_become_a_valkey_replica_each_and_a_dead_master_fails_over_keeping_every_key(
+        first_apply, cli, valkey_lab, valkey_master):
+    lab, _, config = valkey_lab
+    everyone = {**HOSTS, **REPLICAS}
+    wait_cluster_ok()
+    config.write_text(yaml.safe_dump(deployment(replicas=True)))
+    boot_hosts(lab, valkey_master, config)
+    wait_for_minions(cli, list(REPLICAS))
+
+    grown = cli.run("-L", "state.apply", "redis", minion_tgt=",".join(everyone))
+
+    assert grown.returncode == 0, grown.stdout
+    shape = roles(everyone)
+    masters = sorted(h for h, (role, _) in shape.items() if role == "master")
+    assert masters == sorted(HOSTS), shape  # no master lost its slots to a newcomer
+    assert sorted(master for role, master in shape.values() if role == "replica") == masters, shape
+    victim = "vk1"
+    heir = next(h for h, (role, master) in shape.items() if master == victim)
+    wait_until(lambda: redis_client(everyone[heir], REDIS_PORT, password=PASSWORD).info("replication")
+               ["master_link_status"] == "up", 60, f"{heir} replicating {victim}")
+    client = cluster_client(["vk2"], decode_responses=False, addresses=everyone, password=PASSWORD)
+    acknowledged = []
+    for number in range(300):
+        key = f"vkpaid:{number}"
+        client.set(key, number)
+        owner = client.get_node_from_key(key)
+        if owner.host == HOSTS[victim]:
+            assert client.get_redis_connection(owner).execute_command("WAIT", 1, 2000) == 1  # the heir has it
+            acknowledged.append(key)
+    client.close()
+    assert acknowledged
+
+    lab.kill(victim)
+    wait_until(lambda: roles([heir])[heir][0] == "master", 60, f"{heir} promoted")
+    lab.boot(victim)
+    wait_for_minions(cli, [victim])
+    wait_until(lambda: roles([victim, heir])[victim] == ("replica", heir), 60, f"{victim} back as {heir}'s replica")
+    wait_until(lambda: all("cluster_state:ok" in redis_client(ip, REDIS_PORT, password=PASSWORD)
+                           .execute_command("CLUSTER", "INFO") for ip in everyone.values()), 60, "cluster ok")
+
+    again = cli.run("-L", "state.apply", "redis", minion_tgt=",".join(everyone))
+    assert again.returncode == 0, again.stdout
+    assert states_with_changes(again) == []
+    assert roles([victim, heir]) == {victim: ("replica", heir), heir: ("master", None)}  # nothing reverted
+    reader = cluster_client(["vk3"], addresses=everyone, password=PASSWORD)
+    assert [reader.get(key) for key in acknowledged] == [key.split(":")[1] for key in acknowledged]
+    reader.close()

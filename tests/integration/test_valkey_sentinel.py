@@ -10,7 +10,6 @@ backup set restores every key.
 import shutil
 
 import pytest
-from redis.sentinel import Sentinel
 from support.lab import (
     REDIS_PORT,
     SENTINEL_PORT,
@@ -20,9 +19,9 @@ from support.lab import (
     master_of_its_own,
     password_forms,
     redis_client,
-    wait_for_minions,
 )
-from support.sentinel import WaitWriter
+from support.pair_drills import backup_set_restores_every_key, dead_master_host_fails_over
+from support.sentinel import PairView, WaitWriter
 from support.states import states_with_changes
 from support.waits import wait_until
 
@@ -108,29 +107,7 @@ def test_bare_debian_13_hosts_form_a_valkey_sentinel_pair_with_a_witness(first_a
 
 
 def test_a_dead_master_host_fails_over_keeping_every_confirmed_write(first_apply, cli, valkey_lab):
-    lab = valkey_lab[0]
-    old = current_master()
-    new = next(h for h in SERVERS if h != old)
-    wait_until(lambda: sentinels_agree_on(old), 30, f"the Sentinels agree on {old}")
-    writer = WaitWriter([(ip, SENTINEL_PORT) for ip in ALL.values()], PASSWORD, "vks")
-    writer.start()
-    wait_until(lambda: len(writer.acknowledged) >= 100, 30, "100 writes confirmed by the replica")
-
-    lab.kill(old)
-
-    wait_until(lambda: server(new).info("replication")["role"] == "master", 60, f"{new} promoted")
-    wait_until(lambda: len(writer.acknowledged) >= 200, 60, "writes confirmed again after the failover")
-    writer.finish()
-    assert writer.missing(server(new)) == [], "writes the replica confirmed were lost"
-
-    lab.boot(old)
-    wait_for_minions(cli, [old])
-    wait_until(lambda: server(old).info("replication")["role"] == "slave"
-               and server(old).info("replication")["master_link_status"] == "up", 60, f"{old} back as a replica")
-    again = cli.run("state.apply", "redis", minion_tgt="*")
-    assert again.returncode == 0, again.stdout
-    assert states_with_changes(again) == []
-    assert current_master() == new
+    dead_master_host_fails_over(valkey_lab[0], cli, PairView(SERVERS, ALL, PASSWORD), "vks")
 
 
 def test_a_rolling_restart_fails_the_valkey_master_over_first_and_loses_no_confirmed_write(
@@ -155,22 +132,4 @@ def test_a_rolling_restart_fails_the_valkey_master_over_first_and_loses_no_confi
 
 
 def test_a_backup_set_restores_every_key(first_apply, cli, valkey_master):
-    master = current_master()
-    client = Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], sentinel_kwargs={"password": PASSWORD},
-                      password=PASSWORD, decode_responses=True).master_for("mymaster")
-    keys = {f"vks:set:{n}": str(n) for n in range(300)}
-    client.mset(keys)
-    assert client.execute_command("WAIT", 1, 2000) == 1
-    run = valkey_master.salt_run_cli(timeout=600).run("redis_backup.run", "type=rdb")
-    assert run.returncode == 0, run.stdout
-    assert run.data["status"] == "complete", run.data
-
-    server(master).flushall()
-    restored = valkey_master.salt_run_cli(timeout=600).run("redis_backup.restore", f"set={run.data['set_id']}",
-                                                           "force=True")
-    assert restored.returncode == 0, restored.stdout
-
-    wait_until(lambda: sentinels_agree_on(current_master()), 60, "the Sentinels agree again")
-    reader = Sentinel([(ip, SENTINEL_PORT) for ip in ALL.values()], sentinel_kwargs={"password": PASSWORD},
-                      password=PASSWORD, decode_responses=True).master_for("mymaster")
-    assert reader.mget(list(keys)) == list(keys.values())
+    backup_set_restores_every_key(valkey_master, PairView(SERVERS, ALL, PASSWORD), "vks")

@@ -206,3 +206,14 @@ def master_of_its_own(salt_factories, own_lab, master_id, password=PASSWORD):
     factory.environ = dict(factory.environ, REDIS_PASSWORD=password)
     with factory.started(start_timeout=120):
         yield factory
+
+
+def pillar_versions(cli, minion):
+    """``{host: version}`` of pillar ``redis:versions`` as ``minion`` gets it now (refreshed:
+    the salt-master reads its peers' grains from its minion data cache), every entry with
+    the RDB format its version writes."""
+    assert cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion).returncode == 0
+    versions = cli.run("pillar.get", "redis:versions", "unmask=True", minion_tgt=minion).data
+    assert versions and all(entry["rdb_format"] and entry["minion"] for entry in versions.values()), \
+        f"pillar redis:versions on {minion}: {versions}"
+    return {host: entry["version"] for host, entry in versions.items()}

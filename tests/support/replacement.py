@@ -19,6 +19,7 @@ from support.lab import (
     host_output,
     lab_of_its_own,
     master_of_its_own,
+    pillar_versions,
     redis_client,
     wait_for_minions,
 )
@@ -86,17 +87,6 @@ def running_server(address, password):
     info = redis_client(address, REDIS_PORT, password=password).info("server")
     server = info.get("server_name", "redis")
     return server, info.get(f"{server}_version", info["redis_version"])
-
-
-def pillar_versions(cli, minion):
-    """``{host: version}`` of pillar ``redis:versions`` as ``minion`` gets it now (refreshed:
-    the salt-master reads its peers' grains from its minion data cache), every entry with
-    the RDB format its version writes."""
-    assert cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion).returncode == 0
-    versions = cli.run("pillar.get", "redis:versions", "unmask=True", minion_tgt=minion).data
-    assert versions and all(entry["rdb_format"] and entry["minion"] for entry in versions.values()), \
-        f"pillar redis:versions on {minion}: {versions}"
-    return {host: entry["version"] for host, entry in versions.items()}
 
 
 def move_under_writes(cli, own_lab, master, groups, password, old="old", new="new", refused_back=True):
