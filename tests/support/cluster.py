@@ -98,12 +98,24 @@ class ClusterWriter(Writer):
                 # redis-py 7.0's ASK redirection towards a node its slot cache does not know
                 # yet (one just added, a rebalance moving slots onto it) reaches for the
                 # connection of None before sending anything: nothing was written. A client
-                # would refresh its view of the cluster and write again.
+                # would refresh its view of the cluster and write again. A node that serves
+                # no slot yet is in no refreshed view (CLUSTER SLOTS lists owners only): while
+                # a slot moves onto it, every ASK there would fail the same way, so the client
+                # is also told every node's address.
                 if "redis_connection" not in str(exc):
                     raise
                 self.client_bug_retries += 1
                 self.cluster.nodes_manager.initialize()
+                self._know_every_node()
         return self.cluster.set(key, value)
+
+    def _know_every_node(self):
+        manager = self.cluster.nodes_manager
+        missing = [ClusterNode(ip, REDIS_PORT) for ip in self.addresses.values()
+                   if f"{ip}:{REDIS_PORT}" not in manager.nodes_cache]
+        manager.create_redis_connections(missing)
+        for node in missing:
+            manager.nodes_cache[node.name] = node
 
     def finish(self, timeout=10):
         super().finish(timeout)
